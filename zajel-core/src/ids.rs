@@ -1,0 +1,177 @@
+//! Identifiers and timestamps shared by the protocol and the stores.
+//!
+//! * [`UserId`] and [`MessageId`] are UUIDs (random v4 for users, time-ordered v7 for
+//!   messages) so any node can mint them without coordination.
+//! * [`ConversationId`] is derived, not minted: a direct conversation between two users is
+//!   `dm.<lower-uuid>.<higher-uuid>`, so both clients can compute it offline and a store can
+//!   use it as a Redis Cluster hash tag. Group ids (`g.<uuid>`) are reserved for later.
+//! * [`Timestamp`] is milliseconds since the Unix epoch (fits a JSON number exactly).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A user's stable id. Serialized as the hyphenated UUID string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    /// A new random id.
+    #[cfg(feature = "ids")]
+    pub fn new_random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for UserId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// A message's server-assigned id (UUID v7: sortable by creation time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(pub Uuid);
+
+impl MessageId {
+    /// A new time-ordered id.
+    #[cfg(feature = "ids")]
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time (not available on wasm; the client gets times from the server).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn now() -> Self {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Self(ms)
+    }
+
+    /// This time plus `ms` milliseconds (saturating).
+    pub fn plus_millis(self, ms: i64) -> Self {
+        Self(self.0.saturating_add(ms))
+    }
+}
+
+/// A conversation's id. Today only direct conversations exist: `dm.<a>.<b>` with `a < b`.
+///
+/// Parsing validates the shape, so an id that reaches a store is always well formed.
+///
+/// ```
+/// use zajel_core::{ConversationId, UserId};
+/// let a: UserId = "00000000-0000-4000-8000-000000000001".parse().unwrap();
+/// let b: UserId = "00000000-0000-4000-8000-000000000002".parse().unwrap();
+/// let c = ConversationId::direct(b, a);
+/// assert_eq!(c, ConversationId::direct(a, b));
+/// assert_eq!(c.participants(), Some((a, b)));
+/// assert!("dm.nope".parse::<ConversationId>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ConversationId(String);
+
+/// Why a string is not a [`ConversationId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid conversation id: expected dm.<user-id>.<user-id> with distinct ids in ascending order"
+)]
+pub struct InvalidConversationId;
+
+impl ConversationId {
+    /// The direct conversation between two users (order of the arguments does not matter).
+    pub fn direct(a: UserId, b: UserId) -> Self {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        Self(format!("dm.{lo}.{hi}"))
+    }
+
+    /// The two participants of a direct conversation, lower id first.
+    pub fn participants(&self) -> Option<(UserId, UserId)> {
+        let rest = self.0.strip_prefix("dm.")?;
+        let (a, b) = rest.split_once('.')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+
+    /// Whether `user` takes part in this conversation.
+    pub fn has_member(&self, user: UserId) -> bool {
+        matches!(self.participants(), Some((a, b)) if a == user || b == user)
+    }
+
+    /// For a direct conversation, the participant that is not `me`.
+    pub fn peer_of(&self, me: UserId) -> Option<UserId> {
+        let (a, b) = self.participants()?;
+        if a == me {
+            Some(b)
+        } else if b == me {
+            Some(a)
+        } else {
+            None
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ConversationId {
+    type Err = InvalidConversationId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = s.strip_prefix("dm.").ok_or(InvalidConversationId)?;
+        let (a, b) = rest.split_once('.').ok_or(InvalidConversationId)?;
+        let a: UserId = a.parse().map_err(|_| InvalidConversationId)?;
+        let b: UserId = b.parse().map_err(|_| InvalidConversationId)?;
+        if a >= b {
+            return Err(InvalidConversationId);
+        }
+        // Re-render so the canonical (lower-case hyphenated) form is what we keep.
+        Ok(Self::direct(a, b))
+    }
+}
+
+impl TryFrom<String> for ConversationId {
+    type Error = InvalidConversationId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<ConversationId> for String {
+    fn from(c: ConversationId) -> String {
+        c.0
+    }
+}

@@ -1,0 +1,265 @@
+//! Frames a server sends: answers (with `re`) and events (without).
+
+use super::RequestId;
+use crate::error::{ErrorCode, HasErrorCode};
+use crate::friends::FriendReason;
+use crate::ids::{ConversationId, Timestamp, UserId};
+use crate::model::{ConversationSummary, Message, Relation, User};
+use serde::{Deserialize, Serialize};
+
+/// Limits the server enforces, announced in `auth_ok` so clients can check before sending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame the server accepts, in bytes.
+    pub max_frame_bytes: u32,
+    /// Largest message body, in bytes.
+    pub max_body_bytes: u32,
+    /// Sustained requests per second per connection before `rate_limited`.
+    pub requests_per_second: u32,
+    /// The server closes a connection that sends nothing for this long (ping to keep alive).
+    pub idle_timeout_ms: u64,
+}
+
+/// One row of the friends list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendEntry {
+    /// The other user.
+    pub user: User,
+    /// How I see them.
+    pub relation: Relation,
+    /// When the relation last changed.
+    pub since: Timestamp,
+    /// Online now (friends only; false otherwise).
+    pub online: bool,
+    /// Last time they were online (friends only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+}
+
+/// What the server replayed on resume, sent after the replayed messages and before live events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// The conversation list now (unread counts, read marks).
+    pub conversations: Vec<ConversationSummary>,
+    /// The friends list now (replaces the client's copy: friend changes are state, not log).
+    pub friends: Vec<FriendEntry>,
+    /// Conversations whose backlog was larger than the replay bound; the client pages the rest
+    /// with `history` (`after` = its cursor). Nothing is lost, only not pushed.
+    pub truncated: Vec<ConversationId>,
+}
+
+/// The body of an `error` frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// The failed request's id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re: Option<RequestId>,
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// For `rate_limited`: when to retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorFrame {
+    /// An error answering `re` built from any coded error.
+    pub fn from_error(re: Option<RequestId>, e: &(impl HasErrorCode + ?Sized)) -> Self {
+        Self {
+            re,
+            code: e.code(),
+            message: e.to_string(),
+            retry_after_ms: None,
+        }
+    }
+    /// An error with an explicit code and message.
+    pub fn new(re: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            re,
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// A frame from server to client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Authentication succeeded.
+    AuthOk {
+        /// Answers `auth`.
+        re: RequestId,
+        /// Who I am.
+        user: User,
+        /// Protocol version in use.
+        protocol: u32,
+        /// Limits in force.
+        limits: Limits,
+    },
+    /// Resume finished: replayed messages (as `message` events) precede this frame.
+    Synced {
+        /// Answers the `auth` that carried `resume`.
+        re: RequestId,
+        /// State now.
+        #[serde(flatten)]
+        state: SyncState,
+    },
+    /// Answers `ping`.
+    Pong {
+        /// Answers `ping`.
+        re: RequestId,
+    },
+    /// A friend operation succeeded: my view of them now.
+    FriendOk {
+        /// Answers the friend operation.
+        re: RequestId,
+        /// The other user.
+        user: User,
+        /// How I see them now.
+        relation: Relation,
+    },
+    /// Answers `friends_list`.
+    Friends {
+        /// Answers `friends_list`.
+        re: RequestId,
+        /// Everyone I have a relation with.
+        friends: Vec<FriendEntry>,
+    },
+    /// The ack: the message is stored.
+    Sent {
+        /// Answers `send`.
+        re: RequestId,
+        /// The stored message (server id, sequence, time).
+        message: Message,
+        /// True when the idempotency key was seen before and nothing new was stored.
+        duplicate: bool,
+    },
+    /// Answers `history`.
+    History {
+        /// Answers `history`.
+        re: RequestId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Oldest first.
+        messages: Vec<Message>,
+        /// More exist in the paging direction.
+        has_more: bool,
+    },
+    /// Answers `conversations`.
+    Conversations {
+        /// Answers `conversations`.
+        re: RequestId,
+        /// Most recently active first.
+        conversations: Vec<ConversationSummary>,
+    },
+    /// Answers `mark_read`.
+    ReadOk {
+        /// Answers `mark_read`.
+        re: RequestId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// My read mark now.
+        seq: u64,
+    },
+    /// Something went wrong.
+    Error(ErrorFrame),
+    // ---- events ----
+    /// A new message in one of my conversations (also my own, sent from another device).
+    Message {
+        /// The message.
+        message: Message,
+    },
+    /// My relation with someone changed (on any of my devices, or by them).
+    Friend {
+        /// The other user.
+        user: User,
+        /// How I see them now.
+        relation: Relation,
+        /// What happened.
+        reason: FriendReason,
+        /// When.
+        at: Timestamp,
+    },
+    /// Someone's read mark moved (the other participant's, or mine from another device).
+    Read {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Whose mark.
+        user: UserId,
+        /// The mark now.
+        seq: u64,
+    },
+    /// A friend started or stopped typing.
+    Typing {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Who.
+        user: UserId,
+        /// Typing now.
+        active: bool,
+    },
+    /// A friend came online or went offline.
+    Presence {
+        /// Who.
+        user: UserId,
+        /// Online now.
+        online: bool,
+        /// When last seen (set when going offline).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seen: Option<Timestamp>,
+    },
+    /// The server is going away (shutdown); reconnect after the delay and resume.
+    GoingAway {
+        /// Why.
+        reason: String,
+        /// Suggested delay before reconnecting.
+        reconnect_after_ms: u64,
+    },
+    /// A frame type this client does not know (from a newer server); ignore it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServerFrame {
+    /// Every frame `type` (excluding `Unknown`), for the docs test.
+    pub const TYPES: &'static [&'static str] = &[
+        "auth_ok",
+        "synced",
+        "pong",
+        "friend_ok",
+        "friends",
+        "sent",
+        "history",
+        "conversations",
+        "read_ok",
+        "error",
+        "message",
+        "friend",
+        "read",
+        "typing",
+        "presence",
+        "going_away",
+    ];
+
+    /// Serializes to JSON text.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(
+                "{{\"type\":\"error\",\"code\":\"internal\",\"message\":\"encode failed: {e}\"}}"
+            )
+        })
+    }
+
+    /// Parses a server frame (client side). Unknown types become [`ServerFrame::Unknown`].
+    pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// An error frame.
+    pub fn error(re: Option<RequestId>, e: &(impl HasErrorCode + ?Sized)) -> Self {
+        ServerFrame::Error(ErrorFrame::from_error(re, e))
+    }
+}

@@ -1,0 +1,343 @@
+//! Storage: narrow async traits per concern, and their implementations.
+//!
+//! | trait | holds |
+//! |---|---|
+//! | [`UserStore`] | accounts, password hashes, linked external identities, last-seen |
+//! | [`SessionStore`] | sign-in sessions (token hashes) |
+//! | [`FriendStore`] | one [`Edge`] per pair, compare-and-swap, and each user's derived relation list |
+//! | [`MessageStore`] | per-conversation logs with gap-free sequences, idempotency, read marks, conversation lists |
+//!
+//! [`Store`] bundles all four; the server holds an `Arc<dyn Store>` so the backend is a runtime
+//! choice. Implementations: [`memory::MemoryStore`], [`embedded::EmbeddedStore`] (redb, the
+//! default) and [`redis::RedisStore`]. All of them pass the same conformance suite
+//! (`conformance`, feature `test-suite`).
+//!
+//! Guarantees every implementation gives (the suite checks each):
+//! * `append` stores before it returns; sequences per conversation are 1, 2, 3, … with no gaps
+//!   and no repeats under any concurrency; a repeated (conversation, sender, idempotency key)
+//!   returns the first message with `duplicate: true` and stores nothing.
+//! * `swap_edge` is atomic: of two racing swaps from the same expected edge, exactly one wins.
+//! * A rejected call (typed [`StoreError`]) changes nothing.
+
+use crate::error::{ErrorCode, HasErrorCode};
+use crate::friends::{Edge, UserPair};
+use crate::ids::{ConversationId, Timestamp, UserId};
+use crate::limits::Username;
+use crate::model::{
+    Appended, ConversationSummary, HistoryPage, HistoryQuery, NewMessage, ReadMark, Relation,
+    Session, User,
+};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+// STUB-SPLIT conformance/embedded added below
+#[cfg(feature = "memory")]
+pub mod memory;
+
+/// A storage failure or a refused store operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The username (case-insensitively) belongs to another account.
+    #[error("username is taken")]
+    UsernameTaken,
+    /// No user with that id.
+    #[error("no such user")]
+    UserNotFound,
+    /// The external identity is linked to another account.
+    #[error("this external identity is linked to another account")]
+    IdentityTaken,
+    /// The user is not a member of the conversation.
+    #[error("not a member of this conversation")]
+    NotAMember,
+    /// A cursor or read mark outside the conversation.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+    /// The backend failed (I/O, connection, …). Nothing is known to have changed.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl HasErrorCode for StoreError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::UsernameTaken => ErrorCode::UsernameTaken,
+            StoreError::UserNotFound => ErrorCode::UserNotFound,
+            StoreError::IdentityTaken => ErrorCode::InvalidCredentials,
+            StoreError::NotAMember => ErrorCode::ConversationNotFound,
+            StoreError::InvalidCursor(_) => ErrorCode::InvalidCursor,
+            StoreError::Backend(_) | StoreError::Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(e: impl std::fmt::Display) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+    /// Wraps a decoding error.
+    pub fn corrupt(e: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One entry of a user's relation list (everything but [`Relation::None`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationEntry {
+    /// The other user.
+    pub peer: UserId,
+    /// How the list's owner sees the peer.
+    pub relation: Relation,
+    /// When it last changed.
+    pub since: Timestamp,
+}
+
+/// Accounts and credentials.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates an account. `UsernameTaken` if the canonical name exists.
+    async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<User>;
+    /// The user with this id.
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// The user with this username (case-insensitive).
+    async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>>;
+    /// The stored password hash (PHC string), if the account has a password.
+    async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>>;
+    /// Sets or replaces the password hash. `UserNotFound` for unknown ids.
+    async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()>;
+    /// Links an external identity (OpenID Connect issuer + subject) to a user.
+    /// Idempotent for the same user; `IdentityTaken` if linked to another.
+    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()>;
+    /// The user an external identity is linked to.
+    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>>;
+    /// Records when the user was last online. `UserNotFound` for unknown ids.
+    async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()>;
+    /// When the user was last online.
+    async fn last_seen(&self, id: UserId) -> StoreResult<Option<Timestamp>>;
+}
+
+/// Sign-in sessions. Keyed by (user, token hash) so all of a user's sessions live together
+/// (one Redis Cluster slot) and "log out everywhere" is a single atomic delete.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a session. `UserNotFound` for unknown users.
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    /// The session, if it exists and has not expired at `now`.
+    async fn session(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Session>>;
+    /// Deletes one session; true if it existed.
+    async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool>;
+    /// Deletes every session of a user; returns how many.
+    async fn delete_user_sessions(&self, user: UserId) -> StoreResult<u64>;
+}
+
+/// The friend graph's persistence: one [`Edge`] per pair, swapped atomically.
+#[async_trait]
+pub trait FriendStore: Send + Sync {
+    /// The pair's edge (`Edge::default()` if they never interacted).
+    async fn edge(&self, pair: UserPair) -> StoreResult<Edge>;
+    /// Replaces the edge with `new` if it still equals `expected`, and updates both users'
+    /// relation lists in the same atomic step. Returns false (changing nothing) if it did not.
+    async fn swap_edge(&self, pair: UserPair, expected: Edge, new: Edge) -> StoreResult<bool>;
+    /// Everyone `user` has a relation with (friends, requests both ways, users they block),
+    /// sorted by peer id.
+    async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>>;
+}
+
+/// Conversation logs. The durable history is also the recovery log clients resume from.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Appends messages, returning one result per input, in order. Backends batch the whole
+    /// slice (one transaction, one pipeline) so callers can coalesce concurrent sends.
+    /// Each message is stored before its `Ok` is returned. `NotAMember` if the sender is not in
+    /// the conversation.
+    async fn append(&self, batch: Vec<NewMessage>) -> Vec<StoreResult<Appended>>;
+    /// A page of history (see [`HistoryQuery`]); `InvalidCursor` for bounds outside the log.
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> StoreResult<HistoryPage>;
+    /// Sequence of the newest message (0 if none).
+    async fn last_seq(&self, conversation: &ConversationId) -> StoreResult<u64>;
+    /// The user's conversations, most recently active first.
+    async fn conversations(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>>;
+    /// Moves the user's read mark forward to `seq` (never back). `InvalidCursor` if `seq`
+    /// is past the newest message; `NotAMember` if the user is not in the conversation.
+    async fn mark_read(
+        &self,
+        conversation: &ConversationId,
+        user: UserId,
+        seq: u64,
+    ) -> StoreResult<ReadMark>;
+}
+
+/// Everything a server needs, as one object.
+pub trait Store: UserStore + SessionStore + FriendStore + MessageStore + 'static {}
+impl<T: UserStore + SessionStore + FriendStore + MessageStore + 'static> Store for T {}
+
+/// The inclusive sequence range a [`HistoryQuery`] selects. Sequences are gap-free, so a
+/// backend only has to fetch `first..=last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqRange {
+    /// First sequence to return (empty when `first > last`).
+    pub first: u64,
+    /// Last sequence to return.
+    pub last: u64,
+    /// More messages exist beyond the page in the paging direction.
+    pub has_more: bool,
+}
+
+impl SeqRange {
+    /// Whether the page is empty.
+    pub fn is_empty(&self) -> bool {
+        self.first > self.last
+    }
+}
+
+/// Validates `query` against a log whose newest sequence is `last_seq` and plans the page.
+pub fn plan_page(query: HistoryQuery, last_seq: u64) -> StoreResult<SeqRange> {
+    let limit = u64::from(query.limit.max(1));
+    if query.before == Some(0) {
+        return Err(StoreError::InvalidCursor(
+            "before must be at least 1".into(),
+        ));
+    }
+    if let Some(b) = query.before
+        && b > last_seq + 1
+    {
+        return Err(StoreError::InvalidCursor(format!(
+            "before={b} is past the end of the conversation (last seq {last_seq})"
+        )));
+    }
+    if let Some(a) = query.after
+        && a > last_seq
+    {
+        return Err(StoreError::InvalidCursor(format!(
+            "after={a} is past the end of the conversation (last seq {last_seq})"
+        )));
+    }
+    // Highest sequence the query may return.
+    let ceiling = query.before.map_or(last_seq, |b| b - 1).min(last_seq);
+    if let (Some(a), Some(b)) = (query.after, query.before)
+        && a >= b
+    {
+        return Err(StoreError::InvalidCursor(format!(
+            "after={a} must be below before={b}"
+        )));
+    }
+    Ok(match query.after {
+        Some(a) => {
+            let first = a + 1;
+            let last = ceiling.min(a.saturating_add(limit));
+            SeqRange {
+                first,
+                last,
+                has_more: last < ceiling,
+            }
+        }
+        None => {
+            let first = ceiling.saturating_sub(limit - 1).max(1);
+            SeqRange {
+                first,
+                last: ceiling,
+                has_more: first > 1,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(before: Option<u64>, after: Option<u64>, limit: u32) -> HistoryQuery {
+        HistoryQuery {
+            before,
+            after,
+            limit,
+        }
+    }
+
+    #[test]
+    fn pages_backwards_and_forwards() {
+        assert_eq!(
+            plan_page(q(None, None, 3), 10),
+            Ok(SeqRange {
+                first: 8,
+                last: 10,
+                has_more: true
+            })
+        );
+        assert_eq!(
+            plan_page(q(Some(8), None, 3), 10),
+            Ok(SeqRange {
+                first: 5,
+                last: 7,
+                has_more: true
+            })
+        );
+        assert_eq!(
+            plan_page(q(Some(3), None, 3), 10),
+            Ok(SeqRange {
+                first: 1,
+                last: 2,
+                has_more: false
+            })
+        );
+        assert_eq!(
+            plan_page(q(None, Some(0), 3), 10),
+            Ok(SeqRange {
+                first: 1,
+                last: 3,
+                has_more: true
+            })
+        );
+        assert_eq!(
+            plan_page(q(None, Some(8), 3), 10),
+            Ok(SeqRange {
+                first: 9,
+                last: 10,
+                has_more: false
+            })
+        );
+        assert_eq!(
+            plan_page(q(Some(6), Some(2), 10), 10),
+            Ok(SeqRange {
+                first: 3,
+                last: 5,
+                has_more: false
+            })
+        );
+        assert!(plan_page(q(None, Some(10), 3), 10).unwrap().is_empty());
+        assert!(plan_page(q(None, None, 3), 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_out_of_range_cursors() {
+        assert!(plan_page(q(Some(0), None, 3), 10).is_err());
+        assert!(plan_page(q(Some(12), None, 3), 10).is_err());
+        assert!(plan_page(q(None, Some(11), 3), 10).is_err());
+        assert!(plan_page(q(Some(4), Some(4), 3), 10).is_err());
+        assert!(plan_page(q(Some(11), None, 3), 10).is_ok());
+    }
+}
