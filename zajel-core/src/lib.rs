@@ -25,6 +25,8 @@ pub mod messaging;
 pub mod model;
 pub mod protocol;
 pub mod store;
+#[cfg(feature = "test-suite")]
+pub mod testing;
 
 pub use error::{ErrorCode, HasErrorCode, ValidationError};
 pub use friends::{FriendChange, FriendError, FriendGraph, FriendOp, FriendReason, FriendUpdate};

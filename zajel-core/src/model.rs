@@ -129,7 +129,7 @@ pub struct ReadMark {
 }
 
 /// A relationship as one user sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Relation {
     /// No relationship (also what a user blocked by the other side sees).

@@ -30,7 +30,8 @@ use crate::model::{
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-// STUB-SPLIT conformance/embedded added below
+#[cfg(feature = "test-suite")]
+pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
 

@@ -1,0 +1,874 @@
+//! The store conformance suite: the same cases run against every backend.
+//!
+//! A backend's test file writes one factory and calls the macro:
+//!
+//! ```ignore
+//! zajel_core::store_conformance_tests!(async {
+//!     let store = zajel_core::MemoryStore::new();
+//!     (std::sync::Arc::new(store) as std::sync::Arc<dyn zajel_core::Store>, Box::new(()) as zajel_core::store::conformance::Guard)
+//! });
+//! ```
+//!
+//! The factory returns the store and a guard (temp dir, Redis process, …) that lives until the
+//! case ends. Each case is its own `#[tokio::test]` (multi-threaded, so races are real).
+
+use crate::friends::{Edge, FriendGraph, FriendOp, Link, UserPair};
+use crate::ids::{ConversationId, Timestamp, UserId};
+use crate::limits::{Body, IdempotencyKey, Username};
+use crate::messaging::{SendError, prepare_send, send_one};
+use crate::model::{HistoryQuery, NewMessage, Relation, Session, User};
+use crate::store::{Store, StoreError};
+use crate::{ErrorCode, HasErrorCode};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Keeps whatever a backend needs alive (temp dir, Redis process) for one case.
+pub type Guard = Box<dyn std::any::Any + Send>;
+
+/// The shared store type the cases receive.
+pub type DynStore = Arc<dyn Store>;
+
+/// Expands to one `#[tokio::test]` per conformance case, each calling `$factory` for a fresh
+/// store. `$factory` is an expression of type `impl Future<Output = (DynStore, Guard)>`.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@cases $factory;
+            users_create_and_lookup,
+            users_reject_bad_input,
+            identities_link_once,
+            sessions_lifecycle,
+            edges_swap_atomically,
+            friend_flow_updates_both_lists,
+            friend_edge_cases,
+            racing_accepts_one_wins,
+            racing_crossed_requests_make_friends,
+            append_and_read_back,
+            append_rejects_non_member,
+            idempotent_retry_stores_once,
+            batch_append_mixed,
+            concurrent_appends_are_gap_free,
+            history_paging,
+            history_rejects_invalid_cursors,
+            conversation_list_and_unread,
+            read_marks_move_forward_only,
+            friends_only_messaging,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let (store, guard) = $factory.await;
+                $crate::store::conformance::$case(store).await;
+                drop(guard);
+            }
+        )*
+    };
+}
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn name(s: &str) -> Username {
+    Username::parse(s).expect("valid test username")
+}
+
+async fn user(store: &DynStore, n: &str) -> User {
+    store
+        .create_user(&name(n), Some("$argon2id$fake"), T0)
+        .await
+        .expect("create user")
+}
+
+async fn friends(store: &DynStore, a: &User, b: &User) {
+    let g = FriendGraph::new(&**store);
+    g.apply(a.id, b.id, FriendOp::Request, T0)
+        .await
+        .expect("request");
+    g.apply(b.id, a.id, FriendOp::Accept, T0)
+        .await
+        .expect("accept");
+}
+
+fn msg(conv: &ConversationId, sender: UserId, body: &str, key: &str) -> NewMessage {
+    NewMessage {
+        conversation: conv.clone(),
+        sender,
+        body: Body::parse(body).expect("valid body"),
+        idempotency_key: IdempotencyKey::parse(key).expect("valid key"),
+        sent_at: T0,
+    }
+}
+
+async fn append1(store: &DynStore, m: NewMessage) -> Result<crate::Appended, StoreError> {
+    store
+        .append(vec![m])
+        .await
+        .pop()
+        .expect("one result per message")
+}
+
+fn q(before: Option<u64>, after: Option<u64>, limit: u32) -> HistoryQuery {
+    HistoryQuery {
+        before,
+        after,
+        limit,
+    }
+}
+
+fn seqs(page: &crate::HistoryPage) -> Vec<u64> {
+    page.messages.iter().map(|m| m.seq).collect()
+}
+
+/// Accounts: create, case-insensitive uniqueness and lookup, password hash, last seen.
+pub async fn users_create_and_lookup(store: DynStore) {
+    let alice = user(&store, "Alice").await;
+    assert_eq!(alice.username, "Alice");
+    assert_eq!(alice.created_at, T0);
+    assert_eq!(store.user(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        store.user_by_username(&name("aLiCe")).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(store.user_by_username(&name("nobody")).await.unwrap(), None);
+    assert_eq!(
+        store.create_user(&name("ALICE"), None, T0).await,
+        Err(StoreError::UsernameTaken)
+    );
+    assert_eq!(
+        store.password_hash(alice.id).await.unwrap().as_deref(),
+        Some("$argon2id$fake")
+    );
+    store
+        .set_password_hash(alice.id, "$argon2id$new")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.password_hash(alice.id).await.unwrap().as_deref(),
+        Some("$argon2id$new")
+    );
+    let bob = store.create_user(&name("bob"), None, T0).await.unwrap();
+    assert_ne!(bob.id, alice.id);
+    assert_eq!(store.password_hash(bob.id).await.unwrap(), None);
+    assert_eq!(store.last_seen(bob.id).await.unwrap(), None);
+    store.set_last_seen(bob.id, Timestamp(5)).await.unwrap();
+    assert_eq!(store.last_seen(bob.id).await.unwrap(), Some(Timestamp(5)));
+}
+
+/// Unknown ids are typed errors and create nothing.
+pub async fn users_reject_bad_input(store: DynStore) {
+    let ghost = UserId::new_random();
+    assert_eq!(store.user(ghost).await.unwrap(), None);
+    assert_eq!(
+        store.set_password_hash(ghost, "x").await,
+        Err(StoreError::UserNotFound)
+    );
+    assert_eq!(
+        store.set_last_seen(ghost, T0).await,
+        Err(StoreError::UserNotFound)
+    );
+    assert_eq!(
+        store.user(ghost).await.unwrap(),
+        None,
+        "nothing was created for the unknown id"
+    );
+    assert_eq!(store.last_seen(ghost).await.unwrap(), None);
+    assert_eq!(
+        store.link_identity("https://idp", "sub", ghost).await,
+        Err(StoreError::UserNotFound)
+    );
+    assert_eq!(store.identity("https://idp", "sub").await.unwrap(), None);
+    assert_eq!(store.relations(ghost).await.unwrap(), vec![]);
+    assert_eq!(store.conversations(ghost, 10).await.unwrap(), vec![]);
+}
+
+/// External identities link to one account only.
+pub async fn identities_link_once(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    store
+        .link_identity("https://accounts.google.com", "123", a.id)
+        .await
+        .unwrap();
+    store
+        .link_identity("https://accounts.google.com", "123", a.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .link_identity("https://accounts.google.com", "123", b.id)
+            .await,
+        Err(StoreError::IdentityTaken)
+    );
+    assert_eq!(
+        store
+            .identity("https://accounts.google.com", "123")
+            .await
+            .unwrap(),
+        Some(a.id)
+    );
+    assert_eq!(store.identity("https://other", "123").await.unwrap(), None);
+}
+
+/// Sessions: lookup by (user, hash), expiry, delete one, delete all.
+pub async fn sessions_lifecycle(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let s1 = Session {
+        user_id: a.id,
+        token_hash: "h1".into(),
+        created_at: T0,
+        expires_at: T0.plus_millis(1000),
+    };
+    let s2 = Session {
+        token_hash: "h2".into(),
+        ..s1.clone()
+    };
+    let sb = Session {
+        user_id: b.id,
+        token_hash: "hb".into(),
+        ..s1.clone()
+    };
+    for s in [&s1, &s2, &sb] {
+        store.create_session(s).await.unwrap();
+    }
+    assert_eq!(
+        store.session(a.id, "h1", T0).await.unwrap(),
+        Some(s1.clone())
+    );
+    assert_eq!(
+        store.session(b.id, "h1", T0).await.unwrap(),
+        None,
+        "hash belongs to another user"
+    );
+    assert_eq!(
+        store
+            .session(a.id, "h1", T0.plus_millis(1000))
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    assert!(store.delete_session(a.id, "h1").await.unwrap());
+    assert!(!store.delete_session(a.id, "h1").await.unwrap());
+    assert_eq!(store.session(a.id, "h1", T0).await.unwrap(), None);
+    assert_eq!(store.session(a.id, "h2", T0).await.unwrap(), Some(s2));
+    assert_eq!(store.delete_user_sessions(a.id).await.unwrap(), 1);
+    assert_eq!(store.session(a.id, "h2", T0).await.unwrap(), None);
+    assert_eq!(
+        store.session(b.id, "hb", T0).await.unwrap(),
+        Some(sb),
+        "other users keep theirs"
+    );
+    let ghost = Session {
+        user_id: UserId::new_random(),
+        ..s1
+    };
+    assert_eq!(
+        store.create_session(&ghost).await,
+        Err(StoreError::UserNotFound)
+    );
+}
+
+/// `swap_edge` only succeeds from the expected edge and keeps both relation lists in step.
+pub async fn edges_swap_atomically(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let pair = UserPair::new(a.id, b.id).unwrap();
+    assert_eq!(store.edge(pair).await.unwrap(), Edge::default());
+    let req = Edge {
+        link: Link::RequestedByLo,
+        since: T0,
+        ..Edge::default()
+    };
+    let wrong = Edge {
+        link: Link::Friends,
+        ..Edge::default()
+    };
+    assert!(!store.swap_edge(pair, wrong, req).await.unwrap());
+    assert_eq!(
+        store.edge(pair).await.unwrap(),
+        Edge::default(),
+        "failed swap changed nothing"
+    );
+    assert!(store.swap_edge(pair, Edge::default(), req).await.unwrap());
+    assert_eq!(store.edge(pair).await.unwrap(), req);
+    let lo = store.relations(pair.lo).await.unwrap();
+    let hi = store.relations(pair.hi).await.unwrap();
+    assert_eq!(
+        (lo.len(), lo[0].peer, lo[0].relation),
+        (1, pair.hi, Relation::RequestSent)
+    );
+    assert_eq!(
+        (hi.len(), hi[0].peer, hi[0].relation),
+        (1, pair.lo, Relation::RequestReceived)
+    );
+    assert!(
+        !store.swap_edge(pair, Edge::default(), req).await.unwrap(),
+        "stale expectation"
+    );
+    let none = Edge {
+        since: T0,
+        ..Edge::default()
+    };
+    assert!(store.swap_edge(pair, req, none).await.unwrap());
+    assert!(store.relations(a.id).await.unwrap().is_empty());
+    assert!(store.relations(b.id).await.unwrap().is_empty());
+}
+
+/// The whole friend flow through [`FriendGraph`], with both lists checked at each step.
+pub async fn friend_flow_updates_both_lists(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let g = FriendGraph::new(&*store);
+    let rel = |list: Vec<crate::RelationEntry>, peer: UserId| {
+        list.into_iter()
+            .find(|e| e.peer == peer)
+            .map(|e| e.relation)
+    };
+    let ch = g.request(a.id, &name("BOB"), T0).await.unwrap();
+    assert_eq!(ch.for_actor.relation, Relation::RequestSent);
+    assert_eq!(
+        ch.for_target.as_ref().map(|u| (u.relation, u.user.id)),
+        Some((Relation::RequestReceived, a.id))
+    );
+    assert_eq!(
+        rel(store.relations(b.id).await.unwrap(), a.id),
+        Some(Relation::RequestReceived)
+    );
+    g.apply(b.id, a.id, FriendOp::Accept, T0).await.unwrap();
+    assert_eq!(
+        rel(store.relations(a.id).await.unwrap(), b.id),
+        Some(Relation::Friends)
+    );
+    assert_eq!(
+        rel(store.relations(b.id).await.unwrap(), a.id),
+        Some(Relation::Friends)
+    );
+    assert!(g.are_friends(a.id, b.id).await.unwrap());
+    g.request(c.id, &name("alice"), T0).await.unwrap();
+    let list: BTreeSet<_> = store
+        .relations(a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.peer, e.relation))
+        .collect();
+    assert_eq!(
+        list,
+        BTreeSet::from([(b.id, Relation::Friends), (c.id, Relation::RequestReceived)])
+    );
+    // Blocking a friend removes the friendship; the blocked side sees "removed", not "blocked".
+    let ch = g.apply(b.id, a.id, FriendOp::Block, T0).await.unwrap();
+    assert_eq!(ch.for_actor.relation, Relation::Blocked);
+    assert_eq!(
+        ch.for_target.map(|u| (u.relation, u.reason)),
+        Some((Relation::None, crate::FriendReason::Removed))
+    );
+    assert_eq!(rel(store.relations(a.id).await.unwrap(), b.id), None);
+    assert_eq!(
+        rel(store.relations(b.id).await.unwrap(), a.id),
+        Some(Relation::Blocked)
+    );
+    assert!(!g.are_friends(a.id, b.id).await.unwrap());
+    g.apply(b.id, a.id, FriendOp::Unblock, T0).await.unwrap();
+    assert_eq!(rel(store.relations(b.id).await.unwrap(), a.id), None);
+    g.apply(a.id, c.id, FriendOp::Decline, T0).await.unwrap();
+    assert!(store.relations(c.id).await.unwrap().is_empty());
+}
+
+/// Every edge case answers with its defined error and changes nothing.
+pub async fn friend_edge_cases(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let g = FriendGraph::new(&*store);
+    let code =
+        |r: Result<crate::FriendChange, crate::FriendError>| r.map(|_| ()).map_err(|e| e.code());
+    assert_eq!(
+        code(g.request(a.id, &name("alice"), T0).await),
+        Err(ErrorCode::CannotBefriendSelf)
+    );
+    assert_eq!(
+        code(g.request(a.id, &name("nobody"), T0).await),
+        Err(ErrorCode::UserNotFound)
+    );
+    assert_eq!(
+        code(
+            g.apply(a.id, UserId::new_random(), FriendOp::Request, T0)
+                .await
+        ),
+        Err(ErrorCode::UserNotFound)
+    );
+    assert_eq!(
+        code(g.apply(a.id, b.id, FriendOp::Remove, T0).await),
+        Err(ErrorCode::NotFriends)
+    );
+    assert_eq!(
+        code(g.apply(a.id, b.id, FriendOp::Accept, T0).await),
+        Err(ErrorCode::NoPendingRequest)
+    );
+    g.request(a.id, &name("bob"), T0).await.unwrap();
+    let before = store
+        .edge(UserPair::new(a.id, b.id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        code(g.request(a.id, &name("bob"), Timestamp(9)).await),
+        Err(ErrorCode::AlreadyRequested)
+    );
+    assert_eq!(
+        store
+            .edge(UserPair::new(a.id, b.id).unwrap())
+            .await
+            .unwrap(),
+        before,
+        "unchanged"
+    );
+    g.apply(a.id, b.id, FriendOp::Cancel, T0).await.unwrap();
+    assert_eq!(
+        code(g.apply(b.id, a.id, FriendOp::Accept, T0).await),
+        Err(ErrorCode::NoPendingRequest),
+        "accept of a cancelled request"
+    );
+    g.apply(a.id, b.id, FriendOp::Block, T0).await.unwrap();
+    assert_eq!(
+        code(g.request(b.id, &name("alice"), T0).await),
+        Err(ErrorCode::Blocked),
+        "request to a user who blocked you"
+    );
+    assert_eq!(
+        code(g.request(a.id, &name("bob"), T0).await),
+        Err(ErrorCode::Blocked),
+        "request to a user you blocked"
+    );
+    assert_eq!(
+        code(g.apply(a.id, b.id, FriendOp::Block, T0).await),
+        Err(ErrorCode::AlreadyBlocked)
+    );
+    assert_eq!(
+        code(g.apply(b.id, a.id, FriendOp::Unblock, T0).await),
+        Err(ErrorCode::NotBlocked)
+    );
+}
+
+/// Two racing accepts of one request: exactly one wins; the other hears `already_friends`.
+pub async fn racing_accepts_one_wins(store: DynStore) {
+    for round in 0..10 {
+        let a = user(&store, &format!("alice{round}")).await;
+        let b = user(&store, &format!("bob{round}")).await;
+        FriendGraph::new(&*store)
+            .apply(a.id, b.id, FriendOp::Request, T0)
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    FriendGraph::new(&*s)
+                        .apply(b.id, a.id, FriendOp::Accept, T0)
+                        .await
+                        .map_err(|e| e.code())
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap().map(|c| c.for_actor.relation));
+        }
+        results.sort_by_key(|r| r.is_err());
+        assert_eq!(
+            results,
+            vec![Ok(Relation::Friends), Err(ErrorCode::AlreadyFriends)]
+        );
+    }
+}
+
+/// A→B and B→A racing: both succeed (the second is an accept) and they end as friends.
+pub async fn racing_crossed_requests_make_friends(store: DynStore) {
+    for round in 0..10 {
+        let a = user(&store, &format!("alice{round}")).await;
+        let b = user(&store, &format!("bob{round}")).await;
+        let (s1, s2) = (store.clone(), store.clone());
+        let t1 = tokio::spawn(async move {
+            FriendGraph::new(&*s1)
+                .apply(a.id, b.id, FriendOp::Request, T0)
+                .await
+                .map(|c| c.for_actor.reason)
+        });
+        let t2 = tokio::spawn(async move {
+            FriendGraph::new(&*s2)
+                .apply(b.id, a.id, FriendOp::Request, T0)
+                .await
+                .map(|c| c.for_actor.reason)
+        });
+        let mut reasons = vec![t1.await.unwrap().unwrap(), t2.await.unwrap().unwrap()];
+        reasons.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(
+            reasons,
+            vec![
+                crate::FriendReason::Accepted,
+                crate::FriendReason::Requested
+            ]
+        );
+        assert!(
+            FriendGraph::new(&*store)
+                .are_friends(a.id, b.id)
+                .await
+                .unwrap()
+        );
+    }
+}
+
+/// Appended messages get ids, gap-free sequences, and read back exactly.
+pub async fn append_and_read_back(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let conv = ConversationId::direct(a.id, b.id);
+    let first = append1(&store, msg(&conv, a.id, "hello", "k1"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(
+        (
+            first.message.seq,
+            first.message.sender,
+            first.message.body.as_str()
+        ),
+        (1, a.id, "hello")
+    );
+    assert_eq!(first.message.idempotency_key, "k1");
+    assert_eq!(first.message.sent_at, T0);
+    let second = append1(&store, msg(&conv, b.id, "hi 👋", "k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.message.seq, 2,
+        "same key from another sender is another message"
+    );
+    assert_ne!(second.message.id, first.message.id);
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 2);
+    let page = store.history(&conv, q(None, None, 50)).await.unwrap();
+    assert_eq!(page.messages, vec![first.message, second.message]);
+    assert!(!page.has_more);
+    let empty = ConversationId::direct(a.id, UserId::new_random());
+    assert_eq!(store.last_seq(&empty).await.unwrap(), 0);
+    assert!(
+        store
+            .history(&empty, q(None, None, 10))
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+}
+
+/// A sender outside the conversation is refused and nothing is stored.
+pub async fn append_rejects_non_member(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let conv = ConversationId::direct(a.id, b.id);
+    assert_eq!(
+        append1(&store, msg(&conv, c.id, "intruder", "k")).await,
+        Err(StoreError::NotAMember)
+    );
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 0);
+    assert!(store.conversations(c.id, 10).await.unwrap().is_empty());
+    assert!(store.conversations(a.id, 10).await.unwrap().is_empty());
+}
+
+/// The same (conversation, sender, key) stores once; every retry returns the original.
+pub async fn idempotent_retry_stores_once(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let conv = ConversationId::direct(a.id, b.id);
+    let first = append1(&store, msg(&conv, a.id, "once", "retry-me"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let again = append1(
+            &store,
+            msg(&conv, a.id, "once (edited body is ignored)", "retry-me"),
+        )
+        .await
+        .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.message, first.message);
+    }
+    // Concurrent retries of a new key also store once.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, conv) = (store.clone(), conv.clone());
+            tokio::spawn(async move {
+                s.append(vec![msg(&conv, a.id, "racy", "same-key")])
+                    .await
+                    .pop()
+                    .unwrap()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut fresh = 0;
+    let mut ids = BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        fresh += usize::from(!r.duplicate);
+        ids.insert(r.message.id);
+    }
+    assert_eq!((fresh, ids.len()), (1, 1));
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 2);
+}
+
+/// One batch spanning conversations, with a duplicate key inside the batch and a bad item:
+/// one result per input, in order; the bad item fails alone.
+pub async fn batch_append_mixed(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let ab = ConversationId::direct(a.id, b.id);
+    let ac = ConversationId::direct(a.id, c.id);
+    let results = store
+        .append(vec![
+            msg(&ab, a.id, "1", "x"),
+            msg(&ac, a.id, "2", "x"),
+            msg(&ab, c.id, "not a member", "y"),
+            msg(&ab, b.id, "3", "x"),
+            msg(&ab, a.id, "dup", "x"),
+        ])
+        .await;
+    assert_eq!(results.len(), 5);
+    let r: Vec<_> = results
+        .into_iter()
+        .map(|r| r.map(|a| (a.message.conversation, a.message.seq, a.duplicate)))
+        .collect();
+    assert_eq!(r[0], Ok((ab.clone(), 1, false)));
+    assert_eq!(r[1], Ok((ac.clone(), 1, false)));
+    assert_eq!(r[2], Err(StoreError::NotAMember));
+    assert_eq!(r[3], Ok((ab.clone(), 2, false)));
+    assert_eq!(r[4], Ok((ab.clone(), 1, true)));
+    assert_eq!(store.last_seq(&ab).await.unwrap(), 2);
+    assert!(store.append(vec![]).await.is_empty());
+}
+
+/// Many concurrent senders into one conversation: sequences 1..=N, unique, no gaps.
+pub async fn concurrent_appends_are_gap_free(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let conv = ConversationId::direct(a.id, b.id);
+    let (tasks, per_task) = (8u64, 25u64);
+    let per_task_msgs = per_task + per_task / 5;
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (s, conv) = (store.clone(), conv.clone());
+            let sender = if t % 2 == 0 { a.id } else { b.id };
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..per_task {
+                    // Mix single appends and small batches.
+                    let batch: Vec<_> = (0..if i % 5 == 0 { 2 } else { 1 })
+                        .map(|j| msg(&conv, sender, "m", &format!("t{t}-{i}-{j}")))
+                        .collect();
+                    for r in s.append(batch).await {
+                        seqs.push(r.unwrap().message.seq);
+                    }
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort_unstable();
+    let expected: Vec<u64> = (1..=tasks * per_task_msgs).collect();
+    assert_eq!(all, expected);
+    let page = store.history(&conv, q(None, Some(0), 200)).await.unwrap();
+    assert_eq!(seqs(&page), expected[..200].to_vec());
+    assert!(page.has_more);
+}
+
+/// Backward and forward paging over a gap-free log.
+pub async fn history_paging(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let conv = ConversationId::direct(a.id, b.id);
+    let batch: Vec<_> = (1..=12)
+        .map(|i| msg(&conv, a.id, &format!("m{i}"), &format!("k{i}")))
+        .collect();
+    for r in store.append(batch).await {
+        r.unwrap();
+    }
+    let p = store.history(&conv, q(None, None, 5)).await.unwrap();
+    assert_eq!((seqs(&p), p.has_more), (vec![8, 9, 10, 11, 12], true));
+    assert_eq!(p.messages[0].body, "m8");
+    let p = store.history(&conv, q(Some(8), None, 5)).await.unwrap();
+    assert_eq!((seqs(&p), p.has_more), (vec![3, 4, 5, 6, 7], true));
+    let p = store.history(&conv, q(Some(3), None, 5)).await.unwrap();
+    assert_eq!((seqs(&p), p.has_more), (vec![1, 2], false));
+    let p = store.history(&conv, q(None, Some(9), 5)).await.unwrap();
+    assert_eq!((seqs(&p), p.has_more), (vec![10, 11, 12], false));
+    let p = store.history(&conv, q(None, Some(12), 5)).await.unwrap();
+    assert_eq!((seqs(&p), p.has_more), (vec![], false));
+    let p = store.history(&conv, q(Some(7), Some(2), 10)).await.unwrap();
+    assert_eq!((seqs(&p), p.has_more), (vec![3, 4, 5, 6], false));
+}
+
+/// Cursors outside the log are typed errors.
+pub async fn history_rejects_invalid_cursors(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let conv = ConversationId::direct(a.id, b.id);
+    append1(&store, msg(&conv, a.id, "one", "k")).await.unwrap();
+    for bad in [
+        q(Some(0), None, 5),
+        q(Some(3), None, 5),
+        q(None, Some(2), 5),
+        q(Some(1), Some(1), 5),
+    ] {
+        let err = store.history(&conv, bad).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidCursor(_)),
+            "{bad:?} gave {err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::InvalidCursor);
+    }
+}
+
+/// The conversation list: newest activity first, last message, unread counts, read marks.
+pub async fn conversation_list_and_unread(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let ab = ConversationId::direct(a.id, b.id);
+    let ac = ConversationId::direct(a.id, c.id);
+    append1(&store, msg(&ab, b.id, "b1", "1")).await.unwrap();
+    append1(&store, msg(&ab, b.id, "b2", "2")).await.unwrap();
+    append1(&store, msg(&ac, c.id, "c1", "1")).await.unwrap();
+    let list = store.conversations(a.id, 10).await.unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|s| s.conversation.clone())
+            .collect::<Vec<_>>(),
+        vec![ac.clone(), ab.clone()]
+    );
+    assert_eq!(
+        (
+            list[1].peer,
+            list[1].last_seq,
+            list[1].unread,
+            list[1].read_seq
+        ),
+        (Some(b.id), 2, 2, 0)
+    );
+    assert_eq!(
+        list[1].last_message.as_ref().map(|m| m.body.as_str()),
+        Some("b2")
+    );
+    assert_eq!(
+        list[1].peer_read_seq, 2,
+        "sending advances the sender's own mark"
+    );
+    // Replying moves ab to the top and clears alice's unread there.
+    append1(&store, msg(&ab, a.id, "a1", "1")).await.unwrap();
+    let list = store.conversations(a.id, 10).await.unwrap();
+    assert_eq!(list[0].conversation, ab);
+    assert_eq!(
+        (list[0].unread, list[0].read_seq, list[0].last_seq),
+        (0, 3, 3)
+    );
+    assert_eq!(list[1].unread, 1);
+    let bob_view = store.conversations(b.id, 10).await.unwrap();
+    assert_eq!(
+        (bob_view.len(), bob_view[0].unread, bob_view[0].peer),
+        (1, 1, Some(a.id))
+    );
+    assert_eq!(store.conversations(a.id, 1).await.unwrap().len(), 1);
+}
+
+/// Read marks only move forward and stay inside the log.
+pub async fn read_marks_move_forward_only(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let ab = ConversationId::direct(a.id, b.id);
+    for i in 1..=3 {
+        append1(&store, msg(&ab, b.id, "m", &format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let m = store.mark_read(&ab, a.id, 2).await.unwrap();
+    assert_eq!((m.seq, m.changed, m.user), (2, true, a.id));
+    let m = store.mark_read(&ab, a.id, 1).await.unwrap();
+    assert_eq!((m.seq, m.changed), (2, false));
+    assert!(matches!(
+        store.mark_read(&ab, a.id, 4).await,
+        Err(StoreError::InvalidCursor(_))
+    ));
+    assert_eq!(
+        store.mark_read(&ab, c.id, 1).await,
+        Err(StoreError::NotAMember)
+    );
+    let list = store.conversations(a.id, 10).await.unwrap();
+    assert_eq!((list[0].read_seq, list[0].unread), (2, 1));
+    let list = store.conversations(b.id, 10).await.unwrap();
+    assert_eq!(list[0].peer_read_seq, 2);
+}
+
+/// The friends-only rule and input validation in front of `append`.
+pub async fn friends_only_messaging(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let ab = ConversationId::direct(a.id, b.id);
+    let code =
+        |r: Result<crate::Appended, SendError>| r.map(|x| x.message.seq).map_err(|e| e.code());
+    assert_eq!(
+        code(send_one(&*store, a.id, &ab, "hi", "k", T0).await),
+        Err(ErrorCode::NotFriends)
+    );
+    friends(&store, &a, &b).await;
+    assert_eq!(
+        code(send_one(&*store, a.id, &ab, "hi", "k", T0).await),
+        Ok(1)
+    );
+    assert_eq!(
+        code(send_one(&*store, c.id, &ab, "hi", "k", T0).await),
+        Err(ErrorCode::ConversationNotFound)
+    );
+    assert_eq!(
+        code(send_one(&*store, a.id, &ab, "   ", "k2", T0).await),
+        Err(ErrorCode::EmptyBody)
+    );
+    let long = "x".repeat(crate::limits::BODY_MAX_BYTES + 1);
+    assert_eq!(
+        code(send_one(&*store, a.id, &ab, &long, "k3", T0).await),
+        Err(ErrorCode::BodyTooLong)
+    );
+    assert_eq!(
+        code(send_one(&*store, a.id, &ab, "hi", "", T0).await),
+        Err(ErrorCode::InvalidIdempotencyKey)
+    );
+    let err = prepare_send(&*store, a.id, &ab, "short", "k4", 3, T0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::BodyTooLong,
+        "configured lower limit applies"
+    );
+    assert_eq!(
+        store.last_seq(&ab).await.unwrap(),
+        1,
+        "no rejected send stored anything"
+    );
+    FriendGraph::new(&*store)
+        .apply(b.id, a.id, FriendOp::Block, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(send_one(&*store, a.id, &ab, "hi", "k5", T0).await),
+        Err(ErrorCode::NotFriends)
+    );
+}
