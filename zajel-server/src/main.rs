@@ -1,1 +1,2 @@
+//! The standalone `zajel-server` binary: see `docs/server.md`.
 fn main() {}
