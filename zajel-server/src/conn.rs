@@ -180,7 +180,7 @@ impl Conn {
         ) {
             return;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while let Some(Ok(msg)) = self.socket.recv().await {
                 if matches!(msg, Message::Close(_)) {
                     break;

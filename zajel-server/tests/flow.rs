@@ -35,7 +35,10 @@ async fn full_flow(addr: SocketAddr) {
         .await;
     assert_eq!(r["relation"], "friends", "{r}");
     let ev = b1.expect("friend").await;
-    assert_eq!((&ev["relation"], &ev["reason"]), (&json!("friends"), &json!("accepted")));
+    assert_eq!(
+        (&ev["relation"], &ev["reason"]),
+        (&json!("friends"), &json!("accepted"))
+    );
 
     // Friends list with presence.
     let list = a1.call(json!({"type": "friends_list"})).await;
@@ -95,7 +98,10 @@ async fn full_flow(addr: SocketAddr) {
     assert_eq!(ok["type"], "auth_ok", "{ok}");
     for (seq, body) in [(3, "one"), (4, "two"), (5, "three")] {
         let m = b2.expect("message").await;
-        assert_eq!((m["message"]["seq"].as_u64(), m["message"]["body"].as_str()), (Some(seq), Some(body)));
+        assert_eq!(
+            (m["message"]["seq"].as_u64(), m["message"]["body"].as_str()),
+            (Some(seq), Some(body))
+        );
     }
     let synced = b2.expect("synced").await;
     assert_eq!(synced["re"], ok["re"]);
@@ -118,16 +124,25 @@ async fn full_flow(addr: SocketAddr) {
 
     // History pages (newest first page, then scroll back, then forward).
     let h = b2.history(&conv, json!({"limit": 2})).await;
-    assert_eq!((seqs(&h), h["has_more"].as_bool()), (vec![5, 6], Some(true)));
+    assert_eq!(
+        (seqs(&h), h["has_more"].as_bool()),
+        (vec![5, 6], Some(true))
+    );
     let h = b2.history(&conv, json!({"limit": 2, "before": 5})).await;
     assert_eq!(seqs(&h), vec![3, 4]);
     let h = b2.history(&conv, json!({"limit": 10, "after": 4})).await;
-    assert_eq!((seqs(&h), h["has_more"].as_bool()), (vec![5, 6], Some(false)));
+    assert_eq!(
+        (seqs(&h), h["has_more"].as_bool()),
+        (vec![5, 6], Some(false))
+    );
 
     // Unread: bob's mark is at his own message (2), so 4 unread.
     let list = b2.call(json!({"type": "conversations"})).await;
     let row = &list["conversations"][0];
-    assert_eq!((row["unread"].as_u64(), row["last_seq"].as_u64()), (Some(4), Some(6)));
+    assert_eq!(
+        (row["unread"].as_u64(), row["last_seq"].as_u64()),
+        (Some(4), Some(6))
+    );
     assert_eq!(row["peer"], alice.id.as_str());
     assert_eq!(row["last_message"]["body"], "live again");
 
@@ -135,7 +150,10 @@ async fn full_flow(addr: SocketAddr) {
     let r = b2
         .call(json!({"type": "mark_read", "conversation": conv, "seq": 6}))
         .await;
-    assert_eq!((r["type"].as_str(), r["seq"].as_u64()), (Some("read_ok"), Some(6)));
+    assert_eq!(
+        (r["type"].as_str(), r["seq"].as_u64()),
+        (Some("read_ok"), Some(6))
+    );
     for a in [&mut a1, &mut a2] {
         let ev = a.expect("read").await;
         assert_eq!((&ev["user"], &ev["seq"]), (&json!(bob.id), &json!(6)));
