@@ -102,3 +102,278 @@ impl ServerConfig {
         }
     }
 }
+
+#[cfg(feature = "cli")]
+pub use standalone::{Cli, ConfigError, EngineArgs, FileConfig, Standalone};
+
+/// The standalone binary's configuration: clap flags > `ZAJEL_*` environment > TOML file >
+/// defaults (feature `cli`).
+#[cfg(feature = "cli")]
+mod standalone {
+    use super::ServerConfig;
+    use serde::Deserialize;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    /// Command line of `zajel-server`. Every option can also come from the environment
+    /// (`ZAJEL_<NAME>`) or the config file; flags win over the environment, which wins over the
+    /// file.
+    #[derive(Debug, Clone, clap::Parser)]
+    #[command(name = "zajel-server", version, about = "Zajel real-time chat server")]
+    pub struct Cli {
+        /// TOML configuration file.
+        #[arg(long, env = "ZAJEL_CONFIG")]
+        pub config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "ZAJEL_LISTEN")]
+        pub listen: Option<SocketAddr>,
+        /// Directory of the embedded store [default: ./zajel-data].
+        #[arg(long, env = "ZAJEL_DATA_DIR")]
+        pub data_dir: Option<PathBuf>,
+        /// Use Redis (e.g. redis://127.0.0.1:6379/) instead of the embedded store.
+        #[arg(long, env = "ZAJEL_REDIS_URL")]
+        pub redis_url: Option<String>,
+        /// Serve a built web app from this directory at `/` (index.html fallback).
+        #[arg(long, env = "ZAJEL_STATIC_DIR")]
+        pub static_dir: Option<PathBuf>,
+        /// Keep everything in memory (nothing persists; for demos and tests).
+        #[arg(long, env = "ZAJEL_MEMORY", num_args = 0..=1, default_missing_value = "true")]
+        pub memory: Option<bool>,
+        /// Log filter (tracing `EnvFilter` syntax) [default: info]; `RUST_LOG` wins if set.
+        #[arg(long, env = "ZAJEL_LOG")]
+        pub log: Option<String>,
+        /// Engine limits and policies.
+        #[command(flatten)]
+        pub engine: EngineArgs,
+    }
+
+    /// Engine options on the command line (see [`ServerConfig`] for their meaning).
+    #[derive(Debug, Clone, Default, clap::Args)]
+    pub struct EngineArgs {
+        /// Largest WebSocket frame in bytes [default: 65536].
+        #[arg(long, env = "ZAJEL_MAX_FRAME_BYTES")]
+        pub max_frame_bytes: Option<u32>,
+        /// Largest message body in bytes, at most 16384 [default: 4096].
+        #[arg(long, env = "ZAJEL_MAX_BODY_BYTES")]
+        pub max_body_bytes: Option<u32>,
+        /// Frames per second per connection [default: 20].
+        #[arg(long, env = "ZAJEL_RATE_PER_SECOND")]
+        pub rate_per_second: Option<u32>,
+        /// Frame burst per connection [default: 40].
+        #[arg(long, env = "ZAJEL_RATE_BURST")]
+        pub rate_burst: Option<u32>,
+        /// Idle timeout in ms [default: 60000].
+        #[arg(long, env = "ZAJEL_IDLE_TIMEOUT_MS")]
+        pub idle_timeout_ms: Option<u64>,
+        /// Time allowed to authenticate, in ms [default: 10000].
+        #[arg(long, env = "ZAJEL_AUTH_TIMEOUT_MS")]
+        pub auth_timeout_ms: Option<u64>,
+        /// Outbound queue per connection, in events [default: 256].
+        #[arg(long, env = "ZAJEL_QUEUE_CAPACITY")]
+        pub queue_capacity: Option<usize>,
+        /// Write timeout per frame, in ms [default: 10000].
+        #[arg(long, env = "ZAJEL_WRITE_TIMEOUT_MS")]
+        pub write_timeout_ms: Option<u64>,
+        /// Messages replayed per conversation on resume [default: 1000].
+        #[arg(long, env = "ZAJEL_REPLAY_LIMIT")]
+        pub replay_limit: Option<u32>,
+        /// Conversations considered on resume [default: 1000].
+        #[arg(long, env = "ZAJEL_REPLAY_CONVERSATIONS")]
+        pub replay_conversations: Option<u32>,
+        /// Session lifetime in seconds [default: 2592000 = 30 days].
+        #[arg(long, env = "ZAJEL_TOKEN_TTL_SECS")]
+        pub token_ttl_secs: Option<u64>,
+        /// Origins allowed to authenticate WebSockets with the session cookie (comma-separated).
+        #[arg(long, env = "ZAJEL_ALLOWED_ORIGINS", value_delimiter = ',')]
+        pub allowed_origins: Option<Vec<String>>,
+        /// Mark the session cookie Secure [default: false].
+        #[arg(long, env = "ZAJEL_COOKIE_SECURE", num_args = 0..=1, default_missing_value = "true")]
+        pub cookie_secure: Option<bool>,
+        /// Failed logins per account per minute [default: 10].
+        #[arg(long, env = "ZAJEL_LOGIN_FAILURES_PER_MINUTE")]
+        pub login_failures_per_minute: Option<u32>,
+        /// Login attempts per client address per minute [default: 60].
+        #[arg(long, env = "ZAJEL_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE")]
+        pub login_attempts_per_address_per_minute: Option<u32>,
+        /// Trust X-Forwarded-For for the client address [default: false].
+        #[arg(long, env = "ZAJEL_TRUST_FORWARDED_FOR", num_args = 0..=1, default_missing_value = "true")]
+        pub trust_forwarded_for: Option<bool>,
+        /// Argon2id memory cost in KiB [default: 19456].
+        #[arg(long, env = "ZAJEL_ARGON2_MEMORY_KIB")]
+        pub argon2_memory_kib: Option<u32>,
+        /// Argon2id iterations [default: 2].
+        #[arg(long, env = "ZAJEL_ARGON2_ITERATIONS")]
+        pub argon2_iterations: Option<u32>,
+        /// Shutdown drain limit in ms [default: 10000].
+        #[arg(long, env = "ZAJEL_SHUTDOWN_GRACE_MS")]
+        pub shutdown_grace_ms: Option<u64>,
+        /// Reconnect delay suggested in going_away, in ms [default: 1000].
+        #[arg(long, env = "ZAJEL_RECONNECT_AFTER_MS")]
+        pub reconnect_after_ms: Option<u64>,
+    }
+
+    /// The TOML file: standalone keys at the top, engine options in `[engine]`.
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct FileConfig {
+        /// See `--listen`.
+        pub listen: Option<SocketAddr>,
+        /// See `--data-dir`.
+        pub data_dir: Option<PathBuf>,
+        /// See `--redis-url`.
+        pub redis_url: Option<String>,
+        /// See `--static-dir`.
+        pub static_dir: Option<PathBuf>,
+        /// See `--memory`.
+        pub memory: Option<bool>,
+        /// See `--log`.
+        pub log: Option<String>,
+        /// Engine options.
+        pub engine: ServerConfig,
+    }
+
+    /// The resolved configuration.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Standalone {
+        /// Listen address.
+        pub listen: SocketAddr,
+        /// Embedded store directory.
+        pub data_dir: PathBuf,
+        /// Redis URL (replaces the embedded store).
+        pub redis_url: Option<String>,
+        /// Static web app directory.
+        pub static_dir: Option<PathBuf>,
+        /// In-memory store.
+        pub memory: bool,
+        /// Log filter.
+        pub log: String,
+        /// Engine configuration.
+        pub engine: ServerConfig,
+    }
+
+    /// A configuration file that cannot be used.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ConfigError {
+        /// Unreadable file.
+        #[error("cannot read config file {0}: {1}")]
+        Read(PathBuf, std::io::Error),
+        /// Invalid TOML or unknown keys.
+        #[error("invalid config file {0}: {1}")]
+        Parse(PathBuf, toml::de::Error),
+    }
+
+    impl Standalone {
+        /// Reads the file named by `--config` (if any) and applies the precedence rules.
+        pub fn load(cli: Cli) -> Result<Self, ConfigError> {
+            let file = match &cli.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                    toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
+                }
+                None => FileConfig::default(),
+            };
+            Ok(Self::resolve(cli, file))
+        }
+
+        /// Flags/env (already merged by clap) over the file over the defaults.
+        pub fn resolve(cli: Cli, file: FileConfig) -> Self {
+            let mut engine = file.engine;
+            let args = cli.engine;
+            macro_rules! over {
+                ($($field:ident),* $(,)?) => {$(
+                    if let Some(v) = args.$field { engine.$field = v; }
+                )*};
+            }
+            over!(
+                max_frame_bytes,
+                max_body_bytes,
+                rate_per_second,
+                rate_burst,
+                idle_timeout_ms,
+                auth_timeout_ms,
+                queue_capacity,
+                write_timeout_ms,
+                replay_limit,
+                replay_conversations,
+                token_ttl_secs,
+                allowed_origins,
+                cookie_secure,
+                login_failures_per_minute,
+                login_attempts_per_address_per_minute,
+                trust_forwarded_for,
+                argon2_memory_kib,
+                argon2_iterations,
+                shutdown_grace_ms,
+                reconnect_after_ms,
+            );
+            Self {
+                listen: cli
+                    .listen
+                    .or(file.listen)
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+                data_dir: cli
+                    .data_dir
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| PathBuf::from("zajel-data")),
+                redis_url: cli.redis_url.or(file.redis_url),
+                static_dir: cli.static_dir.or(file.static_dir),
+                memory: cli.memory.or(file.memory).unwrap_or(false),
+                log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+                engine,
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use clap::Parser;
+
+        #[test]
+        fn defaults_without_options() {
+            let cli = Cli::try_parse_from(["zajel-server"]).unwrap();
+            let s = Standalone::resolve(cli, FileConfig::default());
+            assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+            assert_eq!(s.data_dir, PathBuf::from("zajel-data"));
+            assert!(!s.memory && s.redis_url.is_none() && s.static_dir.is_none());
+            assert_eq!(s.engine, ServerConfig::default());
+        }
+
+        #[test]
+        fn flags_override_the_file_which_overrides_defaults() {
+            let file: FileConfig = toml::from_str(
+                "listen = \"0.0.0.0:9000\"\ndata_dir = \"/var/lib/zajel\"\n[engine]\nmax_body_bytes = 100\nrate_burst = 7\nallowed_origins = [\"https://a.example\"]\n",
+            )
+            .unwrap();
+            let cli = Cli::try_parse_from([
+                "zajel-server",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-body-bytes",
+                "200",
+                "--memory",
+                "--allowed-origins",
+                "https://b.example,https://c.example",
+            ])
+            .unwrap();
+            let s = Standalone::resolve(cli, file);
+            assert_eq!(s.listen, "127.0.0.1:0".parse().unwrap());
+            assert_eq!(s.data_dir, PathBuf::from("/var/lib/zajel"));
+            assert!(s.memory);
+            assert_eq!(s.engine.max_body_bytes, 200);
+            assert_eq!(s.engine.rate_burst, 7);
+            assert_eq!(s.engine.idle_timeout_ms, 60_000);
+            assert_eq!(
+                s.engine.allowed_origins,
+                vec!["https://b.example", "https://c.example"]
+            );
+        }
+
+        #[test]
+        fn unknown_file_keys_are_errors() {
+            assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+            assert!(toml::from_str::<FileConfig>("[engine]\nmax_bdy = 1").is_err());
+        }
+    }
+}

@@ -447,10 +447,16 @@ impl Binary {
     /// Starts the binary with `args` (plus `--listen 127.0.0.1:0`) and waits for its
     /// "listening on" line.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zajel-server"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(envs.iter().copied())
             .env("ZAJEL_ARGON2_MEMORY_KIB", "256")
             .env("ZAJEL_ARGON2_ITERATIONS", "1")
             .env("RUST_LOG", "info")
