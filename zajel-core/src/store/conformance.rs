@@ -12,6 +12,9 @@
 //! The factory returns the store and a guard (temp dir, Redis process, …) that lives until the
 //! case ends. Each case is its own `#[tokio::test]` (multi-threaded, so races are real).
 
+// Test code: a failed unwrap is a failed assertion.
+#![allow(clippy::unwrap_used)]
+
 use crate::friends::{Edge, FriendGraph, FriendOp, Link, UserPair};
 use crate::ids::{ConversationId, Timestamp, UserId};
 use crate::limits::{Body, IdempotencyKey, Username};
