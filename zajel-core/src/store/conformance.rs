@@ -2,11 +2,13 @@
 //!
 //! A backend's test file writes one factory and calls the macro:
 //!
-//! ```ignore
+//! ```no_run
+//! use std::sync::Arc;
+//! use zajel_core::store::conformance::{DynStore, Guard};
 //! zajel_core::store_conformance_tests!(async {
-//!     let store = zajel_core::MemoryStore::new();
-//!     (std::sync::Arc::new(store) as std::sync::Arc<dyn zajel_core::Store>, Box::new(()) as zajel_core::store::conformance::Guard)
+//!     (Arc::new(zajel_core::MemoryStore::new()) as DynStore, Box::new(()) as Guard)
 //! });
+//! # fn main() {}
 //! ```
 //!
 //! The factory returns the store and a guard (temp dir, Redis process, …) that lives until the
