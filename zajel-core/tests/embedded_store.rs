@@ -71,9 +71,11 @@ async fn everything_survives_reopen_and_sequences_continue() {
         .clone()
         .unwrap();
     store.mark_read(&ab, b.id, 3).await.unwrap();
-    let edge_before = store.edge(UserPair::new(a.id, b.id).unwrap()).await.unwrap();
+    let edge_before = store
+        .edge(UserPair::new(a.id, b.id).unwrap())
+        .await
+        .unwrap();
     let history_before = store.history(&ab, all(50)).await.unwrap();
-    drop(g);
     drop(store);
 
     let store = EmbeddedStore::open(&path).unwrap();
@@ -96,7 +98,10 @@ async fn everything_survives_reopen_and_sequences_continue() {
         Some(session)
     );
     assert_eq!(
-        store.edge(UserPair::new(a.id, b.id).unwrap()).await.unwrap(),
+        store
+            .edge(UserPair::new(a.id, b.id).unwrap())
+            .await
+            .unwrap(),
         edge_before
     );
     let rel: Vec<_> = store
@@ -113,7 +118,9 @@ async fn everything_survives_reopen_and_sequences_continue() {
     assert_eq!(store.last_seq(&ab).await.unwrap(), 5);
 
     // Sequences continue without a gap; idempotency survives too.
-    let next = store.append(vec![msg(&ab, b.id, "after restart", "kb")]).await;
+    let next = store
+        .append(vec![msg(&ab, b.id, "after restart", "kb")])
+        .await;
     assert_eq!(next[0].as_ref().unwrap().message.seq, 6);
     let retry = store.append(vec![msg(&ab, a.id, "m1 again", "k1")]).await;
     let retry = retry[0].as_ref().unwrap();
@@ -182,7 +189,9 @@ async fn corrupt_values_are_typed_errors() {
     let b = store.create_user(&name("bob"), None, T0).await.unwrap();
     let conv = ConversationId::direct(a.id, b.id);
     for i in 1..=3 {
-        store.append(vec![msg(&conv, a.id, "m", &format!("k{i}"))]).await[0]
+        store
+            .append(vec![msg(&conv, a.id, "m", &format!("k{i}"))])
+            .await[0]
             .clone()
             .unwrap();
     }
@@ -209,7 +218,9 @@ async fn corrupt_values_are_typed_errors() {
     let store = EmbeddedStore::open(&path).unwrap();
     let corrupt = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Corrupt(_)));
     assert!(corrupt(store.user(a.id).await.map(|_| ())));
-    assert!(corrupt(store.user_by_username(&name("alice")).await.map(|_| ())));
+    assert!(corrupt(
+        store.user_by_username(&name("alice")).await.map(|_| ())
+    ));
     assert!(corrupt(store.password_hash(a.id).await.map(|_| ())));
     assert!(corrupt(store.history(&conv, all(10)).await.map(|_| ())));
     // A write that has to decode the bad row is refused alone; its neighbours commit.
@@ -233,7 +244,9 @@ async fn corrupt_values_are_typed_errors() {
         .await
         .unwrap();
     assert_eq!(p.messages.len(), 1);
-    let r = store.append(vec![msg(&conv, b.id, "still works", "kb")]).await;
+    let r = store
+        .append(vec![msg(&conv, b.id, "still works", "kb")])
+        .await;
     assert_eq!(r[0].as_ref().unwrap().message.seq, 4);
 }
 

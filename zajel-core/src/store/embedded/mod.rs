@@ -17,7 +17,7 @@
 //!
 //! * **Group commit.** redb allows one writer at a time and every durable commit costs an
 //!   fsync. All writes therefore go through one writer thread: it takes whatever operations
-//!   are queued (up to [`MAX_BATCH_OPS`](writer::MAX_BATCH_OPS)), applies them in one write
+//!   are queued (up to [`MAX_BATCH_OPS`]), applies them in one write
 //!   transaction, commits once with [`redb::Durability::Immediate`], and only then answers
 //!   each caller. Under load thousands of appends share a handful of fsyncs; when idle an
 //!   operation commits alone, immediately.
@@ -43,6 +43,11 @@ use std::sync::{Arc, mpsc};
 use tables::*;
 use tokio::sync::oneshot;
 use writer::{Job, OpResult, Pending, Tx};
+
+/// Upper bound on operations the writer coalesces into one transaction, so one commit's
+/// latency stays bounded under a flood and early callers are not held back by late ones.
+/// (One [`MessageStore::append`] call is one operation, whatever its batch size.)
+pub const MAX_BATCH_OPS: usize = 256;
 
 /// File name used when [`EmbeddedStore::open`] is given a directory.
 pub const DEFAULT_FILE_NAME: &str = "zajel.redb";
@@ -217,7 +222,11 @@ impl UserStore for EmbeddedStore {
         let canonical = username.canonical();
         self.read(move |txn| {
             let names = txn.open_table(USERNAMES).map_err(be)?;
-            let Some(id) = names.get(canonical.as_str()).map_err(be)?.map(|v| v.value()) else {
+            let Some(id) = names
+                .get(canonical.as_str())
+                .map_err(be)?
+                .map(|v| v.value())
+            else {
                 return Ok(None);
             };
             let users = txn.open_table(USERS).map_err(be)?;
@@ -292,10 +301,7 @@ impl SessionStore for EmbeddedStore {
         let token_hash = token_hash.to_owned();
         self.read(move |txn| {
             let sessions = txn.open_table(SESSIONS).map_err(be)?;
-            let Some(v) = sessions
-                .get((uid(user), token_hash.as_str()))
-                .map_err(be)?
-            else {
+            let Some(v) = sessions.get((uid(user), token_hash.as_str())).map_err(be)? else {
                 return Ok(None);
             };
             let session: Session = decode("session", v.value())?;

@@ -121,8 +121,7 @@ pub(super) fn read_mark(
     conversation: &str,
     user: UserId,
 ) -> StoreResult<u64> {
-    Ok(t
-        .get((conversation, uid(user)))
+    Ok(t.get((conversation, uid(user)))
         .map_err(be)?
         .map_or(0, |v| v.value()))
 }

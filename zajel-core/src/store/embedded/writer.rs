@@ -6,6 +6,7 @@
 //! mutating is fatal: the whole transaction is aborted and every operation in it reports
 //! [`StoreError::Backend`].
 
+use super::MAX_BATCH_OPS;
 use super::tables::*;
 use crate::friends::{Edge, UserPair};
 use crate::ids::{ConversationId, MessageId, Timestamp, UserId};
@@ -16,10 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
-
-/// Upper bound on operations coalesced into one transaction, so one commit's latency stays
-/// bounded under a flood and early callers are not held back by late ones.
-pub(super) const MAX_BATCH_OPS: usize = 256;
 
 /// Why an operation did not produce a value.
 pub(super) enum OpError {
@@ -216,7 +213,12 @@ impl<'t> Tx<'t> {
         Ok(removed)
     }
 
-    pub(super) fn swap_edge(&mut self, pair: UserPair, expected: Edge, new: Edge) -> OpResult<bool> {
+    pub(super) fn swap_edge(
+        &mut self,
+        pair: UserPair,
+        expected: Edge,
+        new: Edge,
+    ) -> OpResult<bool> {
         if edge(&self.edges, pair)? != expected {
             return Ok(false);
         }
@@ -255,7 +257,10 @@ impl<'t> Tx<'t> {
     }
 
     /// Appends each message; per-message refusals are values, I/O failures abort the batch.
-    pub(super) fn append(&mut self, batch: Vec<NewMessage>) -> OpResult<Vec<StoreResult<Appended>>> {
+    pub(super) fn append(
+        &mut self,
+        batch: Vec<NewMessage>,
+    ) -> OpResult<Vec<StoreResult<Appended>>> {
         batch
             .into_iter()
             .map(|m| match self.append_one(m) {
@@ -466,9 +471,8 @@ fn commit_batch(db: &Database, batch: &mut [Job]) -> StoreResult<()> {
     let mut txn = db.begin_write().map_err(be)?;
     // Acknowledged means fsynced: the reply is sent only after this commit returns.
     txn.set_durability(Durability::Immediate).map_err(be)?;
-    let applied = Tx::open(&txn).and_then(|mut tx| {
-        batch.iter_mut().try_for_each(|job| job.apply(&mut tx))
-    });
+    let applied =
+        Tx::open(&txn).and_then(|mut tx| batch.iter_mut().try_for_each(|job| job.apply(&mut tx)));
     match applied {
         Ok(()) => txn
             .commit()
@@ -478,5 +482,99 @@ fn commit_batch(db: &Database, batch: &mut [Job]) -> StoreResult<()> {
             let _ = txn.abort();
             Err(StoreError::Backend(format!("transaction aborted: {e}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{Body, IdempotencyKey};
+
+    fn job<T: Send + 'static>(
+        op: impl FnOnce(&mut Tx<'_>) -> OpResult<T> + Send + 'static,
+    ) -> (Job, oneshot::Receiver<StoreResult<T>>) {
+        let (reply, answer) = oneshot::channel();
+        (Box::new(Pending::new(op, reply)), answer)
+    }
+
+    fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
+        NewMessage {
+            conversation: conv.clone(),
+            sender,
+            body: Body::parse("m").unwrap(),
+            idempotency_key: IdempotencyKey::parse(key).unwrap(),
+            sent_at: Timestamp(1),
+        }
+    }
+
+    /// Refused operations in one transaction change nothing; their neighbours commit.
+    #[test]
+    fn rejected_ops_do_not_poison_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let (a, b, c) = (
+            UserId::new_random(),
+            UserId::new_random(),
+            UserId::new_random(),
+        );
+        let conv = ConversationId::direct(a, b);
+        let (c1, conv1) = (conv.clone(), conv.clone());
+        let (j1, r1) = job(|tx| tx.create_user("Alice", "alice", None, Timestamp(1)));
+        let (j2, r2) = job(|tx| tx.create_user("ALICE", "alice", None, Timestamp(1)));
+        let (j3, r3) = job(move |tx| tx.append(vec![msg(&c1, c, "k"), msg(&c1, a, "k")]));
+        let (j4, r4) = job(move |tx| tx.mark_read(&conv1, b, 5));
+        let (j5, r5) = job(move |tx| tx.append(vec![msg(&conv, a, "k"), msg(&conv, b, "k")]));
+        let mut batch = vec![j1, j2, j3, j4, j5];
+        let outcome = commit_batch(&db, &mut batch);
+        assert_eq!(outcome, Ok(()));
+        for j in batch {
+            j.finish(&outcome);
+        }
+        let alice = r1.blocking_recv().unwrap().unwrap();
+        assert_eq!(alice.username, "Alice");
+        assert_eq!(r2.blocking_recv().unwrap(), Err(StoreError::UsernameTaken));
+        let appended = r3.blocking_recv().unwrap().unwrap();
+        assert_eq!(appended[0], Err(StoreError::NotAMember));
+        let first = appended[1].as_ref().unwrap();
+        assert_eq!((first.message.seq, first.duplicate), (1, false));
+        assert!(matches!(
+            r4.blocking_recv().unwrap(),
+            Err(StoreError::InvalidCursor(_))
+        ));
+        let later = r5.blocking_recv().unwrap().unwrap();
+        let dup = later[0].as_ref().unwrap();
+        assert_eq!((dup.message.id, dup.duplicate), (first.message.id, true));
+        assert_eq!(later[1].as_ref().unwrap().message.seq, 2);
+    }
+
+    /// A failure while mutating aborts the whole transaction: everyone gets `Backend` and
+    /// nothing from the batch is stored.
+    #[test]
+    fn fatal_error_aborts_everything() {
+        use redb::ReadableDatabase;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let (j1, r1) = job(|tx| tx.create_user("bob", "bob", None, Timestamp(1)));
+        let (j2, r2) = job(|tx| {
+            tx.create_user("carol", "carol", None, Timestamp(1))?;
+            Err::<(), _>(OpError::Fatal(StoreError::Backend("disk on fire".into())))
+        });
+        let mut batch = vec![j1, j2];
+        let outcome = commit_batch(&db, &mut batch);
+        assert!(matches!(outcome, Err(StoreError::Backend(_))));
+        for j in batch {
+            j.finish(&outcome);
+        }
+        assert!(matches!(
+            r1.blocking_recv().unwrap(),
+            Err(StoreError::Backend(_))
+        ));
+        assert!(matches!(
+            r2.blocking_recv().unwrap(),
+            Err(StoreError::Backend(_))
+        ));
+        let txn = db.begin_read().unwrap();
+        // The tables were never committed either.
+        assert!(txn.open_table(USERNAMES).is_err());
     }
 }
