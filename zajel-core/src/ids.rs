@@ -175,3 +175,33 @@ impl From<ConversationId> for String {
         c.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversation_ids_validate() {
+        let a: UserId = "1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11".parse().unwrap();
+        let b: UserId = "6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422".parse().unwrap();
+        let c = ConversationId::direct(a, b);
+        assert_eq!(c.as_str(), format!("dm.{a}.{b}"));
+        assert_eq!(c.peer_of(a), Some(b));
+        assert_eq!(c.peer_of(UserId(Uuid::nil())), None);
+        // Upper case is accepted and canonicalized.
+        let upper = format!("dm.{}.{}", a.to_string().to_uppercase(), b);
+        assert_eq!(upper.parse::<ConversationId>().unwrap(), c);
+        for bad in [
+            format!("dm.{b}.{a}"),
+            format!("dm.{a}.{a}"),
+            format!("dm.{a}"),
+            format!("g.{a}.{b}"),
+            format!("dm.{a}.{b}.x"),
+            String::new(),
+        ] {
+            assert!(bad.parse::<ConversationId>().is_err(), "{bad:?} accepted");
+        }
+        assert!(serde_json::from_str::<ConversationId>("\"dm.nope\"").is_err());
+        assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+    }
+}

@@ -156,3 +156,54 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ValidationError> {
         Some(_) => Err(ValidationError::InvalidLimit { max: PAGE_MAX }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(Username::parse("abc").is_ok());
+        assert!(Username::parse(&"a".repeat(USERNAME_MAX)).is_ok());
+        assert_eq!(
+            Username::parse(&"a".repeat(USERNAME_MAX + 1)),
+            Err(ValidationError::InvalidUsername)
+        );
+        for bad in ["ab", "", "a b", "-abc", "ålice", "bob!", "a\u{0}b"] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        // Deserializing validates too.
+        assert!(serde_json::from_str::<Username>("\"x\"").is_err());
+    }
+
+    #[test]
+    fn bodies() {
+        assert!(Body::parse("hi").is_ok());
+        assert_eq!(Body::parse(" \n\t"), Err(ValidationError::EmptyBody));
+        let max = "é".repeat(BODY_MAX_BYTES / 2);
+        assert!(Body::parse(max.clone()).is_ok());
+        assert_eq!(
+            Body::parse(format!("{max}x")),
+            Err(ValidationError::BodyTooLong {
+                len: BODY_MAX_BYTES + 1,
+                max: BODY_MAX_BYTES
+            })
+        );
+        // A configured limit above the ceiling is capped.
+        assert!(Body::parse_with_max("x".repeat(BODY_MAX_BYTES + 1), usize::MAX).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_and_limits() {
+        assert!(IdempotencyKey::parse("k-1").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(IDEMPOTENCY_KEY_MAX)).is_ok());
+        for bad in ["", "with space", "tab\t", "ключ"] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(IdempotencyKey::parse(&"k".repeat(IDEMPOTENCY_KEY_MAX + 1)).is_err());
+        assert_eq!(page_limit(None), Ok(PAGE_DEFAULT));
+        assert_eq!(page_limit(Some(PAGE_MAX)), Ok(PAGE_MAX));
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(PAGE_MAX + 1)).is_err());
+    }
+}
