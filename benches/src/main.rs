@@ -1,1 +1,141 @@
-fn main() {}
+//! Zajel benchmarks. Each run prints one JSON line to stdout.
+//!
+//! ```text
+//! cargo run --release -p zajel-benches -- store-append --backend embedded --messages 20000 --batch 32 --concurrency 64
+//! ```
+//!
+//! `store-append` measures the message-append path of a store: `concurrency` tasks each send
+//! their share of `messages` into their own conversation, in batches of `batch` messages per
+//! `append` call, and the line reports throughput and per-call latency percentiles. With
+//! `--batch 1` and high concurrency it shows how much a backend gains from coalescing
+//! concurrent callers (the embedded store's group commit) versus explicit batches.
+
+use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zajel_core::{Body, ConversationId, IdempotencyKey, NewMessage, Store, Timestamp, Username};
+
+struct Args {
+    backend: String,
+    messages: u64,
+    batch: u64,
+    concurrency: u64,
+}
+
+fn parse_args() -> Result<(String, Args)> {
+    let mut it = std::env::args().skip(1);
+    let bench = it.next().context("usage: zajel-benches store-append [--backend B] [--messages N] [--batch N] [--concurrency N]")?;
+    let mut args = Args {
+        backend: "memory".into(),
+        messages: 20_000,
+        batch: 1,
+        concurrency: 32,
+    };
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--backend" => args.backend = value,
+            "--messages" => args.messages = value.parse()?,
+            "--batch" => args.batch = value.parse()?,
+            "--concurrency" => args.concurrency = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if args.batch == 0 || args.concurrency == 0 {
+        bail!("--batch and --concurrency must be at least 1");
+    }
+    Ok((bench, args))
+}
+
+/// Keeps a backend's resources (temp dir, redis-server) alive for the run.
+type Guard = Box<dyn std::any::Any>;
+
+async fn open_store(backend: &str) -> Result<(Arc<dyn Store>, Guard)> {
+    Ok(match backend {
+        "memory" => (Arc::new(zajel_core::MemoryStore::new()), Box::new(())),
+        other => bail!("unknown backend {other} (memory)"),
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+async fn store_append(args: Args) -> Result<serde_json::Value> {
+    let (store, _guard) = open_store(&args.backend).await?;
+    let hub = store
+        .create_user(&Username::parse("bench_hub")?, None, Timestamp::now())
+        .await?;
+    let per_task = args.messages / args.concurrency;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..args.concurrency {
+        let store = store.clone();
+        let peer = store
+            .create_user(
+                &Username::parse(&format!("bench_{t}"))?,
+                None,
+                Timestamp::now(),
+            )
+            .await?;
+        let conv = ConversationId::direct(hub.id, peer.id);
+        let batch = args.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut sent = 0;
+            while sent < per_task {
+                let n = batch.min(per_task - sent);
+                let msgs: Vec<NewMessage> = (0..n)
+                    .map(|i| NewMessage {
+                        conversation: conv.clone(),
+                        sender: peer.id,
+                        body: Body::parse("benchmark message body of a typical chat length")
+                            .expect("valid"),
+                        idempotency_key: IdempotencyKey::parse(&format!("{t}-{}", sent + i))
+                            .expect("valid"),
+                        sent_at: Timestamp::now(),
+                    })
+                    .collect();
+                let call = Instant::now();
+                for r in store.append(msgs).await {
+                    r?;
+                }
+                latencies.push(call.elapsed());
+                sent += n;
+            }
+            Ok::<_, zajel_core::StoreError>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let total = per_task * args.concurrency;
+    Ok(serde_json::json!({
+        "bench": "store-append",
+        "backend": args.backend,
+        "messages": total,
+        "batch": args.batch,
+        "concurrency": args.concurrency,
+        "seconds": secs,
+        "messages_per_second": total as f64 / secs,
+        "call_latency_ms": { "p50": percentile(&latencies, 0.50), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0) },
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let (bench, args) = parse_args()?;
+    let line = match bench.as_str() {
+        "store-append" => store_append(args).await?,
+        other => bail!("unknown benchmark {other} (store-append)"),
+    };
+    println!("{line}");
+    Ok(())
+}

@@ -38,5 +38,7 @@ pub use store::{
     UserStore,
 };
 
+#[cfg(feature = "embedded")]
+pub use store::embedded::EmbeddedStore;
 #[cfg(feature = "memory")]
 pub use store::memory::MemoryStore;

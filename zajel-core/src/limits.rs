@@ -165,7 +165,10 @@ mod tests {
     fn usernames() {
         assert!(Username::parse("abc").is_ok());
         assert!(Username::parse(&"a".repeat(USERNAME_MAX)).is_ok());
-        assert_eq!(Username::parse(&"a".repeat(USERNAME_MAX + 1)), Err(ValidationError::InvalidUsername));
+        assert_eq!(
+            Username::parse(&"a".repeat(USERNAME_MAX + 1)),
+            Err(ValidationError::InvalidUsername)
+        );
         for bad in ["ab", "", "a b", "-abc", "ålice", "bob!", "a\u{0}b"] {
             assert!(Username::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -181,7 +184,10 @@ mod tests {
         assert!(Body::parse(max.clone()).is_ok());
         assert_eq!(
             Body::parse(format!("{max}x")),
-            Err(ValidationError::BodyTooLong { len: BODY_MAX_BYTES + 1, max: BODY_MAX_BYTES })
+            Err(ValidationError::BodyTooLong {
+                len: BODY_MAX_BYTES + 1,
+                max: BODY_MAX_BYTES
+            })
         );
         // A configured limit above the ceiling is capped.
         assert!(Body::parse_with_max("x".repeat(BODY_MAX_BYTES + 1), usize::MAX).is_err());

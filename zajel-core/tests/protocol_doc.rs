@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 use std::collections::BTreeSet;
-use zajel_core::protocol::{ClientFrame, ServerFrame};
 use zajel_core::ErrorCode;
+use zajel_core::protocol::{ClientFrame, ServerFrame};
 
 struct Example {
     section: &'static str,
@@ -29,7 +29,10 @@ fn examples() -> Vec<Example> {
         match (&mut current, line) {
             (None, "```json") => current = Some(String::new()),
             (Some(buf), "```") => {
-                out.push(Example { section, json: std::mem::take(buf) });
+                out.push(Example {
+                    section,
+                    json: std::mem::take(buf),
+                });
                 current = None;
             }
             (Some(buf), l) => {
@@ -47,18 +50,24 @@ fn every_example_round_trips() {
     let all = examples();
     assert!(all.len() > 30, "found only {} examples", all.len());
     for ex in all {
-        let value: Value = serde_json::from_str(&ex.json).unwrap_or_else(|e| panic!("bad JSON {e}:\n{}", ex.json));
+        let value: Value =
+            serde_json::from_str(&ex.json).unwrap_or_else(|e| panic!("bad JSON {e}:\n{}", ex.json));
         let back = match ex.section {
             "client" => {
-                let frame = ClientFrame::decode(&ex.json).unwrap_or_else(|e| panic!("{e}:\n{}", ex.json));
+                let frame =
+                    ClientFrame::decode(&ex.json).unwrap_or_else(|e| panic!("{e}:\n{}", ex.json));
                 serde_json::from_str::<Value>(&frame.encode()).unwrap()
             }
             "server" => {
-                let frame = ServerFrame::decode(&ex.json).unwrap_or_else(|e| panic!("{e}:\n{}", ex.json));
+                let frame =
+                    ServerFrame::decode(&ex.json).unwrap_or_else(|e| panic!("{e}:\n{}", ex.json));
                 assert_ne!(frame, ServerFrame::Unknown, "{}", ex.json);
                 serde_json::from_str::<Value>(&frame.encode()).unwrap()
             }
-            other => panic!("JSON example outside the frame sections ({other:?}):\n{}", ex.json),
+            other => panic!(
+                "JSON example outside the frame sections ({other:?}):\n{}",
+                ex.json
+            ),
         };
         assert_eq!(back, value, "round trip changed the frame");
     }
@@ -70,7 +79,13 @@ fn every_frame_type_is_documented() {
     let documented = |section: &str| -> BTreeSet<String> {
         all.iter()
             .filter(|e| e.section == section)
-            .filter_map(|e| serde_json::from_str::<Value>(&e.json).ok()?.get("type")?.as_str().map(str::to_owned))
+            .filter_map(|e| {
+                serde_json::from_str::<Value>(&e.json)
+                    .ok()?
+                    .get("type")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect()
     };
     let client: BTreeSet<String> = ClientFrame::TYPES.iter().map(|s| s.to_string()).collect();
@@ -81,22 +96,53 @@ fn every_frame_type_is_documented() {
 
 #[test]
 fn every_error_code_is_documented_and_stable() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md"))
+        .unwrap();
     use ErrorCode::*;
     let codes = [
-        BadFrame, UnknownType, InvalidField, FrameTooLarge, UnsupportedVersion, Unauthenticated,
-        AlreadyAuthenticated, InvalidCredentials, InvalidUsername, InvalidPassword, UsernameTaken,
-        RateLimited, UserNotFound, CannotBefriendSelf, AlreadyFriends, AlreadyRequested,
-        NoPendingRequest, NotFriends, Blocked, AlreadyBlocked, NotBlocked, ConversationNotFound,
-        EmptyBody, BodyTooLong, InvalidIdempotencyKey, InvalidCursor, Internal, ShuttingDown,
+        BadFrame,
+        UnknownType,
+        InvalidField,
+        FrameTooLarge,
+        UnsupportedVersion,
+        Unauthenticated,
+        AlreadyAuthenticated,
+        InvalidCredentials,
+        InvalidUsername,
+        InvalidPassword,
+        UsernameTaken,
+        RateLimited,
+        UserNotFound,
+        CannotBefriendSelf,
+        AlreadyFriends,
+        AlreadyRequested,
+        NoPendingRequest,
+        NotFriends,
+        Blocked,
+        AlreadyBlocked,
+        NotBlocked,
+        ConversationNotFound,
+        EmptyBody,
+        BodyTooLong,
+        InvalidIdempotencyKey,
+        InvalidCursor,
+        Internal,
+        ShuttingDown,
     ];
     for code in codes {
         let json = serde_json::to_string(&code).unwrap();
         assert_eq!(json, format!("\"{}\"", code.as_str()));
         assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
-        assert!(doc.contains(&format!("| `{}` |", code.as_str())), "{} missing from the error table", code.as_str());
+        assert!(
+            doc.contains(&format!("| `{}` |", code.as_str())),
+            "{} missing from the error table",
+            code.as_str()
+        );
     }
-    assert_eq!(serde_json::from_str::<ErrorCode>("\"from_the_future\"").unwrap(), ErrorCode::Unknown);
+    assert_eq!(
+        serde_json::from_str::<ErrorCode>("\"from_the_future\"").unwrap(),
+        ErrorCode::Unknown
+    );
 }
 
 #[test]
@@ -111,15 +157,35 @@ fn client_decode_errors_are_typed_and_echo_the_id() {
         ("not json", None, ErrorCode::BadFrame),
         ("[1,2]", None, ErrorCode::BadFrame),
         (r#"{"id":"a"}"#, Some("a"), ErrorCode::BadFrame),
-        (r#"{"type":"warp","id":"b"}"#, Some("b"), ErrorCode::UnknownType),
-        (r#"{"type":"send","id":"c","conversation":"dm.x.y","body":"hi","idempotency_key":"k"}"#, Some("c"), ErrorCode::InvalidField),
-        (r#"{"type":"mark_read","id":"d","conversation":"dm.1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11.6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","seq":"ten"}"#, Some("d"), ErrorCode::InvalidField),
+        (
+            r#"{"type":"warp","id":"b"}"#,
+            Some("b"),
+            ErrorCode::UnknownType,
+        ),
+        (
+            r#"{"type":"send","id":"c","conversation":"dm.x.y","body":"hi","idempotency_key":"k"}"#,
+            Some("c"),
+            ErrorCode::InvalidField,
+        ),
+        (
+            r#"{"type":"mark_read","id":"d","conversation":"dm.1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11.6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","seq":"ten"}"#,
+            Some("d"),
+            ErrorCode::InvalidField,
+        ),
         (r#"{"type":"ping"}"#, None, ErrorCode::InvalidField),
-        (&format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(65)), None, ErrorCode::InvalidField),
+        (
+            &format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(65)),
+            None,
+            ErrorCode::InvalidField,
+        ),
     ];
     for (text, re, code) in cases {
         let err = ClientFrame::decode(text).unwrap_err();
-        assert_eq!((err.re.as_ref().map(|r| r.as_str()), err.code), (re, code), "{text}");
+        assert_eq!(
+            (err.re.as_ref().map(|r| r.as_str()), err.code),
+            (re, code),
+            "{text}"
+        );
         assert!(!err.message.is_empty());
     }
     // Unknown fields are ignored (forward compatibility).

@@ -2,15 +2,20 @@
 //!
 //! A backend's test file writes one factory and calls the macro:
 //!
-//! ```ignore
+//! ```no_run
+//! use std::sync::Arc;
+//! use zajel_core::store::conformance::{DynStore, Guard};
 //! zajel_core::store_conformance_tests!(async {
-//!     let store = zajel_core::MemoryStore::new();
-//!     (std::sync::Arc::new(store) as std::sync::Arc<dyn zajel_core::Store>, Box::new(()) as zajel_core::store::conformance::Guard)
+//!     (Arc::new(zajel_core::MemoryStore::new()) as DynStore, Box::new(()) as Guard)
 //! });
+//! # fn main() {}
 //! ```
 //!
 //! The factory returns the store and a guard (temp dir, Redis process, …) that lives until the
 //! case ends. Each case is its own `#[tokio::test]` (multi-threaded, so races are real).
+
+// Test code: a failed unwrap is a failed assertion.
+#![allow(clippy::unwrap_used)]
 
 use crate::friends::{Edge, FriendGraph, FriendOp, Link, UserPair};
 use crate::ids::{ConversationId, Timestamp, UserId};

@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "test-suite")]
 pub mod conformance;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 #[cfg(feature = "memory")]
 pub mod memory;
 

@@ -1,0 +1,469 @@
+//! The embedded persistent store on [redb](https://docs.rs/redb): the default backend when
+//! no Redis is configured.
+//!
+//! # Why redb
+//!
+//! * Pure Rust: no C toolchain, nothing to link, cross-compiles like the rest of the crate.
+//! * ACID with copy-on-write B-trees: a commit either happened entirely or not at all, and a
+//!   crash (power loss included) leaves the last committed state; no repair step or WAL replay.
+//! * One file, so backing up or moving a deployment is copying a file.
+//! * Actively maintained, with a stable file format.
+//!
+//! SQLite would need a C build (and a bundled copy for wasm-adjacent targets) and brings a SQL
+//! layer we do not need: every access here is a point lookup or an ordered range scan, which
+//! is exactly what a typed B-tree gives.
+//!
+//! # Design
+//!
+//! * **Group commit.** redb allows one writer at a time and every durable commit costs an
+//!   fsync. All writes therefore go through one writer thread: it takes whatever operations
+//!   are queued (up to [`MAX_BATCH_OPS`]), applies them in one write
+//!   transaction, commits once with [`redb::Durability::Immediate`], and only then answers
+//!   each caller. Under load thousands of appends share a handful of fsyncs; when idle an
+//!   operation commits alone, immediately.
+//! * **Isolation inside a batch.** Each operation validates against the transaction state
+//!   before it mutates anything, so a refused operation (`NotAMember`, `UsernameTaken`, …)
+//!   changes nothing and its neighbours commit. If a mutation or the commit itself fails, the
+//!   transaction is aborted and every operation in it gets [`StoreError::Backend`].
+//! * **Reads** run in redb read transactions (consistent snapshots, never blocked by the
+//!   writer) on [`tokio::task::spawn_blocking`].
+//!
+//! The table layout is in `docs/storage-embedded.md`.
+
+mod tables;
+mod writer;
+
+use super::*;
+use crate::friends::{Edge, UserPair};
+use crate::model::Message;
+use redb::{Database, ReadTransaction, ReadableDatabase};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use tables::*;
+use tokio::sync::oneshot;
+use writer::{Job, OpResult, Pending, Tx};
+
+/// Upper bound on operations the writer coalesces into one transaction, so one commit's
+/// latency stays bounded under a flood and early callers are not held back by late ones.
+/// (One [`MessageStore::append`] call is one operation, whatever its batch size.)
+pub const MAX_BATCH_OPS: usize = 256;
+
+/// File name used when [`EmbeddedStore::open`] is given a directory.
+pub const DEFAULT_FILE_NAME: &str = "zajel.redb";
+
+/// The embedded store: one redb file, one writer thread, reads on the blocking pool.
+///
+/// Cheap to clone (all clones share the file). When the last clone is dropped the writer
+/// thread finishes what is queued and exits and the file is closed, so the same path can be
+/// opened again right away. Dropping the last handle waits for that (at most one commit).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use zajel_core::{EmbeddedStore, Timestamp, UserStore, Username};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = EmbeddedStore::open(dir.path()).unwrap();
+/// let u = store.create_user(&Username::parse("alice").unwrap(), None, Timestamp(0)).await.unwrap();
+/// drop(store);
+/// let store = EmbeddedStore::open(dir.path()).unwrap();
+/// assert_eq!(store.user(u.id).await.unwrap().unwrap().username, "alice");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer loop once the queue is drained; joining makes
+        // sure its database handle is gone before ours, so the file is closed on return.
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Backend("the store's writer thread has stopped".into())
+}
+
+impl EmbeddedStore {
+    /// Opens the store at `path`, creating it if needed.
+    ///
+    /// `path` is the database **file**; missing parent directories are created. If `path` is
+    /// an existing directory, the file [`DEFAULT_FILE_NAME`] inside it is used. A file can be
+    /// open by one store at a time (redb locks it): opening it twice gives
+    /// [`StoreError::Backend`]. This call does blocking file I/O.
+    pub fn open(path: impl AsRef<Path>) -> Result<EmbeddedStore, StoreError> {
+        let mut path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            path.push(DEFAULT_FILE_NAME);
+        } else if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Backend(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        // Create every table up front so read transactions never meet a missing one.
+        let txn = db.begin_write().map_err(be)?;
+        Tx::open(&txn)?.check_schema()?;
+        txn.commit().map_err(be)?;
+
+        let db = Arc::new(db);
+        let commits = Arc::new(AtomicU64::new(0));
+        let (jobs, rx) = mpsc::channel();
+        let writer = {
+            let (db, commits) = (db.clone(), commits.clone());
+            std::thread::Builder::new()
+                .name("zajel-redb-writer".into())
+                .spawn(move || writer::run(db, rx, commits))
+                .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?
+        };
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                jobs: Some(jobs),
+                writer: Some(writer),
+                commits,
+            }),
+        })
+    }
+
+    /// The database file in use.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// How many write transactions this handle's writer has committed (each is one fsync).
+    /// For tests and metrics: with concurrent writers it grows slower than the write count.
+    #[doc(hidden)]
+    pub fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Queues `op` for the writer and waits for it to be committed.
+    async fn write<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> OpResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(Box::new(Pending::new(op, reply)))
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
+    {
+        // The closure holds the handle, so the file stays open even if our caller goes away.
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = inner.db.begin_read().map_err(be)?;
+            f(&txn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl UserStore for EmbeddedStore {
+    async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<User> {
+        let (display, canonical) = (username.as_str().to_owned(), username.canonical());
+        let hash = password_hash.map(str::to_owned);
+        self.write(move |tx| tx.create_user(&display, &canonical, hash, at))
+            .await
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.read(move |txn| {
+            let users = txn.open_table(USERS).map_err(be)?;
+            Ok(user_row(&users, id)?.map(|r| r.user))
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
+        let canonical = username.canonical();
+        self.read(move |txn| {
+            let names = txn.open_table(USERNAMES).map_err(be)?;
+            let Some(id) = names
+                .get(canonical.as_str())
+                .map_err(be)?
+                .map(|v| v.value())
+            else {
+                return Ok(None);
+            };
+            let users = txn.open_table(USERS).map_err(be)?;
+            match user_row(&users, from_uid(id))? {
+                Some(row) => Ok(Some(row.user)),
+                None => Err(StoreError::Corrupt(format!(
+                    "username {canonical:?} points at missing user {}",
+                    from_uid(id)
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>> {
+        self.read(move |txn| {
+            let users = txn.open_table(USERS).map_err(be)?;
+            Ok(user_row(&users, id)?.and_then(|r| r.password_hash))
+        })
+        .await
+    }
+
+    async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()> {
+        let hash = hash.to_owned();
+        self.write(move |tx| tx.set_password_hash(id, hash)).await
+    }
+
+    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        self.write(move |tx| tx.link_identity(&issuer, &subject, user))
+            .await
+    }
+
+    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        self.read(move |txn| {
+            let ids = txn.open_table(IDENTITIES).map_err(be)?;
+            Ok(ids
+                .get((issuer.as_str(), subject.as_str()))
+                .map_err(be)?
+                .map(|v| from_uid(v.value())))
+        })
+        .await
+    }
+
+    async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {
+        self.write(move |tx| tx.set_last_seen(id, at)).await
+    }
+
+    async fn last_seen(&self, id: UserId) -> StoreResult<Option<Timestamp>> {
+        self.read(move |txn| {
+            let users = txn.open_table(USERS).map_err(be)?;
+            Ok(user_row(&users, id)?.and_then(|r| r.last_seen))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for EmbeddedStore {
+    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        let session = session.clone();
+        self.write(move |tx| tx.create_session(&session)).await
+    }
+
+    async fn session(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Session>> {
+        let token_hash = token_hash.to_owned();
+        self.read(move |txn| {
+            let sessions = txn.open_table(SESSIONS).map_err(be)?;
+            let Some(v) = sessions.get((uid(user), token_hash.as_str())).map_err(be)? else {
+                return Ok(None);
+            };
+            let session: Session = decode("session", v.value())?;
+            Ok(Some(session).filter(|s| s.expires_at > now))
+        })
+        .await
+    }
+
+    async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
+        let token_hash = token_hash.to_owned();
+        self.write(move |tx| tx.delete_session(user, &token_hash))
+            .await
+    }
+
+    async fn delete_user_sessions(&self, user: UserId) -> StoreResult<u64> {
+        self.write(move |tx| tx.delete_user_sessions(user)).await
+    }
+}
+
+#[async_trait]
+impl FriendStore for EmbeddedStore {
+    async fn edge(&self, pair: UserPair) -> StoreResult<Edge> {
+        self.read(move |txn| edge(&txn.open_table(EDGES).map_err(be)?, pair))
+            .await
+    }
+
+    async fn swap_edge(&self, pair: UserPair, expected: Edge, new: Edge) -> StoreResult<bool> {
+        self.write(move |tx| tx.swap_edge(pair, expected, new))
+            .await
+    }
+
+    async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
+        self.read(move |txn| relation_entries(&txn.open_table(RELATIONS).map_err(be)?, user))
+            .await
+    }
+}
+
+#[async_trait]
+impl MessageStore for EmbeddedStore {
+    async fn append(&self, batch: Vec<NewMessage>) -> Vec<StoreResult<Appended>> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let n = batch.len();
+        match self.write(move |tx| tx.append(batch)).await {
+            Ok(results) => results,
+            Err(e) => vec![Err(e); n],
+        }
+    }
+
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> StoreResult<HistoryPage> {
+        let conversation = conversation.clone();
+        self.read(move |txn| {
+            let conv = conversation.as_str();
+            let last = last_seq(&txn.open_table(CONV_LAST_SEQ).map_err(be)?, conv)?;
+            let range = plan_page(query, last)?;
+            let mut messages = Vec::new();
+            if !range.is_empty() {
+                let table = txn.open_table(MESSAGES).map_err(be)?;
+                for entry in table
+                    .range((conv, range.first)..=(conv, range.last))
+                    .map_err(be)?
+                {
+                    let (_, v) = entry.map_err(be)?;
+                    messages.push(decode::<Message>("message", v.value())?);
+                }
+                // Sequences are gap-free by construction; a hole means the file is damaged.
+                let expected = range.last - range.first + 1;
+                if messages.len() as u64 != expected {
+                    return Err(StoreError::Corrupt(format!(
+                        "{conv}: expected {expected} messages in {}..={}, found {}",
+                        range.first,
+                        range.last,
+                        messages.len()
+                    )));
+                }
+            }
+            Ok(HistoryPage {
+                messages,
+                has_more: range.has_more,
+            })
+        })
+        .await
+    }
+
+    async fn last_seq(&self, conversation: &ConversationId) -> StoreResult<u64> {
+        let conversation = conversation.clone();
+        self.read(move |txn| {
+            last_seq(
+                &txn.open_table(CONV_LAST_SEQ).map_err(be)?,
+                conversation.as_str(),
+            )
+        })
+        .await
+    }
+
+    async fn conversations(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>> {
+        self.read(move |txn| {
+            let activity = txn.open_table(USER_ACTIVITY).map_err(be)?;
+            let seqs = txn.open_table(CONV_LAST_SEQ).map_err(be)?;
+            let marks = txn.open_table(READ_MARKS).map_err(be)?;
+            let messages = txn.open_table(MESSAGES).map_err(be)?;
+            let u = uid(user);
+            let mut out = Vec::new();
+            // Newest activity first: the index is keyed (user, activity stamp).
+            for entry in activity
+                .range((u, 0u64)..=(u, u64::MAX))
+                .map_err(be)?
+                .rev()
+                .take(limit as usize)
+            {
+                let (_, v) = entry.map_err(be)?;
+                let conversation = parse_conversation(v.value())?;
+                let conv = conversation.as_str();
+                let last_seq = last_seq(&seqs, conv)?;
+                let last_message = if last_seq == 0 {
+                    None
+                } else {
+                    Some(message(&messages, conv, last_seq)?.ok_or_else(|| {
+                        StoreError::Corrupt(format!("{conv}: newest message {last_seq} missing"))
+                    })?)
+                };
+                let read_seq = read_mark(&marks, conv, user)?;
+                let peer = conversation.peer_of(user);
+                let peer_read_seq = match peer {
+                    Some(p) => read_mark(&marks, conv, p)?,
+                    None => 0,
+                };
+                out.push(ConversationSummary {
+                    peer,
+                    last_message,
+                    last_seq,
+                    unread: last_seq.saturating_sub(read_seq),
+                    read_seq,
+                    peer_read_seq,
+                    conversation,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn mark_read(
+        &self,
+        conversation: &ConversationId,
+        user: UserId,
+        seq: u64,
+    ) -> StoreResult<ReadMark> {
+        if !conversation.has_member(user) {
+            return Err(StoreError::NotAMember);
+        }
+        let conversation = conversation.clone();
+        self.write(move |tx| tx.mark_read(&conversation, user, seq))
+            .await
+    }
+}

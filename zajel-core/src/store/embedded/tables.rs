@@ -1,0 +1,152 @@
+//! Table layout, value encoding and the lookups shared by read and write transactions.
+//!
+//! User ids are stored as `u128` (the UUID read big-endian), so numeric key order equals
+//! [`UserId`] order and a `(user, peer)` range scan comes back sorted by peer.
+
+use super::super::{RelationEntry, StoreError, StoreResult};
+use crate::friends::{Edge, UserPair};
+use crate::ids::{ConversationId, Timestamp, UserId};
+use crate::model::{Message, User};
+use redb::{ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// user id → [`UserRow`] (JSON).
+pub(super) const USERS: TableDefinition<u128, &[u8]> = TableDefinition::new("users");
+/// canonical (lower-case) username → user id.
+pub(super) const USERNAMES: TableDefinition<&str, u128> = TableDefinition::new("usernames");
+/// (issuer, subject) → user id.
+pub(super) const IDENTITIES: TableDefinition<(&str, &str), u128> =
+    TableDefinition::new("identities");
+/// (user id, token hash) → [`crate::model::Session`] (JSON). Keyed by user first so
+/// "log out everywhere" is one range delete.
+pub(super) const SESSIONS: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("sessions");
+/// (lo, hi) → [`Edge`] (JSON).
+pub(super) const EDGES: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("edges");
+/// (user, peer) → [`RelationEntry`] (JSON); derived from the edge in the same transaction.
+pub(super) const RELATIONS: TableDefinition<(u128, u128), &[u8]> =
+    TableDefinition::new("relations");
+/// (conversation, seq) → [`Message`] (JSON). History is a range read.
+pub(super) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+/// (conversation, sender, idempotency key) → seq of the first message sent with that key.
+pub(super) const IDEMPOTENCY: TableDefinition<(&str, u128, &str), u64> =
+    TableDefinition::new("idempotency");
+/// conversation → seq of its newest message.
+pub(super) const CONV_LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("conv_last_seq");
+/// (conversation, user) → that user's read mark.
+pub(super) const READ_MARKS: TableDefinition<(&str, u128), u64> =
+    TableDefinition::new("read_marks");
+/// (user, conversation) → activity stamp of the conversation's latest message.
+pub(super) const USER_CONVS: TableDefinition<(u128, &str), u64> =
+    TableDefinition::new("user_conversations");
+/// (user, activity stamp) → conversation: the conversation list, scanned newest first.
+pub(super) const USER_ACTIVITY: TableDefinition<(u128, u64), &str> =
+    TableDefinition::new("user_activity");
+/// Named counters: [`ACTIVITY_COUNTER`], [`SCHEMA_VERSION`].
+pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// Monotonic counter ordering conversation activity (ties broken by it, not by clocks).
+pub(super) const ACTIVITY_COUNTER: &str = "activity";
+/// Key of the layout version in [`COUNTERS`].
+pub(super) const SCHEMA_VERSION: &str = "schema_version";
+/// The layout this code reads and writes.
+pub(super) const CURRENT_SCHEMA: u64 = 1;
+
+/// Everything stored per account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct UserRow {
+    pub user: User,
+    pub password_hash: Option<String>,
+    pub last_seen: Option<Timestamp>,
+}
+
+/// Maps any redb error to [`StoreError::Backend`].
+pub(super) fn be(e: impl std::fmt::Display) -> StoreError {
+    StoreError::backend(e)
+}
+
+pub(super) fn uid(u: UserId) -> u128 {
+    u.0.as_u128()
+}
+
+pub(super) fn from_uid(u: u128) -> UserId {
+    UserId(uuid::Uuid::from_u128(u))
+}
+
+pub(super) fn encode<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(be)
+}
+
+pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(super) fn parse_conversation(s: &str) -> StoreResult<ConversationId> {
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("conversation id {s:?}: {e}")))
+}
+
+// Lookups generic over `ReadableTable`, so read transactions and the writer's validation
+// phase decode exactly the same way.
+
+pub(super) fn user_row(
+    t: &impl ReadableTable<u128, &'static [u8]>,
+    id: UserId,
+) -> StoreResult<Option<UserRow>> {
+    match t.get(uid(id)).map_err(be)? {
+        Some(v) => decode("user", v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn edge(
+    t: &impl ReadableTable<(u128, u128), &'static [u8]>,
+    pair: UserPair,
+) -> StoreResult<Edge> {
+    match t.get((uid(pair.lo), uid(pair.hi))).map_err(be)? {
+        Some(v) => decode("edge", v.value()),
+        None => Ok(Edge::default()),
+    }
+}
+
+pub(super) fn last_seq(
+    t: &impl ReadableTable<&'static str, u64>,
+    conversation: &str,
+) -> StoreResult<u64> {
+    Ok(t.get(conversation).map_err(be)?.map_or(0, |v| v.value()))
+}
+
+pub(super) fn read_mark(
+    t: &impl ReadableTable<(&'static str, u128), u64>,
+    conversation: &str,
+    user: UserId,
+) -> StoreResult<u64> {
+    Ok(t.get((conversation, uid(user)))
+        .map_err(be)?
+        .map_or(0, |v| v.value()))
+}
+
+pub(super) fn message(
+    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    conversation: &str,
+    seq: u64,
+) -> StoreResult<Option<Message>> {
+    match t.get((conversation, seq)).map_err(be)? {
+        Some(v) => decode("message", v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn relation_entries(
+    t: &impl ReadableTable<(u128, u128), &'static [u8]>,
+    user: UserId,
+) -> StoreResult<Vec<RelationEntry>> {
+    let u = uid(user);
+    t.range((u, 0u128)..=(u, u128::MAX))
+        .map_err(be)?
+        .map(|entry| {
+            let (_, v) = entry.map_err(be)?;
+            decode("relation", v.value())
+        })
+        .collect()
+}

@@ -1,0 +1,267 @@
+//! Embedded-store behaviour beyond the shared suite: durability across reopen, group commit,
+//! and corrupt data surfacing as a typed error.
+use std::sync::Arc;
+use zajel_core::friends::UserPair;
+use zajel_core::{
+    Body, ConversationId, EmbeddedStore, FriendGraph, FriendOp, FriendStore, HistoryQuery,
+    IdempotencyKey, MessageStore, NewMessage, Relation, Session, SessionStore, StoreError,
+    Timestamp, UserId, UserStore, Username,
+};
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn name(s: &str) -> Username {
+    Username::parse(s).unwrap()
+}
+
+fn msg(conv: &ConversationId, sender: UserId, body: &str, key: &str) -> NewMessage {
+    NewMessage {
+        conversation: conv.clone(),
+        sender,
+        body: Body::parse(body).unwrap(),
+        idempotency_key: IdempotencyKey::parse(key).unwrap(),
+        sent_at: T0,
+    }
+}
+
+fn all(limit: u32) -> HistoryQuery {
+    HistoryQuery {
+        before: None,
+        after: Some(0),
+        limit,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_reopen_and_sequences_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/zajel.redb");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let a = store
+        .create_user(&name("Alice"), Some("$argon2id$a"), T0)
+        .await
+        .unwrap();
+    let b = store.create_user(&name("bob"), None, T0).await.unwrap();
+    let c = store.create_user(&name("carol"), None, T0).await.unwrap();
+    store
+        .link_identity("https://idp", "sub-a", a.id)
+        .await
+        .unwrap();
+    store.set_last_seen(b.id, Timestamp(42)).await.unwrap();
+    let session = Session {
+        user_id: a.id,
+        token_hash: "hash-a".into(),
+        created_at: T0,
+        expires_at: T0.plus_millis(60_000),
+    };
+    store.create_session(&session).await.unwrap();
+    let g = FriendGraph::new(&store);
+    g.apply(a.id, b.id, FriendOp::Request, T0).await.unwrap();
+    g.apply(b.id, a.id, FriendOp::Accept, T0).await.unwrap();
+    g.apply(c.id, a.id, FriendOp::Request, T0).await.unwrap();
+    let ab = ConversationId::direct(a.id, b.id);
+    let ac = ConversationId::direct(a.id, c.id);
+    let batch: Vec<_> = (1..=5)
+        .map(|i| msg(&ab, a.id, &format!("m{i}"), &format!("k{i}")))
+        .collect();
+    for r in store.append(batch).await {
+        r.unwrap();
+    }
+    store.append(vec![msg(&ac, c.id, "hey", "c1")]).await[0]
+        .clone()
+        .unwrap();
+    store.mark_read(&ab, b.id, 3).await.unwrap();
+    let edge_before = store
+        .edge(UserPair::new(a.id, b.id).unwrap())
+        .await
+        .unwrap();
+    let history_before = store.history(&ab, all(50)).await.unwrap();
+    drop(store);
+
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(store.user(a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        store.user_by_username(&name("ALICE")).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.password_hash(a.id).await.unwrap().as_deref(),
+        Some("$argon2id$a")
+    );
+    assert_eq!(
+        store.identity("https://idp", "sub-a").await.unwrap(),
+        Some(a.id)
+    );
+    assert_eq!(store.last_seen(b.id).await.unwrap(), Some(Timestamp(42)));
+    assert_eq!(
+        store.session(a.id, "hash-a", T0).await.unwrap(),
+        Some(session)
+    );
+    assert_eq!(
+        store
+            .edge(UserPair::new(a.id, b.id).unwrap())
+            .await
+            .unwrap(),
+        edge_before
+    );
+    let rel: Vec<_> = store
+        .relations(a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.peer, e.relation))
+        .collect();
+    let mut expected = vec![(b.id, Relation::Friends), (c.id, Relation::RequestReceived)];
+    expected.sort();
+    assert_eq!(rel, expected);
+    assert_eq!(store.history(&ab, all(50)).await.unwrap(), history_before);
+    assert_eq!(store.last_seq(&ab).await.unwrap(), 5);
+
+    // Sequences continue without a gap; idempotency survives too.
+    let next = store
+        .append(vec![msg(&ab, b.id, "after restart", "kb")])
+        .await;
+    assert_eq!(next[0].as_ref().unwrap().message.seq, 6);
+    let retry = store.append(vec![msg(&ab, a.id, "m1 again", "k1")]).await;
+    let retry = retry[0].as_ref().unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message.seq, 1);
+
+    // Activity order survives: the reply moves ab back above ac.
+    let list = store.conversations(a.id, 10).await.unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|s| s.conversation.clone())
+            .collect::<Vec<_>>(),
+        vec![ab.clone(), ac.clone()]
+    );
+    assert_eq!((list[0].last_seq, list[0].unread), (6, 1));
+    let bob = store.conversations(b.id, 10).await.unwrap();
+    assert_eq!((bob[0].read_seq, bob[0].unread), (6, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    assert_eq!(store.path(), dir.path().join("zajel.redb"));
+    let a = store.create_user(&name("alice"), None, T0).await.unwrap();
+    let b = store.create_user(&name("bob"), None, T0).await.unwrap();
+    let conv = ConversationId::direct(a.id, b.id);
+    let before = store.commit_count();
+    const N: u64 = 500;
+    let barrier = Arc::new(tokio::sync::Barrier::new(N as usize));
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let (store, conv, barrier) = (store.clone(), conv.clone(), barrier.clone());
+            let sender = if i % 2 == 0 { a.id } else { b.id };
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut r = store
+                    .append(vec![msg(&conv, sender, "m", &format!("k{i}"))])
+                    .await;
+                r.pop().unwrap().unwrap().message.seq
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+    let commits = store.commit_count() - before;
+    assert!(
+        commits < N,
+        "expected group commit to coalesce {N} appends, got {commits} commits"
+    );
+    let page = store.history(&conv, all(500)).await.unwrap();
+    assert_eq!(page.messages.len(), N as usize);
+    eprintln!("{N} concurrent appends committed in {commits} transactions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_values_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zajel.redb");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let a = store.create_user(&name("alice"), None, T0).await.unwrap();
+    let b = store.create_user(&name("bob"), None, T0).await.unwrap();
+    let conv = ConversationId::direct(a.id, b.id);
+    for i in 1..=3 {
+        store
+            .append(vec![msg(&conv, a.id, "m", &format!("k{i}"))])
+            .await[0]
+            .clone()
+            .unwrap();
+    }
+    drop(store);
+
+    // Scribble over alice's row and message 2 directly with redb, as a damaged file would.
+    {
+        const USERS: redb::TableDefinition<u128, &[u8]> = redb::TableDefinition::new("users");
+        const MESSAGES: redb::TableDefinition<(&str, u64), &[u8]> =
+            redb::TableDefinition::new("messages");
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(USERS)
+            .unwrap()
+            .insert(a.id.0.as_u128(), b"\xffnot json".as_slice())
+            .unwrap();
+        txn.open_table(MESSAGES)
+            .unwrap()
+            .insert((conv.as_str(), 2u64), b"{\"half\":".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    let store = EmbeddedStore::open(&path).unwrap();
+    let corrupt = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Corrupt(_)));
+    assert!(corrupt(store.user(a.id).await.map(|_| ())));
+    assert!(corrupt(
+        store.user_by_username(&name("alice")).await.map(|_| ())
+    ));
+    assert!(corrupt(store.password_hash(a.id).await.map(|_| ())));
+    assert!(corrupt(store.history(&conv, all(10)).await.map(|_| ())));
+    // A write that has to decode the bad row is refused alone; its neighbours commit.
+    let (bad, good) = tokio::join!(
+        store.set_password_hash(a.id, "$new"),
+        store.set_last_seen(b.id, Timestamp(7)),
+    );
+    assert!(corrupt(bad), "decoding failure is Corrupt");
+    good.unwrap();
+    assert_eq!(store.last_seen(b.id).await.unwrap(), Some(Timestamp(7)));
+    // Pages that avoid the damaged message still read, and appends continue.
+    let p = store
+        .history(
+            &conv,
+            HistoryQuery {
+                before: None,
+                after: Some(2),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.messages.len(), 1);
+    let r = store
+        .append(vec![msg(&conv, b.id, "still works", "kb")])
+        .await;
+    assert_eq!(r[0].as_ref().unwrap().message.seq, 4);
+}
+
+#[tokio::test]
+async fn one_store_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = EmbeddedStore::open(dir.path()).unwrap();
+    assert!(matches!(
+        EmbeddedStore::open(dir.path()),
+        Err(StoreError::Backend(_))
+    ));
+    let clone = first.clone();
+    drop(first);
+    // A clone keeps the file open; dropping the last handle releases it.
+    assert!(EmbeddedStore::open(dir.path()).is_err());
+    drop(clone);
+    EmbeddedStore::open(dir.path()).unwrap();
+}
