@@ -221,6 +221,10 @@ enum End {
     Retry { online: bool, hint: Option<Duration> },
 }
 
+/// Close code: the session was revoked.
+const CLOSE_SIGNED_OUT: u16 = 4003;
+/// Close code: unauthenticated (docs) / auth timeout (server).
+const CLOSE_UNAUTHENTICATED: u16 = 4001;
 /// Retryable failures are retried this many times before the call fails.
 const MAX_RETRIES: u32 = 8;
 /// Page size for catching up truncated conversations.
@@ -660,7 +664,15 @@ impl Driver {
 
     fn on_close(&mut self, conn: &Conn, code: Option<u16>, reason: String) -> End {
         match code {
-            Some(4001) => {
+            // 4003: the session was revoked (logout, logout everywhere).
+            Some(CLOSE_SIGNED_OUT) => {
+                self.shared.set_error(Error::SignedOut);
+                End::Stop(ConnectionState::SignedOut)
+            }
+            // 4001 after the server accepted our auth cannot be an auth timeout: the docs'
+            // meaning ("token no longer valid") applies. Before that, retry: a bad token gets
+            // an explicit `unauthenticated` answer on the next attempt.
+            Some(CLOSE_UNAUTHENTICATED) if conn.phase != Phase::Authenticating => {
                 self.shared.set_error(Error::SignedOut);
                 End::Stop(ConnectionState::SignedOut)
             }

@@ -1,0 +1,463 @@
+//! Unit tests of the connection driver against a channel-based fake transport (the only place
+//! a stand-in server is used; the integration tests in `tests/` use the real server).
+
+use crate::transport::{Connector, Incoming, Socket};
+use crate::{Backoff, Client, ConnectionState, Error, Event, EventStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use zajel_core::protocol::{ClientFrame, ErrorFrame, Limits, ServerFrame, SyncState};
+use zajel_core::{ConversationId, ErrorCode, Message, MessageId, Timestamp, User, UserId};
+
+struct FakeConn {
+    from_client: mpsc::UnboundedReceiver<String>,
+    to_client: mpsc::UnboundedSender<Incoming>,
+}
+
+struct FakeServer {
+    conns: mpsc::UnboundedReceiver<FakeConn>,
+    refuse: Arc<AtomicU32>,
+    attempts: Arc<AtomicU32>,
+}
+
+fn fake() -> (Connector, FakeServer) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let refuse = Arc::new(AtomicU32::new(0));
+    let attempts = Arc::new(AtomicU32::new(0));
+    let (r, a) = (refuse.clone(), attempts.clone());
+    let connector: Connector = Arc::new(move |_url| {
+        a.fetch_add(1, Ordering::SeqCst);
+        let refused = r
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let tx = tx.clone();
+        Box::pin(async move {
+            if refused {
+                return Err(Error::Transport("refused".into()));
+            }
+            let (c_tx, c_rx) = mpsc::unbounded_channel();
+            let (s_tx, s_rx) = mpsc::unbounded_channel();
+            let _ = tx.send(FakeConn {
+                from_client: c_rx,
+                to_client: s_tx,
+            });
+            Ok(Socket { tx: c_tx, rx: s_rx })
+        })
+    });
+    (
+        connector,
+        FakeServer {
+            conns: rx,
+            refuse,
+            attempts,
+        },
+    )
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn user(n: u8) -> User {
+    User {
+        id: format!("00000000-0000-4000-8000-0000000000{n:02}")
+            .parse()
+            .unwrap(),
+        username: format!("user{n}"),
+        created_at: Timestamp(1),
+    }
+}
+
+fn msg(conv: &ConversationId, seq: u64, sender: UserId, key: &str) -> Message {
+    Message {
+        id: MessageId(uuid_from(seq)),
+        conversation: conv.clone(),
+        seq,
+        sender,
+        body: format!("m{seq}"),
+        sent_at: Timestamp(seq as i64),
+        idempotency_key: key.into(),
+    }
+}
+
+fn uuid_from(n: u64) -> uuid::Uuid {
+    uuid::Uuid::from_u128(u128::from(n))
+}
+
+impl FakeServer {
+    async fn accept(&mut self) -> FakeConn {
+        timeout(WAIT, self.conns.recv()).await.unwrap().unwrap()
+    }
+}
+
+impl FakeConn {
+    async fn frame(&mut self) -> ClientFrame {
+        let text = timeout(WAIT, self.from_client.recv())
+            .await
+            .expect("a frame in time")
+            .expect("socket open");
+        ClientFrame::decode(&text).unwrap()
+    }
+    async fn no_frame(&mut self, wait: Duration) {
+        if let Ok(Some(t)) = timeout(wait, self.from_client.recv()).await {
+            panic!("unexpected frame {t}");
+        }
+    }
+    fn push(&self, f: ServerFrame) {
+        self.to_client.send(Incoming::Text(f.encode())).unwrap();
+    }
+    fn close(&self, code: u16) {
+        let _ = self.to_client.send(Incoming::Closed {
+            code: Some(code),
+            reason: String::new(),
+        });
+    }
+    /// Reads `auth`, answers auth_ok, then `replay`ed messages, then synced.
+    async fn handshake(&mut self, me: &User, replay: Vec<Message>) -> ClientFrame {
+        let auth = self.frame().await;
+        let ClientFrame::Auth { id, resume, .. } = &auth else {
+            panic!("first frame must be auth: {auth:?}")
+        };
+        assert!(resume.is_some(), "the client always resumes");
+        self.push(ServerFrame::AuthOk {
+            re: id.clone(),
+            user: me.clone(),
+            protocol: 1,
+            limits: Limits {
+                max_frame_bytes: 65536,
+                max_body_bytes: 4096,
+                requests_per_second: 100,
+                idle_timeout_ms: 60_000,
+            },
+        });
+        for m in replay {
+            self.push(ServerFrame::Message { message: m });
+        }
+        self.push(ServerFrame::Synced {
+            re: id.clone(),
+            state: SyncState::default(),
+        });
+        auth
+    }
+}
+
+fn fast() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+        factor: 2.0,
+        jitter: 0.5,
+    }
+}
+
+async fn started(connector: Connector) -> (Client, EventStream) {
+    Client::builder("http://127.0.0.1:9", "zs1.token")
+        .backoff(fast())
+        .connector(connector)
+        .start()
+        .unwrap()
+}
+
+async fn next_matching(events: &mut EventStream, f: impl Fn(&Event) -> bool) -> Event {
+    timeout(WAIT, async {
+        loop {
+            let e = events.next().await.expect("stream open");
+            if f(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("event in time")
+}
+
+#[tokio::test]
+async fn unauthenticated_auth_is_signed_out_without_retry() {
+    let (connector, mut server) = fake();
+    let connecting = tokio::spawn(
+        Client::builder("http://127.0.0.1:9", "zs1.revoked")
+            .backoff(fast())
+            .connector(connector)
+            .connect(),
+    );
+    let mut conn = server.accept().await;
+    let ClientFrame::Auth { id, .. } = conn.frame().await else {
+        panic!()
+    };
+    conn.push(ServerFrame::Error(ErrorFrame::new(
+        Some(id),
+        ErrorCode::Unauthenticated,
+        "token expired",
+    )));
+    let err = connecting.await.unwrap().unwrap_err();
+    assert_eq!(err, Error::SignedOut);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.attempts.load(Ordering::SeqCst), 1, "no retry loop");
+}
+
+#[tokio::test]
+async fn revoked_session_close_code_signs_out() {
+    let (connector, mut server) = fake();
+    let (client, mut events) = started(connector).await;
+    let me = user(1);
+    let mut conn = server.accept().await;
+    conn.handshake(&me, vec![]).await;
+    client.wait_online().await.unwrap();
+    conn.close(4003);
+    next_matching(&mut events, |e| {
+        matches!(e, Event::State(ConnectionState::SignedOut))
+    })
+    .await;
+    assert_eq!(client.state(), ConnectionState::SignedOut);
+    assert_eq!(
+        client.send(UserId(uuid_from(9)), "x").await,
+        Err(Error::SignedOut)
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.attempts.load(Ordering::SeqCst), 1);
+    // The event stream ends with the client.
+    assert_eq!(timeout(WAIT, events.next()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn reconnects_with_backoff_and_resumes_from_cursors_exactly_once() {
+    let (connector, mut server) = fake();
+    let (client, mut events) = started(connector).await;
+    let me = user(1);
+    let peer = user(2);
+    let conv = ConversationId::direct(me.id, peer.id);
+    let mut conn = server.accept().await;
+    conn.handshake(&me, vec![msg(&conv, 1, peer.id, "k1")]).await;
+    client.wait_online().await.unwrap();
+    conn.push(ServerFrame::Message {
+        message: msg(&conv, 2, peer.id, "k2"),
+    });
+    conn.push(ServerFrame::Message {
+        message: msg(&conv, 2, peer.id, "k2"),
+    });
+    conn.push(ServerFrame::Message {
+        message: msg(&conv, 1, peer.id, "k1"),
+    });
+    // Drop the connection and refuse the next attempt.
+    server.refuse.store(1, Ordering::SeqCst);
+    conn.close(1006);
+    let mut got = Vec::new();
+    let mut states = Vec::new();
+    let mut conn = loop {
+        tokio::select! {
+            c = server.conns.recv() => break c.unwrap(),
+            e = events.next() => match e.unwrap() {
+                Event::Message { message, replayed } => got.push((message.seq, replayed)),
+                Event::State(s) => states.push(s),
+                _ => {}
+            },
+        }
+    };
+    assert_eq!(got, vec![(1, true), (2, false)], "each message once");
+    let attempts: Vec<u32> = states
+        .iter()
+        .filter_map(|s| match s {
+            ConnectionState::Reconnecting { attempt, retry_in } => {
+                assert!(*retry_in <= Duration::from_millis(40));
+                Some(*attempt)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![1, 2]);
+    // The resume carries the cursor; the replay overlaps (seq 2 again) and adds seq 3.
+    let auth = conn
+        .handshake(
+            &me,
+            vec![msg(&conv, 2, peer.id, "k2"), msg(&conv, 3, peer.id, "k3")],
+        )
+        .await;
+    let ClientFrame::Auth {
+        resume: Some(resume),
+        ..
+    } = auth
+    else {
+        panic!()
+    };
+    assert_eq!(resume.cursors.get(&conv), Some(&2));
+    let Event::Message { message, replayed } =
+        next_matching(&mut events, |e| matches!(e, Event::Message { .. })).await
+    else {
+        panic!()
+    };
+    assert_eq!((message.seq, replayed), (3, true));
+    client.wait_online().await.unwrap();
+    assert_eq!(client.cursors().cursors.get(&conv), Some(&3));
+}
+
+#[tokio::test]
+async fn outbox_resends_with_the_same_key_after_a_drop() {
+    let (connector, mut server) = fake();
+    let (client, mut events) = started(connector).await;
+    let me = user(1);
+    let peer = user(2);
+    let conv = ConversationId::direct(me.id, peer.id);
+    let mut conn = server.accept().await;
+    conn.handshake(&me, vec![]).await;
+    client.wait_online().await.unwrap();
+    let c = client.clone();
+    let sending = tokio::spawn(async move { c.send(peer.id, "hello").await });
+    let ClientFrame::Send {
+        idempotency_key: key1,
+        conversation,
+        ..
+    } = conn.frame().await
+    else {
+        panic!()
+    };
+    assert_eq!(conversation, conv);
+    // The ack is lost with the connection.
+    conn.close(1006);
+    let mut conn = server.accept().await;
+    conn.handshake(&me, vec![]).await;
+    let ClientFrame::Send {
+        id,
+        idempotency_key: key2,
+        ..
+    } = conn.frame().await
+    else {
+        panic!()
+    };
+    assert_eq!(key1, key2, "retried with the same key");
+    let stored = msg(&conv, 1, me.id, &key2);
+    conn.push(ServerFrame::Sent {
+        re: id,
+        message: stored.clone(),
+        duplicate: false,
+    });
+    assert_eq!(sending.await.unwrap().unwrap(), stored);
+    assert_eq!(
+        next_matching(&mut events, |e| matches!(e, Event::Sent(_))).await,
+        Event::Sent(stored)
+    );
+    conn.no_frame(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn replayed_own_message_completes_the_outbox_without_resend() {
+    let (connector, mut server) = fake();
+    let (client, _events) = started(connector).await;
+    let me = user(1);
+    let peer = user(2);
+    let conv = ConversationId::direct(me.id, peer.id);
+    let mut conn = server.accept().await;
+    conn.handshake(&me, vec![]).await;
+    client.wait_online().await.unwrap();
+    let c = client.clone();
+    let to = conv.clone();
+    let sending = tokio::spawn(async move { c.send(&to, "hello").await });
+    let ClientFrame::Send {
+        idempotency_key, ..
+    } = conn.frame().await
+    else {
+        panic!()
+    };
+    conn.close(1001);
+    let mut conn = server.accept().await;
+    let stored = msg(&conv, 1, me.id, &idempotency_key);
+    conn.handshake(&me, vec![stored.clone()]).await;
+    assert_eq!(sending.await.unwrap().unwrap(), stored);
+    conn.no_frame(Duration::from_millis(150)).await;
+}
+
+#[tokio::test]
+async fn retryable_errors_retry_and_others_fail() {
+    let (connector, mut server) = fake();
+    let (client, _events) = started(connector).await;
+    let me = user(1);
+    let peer = user(2);
+    let conv = ConversationId::direct(me.id, peer.id);
+    let mut conn = server.accept().await;
+    conn.handshake(&me, vec![]).await;
+    client.wait_online().await.unwrap();
+
+    let c = client.clone();
+    let sending = tokio::spawn(async move { c.send(peer.id, "one").await });
+    let ClientFrame::Send {
+        id,
+        idempotency_key: k1,
+        ..
+    } = conn.frame().await
+    else {
+        panic!()
+    };
+    conn.push(ServerFrame::Error(ErrorFrame {
+        re: Some(id),
+        code: ErrorCode::RateLimited,
+        message: "slow down".into(),
+        retry_after_ms: Some(20),
+    }));
+    let ClientFrame::Send {
+        id,
+        idempotency_key: k2,
+        ..
+    } = conn.frame().await
+    else {
+        panic!()
+    };
+    assert_eq!(k1, k2);
+    let stored = msg(&conv, 1, me.id, &k2);
+    conn.push(ServerFrame::Sent {
+        re: id,
+        message: stored.clone(),
+        duplicate: false,
+    });
+    assert_eq!(sending.await.unwrap().unwrap(), stored);
+
+    let c = client.clone();
+    let sending = tokio::spawn(async move { c.send(peer.id, "two").await });
+    let ClientFrame::Send { id, .. } = conn.frame().await else {
+        panic!()
+    };
+    conn.push(ServerFrame::Error(ErrorFrame::new(
+        Some(id),
+        ErrorCode::NotFriends,
+        "you can only message friends",
+    )));
+    let err = sending.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFriends));
+    // Local validation: nothing is sent.
+    assert_eq!(
+        client.send(peer.id, "   ").await.unwrap_err().code(),
+        Some(ErrorCode::EmptyBody)
+    );
+    conn.no_frame(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn in_flight_friend_ops_fail_but_reads_are_resent() {
+    let (connector, mut server) = fake();
+    let (client, _events) = started(connector).await;
+    let me = user(1);
+    let mut conn = server.accept().await;
+    conn.handshake(&me, vec![]).await;
+    client.wait_online().await.unwrap();
+    let c = client.clone();
+    let befriending = tokio::spawn(async move { c.request_friend("bob").await });
+    let c = client.clone();
+    let listing = tokio::spawn(async move { c.friends().await });
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        kinds.push(conn.frame().await);
+    }
+    assert!(kinds
+        .iter()
+        .any(|f| matches!(f, ClientFrame::FriendRequest { .. })));
+    conn.close(1006);
+    assert_eq!(befriending.await.unwrap(), Err(Error::ConnectionLost));
+    let mut conn = server.accept().await;
+    conn.handshake(&me, vec![]).await;
+    let ClientFrame::FriendsList { id } = conn.frame().await else {
+        panic!()
+    };
+    conn.push(ServerFrame::Friends {
+        re: id,
+        friends: vec![],
+    });
+    assert_eq!(listing.await.unwrap(), Ok(vec![]));
+}
