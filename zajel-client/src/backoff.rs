@@ -31,7 +31,10 @@ impl Default for Backoff {
 impl Backoff {
     /// The delay before retry number `attempt` (1-based), given a random `unit` in `[0, 1)`.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let exp = self.factor.max(1.0).powi(attempt.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .factor
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let base = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
         let jitter = self.jitter.clamp(0.0, 1.0);
         let scaled = base * (1.0 - jitter * unit.clamp(0.0, 1.0));
@@ -59,7 +62,10 @@ mod tests {
         for i in 0..100 {
             let u = f64::from(i) / 100.0;
             let d = b.delay(4, u);
-            assert!(d <= Duration::from_secs(2) && d >= Duration::from_secs(1), "{d:?}");
+            assert!(
+                d <= Duration::from_secs(2) && d >= Duration::from_secs(1),
+                "{d:?}"
+            );
         }
         let none = Backoff { jitter: 0.0, ..b };
         assert_eq!(none.delay(4, 0.9), Duration::from_secs(2));

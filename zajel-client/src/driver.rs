@@ -218,7 +218,10 @@ enum End {
     Stop(ConnectionState),
     /// Reconnect; `online` says whether this connection got online (resets the attempt count),
     /// `hint` is a server-suggested delay.
-    Retry { online: bool, hint: Option<Duration> },
+    Retry {
+        online: bool,
+        hint: Option<Duration>,
+    },
 }
 
 /// Close code: the session was revoked.
@@ -428,7 +431,10 @@ impl Driver {
 
     fn check_body(&self, body: &str) -> Result<(), Error> {
         if body.trim().is_empty() {
-            return Err(Error::rejected(ErrorCode::EmptyBody, "message body is empty"));
+            return Err(Error::rejected(
+                ErrorCode::EmptyBody,
+                "message body is empty",
+            ));
         }
         let max = self.limits.map_or(zajel_core::limits::BODY_MAX_BYTES, |l| {
             l.max_body_bytes as usize
@@ -532,9 +538,7 @@ impl Driver {
     async fn serve(&mut self, conn: &mut Conn) -> End {
         loop {
             let deadline = self.next_deadline(conn);
-            let mut timer = rt::sleep(Duration::from_millis(
-                deadline.saturating_sub(rt::now_ms()),
-            ));
+            let mut timer = rt::sleep(Duration::from_millis(deadline.saturating_sub(rt::now_ms())));
             let wake = poll_fn(|cx| {
                 if let Poll::Ready(i) = conn.socket.rx.poll_recv(cx) {
                     return Poll::Ready(Wake::Sock(i));
@@ -641,14 +645,14 @@ impl Driver {
                 hint: None,
             });
         }
-        if let Some((_, at)) = &conn.ping {
-            if now >= at + ms(self.config.pong_timeout) {
-                self.shared.set_error(Error::Timeout);
-                return Some(End::Retry {
-                    online: false,
-                    hint: None,
-                });
-            }
+        if let Some((_, at)) = &conn.ping
+            && now >= at + ms(self.config.pong_timeout)
+        {
+            self.shared.set_error(Error::Timeout);
+            return Some(End::Retry {
+                online: false,
+                hint: None,
+            });
         }
         if conn.phase == Phase::Online {
             if conn.ping.is_none() && now >= conn.last_sent + ms(self.ping_interval()) {
@@ -992,9 +996,7 @@ impl Driver {
                 None
             }
             // auth_ok/synced for another id, or a frame type from a newer server.
-            ServerFrame::AuthOk { .. } | ServerFrame::Synced { .. } | ServerFrame::Unknown => {
-                None
-            }
+            ServerFrame::AuthOk { .. } | ServerFrame::Synced { .. } | ServerFrame::Unknown => None,
         }
     }
 
@@ -1014,12 +1016,8 @@ impl Driver {
             return None;
         };
         let retry_in = |retries: u32| {
-            e.retry_after_ms.unwrap_or_else(|| {
-                ms(self
-                    .config
-                    .backoff
-                    .delay(retries + 1, rt::random_unit()))
-            })
+            e.retry_after_ms
+                .unwrap_or_else(|| ms(self.config.backoff.delay(retries + 1, rt::random_unit())))
         };
         if re.as_str() == conn.auth_id {
             let err = Error::from_frame(e.clone());
@@ -1051,23 +1049,20 @@ impl Driver {
                 }
             }
             Some(Inflight::Send) => {
-                let Some(pos) = self
+                let pos = self
                     .outbox
                     .iter()
-                    .position(|x| x.inflight.as_deref() == Some(re.as_str()))
-                else {
-                    return None;
-                };
+                    .position(|x| x.inflight.as_deref() == Some(re.as_str()))?;
                 let delay = retry_in(self.outbox[pos].retries);
                 let entry = &mut self.outbox[pos];
                 entry.inflight = None;
                 if e.code.is_retryable() && entry.retries < MAX_RETRIES {
                     entry.retries += 1;
                     entry.not_before = rt::now_ms() + delay.max(1);
-                } else if let Some(entry) = self.outbox.remove(pos) {
-                    if let Some(r) = entry.reply {
-                        let _ = r.send(Err(Error::from_frame(e)));
-                    }
+                } else if let Some(entry) = self.outbox.remove(pos)
+                    && let Some(r) = entry.reply
+                {
+                    let _ = r.send(Err(Error::from_frame(e)));
                 }
             }
             Some(Inflight::CatchUp(_)) | Some(Inflight::Ping) | None => {}

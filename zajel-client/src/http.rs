@@ -163,7 +163,9 @@ async fn request(
     } else if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
         w.fetch_with_request(&request)
     } else {
-        return Err(Error::Transport("no fetch in this JavaScript context".into()));
+        return Err(Error::Transport(
+            "no fetch in this JavaScript context".into(),
+        ));
     };
     let resp: web_sys::Response = JsFuture::from(promise)
         .await

@@ -106,9 +106,7 @@ mod url;
 pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder, EventStream};
 pub use error::{Error, Result};
-pub use event::{
-    ConnectionState, Event, FriendStatus, HistoryPage, HistoryQuery, Session, Target,
-};
+pub use event::{ConnectionState, Event, FriendStatus, HistoryPage, HistoryQuery, Session, Target};
 /// The protocol and model types the API uses, re-exported for convenience.
 pub use zajel_core::{
     self, ConversationId, ConversationSummary, ErrorCode, FriendReason, Message, MessageId,

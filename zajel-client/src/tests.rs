@@ -227,7 +227,8 @@ async fn reconnects_with_backoff_and_resumes_from_cursors_exactly_once() {
     let peer = user(2);
     let conv = ConversationId::direct(me.id, peer.id);
     let mut conn = server.accept().await;
-    conn.handshake(&me, vec![msg(&conv, 1, peer.id, "k1")]).await;
+    conn.handshake(&me, vec![msg(&conv, 1, peer.id, "k1")])
+        .await;
     client.wait_online().await.unwrap();
     conn.push(ServerFrame::Message {
         message: msg(&conv, 2, peer.id, "k2"),
@@ -445,9 +446,11 @@ async fn in_flight_friend_ops_fail_but_reads_are_resent() {
     for _ in 0..2 {
         kinds.push(conn.frame().await);
     }
-    assert!(kinds
-        .iter()
-        .any(|f| matches!(f, ClientFrame::FriendRequest { .. })));
+    assert!(
+        kinds
+            .iter()
+            .any(|f| matches!(f, ClientFrame::FriendRequest { .. }))
+    );
     conn.close(1006);
     assert_eq!(befriending.await.unwrap(), Err(Error::ConnectionLost));
     let mut conn = server.accept().await;

@@ -60,14 +60,14 @@ impl ServerUrl {
     pub(crate) fn host_port(&self) -> (String, u16) {
         let default = if self.secure { 443 } else { 80 };
         // IPv6 literal: [::1]:8080
-        if let Some(rest) = self.authority.strip_prefix('[') {
-            if let Some((host, tail)) = rest.split_once(']') {
-                let port = tail
-                    .strip_prefix(':')
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(default);
-                return (host.to_owned(), port);
-            }
+        if let Some(rest) = self.authority.strip_prefix('[')
+            && let Some((host, tail)) = rest.split_once(']')
+        {
+            let port = tail
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default);
+            return (host.to_owned(), port);
         }
         match self.authority.rsplit_once(':') {
             Some((h, p)) => match p.parse() {

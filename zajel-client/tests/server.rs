@@ -89,8 +89,12 @@ async fn wait_for<T>(events: &mut EventStream, mut f: impl FnMut(&Event) -> Opti
 
 /// Registers two users and makes them friends through the SDK.
 async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream); 2] {
-    let sa = Client::register(url, a, "password-123").await.expect("register a");
-    let sb = Client::register(url, b, "password-123").await.expect("register b");
+    let sa = Client::register(url, a, "password-123")
+        .await
+        .expect("register a");
+    let sb = Client::register(url, b, "password-123")
+        .await
+        .expect("register b");
     let (ca, mut ea) = connect(url, &sa).await;
     let (cb, mut eb) = connect(url, &sb).await;
     let st = ca.request_friend(b).await.expect("request");
@@ -242,7 +246,10 @@ async fn server_restart_resumes_and_flushes_the_outbox_exactly_once() {
     let conv = ConversationId::direct(sa.user.id, sb.user.id);
 
     for i in 1..=3 {
-        let m = alice.send(&conv, format!("before {i}")).await.expect("send");
+        let m = alice
+            .send(&conv, format!("before {i}"))
+            .await
+            .expect("send");
         assert_eq!(m.seq, i);
     }
     // Bob has seen two of them live when the server goes down mid-conversation.
@@ -279,7 +286,11 @@ async fn server_restart_resumes_and_flushes_the_outbox_exactly_once() {
     let server = Server::start(store.clone(), Some(addr)).await;
     let mut seqs = Vec::new();
     for s in sends {
-        let m = timeout(WAIT, s).await.expect("flushed").unwrap().expect("acked");
+        let m = timeout(WAIT, s)
+            .await
+            .expect("flushed")
+            .unwrap()
+            .expect("acked");
         seqs.push(m.seq);
     }
     seqs.sort_unstable();
@@ -323,7 +334,10 @@ async fn server_restart_resumes_and_flushes_the_outbox_exactly_once() {
     );
     let mut during: Vec<&str> = page.messages[3..].iter().map(|m| m.body.as_str()).collect();
     during.sort_unstable();
-    assert_eq!(during, ["during 1", "during 2", "during 3", "during 4", "during 5"]);
+    assert_eq!(
+        during,
+        ["during 1", "during 2", "during 3", "during 4", "during 5"]
+    );
     assert_eq!(alice.cursors().cursors.get(&conv), Some(&8));
 
     alice.close();
@@ -339,10 +353,15 @@ async fn revoked_token_is_signed_out_not_a_retry_loop() {
         .await
         .expect("register");
     let (client, mut events) = connect(&url, &s1).await;
-    assert_eq!(Client::whoami(&url, &s1.token).await.expect("me").id, s1.user.id);
+    assert_eq!(
+        Client::whoami(&url, &s1.token).await.expect("me").id,
+        s1.user.id
+    );
 
     // Another device logs out everywhere.
-    let s2 = Client::login(&url, "dave", "password-123").await.expect("login");
+    let s2 = Client::login(&url, "dave", "password-123")
+        .await
+        .expect("login");
     Client::logout_everywhere(&url, &s2.token)
         .await
         .expect("logout-all");
@@ -357,9 +376,17 @@ async fn revoked_token_is_signed_out_not_a_retry_loop() {
     })
     .await
     .expect("stream ends when signed out");
-    assert_eq!(states.last(), Some(&ConnectionState::SignedOut), "{states:?}");
+    assert_eq!(
+        states.last(),
+        Some(&ConnectionState::SignedOut),
+        "{states:?}"
+    );
     assert!(
-        states.iter().filter(|s| matches!(s, ConnectionState::Reconnecting { .. })).count() <= 1,
+        states
+            .iter()
+            .filter(|s| matches!(s, ConnectionState::Reconnecting { .. }))
+            .count()
+            <= 1,
         "{states:?}"
     );
     assert_eq!(client.state(), ConnectionState::SignedOut);
