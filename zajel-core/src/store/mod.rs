@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
 pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// A storage failure or a refused store operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
