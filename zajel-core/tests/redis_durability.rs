@@ -138,13 +138,21 @@ async fn acknowledged_writes_survive_a_redis_kill() {
         .unwrap();
     assert!(store.relations(bob.id).await.unwrap().is_empty());
 
-    // And those post-restart writes are durable as well.
+    // And those post-restart writes are durable as well. This time the first call after the
+    // kill is a write: it meets the dropped connection and then NOSCRIPT, in one call.
     server.restart().expect("second restart");
-    assert_eq!(store.last_seq(&conv).await.unwrap(), 21);
+    let r = store
+        .append(vec![msg(&conv, bob.id, "first call after restart", "k22")])
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.message.seq, r.duplicate), (22, false));
     let list = store.conversations(bob.id, 10).await.unwrap();
     assert_eq!(
         (list[0].last_seq, list[0].read_seq, list[0].unread),
-        (21, 21, 0)
+        (22, 22, 0)
     );
+    assert_eq!(list[0].peer_read_seq, 21, "alice sent 21");
     assert!(!store.edge(pair).await.unwrap().are_friends());
 }

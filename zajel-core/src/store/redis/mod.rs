@@ -73,6 +73,21 @@ struct Scripts {
     summary: Lua,
 }
 
+impl Scripts {
+    fn all(&self) -> [&Lua; 8] {
+        [
+            &self.create_user,
+            &self.update_user,
+            &self.create_session,
+            &self.delete_sessions,
+            &self.swap_edge,
+            &self.append,
+            &self.mark_read,
+            &self.summary,
+        ]
+    }
+}
+
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     create_user: Lua::new(include_str!("create_user.lua")),
     update_user: Lua::new(include_str!("update_user.lua")),
@@ -193,6 +208,16 @@ fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_unrecoverable_error() || e.is_connection_refusal()
 }
 
+/// A Redis error as a store error: a key of the wrong type is damaged data, the rest is the
+/// backend failing.
+fn redis_err(e: RedisError) -> StoreError {
+    if e.code() == Some("WRONGTYPE") {
+        StoreError::Corrupt(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
 fn is_noscript(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
@@ -217,7 +242,7 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(10)));
         let con = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(redis_err)?;
         Ok(Self {
             con,
             keys: Arc::new(Keys {
@@ -237,11 +262,10 @@ impl RedisStore {
         let mut con = self.con.clone();
         match cmd.query_async::<Value>(&mut con).await {
             Ok(v) => Ok(v),
-            Err(e) if is_connection_error(&e) => cmd
-                .query_async::<Value>(&mut con)
-                .await
-                .map_err(StoreError::backend),
-            Err(e) => Err(StoreError::backend(e)),
+            Err(e) if is_connection_error(&e) => {
+                cmd.query_async::<Value>(&mut con).await.map_err(redis_err)
+            }
+            Err(e) => Err(redis_err(e)),
         }
     }
 
@@ -249,14 +273,17 @@ impl RedisStore {
     async fn eval(&self, call: Call, retry: Retry) -> StoreResult<Value> {
         let mut results = self.eval_many(&[call], retry).await?;
         match results.pop() {
-            Some(r) => r.map_err(StoreError::backend),
+            Some(r) => r.map_err(redis_err),
             None => Err(StoreError::Backend("no reply to a script call".into())),
         }
     }
 
     /// Sends all calls as one pipeline (one round trip, one EVALSHA each) and returns one
     /// result per call, in order. Calls that hit `NOSCRIPT` (the script cache is empty after a
-    /// Redis restart) did not run; their scripts are loaded and those calls are sent once more.
+    /// Redis restart) did not run; the scripts are loaded and those calls are sent once more.
+    /// If only some calls of a pipeline hit `NOSCRIPT` (another task refilled the cache in
+    /// between), the retried ones run after the others, so their sequences may not follow the
+    /// input order; each result still belongs to its input.
     async fn eval_many(
         &self,
         calls: &[Call],
@@ -271,19 +298,15 @@ impl RedisStore {
         if missing.is_empty() {
             return Ok(results);
         }
+        // Load every script, not just the missing ones: the cache is empty as a whole after a
+        // restart, and refilling it in one go keeps other in-flight calls from hitting
+        // NOSCRIPT one script at a time.
         let mut load = ::redis::pipe();
-        let mut loaded: Vec<&str> = Vec::new();
-        for &i in &missing {
-            let lua = calls[i].script;
-            if !loaded.contains(&lua.source) {
-                loaded.push(lua.source);
-                load.cmd("SCRIPT").arg("LOAD").arg(lua.source).ignore();
-            }
+        for lua in SCRIPTS.all() {
+            load.cmd("SCRIPT").arg("LOAD").arg(lua.source).ignore();
         }
         let mut con = self.con.clone();
-        load.query_async::<()>(&mut con)
-            .await
-            .map_err(StoreError::backend)?;
+        load.query_async::<()>(&mut con).await.map_err(redis_err)?;
         let again = self
             .pipeline(missing.iter().map(|&i| &calls[i]).collect(), retry)
             .await?;
@@ -306,11 +329,10 @@ impl RedisStore {
         let mut con = self.con.clone();
         let results: Vec<Result<Value, RedisError>> = match pipe.query_async(&mut con).await {
             Ok(r) => r,
-            Err(e) if retry == Retry::Once && is_connection_error(&e) => pipe
-                .query_async(&mut con)
-                .await
-                .map_err(StoreError::backend)?,
-            Err(e) => return Err(StoreError::backend(e)),
+            Err(e) if retry == Retry::Once && is_connection_error(&e) => {
+                pipe.query_async(&mut con).await.map_err(redis_err)?
+            }
+            Err(e) => return Err(redis_err(e)),
         };
         if results.len() != calls.len() {
             return Err(StoreError::Backend(format!(
@@ -743,7 +765,7 @@ impl MessageStore for RedisStore {
                 for ((i, message), reply) in pending.into_iter().zip(replies) {
                     results[i] = Some(
                         reply
-                            .map_err(StoreError::backend)
+                            .map_err(redis_err)
                             .and_then(|v| decode_append(message, v)),
                     );
                 }
@@ -846,7 +868,7 @@ impl MessageStore for RedisStore {
         let replies = self.eval_many(&calls, Retry::Once).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (conversation, reply) in ids.into_iter().zip(replies) {
-            let mut parts = array(reply.map_err(StoreError::backend)?)?.into_iter();
+            let mut parts = array(reply.map_err(redis_err)?)?.into_iter();
             let mut next = || parts.next().unwrap_or_default();
             let last_seq: u64 = int(next(), "last seq")?;
             let read_seq: u64 = int(next(), "read mark")?;

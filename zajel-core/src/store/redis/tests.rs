@@ -96,6 +96,13 @@ async fn garbage_records_are_corrupt() {
     )
     .await;
     assert!(is_corrupt(store.session(u, "h", T0).await));
+    // A key of the wrong type.
+    raw(
+        &store,
+        ::redis::cmd("SET").arg(store.keys.sessions(u)).arg("x"),
+    )
+    .await;
+    assert!(is_corrupt(store.session(u, "h", T0).await));
     // A username claim pointing at no user.
     let name = Username::parse("ghost").unwrap();
     raw(
