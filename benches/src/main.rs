@@ -58,7 +58,12 @@ async fn open_store(backend: &str) -> Result<(Arc<dyn Store>, Guard)> {
             let store = zajel_core::EmbeddedStore::open(dir.path().join("bench.redb"))?;
             (Arc::new(store), Box::new(dir))
         }
-        other => bail!("unknown backend {other} (memory, embedded)"),
+        "redis" => {
+            let server = zajel_core::testing::RedisServer::start()?;
+            let store = zajel_core::RedisStore::connect(&server.url()).await?;
+            (Arc::new(store), Box::new(server))
+        }
+        other => bail!("unknown backend {other} (memory, embedded, redis)"),
     })
 }
 
