@@ -53,8 +53,8 @@ pub use http::SESSION_COOKIE;
 /// WebSocket close codes the server uses.
 pub mod close {
     pub use crate::conn::{
-        CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY,
-        CLOSE_TOO_LARGE, CLOSE_UNAUTHENTICATED,
+        CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_LARGE,
+        CLOSE_UNAUTHENTICATED,
     };
     pub use crate::hub::CLOSE_LAGGED;
 }

@@ -46,8 +46,11 @@ async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
         return Ok(Arc::new(zajel_core::MemoryStore::new()));
     }
     if let Some(url) = &config.redis_url {
-        let _ = url;
-        anyhow::bail!("the Redis store is not available in this build yet");
+        let store = zajel_core::RedisStore::connect(url)
+            .await
+            .context("cannot connect to Redis")?;
+        tracing::info!("Redis store connected");
+        return Ok(Arc::new(store));
     }
     let dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || {

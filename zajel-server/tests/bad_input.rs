@@ -191,11 +191,24 @@ async fn bad_token() {
     c.assert_alive().await;
     assert_eq!(c.auth(&alice.token, None).await["type"], "auth_ok");
     // Over HTTP too.
-    let res = http(addr, "GET", "/api/me", None, &[("Authorization", "Bearer nope")]).await;
-    assert_eq!((res.status, res.json()["code"].as_str()), (401, Some("unauthenticated")));
+    let res = http(
+        addr,
+        "GET",
+        "/api/me",
+        None,
+        &[("Authorization", "Bearer nope")],
+    )
+    .await;
+    assert_eq!(
+        (res.status, res.json()["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
     let bearer = format!("Bearer {}", alice.token);
     let res = http(addr, "GET", "/api/me", None, &[("Authorization", &bearer)]).await;
-    assert_eq!((res.status, res.json()["user"]["id"].as_str()), (200, Some(alice.id.as_str())));
+    assert_eq!(
+        (res.status, res.json()["user"]["id"].as_str()),
+        (200, Some(alice.id.as_str()))
+    );
     server.stop().await;
 }
 
@@ -478,9 +491,23 @@ async fn logout_closes_sockets_and_revokes_tokens() {
     assert_eq!(d.expect_close().await.0, 4001);
     // logout-all ends every session.
     let (tok1, tok2) = (login(addr, "alice").await, login(addr, "alice").await);
-    let (mut e, _) = Client::login(addr, &Account { token: tok1.clone(), ..alice.clone() }).await;
+    let (mut e, _) = Client::login(
+        addr,
+        &Account {
+            token: tok1.clone(),
+            ..alice.clone()
+        },
+    )
+    .await;
     let bearer = format!("Bearer {tok2}");
-    let r = http(addr, "POST", "/api/logout-all", None, &[("Authorization", &bearer)]).await;
+    let r = http(
+        addr,
+        "POST",
+        "/api/logout-all",
+        None,
+        &[("Authorization", &bearer)],
+    )
+    .await;
     assert_eq!(r.status, 204);
     assert_eq!(e.expect_close().await.0, 4001);
     for t in [tok1, tok2] {

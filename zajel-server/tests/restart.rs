@@ -79,3 +79,46 @@ fn restart_with_embedded_store_keeps_history_and_resumes() {
         data.to_str().expect("utf-8").into(),
     ]);
 }
+
+#[test]
+fn restart_with_redis_keeps_history_and_resumes() {
+    let redis = zajel_core::testing::RedisServer::start_persistent().expect("redis-server");
+    restart_keeps_everything(vec!["--redis-url".into(), redis.url()]);
+}
+
+#[test]
+fn restart_of_redis_itself_loses_nothing_acknowledged() {
+    // The zajel-server keeps running while Redis restarts (AOF, fsync always): what was
+    // acknowledged before is still there, and the server reconnects for new writes.
+    let mut redis = zajel_core::testing::RedisServer::start_persistent().expect("redis-server");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bin = Binary::start(&["--redis-url", &redis.url()]);
+    let addr = bin.addr;
+    let (alice, bob, conv) = rt.block_on(async {
+        let alice = register(addr, "alice").await;
+        let bob = register(addr, "bob").await;
+        let (mut a, _) = Client::login(addr, &alice).await;
+        let (mut b, _) = Client::login(addr, &bob).await;
+        befriend(&mut a, &alice, &mut b, &bob).await;
+        let conv = dm(&alice, &bob);
+        a.send_message(&conv, "one", "k1").await;
+        a.close().await;
+        b.close().await;
+        (alice, bob, conv)
+    });
+    redis.restart().expect("redis restart");
+    rt.block_on(async {
+        let (mut b, _) = Client::login(addr, &bob).await;
+        let h = b.history(&conv, json!({})).await;
+        assert_eq!(seqs(&h), vec![1], "{h}");
+        let (mut a, _) = Client::login(addr, &alice).await;
+        let ack = a.send_message(&conv, "two", "k2").await;
+        assert_eq!(ack["message"]["seq"], 2);
+        assert_eq!(b.expect("message").await["message"]["seq"], 2);
+    });
+    assert_eq!(bin.terminate(), Some(0));
+}
