@@ -58,3 +58,8 @@ pub mod close {
     };
     pub use crate::hub::CLOSE_LAGGED;
 }
+
+/// Compiles the Rust examples of `docs/server.md` as doc tests so the document cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/server.md")]
+pub struct ServerDocExamples;
