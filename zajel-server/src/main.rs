@@ -1,1 +1,90 @@
-fn main() {}
+//! The standalone `zajel-server` binary: configuration, store choice, signals. Everything else
+//! is the library (see `docs/server.md`).
+
+use anyhow::Context;
+use clap::Parser;
+use std::sync::Arc;
+use tower_http::services::{ServeDir, ServeFile};
+use tracing_subscriber::EnvFilter;
+use zajel_core::Store;
+use zajel_server::config::{Cli, Standalone};
+use zajel_server::{Engine, serve_router};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Standalone::load(Cli::parse())?;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log))
+        .context("invalid log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let store = open_store(&config).await?;
+    let engine = Engine::new(store, config.engine.clone());
+    let mut app = engine.router();
+    if let Some(dir) = &config.static_dir {
+        tracing::info!(dir = %dir.display(), "serving static files at /");
+        app = app
+            .fallback_service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html"))));
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    println!("zajel-server listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    serve_router(listener, app, engine, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
+    if config.memory {
+        tracing::warn!("using the in-memory store: nothing is persisted");
+        return Ok(Arc::new(zajel_core::MemoryStore::new()));
+    }
+    if let Some(url) = &config.redis_url {
+        let store = zajel_core::RedisStore::connect(url)
+            .await
+            .context("cannot connect to Redis")?;
+        tracing::info!("Redis store connected");
+        return Ok(Arc::new(store));
+    }
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        zajel_core::EmbeddedStore::open(&dir)
+            .with_context(|| format!("cannot open the embedded store in {}", dir.display()))
+    })
+    .await??;
+    tracing::info!(file = %store.path().display(), "embedded store opened");
+    Ok(Arc::new(store))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,379 @@
+//! [`ServerConfig`]: the engine's limits and policies.
+//!
+//! Every field has a default (see `docs/server.md` for the full table with the standalone
+//! binary's flags and environment variables). The struct deserializes from TOML/JSON with
+//! missing fields taken from [`ServerConfig::default`] and unknown fields rejected, so an
+//! embedding application can keep it as a section of its own configuration file.
+
+use serde::{Deserialize, Serialize};
+use zajel_core::limits::BODY_MAX_BYTES;
+use zajel_core::protocol::Limits;
+
+/// The engine's configuration. Durations are in milliseconds or seconds as the field name says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Largest WebSocket text frame accepted, in bytes. Larger: `frame_too_large`, close 1009.
+    pub max_frame_bytes: u32,
+    /// Largest message body in bytes (capped at the protocol ceiling of 16 KiB).
+    pub max_body_bytes: u32,
+    /// Sustained frames per second per connection (token bucket refill rate).
+    pub rate_per_second: u32,
+    /// Token bucket size: frames a connection may send in a burst.
+    pub rate_burst: u32,
+    /// A connection that sends nothing for this long is closed (code 4000). Clients `ping`.
+    pub idle_timeout_ms: u64,
+    /// A connection must authenticate within this time (else close 1008).
+    pub auth_timeout_ms: u64,
+    /// Capacity of each connection's outbound event queue. A full queue closes the
+    /// connection with 4008 ("lagged"); the client resumes from its cursor.
+    pub queue_capacity: usize,
+    /// A write to a client that takes longer than this closes the connection.
+    pub write_timeout_ms: u64,
+    /// Most messages replayed per conversation on resume; larger backlogs are listed in
+    /// `synced.truncated` and paged with `history`.
+    pub replay_limit: u32,
+    /// Most conversations considered on resume (most recently active first).
+    pub replay_conversations: u32,
+    /// Session token lifetime in seconds (default 30 days).
+    pub token_ttl_secs: u64,
+    /// Origins (e.g. `https://chat.example.com`) whose WebSocket upgrades may authenticate with
+    /// the `zajel_session` cookie. A same-origin upgrade (Origin matches Host) is always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Mark the session cookie `Secure` (set this when serving over HTTPS).
+    pub cookie_secure: bool,
+    /// Failed logins allowed per account per minute (token bucket of that size).
+    pub login_failures_per_minute: u32,
+    /// Login attempts allowed per client address per minute.
+    pub login_attempts_per_address_per_minute: u32,
+    /// Use the first `X-Forwarded-For` address as the client address (only behind a trusted
+    /// reverse proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// Argon2id memory cost in KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations (OWASP: 2).
+    pub argon2_iterations: u32,
+    /// How long shutdown waits for connections to drain.
+    pub shutdown_grace_ms: u64,
+    /// Delay suggested to clients in `going_away`.
+    pub reconnect_after_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 4096,
+            rate_per_second: 20,
+            rate_burst: 40,
+            idle_timeout_ms: 60_000,
+            auth_timeout_ms: 10_000,
+            queue_capacity: 256,
+            write_timeout_ms: 10_000,
+            replay_limit: 1000,
+            replay_conversations: 1000,
+            token_ttl_secs: 30 * 24 * 3600,
+            allowed_origins: Vec::new(),
+            cookie_secure: false,
+            login_failures_per_minute: 10,
+            login_attempts_per_address_per_minute: 60,
+            trust_forwarded_for: false,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            shutdown_grace_ms: 10_000,
+            reconnect_after_ms: 1000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The message body limit actually enforced (never above the protocol ceiling).
+    pub fn effective_max_body(&self) -> usize {
+        (self.max_body_bytes as usize).clamp(1, BODY_MAX_BYTES)
+    }
+
+    /// The limits announced to clients in `auth_ok`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_body_bytes: self.effective_max_body() as u32,
+            requests_per_second: self.rate_per_second,
+            idle_timeout_ms: self.idle_timeout_ms,
+        }
+    }
+}
+
+#[cfg(feature = "cli")]
+pub use standalone::{Cli, ConfigError, EngineArgs, FileConfig, Standalone};
+
+/// The standalone binary's configuration: clap flags > `ZAJEL_*` environment > TOML file >
+/// defaults (feature `cli`).
+#[cfg(feature = "cli")]
+mod standalone {
+    use super::ServerConfig;
+    use serde::Deserialize;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    /// Command line of `zajel-server`. Every option can also come from the environment
+    /// (`ZAJEL_<NAME>`) or the config file; flags win over the environment, which wins over the
+    /// file.
+    #[derive(Debug, Clone, clap::Parser)]
+    #[command(name = "zajel-server", version, about = "Zajel real-time chat server")]
+    pub struct Cli {
+        /// TOML configuration file.
+        #[arg(long, env = "ZAJEL_CONFIG")]
+        pub config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "ZAJEL_LISTEN")]
+        pub listen: Option<SocketAddr>,
+        /// Directory of the embedded store [default: ./zajel-data].
+        #[arg(long, env = "ZAJEL_DATA_DIR")]
+        pub data_dir: Option<PathBuf>,
+        /// Use Redis (e.g. redis://127.0.0.1:6379/) instead of the embedded store.
+        #[arg(long, env = "ZAJEL_REDIS_URL")]
+        pub redis_url: Option<String>,
+        /// Serve a built web app from this directory at `/` (index.html fallback).
+        #[arg(long, env = "ZAJEL_STATIC_DIR")]
+        pub static_dir: Option<PathBuf>,
+        /// Keep everything in memory (nothing persists; for demos and tests).
+        #[arg(long, env = "ZAJEL_MEMORY", num_args = 0..=1, default_missing_value = "true")]
+        pub memory: Option<bool>,
+        /// Log filter (tracing `EnvFilter` syntax) [default: info]; `RUST_LOG` wins if set.
+        #[arg(long, env = "ZAJEL_LOG")]
+        pub log: Option<String>,
+        /// Engine limits and policies.
+        #[command(flatten)]
+        pub engine: EngineArgs,
+    }
+
+    /// Engine options on the command line (see [`ServerConfig`] for their meaning).
+    #[derive(Debug, Clone, Default, clap::Args)]
+    pub struct EngineArgs {
+        /// Largest WebSocket frame in bytes [default: 65536].
+        #[arg(long, env = "ZAJEL_MAX_FRAME_BYTES")]
+        pub max_frame_bytes: Option<u32>,
+        /// Largest message body in bytes, at most 16384 [default: 4096].
+        #[arg(long, env = "ZAJEL_MAX_BODY_BYTES")]
+        pub max_body_bytes: Option<u32>,
+        /// Frames per second per connection [default: 20].
+        #[arg(long, env = "ZAJEL_RATE_PER_SECOND")]
+        pub rate_per_second: Option<u32>,
+        /// Frame burst per connection [default: 40].
+        #[arg(long, env = "ZAJEL_RATE_BURST")]
+        pub rate_burst: Option<u32>,
+        /// Idle timeout in ms [default: 60000].
+        #[arg(long, env = "ZAJEL_IDLE_TIMEOUT_MS")]
+        pub idle_timeout_ms: Option<u64>,
+        /// Time allowed to authenticate, in ms [default: 10000].
+        #[arg(long, env = "ZAJEL_AUTH_TIMEOUT_MS")]
+        pub auth_timeout_ms: Option<u64>,
+        /// Outbound queue per connection, in events [default: 256].
+        #[arg(long, env = "ZAJEL_QUEUE_CAPACITY")]
+        pub queue_capacity: Option<usize>,
+        /// Write timeout per frame, in ms [default: 10000].
+        #[arg(long, env = "ZAJEL_WRITE_TIMEOUT_MS")]
+        pub write_timeout_ms: Option<u64>,
+        /// Messages replayed per conversation on resume [default: 1000].
+        #[arg(long, env = "ZAJEL_REPLAY_LIMIT")]
+        pub replay_limit: Option<u32>,
+        /// Conversations considered on resume [default: 1000].
+        #[arg(long, env = "ZAJEL_REPLAY_CONVERSATIONS")]
+        pub replay_conversations: Option<u32>,
+        /// Session lifetime in seconds [default: 2592000 = 30 days].
+        #[arg(long, env = "ZAJEL_TOKEN_TTL_SECS")]
+        pub token_ttl_secs: Option<u64>,
+        /// Origins allowed to authenticate WebSockets with the session cookie (comma-separated).
+        #[arg(long, env = "ZAJEL_ALLOWED_ORIGINS", value_delimiter = ',')]
+        pub allowed_origins: Option<Vec<String>>,
+        /// Mark the session cookie Secure [default: false].
+        #[arg(long, env = "ZAJEL_COOKIE_SECURE", num_args = 0..=1, default_missing_value = "true")]
+        pub cookie_secure: Option<bool>,
+        /// Failed logins per account per minute [default: 10].
+        #[arg(long, env = "ZAJEL_LOGIN_FAILURES_PER_MINUTE")]
+        pub login_failures_per_minute: Option<u32>,
+        /// Login attempts per client address per minute [default: 60].
+        #[arg(long, env = "ZAJEL_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE")]
+        pub login_attempts_per_address_per_minute: Option<u32>,
+        /// Trust X-Forwarded-For for the client address [default: false].
+        #[arg(long, env = "ZAJEL_TRUST_FORWARDED_FOR", num_args = 0..=1, default_missing_value = "true")]
+        pub trust_forwarded_for: Option<bool>,
+        /// Argon2id memory cost in KiB [default: 19456].
+        #[arg(long, env = "ZAJEL_ARGON2_MEMORY_KIB")]
+        pub argon2_memory_kib: Option<u32>,
+        /// Argon2id iterations [default: 2].
+        #[arg(long, env = "ZAJEL_ARGON2_ITERATIONS")]
+        pub argon2_iterations: Option<u32>,
+        /// Shutdown drain limit in ms [default: 10000].
+        #[arg(long, env = "ZAJEL_SHUTDOWN_GRACE_MS")]
+        pub shutdown_grace_ms: Option<u64>,
+        /// Reconnect delay suggested in going_away, in ms [default: 1000].
+        #[arg(long, env = "ZAJEL_RECONNECT_AFTER_MS")]
+        pub reconnect_after_ms: Option<u64>,
+    }
+
+    /// The TOML file: standalone keys at the top, engine options in `[engine]`.
+    #[derive(Debug, Clone, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct FileConfig {
+        /// See `--listen`.
+        pub listen: Option<SocketAddr>,
+        /// See `--data-dir`.
+        pub data_dir: Option<PathBuf>,
+        /// See `--redis-url`.
+        pub redis_url: Option<String>,
+        /// See `--static-dir`.
+        pub static_dir: Option<PathBuf>,
+        /// See `--memory`.
+        pub memory: Option<bool>,
+        /// See `--log`.
+        pub log: Option<String>,
+        /// Engine options.
+        pub engine: ServerConfig,
+    }
+
+    /// The resolved configuration.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Standalone {
+        /// Listen address.
+        pub listen: SocketAddr,
+        /// Embedded store directory.
+        pub data_dir: PathBuf,
+        /// Redis URL (replaces the embedded store).
+        pub redis_url: Option<String>,
+        /// Static web app directory.
+        pub static_dir: Option<PathBuf>,
+        /// In-memory store.
+        pub memory: bool,
+        /// Log filter.
+        pub log: String,
+        /// Engine configuration.
+        pub engine: ServerConfig,
+    }
+
+    /// A configuration file that cannot be used.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ConfigError {
+        /// Unreadable file.
+        #[error("cannot read config file {0}: {1}")]
+        Read(PathBuf, std::io::Error),
+        /// Invalid TOML or unknown keys.
+        #[error("invalid config file {0}: {1}")]
+        Parse(PathBuf, toml::de::Error),
+    }
+
+    impl Standalone {
+        /// Reads the file named by `--config` (if any) and applies the precedence rules.
+        pub fn load(cli: Cli) -> Result<Self, ConfigError> {
+            let file = match &cli.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                    toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
+                }
+                None => FileConfig::default(),
+            };
+            Ok(Self::resolve(cli, file))
+        }
+
+        /// Flags/env (already merged by clap) over the file over the defaults.
+        pub fn resolve(cli: Cli, file: FileConfig) -> Self {
+            let mut engine = file.engine;
+            let args = cli.engine;
+            macro_rules! over {
+                ($($field:ident),* $(,)?) => {$(
+                    if let Some(v) = args.$field { engine.$field = v; }
+                )*};
+            }
+            over!(
+                max_frame_bytes,
+                max_body_bytes,
+                rate_per_second,
+                rate_burst,
+                idle_timeout_ms,
+                auth_timeout_ms,
+                queue_capacity,
+                write_timeout_ms,
+                replay_limit,
+                replay_conversations,
+                token_ttl_secs,
+                allowed_origins,
+                cookie_secure,
+                login_failures_per_minute,
+                login_attempts_per_address_per_minute,
+                trust_forwarded_for,
+                argon2_memory_kib,
+                argon2_iterations,
+                shutdown_grace_ms,
+                reconnect_after_ms,
+            );
+            Self {
+                listen: cli
+                    .listen
+                    .or(file.listen)
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+                data_dir: cli
+                    .data_dir
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| PathBuf::from("zajel-data")),
+                redis_url: cli.redis_url.or(file.redis_url),
+                static_dir: cli.static_dir.or(file.static_dir),
+                memory: cli.memory.or(file.memory).unwrap_or(false),
+                log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+                engine,
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use clap::Parser;
+
+        #[test]
+        fn defaults_without_options() {
+            let cli = Cli::try_parse_from(["zajel-server"]).unwrap();
+            let s = Standalone::resolve(cli, FileConfig::default());
+            assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+            assert_eq!(s.data_dir, PathBuf::from("zajel-data"));
+            assert!(!s.memory && s.redis_url.is_none() && s.static_dir.is_none());
+            assert_eq!(s.engine, ServerConfig::default());
+        }
+
+        #[test]
+        fn flags_override_the_file_which_overrides_defaults() {
+            let file: FileConfig = toml::from_str(
+                "listen = \"0.0.0.0:9000\"\ndata_dir = \"/var/lib/zajel\"\n[engine]\nmax_body_bytes = 100\nrate_burst = 7\nallowed_origins = [\"https://a.example\"]\n",
+            )
+            .unwrap();
+            let cli = Cli::try_parse_from([
+                "zajel-server",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-body-bytes",
+                "200",
+                "--memory",
+                "--allowed-origins",
+                "https://b.example,https://c.example",
+            ])
+            .unwrap();
+            let s = Standalone::resolve(cli, file);
+            assert_eq!(s.listen, "127.0.0.1:0".parse().unwrap());
+            assert_eq!(s.data_dir, PathBuf::from("/var/lib/zajel"));
+            assert!(s.memory);
+            assert_eq!(s.engine.max_body_bytes, 200);
+            assert_eq!(s.engine.rate_burst, 7);
+            assert_eq!(s.engine.idle_timeout_ms, 60_000);
+            assert_eq!(
+                s.engine.allowed_origins,
+                vec!["https://b.example", "https://c.example"]
+            );
+        }
+
+        #[test]
+        fn unknown_file_keys_are_errors() {
+            assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+            assert!(toml::from_str::<FileConfig>("[engine]\nmax_bdy = 1").is_err());
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The connection hub and the delivery seam.
+//!
+//! * [`Hub`]: who is connected to *this node*. Keyed by user id over sharded `RwLock`s (no
+//!   global lock on the hot path); each connection owns a bounded queue of pre-serialized
+//!   [`Event`]s. An event is serialized once and shared (`Arc`) by every recipient.
+//! * [`Broker`]: how an event reaches the users it is for. [`LocalBroker`] delivers through
+//!   the local hub; a cross-node broker (Redis pub/sub) publishes to the other nodes as well
+//!   and feeds what it receives into [`Hub::deliver`]. The engine only ever calls
+//!   [`Broker::publish`], so adding one is a new implementation, not a rewrite.
+//!
+//! Slow consumers: when a connection's queue is full the hub does not wait and does not drop
+//! silently; it marks the connection to be closed with code 4008 ("lagged"). The client
+//! reconnects and resumes from its cursor, and the durable history fills the gap.
+
+use axum::extract::ws::Utf8Bytes;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::{Notify, mpsc};
+use zajel_core::ConversationId;
+use zajel_core::UserId;
+use zajel_core::protocol::ServerFrame;
+
+/// Close code for a connection whose outbound queue overflowed.
+pub const CLOSE_LAGGED: u16 = 4008;
+
+/// A connection's id, unique within the process.
+pub type ConnId = u64;
+
+/// One serialized server frame, shared by all its recipients.
+#[derive(Debug)]
+pub struct Event {
+    text: Utf8Bytes,
+    message: Option<(ConversationId, u64)>,
+}
+
+impl Event {
+    /// Serializes `frame` once.
+    pub fn new(frame: &ServerFrame) -> Arc<Self> {
+        let message = match frame {
+            ServerFrame::Message { message } => Some((message.conversation.clone(), message.seq)),
+            _ => None,
+        };
+        Arc::new(Self {
+            text: Utf8Bytes::from(frame.encode()),
+            message,
+        })
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.text.as_str()
+    }
+
+    /// The bytes to put on the wire (cheap clone: reference counted).
+    pub fn wire(&self) -> Utf8Bytes {
+        self.text.clone()
+    }
+
+    /// For a `message` event: its conversation and sequence (used to de-duplicate on resume).
+    pub fn message_seq(&self) -> Option<(&ConversationId, u64)> {
+        self.message.as_ref().map(|(c, s)| (c, *s))
+    }
+}
+
+/// Lets the hub ask a connection task to close itself (e.g. lagged, signed out).
+#[derive(Debug, Default)]
+pub struct ConnControl {
+    code: AtomicU16,
+    notify: Notify,
+}
+
+impl ConnControl {
+    /// Requests a close with `code`; the first request wins.
+    pub fn close(&self, code: u16) {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until a close was requested and returns its code.
+    pub async fn closed(&self) -> u16 {
+        loop {
+            let code = self.code.load(Ordering::Acquire);
+            if code != 0 {
+                return code;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// The requested close code, if any.
+    pub fn requested(&self) -> Option<u16> {
+        match self.code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    id: ConnId,
+    tx: mpsc::Sender<Arc<Event>>,
+    control: Arc<ConnControl>,
+    session: Arc<str>,
+}
+
+/// A connection's registration: its id, its queue and its control handle.
+pub struct Subscription {
+    /// The connection id (used to skip the originating connection when publishing).
+    pub id: ConnId,
+    /// Events for this connection, in publish order.
+    pub rx: mpsc::Receiver<Arc<Event>>,
+    /// Close requests from the hub.
+    pub control: Arc<ConnControl>,
+    /// Whether this is the user's first connection on this node (presence goes online).
+    pub first: bool,
+}
+
+const SHARDS: usize = 64;
+
+/// One shard of the hub: users (hashed to this shard) and their connections.
+type Shard = RwLock<HashMap<UserId, Vec<Entry>>>;
+
+/// Local connections by user.
+pub struct Hub {
+    shards: Box<[Shard]>,
+    capacity: usize,
+    next_id: AtomicU64,
+    lagged: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl Hub {
+    /// A hub whose per-connection queues hold `queue_capacity` events.
+    pub fn new(queue_capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            capacity: queue_capacity.max(1),
+            next_id: AtomicU64::new(1),
+            lagged: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, user: UserId) -> &Shard {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut h);
+        &self.shards[(h.finish() as usize) % self.shards.len()]
+    }
+
+    /// Registers a connection of `user` authenticated by the session whose token hash is
+    /// `session`. Events published from now on are queued for it.
+    pub fn subscribe(&self, user: UserId, session: Arc<str>) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let control = Arc::new(ConnControl::default());
+        let mut map = self.shard(user).write().unwrap_or_else(|e| e.into_inner());
+        let conns = map.entry(user).or_default();
+        let first = conns.is_empty();
+        conns.push(Entry {
+            id,
+            tx,
+            control: control.clone(),
+            session,
+        });
+        Subscription {
+            id,
+            rx,
+            control,
+            first,
+        }
+    }
+
+    /// Removes a connection; returns true when it was the user's last one on this node.
+    pub fn unsubscribe(&self, user: UserId, id: ConnId) -> bool {
+        let mut map = self.shard(user).write().unwrap_or_else(|e| e.into_inner());
+        let Some(conns) = map.get_mut(&user) else {
+            return false;
+        };
+        let before = conns.len();
+        conns.retain(|e| e.id != id);
+        let removed = conns.len() < before;
+        if conns.is_empty() {
+            map.remove(&user);
+            removed
+        } else {
+            false
+        }
+    }
+
+    /// Queues `event` for every local connection of each user in `users` except `skip`.
+    /// Never waits: a full queue marks that connection lagged (close 4008). Returns the number
+    /// of connections the event was queued for.
+    pub fn deliver(&self, users: &[UserId], event: &Arc<Event>, skip: Option<ConnId>) -> usize {
+        let mut n = 0;
+        for &user in users {
+            let map = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
+            let Some(conns) = map.get(&user) else {
+                continue;
+            };
+            for entry in conns.iter().filter(|e| Some(e.id) != skip) {
+                match entry.tx.try_send(event.clone()) {
+                    Ok(()) => n += 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        if entry.control.requested().is_none() {
+                            self.lagged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        entry.control.close(CLOSE_LAGGED);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+        self.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Whether `user` has a connection on this node.
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.shard(user)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .is_some_and(|c| !c.is_empty())
+    }
+
+    /// Asks `user`'s connections to close with `code`: all of them, or only those of the
+    /// session `session` (its token hash).
+    pub fn close_user(&self, user: UserId, session: Option<&str>, code: u16) {
+        let map = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
+        if let Some(conns) = map.get(&user) {
+            for e in conns
+                .iter()
+                .filter(|e| session.is_none_or(|s| &*e.session == s))
+            {
+                e.control.close(code);
+            }
+        }
+    }
+
+    /// Connections closed for lagging so far.
+    pub fn lagged_total(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
+    }
+
+    /// Events queued so far (one per recipient connection).
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+}
+
+/// Delivery of events to users, wherever they are connected.
+///
+/// Implementations must not block: `publish` is called on the request path. A cross-node
+/// implementation enqueues to a background publisher and also calls [`Hub::deliver`] for
+/// local recipients.
+pub trait Broker: Send + Sync + 'static {
+    /// Delivers `event` to every connection of each user in `users`, except connection `skip`
+    /// (the one the request came from, which gets a direct answer instead). At most once per
+    /// connection; a connection that cannot keep up is closed (4008) and recovers by resuming.
+    fn publish(&self, users: &[UserId], event: Arc<Event>, skip: Option<ConnId>);
+}
+
+/// Single-node delivery through the local [`Hub`].
+pub struct LocalBroker {
+    hub: Arc<Hub>,
+}
+
+impl LocalBroker {
+    /// Delivers through `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+impl Broker for LocalBroker {
+    fn publish(&self, users: &[UserId], event: Arc<Event>, skip: Option<ConnId>) {
+        self.hub.deliver(users, &event, skip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zajel_core::protocol::RequestId;
+
+    fn user(n: u8) -> UserId {
+        format!("00000000-0000-4000-8000-0000000000{n:02x}")
+            .parse()
+            .expect("valid uuid")
+    }
+
+    fn pong(n: u32) -> Arc<Event> {
+        Event::new(&ServerFrame::Pong {
+            re: RequestId::new(n.to_string()).expect("valid id"),
+        })
+    }
+
+    #[test]
+    fn fan_out_shares_one_serialization_and_skips_origin() {
+        let hub = Hub::new(8);
+        let (a, b) = (user(1), user(2));
+        let mut a1 = hub.subscribe(a, "s1".into());
+        let mut a2 = hub.subscribe(a, "s2".into());
+        let mut b1 = hub.subscribe(b, "s3".into());
+        assert!(a1.first && !a2.first && b1.first);
+        let ev = pong(1);
+        assert_eq!(hub.deliver(&[a, b], &ev, Some(a1.id)), 2);
+        assert!(a1.rx.try_recv().is_err());
+        let got = a2.rx.try_recv().expect("queued");
+        assert!(Arc::ptr_eq(&got, &ev), "the same bytes are shared");
+        assert!(b1.rx.try_recv().is_ok());
+        assert!(!hub.unsubscribe(a, a1.id));
+        assert!(hub.unsubscribe(a, a2.id));
+        assert!(!hub.is_online(a) && hub.is_online(b));
+    }
+
+    #[tokio::test]
+    async fn slow_consumer_is_closed_with_4008_and_others_are_unaffected() {
+        let hub = Hub::new(2);
+        let (a, b) = (user(1), user(2));
+        let slow = hub.subscribe(a, "s1".into());
+        let mut fast = hub.subscribe(b, "s2".into());
+        for i in 0..5 {
+            hub.deliver(&[a, b], &pong(i), None);
+            // The fast consumer keeps up.
+            assert!(fast.rx.try_recv().is_ok());
+        }
+        assert_eq!(slow.control.closed().await, CLOSE_LAGGED);
+        assert_eq!(fast.control.requested(), None);
+        assert_eq!(hub.lagged_total(), 1);
+    }
+
+    #[test]
+    fn close_user_targets_one_session_or_all() {
+        let hub = Hub::new(4);
+        let a = user(1);
+        let s1 = hub.subscribe(a, "s1".into());
+        let s2 = hub.subscribe(a, "s2".into());
+        hub.close_user(a, Some("s1"), 4003);
+        assert_eq!(s1.control.requested(), Some(4003));
+        assert_eq!(s2.control.requested(), None);
+        hub.close_user(a, None, 4003);
+        assert_eq!(s2.control.requested(), Some(4003));
+    }
+}

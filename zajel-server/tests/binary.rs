@@ -1,0 +1,109 @@
+//! The standalone binary: graceful shutdown on SIGTERM, configuration precedence, static files,
+//! health and metrics.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_sends_going_away_closes_1001_and_exits_0() {
+    let bin = Binary::start(&["--memory"]);
+    let addr = bin.addr;
+    let alice = register(addr, "alice").await;
+    let bob = register(addr, "bob").await;
+    let (mut a, _) = Client::login(addr, &alice).await;
+    let (mut b, _) = Client::login(addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    a.send_message(&dm(&alice, &bob), "before shutdown", "k1")
+        .await;
+    b.expect("message").await;
+
+    let exit = tokio::task::spawn_blocking(move || bin.terminate());
+    for c in [&mut a, &mut b] {
+        let (code, frames) = c.expect_close().await;
+        assert_eq!(code, 1001, "{frames:?}");
+        let going = frames
+            .iter()
+            .find(|f| f["type"] == "going_away")
+            .unwrap_or_else(|| panic!("no going_away in {frames:?}"));
+        assert!(going["reconnect_after_ms"].as_u64().is_some());
+    }
+    assert_eq!(exit.await.expect("join"), Some(0));
+    // The port is closed: nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_precedence_flags_env_file_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("zajel.toml");
+    std::fs::write(
+        &file,
+        "memory = true\n[engine]\nmax_body_bytes = 100\nrate_per_second = 7\nidle_timeout_ms = 1111\nmax_frame_bytes = 5000\n",
+    )
+    .expect("write config");
+    let bin = Binary::start_with(
+        &[
+            "--config",
+            file.to_str().expect("utf-8 path"),
+            "--idle-timeout-ms",
+            "33333",
+        ],
+        &[
+            ("ZAJEL_MAX_BODY_BYTES", "200"),
+            ("ZAJEL_IDLE_TIMEOUT_MS", "22222"),
+        ],
+    );
+    let alice = register(bin.addr, "alice").await;
+    let (_c, ok) = Client::login(bin.addr, &alice).await;
+    let limits = &ok["limits"];
+    assert_eq!(limits["idle_timeout_ms"], 33333, "flag beats env and file");
+    assert_eq!(limits["max_body_bytes"], 200, "env beats file");
+    assert_eq!(limits["requests_per_second"], 7, "file beats default");
+    assert_eq!(limits["max_frame_bytes"], 5000, "file");
+    assert_eq!(bin.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_dir_health_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("index.html"), "<h1>zajel app</h1>").expect("write");
+    std::fs::write(dir.path().join("app.js"), "console.log(1)").expect("write");
+    let bin = Binary::start(&[
+        "--memory",
+        "--static-dir",
+        dir.path().to_str().expect("path"),
+    ]);
+    let addr = bin.addr;
+    let r = http(addr, "GET", "/", None, &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "<h1>zajel app</h1>"));
+    let r = http(addr, "GET", "/app.js", None, &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "console.log(1)"));
+    let r = http(addr, "GET", "/chat/with/bob", None, &[]).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "<h1>zajel app</h1>"),
+        "SPA fallback"
+    );
+    let r = http(addr, "GET", "/healthz", None, &[]).await;
+    assert_eq!(r.status, 200);
+
+    let alice = register(addr, "alice").await;
+    let (mut c, _) = Client::login(addr, &alice).await;
+    let r = c.call(json!({"type": "teleport"})).await;
+    assert_eq!(r["code"], "unknown_type");
+    let m = http(addr, "GET", "/metrics", None, &[]).await;
+    assert_eq!(m.status, 200);
+    for series in [
+        "zajel_connections 1",
+        "zajel_messages_total 0",
+        "zajel_errors_total{code=\"unknown_type\"} 1",
+        "zajel_request_duration_seconds_count{transport=\"ws\"}",
+        "zajel_request_duration_seconds_bucket{transport=\"http\",le=\"+Inf\"}",
+    ] {
+        assert!(m.body.contains(series), "missing {series} in\n{}", m.body);
+    }
+    c.close().await;
+    assert_eq!(bin.terminate(), Some(0));
+}

@@ -1,0 +1,509 @@
+//! Shared helpers: an in-process server on a free loopback port, a tiny HTTP/1.1 client, and a
+//! WebSocket client that matches answers by request id.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use zajel_core::Store;
+use zajel_server::{Engine, ServerConfig};
+
+/// How long `expect` waits for a frame.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A config with cheap password hashing (tests register many users).
+pub fn test_config() -> ServerConfig {
+    ServerConfig {
+        argon2_memory_kib: 256,
+        argon2_iterations: 1,
+        ..ServerConfig::default()
+    }
+}
+
+/// An engine served in-process on 127.0.0.1:0.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let engine = Engine::new(store, config);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(zajel_server::serve(listener, engine.clone(), async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            engine,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn memory() -> Self {
+        Self::start(Arc::new(zajel_core::MemoryStore::new()), test_config()).await
+    }
+
+    /// Triggers graceful shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve task")
+            .expect("serve ok");
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    if let Some(b) = body {
+        req.push_str(b);
+    }
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("http response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("http head");
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A registered user.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: String,
+    pub username: String,
+    pub token: String,
+}
+
+pub async fn register(addr: SocketAddr, username: &str) -> Account {
+    let body = json!({"username": username, "password": "correct horse battery"}).to_string();
+    let res = http(addr, "POST", "/api/register", Some(&body), &[]).await;
+    assert_eq!(res.status, 201, "register {username}: {}", res.body);
+    let v = res.json();
+    Account {
+        id: v["user"]["id"].as_str().expect("user id").to_owned(),
+        username: v["user"]["username"].as_str().expect("username").to_owned(),
+        token: v["token"].as_str().expect("token").to_owned(),
+    }
+}
+
+/// The direct conversation id of two users.
+pub fn dm(a: &Account, b: &Account) -> String {
+    let a: zajel_core::UserId = a.id.parse().expect("uuid");
+    let b: zajel_core::UserId = b.id.parse().expect("uuid");
+    zajel_core::ConversationId::direct(a, b).to_string()
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking the Zajel protocol.
+pub struct Client {
+    ws: Ws,
+    next_id: u64,
+    /// Frames received while waiting for something else.
+    pending: VecDeque<Value>,
+    pub name: String,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, name: &str) -> Self {
+        Self::connect_with(addr, name, &[]).await
+    }
+
+    pub async fn connect_with(addr: SocketAddr, name: &str, headers: &[(&str, &str)]) -> Self {
+        let mut req = format!("ws://{addr}/ws")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "zajel.v1".parse().expect("header"),
+        );
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        let (ws, res) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        assert_eq!(
+            res.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("zajel.v1")
+        );
+        Self {
+            ws,
+            next_id: 0,
+            pending: VecDeque::new(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Connects and authenticates (no resume); returns the `auth_ok` frame.
+    pub async fn login(addr: SocketAddr, account: &Account) -> (Self, Value) {
+        let mut c = Self::connect(addr, &account.username).await;
+        let ok = c.auth(&account.token, None).await;
+        assert_eq!(ok["type"], "auth_ok", "{}: {ok}", c.name);
+        (c, ok)
+    }
+
+    pub fn id(&mut self) -> String {
+        self.next_id += 1;
+        format!("r{}", self.next_id)
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("ws send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next text frame from the socket (ignores control frames); panics on close.
+    async fn read(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no frame within {WAIT:?}", self.name))
+                .unwrap_or_else(|| panic!("{}: connection ended", self.name))
+                .unwrap_or_else(|e| panic!("{}: ws error {e}", self.name));
+            match msg {
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("server sends JSON");
+                }
+                Message::Close(c) => panic!("{}: closed unexpectedly: {c:?}", self.name),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends `frame` with a fresh `id` and returns the frame answering it (`re` == id).
+    /// Other frames that arrive meanwhile are kept for `expect`.
+    pub async fn call(&mut self, mut frame: Value) -> Value {
+        let id = self.id();
+        frame["id"] = json!(id);
+        self.send_raw(&frame.to_string()).await;
+        self.answer(&id).await
+    }
+
+    /// Waits for the frame answering `id`.
+    pub async fn answer(&mut self, id: &str) -> Value {
+        if let Some(i) = self.pending.iter().position(|f| f["re"] == id) {
+            return self.pending.remove(i).expect("index");
+        }
+        loop {
+            let f = self.read().await;
+            if f["re"] == id {
+                return f;
+            }
+            self.pending.push_back(f);
+        }
+    }
+
+    /// Sends `auth` (with optional resume cursors) and returns the answer.
+    pub async fn auth(&mut self, token: &str, resume: Option<Value>) -> Value {
+        let mut f = json!({"type": "auth", "protocol": 1, "token": token});
+        if let Some(r) = resume {
+            f["resume"] = r;
+        }
+        self.call(f).await
+    }
+
+    /// The next event or frame of type `ty`. Presence events are skipped unless asked for;
+    /// anything else of another type is a test failure.
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        loop {
+            let f = match self.pending.pop_front() {
+                Some(f) => f,
+                None => self.read().await,
+            };
+            if f["type"] == ty {
+                return f;
+            }
+            if f["type"] == "presence" {
+                continue;
+            }
+            panic!("{}: expected {ty}, got {f}", self.name);
+        }
+    }
+
+    /// Asserts nothing but presence arrives within `ms`.
+    pub async fn expect_silence(&mut self, ms: u64) {
+        self.pending.retain(|f| f["type"] == "presence");
+        assert!(
+            self.pending.is_empty() || self.pending.iter().all(|f| f["type"] == "presence"),
+            "{}: unexpected frames {:?}",
+            self.name,
+            self.pending
+        );
+        self.pending.clear();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let f: Value = serde_json::from_str(t.as_str()).expect("json");
+                    assert_eq!(f["type"], "presence", "{}: unexpected frame {f}", self.name);
+                }
+                Ok(Some(Ok(Message::Close(c)))) => panic!("{}: closed: {c:?}", self.name),
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("{}: connection ended: {other:?}", self.name),
+            }
+        }
+    }
+
+    /// Waits for the server to close; returns the close code. Text frames before the close
+    /// are returned too.
+    pub async fn expect_close(&mut self) -> (u16, Vec<Value>) {
+        let mut frames: Vec<Value> = self.pending.drain(..).collect();
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: not closed within {WAIT:?}", self.name))
+            {
+                Some(Ok(Message::Text(t))) => {
+                    frames.push(serde_json::from_str(t.as_str()).expect("json"));
+                }
+                Some(Ok(Message::Close(c))) => {
+                    return (c.map(|c| u16::from(c.code)).unwrap_or(1005), frames);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("{}: error instead of close frame: {e}", self.name),
+                None => panic!("{}: ended without close frame", self.name),
+            }
+        }
+    }
+
+    /// Asserts the connection is usable: a `ping` gets its `pong`.
+    pub async fn assert_alive(&mut self) {
+        let pong = self.call(json!({"type": "ping"})).await;
+        assert_eq!(pong["type"], "pong", "{}: {pong}", self.name);
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Drain until the server's close so the server side has finished its teardown.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
+    /// Sends a message and returns the `sent` ack.
+    pub async fn send_message(&mut self, conversation: &str, body: &str, key: &str) -> Value {
+        let ack = self
+            .call(json!({"type": "send", "conversation": conversation, "body": body, "idempotency_key": key}))
+            .await;
+        assert_eq!(ack["type"], "sent", "{}: {ack}", self.name);
+        ack
+    }
+
+    /// `history` request; returns the answer.
+    pub async fn history(&mut self, conversation: &str, extra: Value) -> Value {
+        let mut f = json!({"type": "history", "conversation": conversation});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                f[k] = v;
+            }
+        }
+        self.call(f).await
+    }
+}
+
+/// Sequences of the messages in a `history` answer.
+pub fn seqs(history: &Value) -> Vec<u64> {
+    history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+/// Makes `a` and `b` friends over their connections; drains the friend events.
+pub async fn befriend(a: &mut Client, a_acc: &Account, b: &mut Client, b_acc: &Account) {
+    let r = a
+        .call(json!({"type": "friend_request", "username": b_acc.username}))
+        .await;
+    assert_eq!(r["type"], "friend_ok", "{r}");
+    b.expect("friend").await;
+    let r = b
+        .call(json!({"type": "friend_accept", "user_id": a_acc.id}))
+        .await;
+    assert_eq!(r["relation"], "friends", "{r}");
+    a.expect("friend").await;
+}
+
+/// A `zajel-server` binary run as a child process.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Binary {
+    /// Starts the binary with `args` (plus `--listen 127.0.0.1:0`) and waits for its
+    /// "listening on" line.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zajel-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("ZAJEL_ARGON2_MEMORY_KIB", "256")
+            .env("ZAJEL_ARGON2_ITERATIONS", "1")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn zajel-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("zajel-server printed its address")
+                .expect("read stdout");
+            if let Some(rest) = line.strip_prefix("zajel-server listening on http://") {
+                break rest.trim().parse().expect("address");
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    /// Sends SIGTERM and waits for the exit status code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zajel-server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
