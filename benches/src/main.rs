@@ -53,7 +53,17 @@ type Guard = Box<dyn std::any::Any>;
 async fn open_store(backend: &str) -> Result<(Arc<dyn Store>, Guard)> {
     Ok(match backend {
         "memory" => (Arc::new(zajel_core::MemoryStore::new()), Box::new(())),
-        other => bail!("unknown backend {other} (memory)"),
+        "embedded" => {
+            let dir = tempfile::tempdir()?;
+            let store = zajel_core::EmbeddedStore::open(dir.path().join("bench.redb"))?;
+            (Arc::new(store), Box::new(dir))
+        }
+        "redis" => {
+            let server = zajel_core::testing::RedisServer::start()?;
+            let store = zajel_core::RedisStore::connect(&server.url()).await?;
+            (Arc::new(store), Box::new(server))
+        }
+        other => bail!("unknown backend {other} (memory, embedded, redis)"),
     })
 }
 

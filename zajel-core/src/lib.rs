@@ -42,3 +42,5 @@ pub use store::{
 pub use store::embedded::EmbeddedStore;
 #[cfg(feature = "memory")]
 pub use store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use store::redis::RedisStore;

@@ -23,7 +23,7 @@ pub struct ServerConfig {
     pub rate_burst: u32,
     /// A connection that sends nothing for this long is closed (code 4000). Clients `ping`.
     pub idle_timeout_ms: u64,
-    /// A connection must authenticate within this time (else close 4001).
+    /// A connection must authenticate within this time (else close 1008).
     pub auth_timeout_ms: u64,
     /// Capacity of each connection's outbound event queue. A full queue closes the
     /// connection with 4008 ("lagged"); the client resumes from its cursor.

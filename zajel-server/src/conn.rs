@@ -2,7 +2,7 @@
 //!
 //! The task owns the socket. It waits on five things at once (`select!`):
 //! * shutdown: send `going_away`, close 1001;
-//! * a close request from the hub (4008 lagged, 4003 signed out);
+//! * a close request from the hub (4008 lagged, 4001 session revoked);
 //! * its event queue: forward pre-serialized events (batched, one flush);
 //! * the socket: answer requests in order, one at a time (a connection's requests are
 //!   handled sequentially, so its answers come back in request order);
@@ -37,7 +37,7 @@ use zajel_core::{
 pub const CLOSE_NORMAL: u16 = 1000;
 /// Server shutting down (after `going_away`).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Abuse: persistent rate-limit violation or repeated failed `auth`.
+/// Policy violation: persistent rate-limit abuse, or no `auth` within `auth_timeout_ms`.
 pub const CLOSE_POLICY: u16 = 1008;
 /// A frame over `max_frame_bytes` (after a `frame_too_large` error).
 pub const CLOSE_TOO_LARGE: u16 = 1009;
@@ -45,20 +45,17 @@ pub const CLOSE_TOO_LARGE: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
 /// Nothing received for `idle_timeout_ms`.
 pub const CLOSE_IDLE: u16 = 4000;
-/// No successful `auth` within `auth_timeout_ms`.
-pub const CLOSE_AUTH_TIMEOUT: u16 = 4001;
-/// The session was revoked (logout / logout-all); do not reconnect with the same token.
-pub const CLOSE_SIGNED_OUT: u16 = 4003;
-
-/// Failed `auth` attempts tolerated on one connection before it is closed (1008).
-const MAX_AUTH_FAILURES: u32 = 5;
+/// Unauthenticated: the token given in `auth` is unknown, expired or revoked, or the session
+/// of an open connection was revoked (logout / logout-all). Sign in again; do not retry with
+/// the same token.
+pub const CLOSE_UNAUTHENTICATED: u16 = 4001;
 /// Largest history page read at once while replaying.
 const REPLAY_PAGE: u32 = 200;
 
 fn close_reason(code: u16) -> &'static str {
     match code {
         CLOSE_LAGGED => "lagged: resume from your cursor",
-        CLOSE_SIGNED_OUT => "signed out",
+        CLOSE_UNAUTHENTICATED => "session ended: sign in again",
         CLOSE_GOING_AWAY => "server shutting down",
         _ => "closed",
     }
@@ -278,7 +275,6 @@ impl Conn {
 
     async fn authenticate(&mut self, upgrade: &Upgrade) -> Option<Authed> {
         let deadline = Instant::now() + Duration::from_millis(self.engine.config().auth_timeout_ms);
-        let mut failures = 0;
         loop {
             let msg = tokio::select! {
                 biased;
@@ -287,7 +283,7 @@ impl Conn {
                     return None;
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    self.close(CLOSE_AUTH_TIMEOUT, "auth timeout").await;
+                    self.close(CLOSE_POLICY, "auth timeout").await;
                     return None;
                 }
                 msg = self.socket.recv() => msg,
@@ -338,10 +334,20 @@ impl Conn {
                                     resume,
                                 });
                             }
-                            Err(e) => {
-                                failures += 1;
-                                error(Some(id), e.code, e.message)
+                            Err(e) if e.code == ErrorCode::Unauthenticated => {
+                                // The client must sign in again: say so, then close 4001.
+                                let answer = error(Some(id), e.code, e.message);
+                                if self.answer(&answer).await {
+                                    self.close(
+                                        CLOSE_UNAUTHENTICATED,
+                                        close_reason(CLOSE_UNAUTHENTICATED),
+                                    )
+                                    .await;
+                                }
+                                return None;
                             }
+                            // A store failure: the client may retry on this connection.
+                            Err(e) => error(Some(id), e.code, e.message),
                         }
                     }
                 }
@@ -353,11 +359,6 @@ impl Conn {
                 ),
             };
             if !self.answer(&answer).await {
-                return None;
-            }
-            if failures >= MAX_AUTH_FAILURES {
-                self.close(CLOSE_POLICY, "too many failed auth attempts")
-                    .await;
                 return None;
             }
         }

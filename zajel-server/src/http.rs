@@ -312,7 +312,7 @@ async fn logout(State(engine): State<Engine>, headers: HeaderMap) -> Result<Resp
     engine
         .inner
         .hub
-        .close_user(user.id, Some(&hash), crate::conn::CLOSE_SIGNED_OUT);
+        .close_user(user.id, Some(&hash), crate::conn::CLOSE_UNAUTHENTICATED);
     Ok((StatusCode::NO_CONTENT, clear_cookie()).into_response())
 }
 
@@ -331,7 +331,7 @@ async fn logout_all(
     engine
         .inner
         .hub
-        .close_user(user.id, None, crate::conn::CLOSE_SIGNED_OUT);
+        .close_user(user.id, None, crate::conn::CLOSE_UNAUTHENTICATED);
     tracing::info!(user = %user.id, sessions = n, "logged out everywhere");
     Ok((StatusCode::NO_CONTENT, clear_cookie()).into_response())
 }

@@ -125,9 +125,12 @@ pub struct Subscription {
 
 const SHARDS: usize = 64;
 
+/// One shard of the hub: users (hashed to this shard) and their connections.
+type Shard = RwLock<HashMap<UserId, Vec<Entry>>>;
+
 /// Local connections by user.
 pub struct Hub {
-    shards: Box<[RwLock<HashMap<UserId, Vec<Entry>>>]>,
+    shards: Box<[Shard]>,
     capacity: usize,
     next_id: AtomicU64,
     lagged: AtomicU64,
@@ -146,7 +149,7 @@ impl Hub {
         }
     }
 
-    fn shard(&self, user: UserId) -> &RwLock<HashMap<UserId, Vec<Entry>>> {
+    fn shard(&self, user: UserId) -> &Shard {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         user.hash(&mut h);
         &self.shards[(h.finish() as usize) % self.shards.len()]

@@ -53,8 +53,13 @@ pub use http::SESSION_COOKIE;
 /// WebSocket close codes the server uses.
 pub mod close {
     pub use crate::conn::{
-        CLOSE_AUTH_TIMEOUT, CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL,
-        CLOSE_POLICY, CLOSE_SIGNED_OUT, CLOSE_TOO_LARGE,
+        CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_LARGE,
+        CLOSE_UNAUTHENTICATED,
     };
     pub use crate::hub::CLOSE_LAGGED;
 }
+
+/// Compiles the Rust examples of `docs/server.md` as doc tests so the document cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/server.md")]
+pub struct ServerDocExamples;

@@ -46,16 +46,22 @@ async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
         return Ok(Arc::new(zajel_core::MemoryStore::new()));
     }
     if let Some(url) = &config.redis_url {
-        let _ = url;
-        anyhow::bail!("the Redis store is not available in this build yet");
+        let store = zajel_core::RedisStore::connect(url)
+            .await
+            .context("cannot connect to Redis")?;
+        tracing::info!("Redis store connected");
+        return Ok(Arc::new(store));
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    tracing::warn!(
-        data_dir = %config.data_dir.display(),
-        "the embedded store is not available in this build yet; using the in-memory store (nothing is persisted)"
-    );
-    Ok(Arc::new(zajel_core::MemoryStore::new()))
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        zajel_core::EmbeddedStore::open(&dir)
+            .with_context(|| format!("cannot open the embedded store in {}", dir.display()))
+    })
+    .await??;
+    tracing::info!(file = %store.path().display(), "embedded store opened");
+    Ok(Arc::new(store))
 }
 
 /// Completes on SIGINT or SIGTERM.

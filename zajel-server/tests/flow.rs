@@ -181,6 +181,26 @@ async fn full_flow_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_flow_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = zajel_core::EmbeddedStore::open(dir.path()).expect("open embedded store");
+    let server = TestServer::start(Arc::new(store), test_config()).await;
+    full_flow(server.addr).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_flow_redis() {
+    let redis = zajel_core::testing::RedisServer::start().expect("redis-server");
+    let store = zajel_core::RedisStore::connect(&redis.url())
+        .await
+        .expect("connect redis");
+    let server = TestServer::start(Arc::new(store), test_config()).await;
+    full_flow(server.addr).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_reaches_the_friend_only() {
     let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), test_config()).await;
     let addr = server.addr;

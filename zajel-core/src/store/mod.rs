@@ -8,8 +8,8 @@
 //! | [`MessageStore`] | per-conversation logs with gap-free sequences, idempotency, read marks, conversation lists |
 //!
 //! [`Store`] bundles all four; the server holds an `Arc<dyn Store>` so the backend is a runtime
-//! choice. Implementations: [`memory::MemoryStore`], [`embedded::EmbeddedStore`] (redb, the
-//! default) and [`redis::RedisStore`]. All of them pass the same conformance suite
+//! choice. Implementations: `memory::MemoryStore`, `embedded::EmbeddedStore` (redb, the
+//! default) and `redis::RedisStore` (each behind its cargo feature). All of them pass the same conformance suite
 //! (`conformance`, feature `test-suite`).
 //!
 //! Guarantees every implementation gives (the suite checks each):
@@ -36,6 +36,8 @@ pub mod conformance;
 pub mod embedded;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// A storage failure or a refused store operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +57,8 @@ pub enum StoreError {
     /// A cursor or read mark outside the conversation.
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),
-    /// The backend failed (I/O, connection, …). Nothing is known to have changed.
+    /// The backend failed (I/O, connection, …). With a networked backend a lost reply means the
+    /// change may or may not have happened; idempotent retries (idempotency keys) make that safe.
     #[error("storage backend error: {0}")]
     Backend(String),
     /// Stored data could not be decoded.

@@ -1,0 +1,955 @@
+//! Redis store: every trait on one Redis node, laid out for a later Redis Cluster.
+//!
+//! Each multi-key change is one Lua script (`*.lua` next to this file), so it is atomic on a
+//! single node; keys carry hash tags (`{u:<id>}`, `{c:<conversation>}`, `{p:<lo>:<hi>}`,
+//! `{n:<name>}`, `{i:<identity>}`) so the per-entity data already sits in one Cluster slot.
+//! `docs/storage-redis.md` has the key table, which script touches which keys, and the plan
+//! for Cluster mode.
+//!
+//! One [`::redis::aio::ConnectionManager`] (multiplexed, reconnecting) carries all traffic, so
+//! [`RedisStore`] is cheap to clone and concurrent calls share the connection.
+
+use super::*;
+use crate::friends::{Edge, UserPair};
+use crate::ids::MessageId;
+use crate::model::Message;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "zajel";
+
+/// The Redis backend. Clones share one multiplexed connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), zajel_core::StoreError> {
+/// use zajel_core::RedisStore;
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
+/// let isolated = RedisStore::connect_with_prefix("redis://127.0.0.1:6379/", "myapp").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    con: ConnectionManager,
+    keys: Arc<Keys>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A script with its source (for `SCRIPT LOAD` after `NOSCRIPT`) and its SHA1.
+struct Lua {
+    source: &'static str,
+    script: Script,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            script: Script::new(source),
+        }
+    }
+}
+
+/// The scripts, hashed once per process.
+struct Scripts {
+    create_user: Lua,
+    update_user: Lua,
+    create_session: Lua,
+    delete_sessions: Lua,
+    swap_edge: Lua,
+    append: Lua,
+    mark_read: Lua,
+    summary: Lua,
+}
+
+impl Scripts {
+    fn all(&self) -> [&Lua; 8] {
+        [
+            &self.create_user,
+            &self.update_user,
+            &self.create_session,
+            &self.delete_sessions,
+            &self.swap_edge,
+            &self.append,
+            &self.mark_read,
+            &self.summary,
+        ]
+    }
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    create_user: Lua::new(include_str!("create_user.lua")),
+    update_user: Lua::new(include_str!("update_user.lua")),
+    create_session: Lua::new(include_str!("create_session.lua")),
+    delete_sessions: Lua::new(include_str!("delete_sessions.lua")),
+    swap_edge: Lua::new(include_str!("swap_edge.lua")),
+    append: Lua::new(include_str!("append.lua")),
+    mark_read: Lua::new(include_str!("mark_read.lua")),
+    summary: Lua::new(include_str!("summary.lua")),
+});
+
+/// Key names. The part in braces is the Cluster hash tag; see `docs/storage-redis.md`.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn user(&self, u: UserId) -> String {
+        format!("{}:{{u:{u}}}:user", self.prefix)
+    }
+    fn sessions(&self, u: UserId) -> String {
+        format!("{}:{{u:{u}}}:sessions", self.prefix)
+    }
+    fn relations(&self, u: UserId) -> String {
+        format!("{}:{{u:{u}}}:rel", self.prefix)
+    }
+    fn conversations(&self, u: UserId) -> String {
+        format!("{}:{{u:{u}}}:convs", self.prefix)
+    }
+    fn username(&self, canonical: &str) -> String {
+        format!("{}:{{n:{canonical}}}:name", self.prefix)
+    }
+    fn identity(&self, issuer: &str, subject: &str) -> String {
+        format!(
+            "{}:{{i:{}|{}}}:identity",
+            self.prefix,
+            tag_safe(issuer),
+            tag_safe(subject)
+        )
+    }
+    fn edge(&self, pair: UserPair) -> String {
+        format!("{}:{{p:{}:{}}}:edge", self.prefix, pair.lo, pair.hi)
+    }
+    fn meta(&self, c: &ConversationId) -> String {
+        format!("{}:{{c:{c}}}:meta", self.prefix)
+    }
+    fn log(&self, c: &ConversationId) -> String {
+        format!("{}:{{c:{c}}}:log", self.prefix)
+    }
+    fn idempotency(&self, c: &ConversationId) -> String {
+        format!("{}:{{c:{c}}}:idem", self.prefix)
+    }
+}
+
+/// Escapes the characters that would end or split a hash tag (and the escape and separator
+/// characters themselves), so free-form issuer/subject strings keep one well-formed tag.
+fn tag_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            '|' => out.push_str("%7C"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn read_field(u: UserId) -> String {
+    format!("r:{u}")
+}
+
+/// One script call: keys and string arguments.
+struct Call {
+    script: &'static Lua,
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl Call {
+    fn new(script: &'static Lua) -> Self {
+        Self {
+            script,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+    fn key(mut self, k: String) -> Self {
+        self.keys.push(k);
+        self
+    }
+    fn arg(mut self, a: impl ToString) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+    fn evalsha(&self) -> Cmd {
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(self.script.script.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
+
+/// Whether a call may be repeated after a connection failure. Only `swap_edge` may not: if
+/// the first attempt committed, a repeat would report "not swapped" for a swap that happened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Once,
+    Never,
+}
+
+/// A connection-level failure the ConnectionManager recovers from by reconnecting.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_unrecoverable_error() || e.is_connection_refusal()
+}
+
+/// A Redis error as a store error: a key of the wrong type is damaged data, the rest is the
+/// backend failing.
+fn redis_err(e: RedisError) -> StoreError {
+    if e.code() == Some("WRONGTYPE") {
+        StoreError::Corrupt(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn is_noscript(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+impl RedisStore {
+    /// Connects with the default key prefix (`"zajel"`).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with_prefix(url, DEFAULT_PREFIX).await
+    }
+
+    /// Connects with a key prefix, so several apps (or tests) can share one Redis. The prefix
+    /// must not contain `{` or `}` (it would break the Cluster hash tags).
+    pub async fn connect_with_prefix(url: &str, prefix: &str) -> StoreResult<Self> {
+        if prefix.contains(['{', '}']) {
+            return Err(StoreError::Backend(format!(
+                "invalid key prefix {prefix:?}: braces are reserved for hash tags"
+            )));
+        }
+        let client = ::redis::Client::open(url).map_err(StoreError::backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let con = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(redis_err)?;
+        Ok(Self {
+            con,
+            keys: Arc::new(Keys {
+                prefix: prefix.to_owned(),
+            }),
+        })
+    }
+
+    /// The key prefix in use.
+    pub fn prefix(&self) -> &str {
+        &self.keys.prefix
+    }
+
+    /// Runs one command, retrying once after a connection failure (reads and idempotent
+    /// writes only).
+    async fn query(&self, cmd: &Cmd) -> StoreResult<Value> {
+        let mut con = self.con.clone();
+        match cmd.query_async::<Value>(&mut con).await {
+            Ok(v) => Ok(v),
+            Err(e) if is_connection_error(&e) => {
+                cmd.query_async::<Value>(&mut con).await.map_err(redis_err)
+            }
+            Err(e) => Err(redis_err(e)),
+        }
+    }
+
+    /// Runs one script call; see [`RedisStore::eval_many`].
+    async fn eval(&self, call: Call, retry: Retry) -> StoreResult<Value> {
+        let mut results = self.eval_many(&[call], retry).await?;
+        match results.pop() {
+            Some(r) => r.map_err(redis_err),
+            None => Err(StoreError::Backend("no reply to a script call".into())),
+        }
+    }
+
+    /// Sends all calls as one pipeline (one round trip, one EVALSHA each) and returns one
+    /// result per call, in order. Calls that hit `NOSCRIPT` (the script cache is empty after a
+    /// Redis restart) did not run; the scripts are loaded and those calls are sent once more.
+    /// If only some calls of a pipeline hit `NOSCRIPT` (another task refilled the cache in
+    /// between), the retried ones run after the others, so their sequences may not follow the
+    /// input order; each result still belongs to its input.
+    async fn eval_many(
+        &self,
+        calls: &[Call],
+        retry: Retry,
+    ) -> StoreResult<Vec<Result<Value, RedisError>>> {
+        let mut results = self.pipeline(calls.iter().collect(), retry).await?;
+        let missing: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| matches!(r, Err(e) if is_noscript(e)).then_some(i))
+            .collect();
+        if missing.is_empty() {
+            return Ok(results);
+        }
+        // Load every script, not just the missing ones: the cache is empty as a whole after a
+        // restart, and refilling it in one go keeps other in-flight calls from hitting
+        // NOSCRIPT one script at a time.
+        let mut load = ::redis::pipe();
+        for lua in SCRIPTS.all() {
+            load.cmd("SCRIPT").arg("LOAD").arg(lua.source).ignore();
+        }
+        let mut con = self.con.clone();
+        load.query_async::<()>(&mut con).await.map_err(redis_err)?;
+        let again = self
+            .pipeline(missing.iter().map(|&i| &calls[i]).collect(), retry)
+            .await?;
+        for (i, r) in missing.into_iter().zip(again) {
+            results[i] = r;
+        }
+        Ok(results)
+    }
+
+    async fn pipeline(
+        &self,
+        calls: Vec<&Call>,
+        retry: Retry,
+    ) -> StoreResult<Vec<Result<Value, RedisError>>> {
+        let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
+        for c in &calls {
+            pipe.add_command(c.evalsha());
+        }
+        let mut con = self.con.clone();
+        let results: Vec<Result<Value, RedisError>> = match pipe.query_async(&mut con).await {
+            Ok(r) => r,
+            Err(e) if retry == Retry::Once && is_connection_error(&e) => {
+                pipe.query_async(&mut con).await.map_err(redis_err)?
+            }
+            Err(e) => return Err(redis_err(e)),
+        };
+        if results.len() != calls.len() {
+            return Err(StoreError::Backend(format!(
+                "expected {} replies, got {}",
+                calls.len(),
+                results.len()
+            )));
+        }
+        Ok(results)
+    }
+
+    async fn user_field(&self, id: UserId, field: &str) -> StoreResult<Value> {
+        self.query(::redis::cmd("HGET").arg(self.keys.user(id)).arg(field))
+            .await
+    }
+}
+
+// ---- decoding: everything from Redis is checked; failures are `Corrupt` ----
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn opt_string(v: Value) -> StoreResult<Option<String>> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::BulkString(b) => String::from_utf8(b).map(Some).map_err(corrupt),
+        Value::SimpleString(s) => Ok(Some(s)),
+        Value::VerbatimString { text, .. } => Ok(Some(text)),
+        Value::Int(i) => Ok(Some(i.to_string())),
+        Value::Okay => Ok(Some("OK".into())),
+        other => Err(corrupt(format_args!("expected a string, got {other:?}"))),
+    }
+}
+
+fn string(v: Value) -> StoreResult<String> {
+    opt_string(v)?.ok_or_else(|| corrupt("unexpected nil"))
+}
+
+fn parse<T: FromStr>(s: &str, what: &str) -> StoreResult<T> {
+    s.parse()
+        .map_err(|_| corrupt(format_args!("bad {what}: {s:?}")))
+}
+
+fn int<T: FromStr>(v: Value, what: &str) -> StoreResult<T> {
+    match v {
+        Value::Int(i) => parse(&i.to_string(), what),
+        v => parse(&string(v)?, what),
+    }
+}
+
+fn opt_int<T: FromStr>(v: Value, what: &str) -> StoreResult<Option<T>> {
+    match v {
+        Value::Nil => Ok(None),
+        v => int(v, what).map(Some),
+    }
+}
+
+fn array(v: Value) -> StoreResult<Vec<Value>> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Ok(a),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(corrupt(format_args!("expected an array, got {other:?}"))),
+    }
+}
+
+/// A field/value reply (flat RESP2 array or RESP3 map) as a map.
+fn fields(v: Value) -> StoreResult<HashMap<String, Value>> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(m) => m,
+        v => {
+            let flat = array(v)?;
+            if flat.len() % 2 != 0 {
+                return Err(corrupt("odd number of field/value items"));
+            }
+            let mut it = flat.into_iter();
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| Ok((string(k)?, v)))
+        .collect()
+}
+
+fn take(map: &mut HashMap<String, Value>, field: &str) -> StoreResult<Value> {
+    map.remove(field)
+        .ok_or_else(|| corrupt(format_args!("missing field {field:?}")))
+}
+
+fn json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| corrupt(format_args!("bad {what}: {e}")))
+}
+
+fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(StoreError::backend)
+}
+
+/// A message from a stream entry's fields.
+fn message_from_fields(conv: &ConversationId, seq: u64, v: Value) -> StoreResult<Message> {
+    let mut f = fields(v)?;
+    Ok(Message {
+        id: MessageId(parse(&string(take(&mut f, "id")?)?, "message id")?),
+        conversation: conv.clone(),
+        seq,
+        sender: parse(&string(take(&mut f, "sender")?)?, "sender")?,
+        body: string(take(&mut f, "body")?)?,
+        sent_at: Timestamp(int(take(&mut f, "sent_at")?, "sent_at")?),
+        idempotency_key: string(take(&mut f, "key")?)?,
+    })
+}
+
+/// A message from a stream entry `[id, fields]` (entry ids are `<seq>-0`).
+fn message_from_entry(conv: &ConversationId, entry: Value) -> StoreResult<Message> {
+    let mut parts = array(entry)?.into_iter();
+    let (Some(id), Some(f)) = (parts.next(), parts.next()) else {
+        return Err(corrupt("malformed stream entry"));
+    };
+    let id = string(id)?;
+    let seq = match id.split_once('-') {
+        Some((seq, "0")) => parse(seq, "stream entry id")?,
+        _ => return Err(corrupt(format_args!("unexpected stream entry id {id:?}"))),
+    };
+    message_from_fields(conv, seq, f)
+}
+
+#[async_trait]
+impl UserStore for RedisStore {
+    async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<User> {
+        let user = User {
+            id: UserId::new_random(),
+            username: username.as_str().to_owned(),
+            created_at: at,
+        };
+        let call = Call::new(&SCRIPTS.create_user)
+            .key(self.keys.username(&username.canonical()))
+            .key(self.keys.user(user.id))
+            .arg(user.id)
+            .arg(&user.username)
+            .arg(at.0)
+            .arg(if password_hash.is_some() { "1" } else { "0" })
+            .arg(password_hash.unwrap_or(""));
+        match int::<u8>(self.eval(call, Retry::Once).await?, "create_user reply")? {
+            1 => Ok(user),
+            _ => Err(StoreError::UsernameTaken),
+        }
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let reply = self
+            .query(::redis::cmd("HGETALL").arg(self.keys.user(id)))
+            .await?;
+        let mut f = fields(reply)?;
+        if f.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(User {
+            id,
+            username: string(take(&mut f, "username")?)?,
+            created_at: Timestamp(int(take(&mut f, "created_at")?, "created_at")?),
+        }))
+    }
+
+    async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
+        let reply = self
+            .query(::redis::cmd("GET").arg(self.keys.username(&username.canonical())))
+            .await?;
+        let Some(id) = opt_string(reply)? else {
+            return Ok(None);
+        };
+        let id: UserId = parse(&id, "user id")?;
+        // The claim and the user are written by one script, so a claim without a user is damage.
+        match self.user(id).await? {
+            Some(u) => Ok(Some(u)),
+            None => Err(corrupt(format_args!(
+                "username {:?} points to missing user {id}",
+                username.canonical()
+            ))),
+        }
+    }
+
+    async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>> {
+        opt_string(self.user_field(id, "pw").await?)
+    }
+
+    async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()> {
+        let call = Call::new(&SCRIPTS.update_user)
+            .key(self.keys.user(id))
+            .arg("pw")
+            .arg(hash)
+            .arg("set");
+        match int::<u8>(self.eval(call, Retry::Once).await?, "update_user reply")? {
+            1 => Ok(()),
+            _ => Err(StoreError::UserNotFound),
+        }
+    }
+
+    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()> {
+        // Users are never deleted, so checking existence before the claim is race-free.
+        let exists = self
+            .query(::redis::cmd("EXISTS").arg(self.keys.user(user)))
+            .await?;
+        if int::<u64>(exists, "EXISTS reply")? == 0 {
+            return Err(StoreError::UserNotFound);
+        }
+        // SET NX GET: claims the identity or returns its current owner, atomically.
+        let previous = self
+            .query(
+                ::redis::cmd("SET")
+                    .arg(self.keys.identity(issuer, subject))
+                    .arg(user.to_string())
+                    .arg("NX")
+                    .arg("GET"),
+            )
+            .await?;
+        match opt_string(previous)? {
+            None => Ok(()),
+            Some(owner) if parse::<UserId>(&owner, "identity owner")? == user => Ok(()),
+            Some(_) => Err(StoreError::IdentityTaken),
+        }
+    }
+
+    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>> {
+        let reply = self
+            .query(::redis::cmd("GET").arg(self.keys.identity(issuer, subject)))
+            .await?;
+        opt_string(reply)?
+            .map(|s| parse(&s, "identity owner"))
+            .transpose()
+    }
+
+    async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {
+        let call = Call::new(&SCRIPTS.update_user)
+            .key(self.keys.user(id))
+            .arg("last_seen")
+            .arg(at.0)
+            .arg("max");
+        match int::<u8>(self.eval(call, Retry::Once).await?, "update_user reply")? {
+            1 => Ok(()),
+            _ => Err(StoreError::UserNotFound),
+        }
+    }
+
+    async fn last_seen(&self, id: UserId) -> StoreResult<Option<Timestamp>> {
+        Ok(opt_int(self.user_field(id, "last_seen").await?, "last_seen")?.map(Timestamp))
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        let call = Call::new(&SCRIPTS.create_session)
+            .key(self.keys.user(session.user_id))
+            .key(self.keys.sessions(session.user_id))
+            .arg(&session.token_hash)
+            .arg(to_json(session)?)
+            .arg(session.created_at.0);
+        match int::<u8>(self.eval(call, Retry::Once).await?, "create_session reply")? {
+            1 => Ok(()),
+            _ => Err(StoreError::UserNotFound),
+        }
+    }
+
+    async fn session(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Session>> {
+        let reply = self
+            .query(
+                ::redis::cmd("HGET")
+                    .arg(self.keys.sessions(user))
+                    .arg(token_hash),
+            )
+            .await?;
+        let Some(text) = opt_string(reply)? else {
+            return Ok(None);
+        };
+        let session: Session = json(&text, "session")?;
+        Ok((session.expires_at > now).then_some(session))
+    }
+
+    async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
+        let reply = self
+            .query(
+                ::redis::cmd("HDEL")
+                    .arg(self.keys.sessions(user))
+                    .arg(token_hash),
+            )
+            .await?;
+        Ok(int::<u64>(reply, "HDEL reply")? > 0)
+    }
+
+    async fn delete_user_sessions(&self, user: UserId) -> StoreResult<u64> {
+        let call = Call::new(&SCRIPTS.delete_sessions).key(self.keys.sessions(user));
+        int(self.eval(call, Retry::Once).await?, "delete_sessions reply")
+    }
+}
+
+#[async_trait]
+impl FriendStore for RedisStore {
+    async fn edge(&self, pair: UserPair) -> StoreResult<Edge> {
+        let reply = self
+            .query(::redis::cmd("GET").arg(self.keys.edge(pair)))
+            .await?;
+        match opt_string(reply)? {
+            None => Ok(Edge::default()),
+            Some(text) => json(&text, "edge"),
+        }
+    }
+
+    async fn swap_edge(&self, pair: UserPair, expected: Edge, new: Edge) -> StoreResult<bool> {
+        // Entries are derived from the edge here, with `Edge::relation`, so every backend
+        // computes relations the same way; the script only writes them.
+        let entry = |peer: UserId, me_is_lo: bool| -> StoreResult<String> {
+            match new.relation(me_is_lo) {
+                Relation::None => Ok(String::new()),
+                relation => to_json(&RelationEntry {
+                    peer,
+                    relation,
+                    since: new.since,
+                }),
+            }
+        };
+        let call = Call::new(&SCRIPTS.swap_edge)
+            .key(self.keys.edge(pair))
+            .key(self.keys.relations(pair.lo))
+            .key(self.keys.relations(pair.hi))
+            .arg(to_json(&expected)?)
+            .arg(to_json(&Edge::default())?)
+            .arg(to_json(&new)?)
+            .arg(pair.hi)
+            .arg(entry(pair.hi, true)?)
+            .arg(pair.lo)
+            .arg(entry(pair.lo, false)?);
+        let mut reply = array(self.eval(call, Retry::Never).await?)?.into_iter();
+        match reply
+            .next()
+            .map(|v| int::<u8>(v, "swap_edge reply"))
+            .transpose()?
+        {
+            Some(1) => Ok(true),
+            Some(0) => {
+                // Not swapped: make sure what is there is a readable edge, not garbage.
+                let current = string(reply.next().unwrap_or_default())?;
+                json::<Edge>(&current, "edge")?;
+                Ok(false)
+            }
+            other => Err(corrupt(format_args!(
+                "unexpected swap_edge reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
+        let reply = self
+            .query(::redis::cmd("HGETALL").arg(self.keys.relations(user)))
+            .await?;
+        let mut list = fields(reply)?
+            .into_values()
+            .map(|v| json::<RelationEntry>(&string(v)?, "relation entry"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        list.sort_by_key(|e| e.peer);
+        Ok(list)
+    }
+}
+
+#[async_trait]
+impl MessageStore for RedisStore {
+    async fn append(&self, batch: Vec<NewMessage>) -> Vec<StoreResult<Appended>> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        // Membership is decided by the conversation id alone; refused items never reach Redis.
+        let mut results: Vec<Option<StoreResult<Appended>>> = Vec::with_capacity(batch.len());
+        let mut calls = Vec::new();
+        let mut pending = Vec::new(); // (index in batch, the message as it will be stored)
+        for (i, m) in batch.iter().enumerate() {
+            let members = m
+                .conversation
+                .participants()
+                .filter(|(lo, hi)| m.sender == *lo || m.sender == *hi);
+            let Some((lo, hi)) = members else {
+                results.push(Some(Err(StoreError::NotAMember)));
+                continue;
+            };
+            results.push(None);
+            let message = Message {
+                id: MessageId::new_v7(),
+                conversation: m.conversation.clone(),
+                seq: 0,
+                sender: m.sender,
+                body: m.body.as_str().to_owned(),
+                sent_at: m.sent_at,
+                idempotency_key: m.idempotency_key.as_str().to_owned(),
+            };
+            let c = &m.conversation;
+            calls.push(
+                Call::new(&SCRIPTS.append)
+                    .key(self.keys.meta(c))
+                    .key(self.keys.log(c))
+                    .key(self.keys.idempotency(c))
+                    .key(self.keys.conversations(lo))
+                    .key(self.keys.conversations(hi))
+                    .arg(format!("{}:{}", m.sender, message.idempotency_key))
+                    .arg(message.id)
+                    .arg(m.sender)
+                    .arg(&message.body)
+                    .arg(m.sent_at.0)
+                    .arg(&message.idempotency_key)
+                    .arg(read_field(m.sender))
+                    .arg(c),
+            );
+            pending.push((i, message));
+        }
+        // Retrying the whole pipeline after a connection failure is safe: the idempotency keys
+        // turn any message that did get stored into a `duplicate` answer.
+        match self.eval_many(&calls, Retry::Once).await {
+            Ok(replies) => {
+                for ((i, message), reply) in pending.into_iter().zip(replies) {
+                    results[i] = Some(
+                        reply
+                            .map_err(redis_err)
+                            .and_then(|v| decode_append(message, v)),
+                    );
+                }
+            }
+            Err(e) => {
+                for (i, _) in pending {
+                    results[i] = Some(Err(e.clone()));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("no reply".into()))))
+            .collect()
+    }
+
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> StoreResult<HistoryPage> {
+        let last = self.last_seq(conversation).await?;
+        let range = plan_page(query, last)?;
+        if range.is_empty() {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                has_more: range.has_more,
+            });
+        }
+        let reply = self
+            .query(
+                ::redis::cmd("XRANGE")
+                    .arg(self.keys.log(conversation))
+                    .arg(format!("{}-0", range.first))
+                    .arg(format!("{}-0", range.last)),
+            )
+            .await?;
+        let messages = array(reply)?
+            .into_iter()
+            .map(|e| message_from_entry(conversation, e))
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Sequences are gap-free, so anything but exactly first..=last is damage.
+        if !messages.iter().map(|m| m.seq).eq(range.first..=range.last) {
+            return Err(corrupt(format_args!(
+                "log of {conversation} is missing entries in {}..={}",
+                range.first, range.last
+            )));
+        }
+        Ok(HistoryPage {
+            messages,
+            has_more: range.has_more,
+        })
+    }
+
+    async fn last_seq(&self, conversation: &ConversationId) -> StoreResult<u64> {
+        let reply = self
+            .query(
+                ::redis::cmd("HGET")
+                    .arg(self.keys.meta(conversation))
+                    .arg("seq"),
+            )
+            .await?;
+        Ok(opt_int(reply, "last seq")?.unwrap_or(0))
+    }
+
+    async fn conversations(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let reply = self
+            .query(
+                ::redis::cmd("ZREVRANGE")
+                    .arg(self.keys.conversations(user))
+                    .arg(0)
+                    .arg(i64::from(limit) - 1),
+            )
+            .await?;
+        let ids = array(reply)?
+            .into_iter()
+            .map(|v| parse::<ConversationId>(&string(v)?, "conversation id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let calls: Vec<Call> = ids
+            .iter()
+            .map(|c| {
+                let peer_field = c.peer_of(user).map_or_else(|| "r:-".into(), read_field);
+                Call::new(&SCRIPTS.summary)
+                    .key(self.keys.meta(c))
+                    .key(self.keys.log(c))
+                    .arg(read_field(user))
+                    .arg(peer_field)
+            })
+            .collect();
+        let replies = self.eval_many(&calls, Retry::Once).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (conversation, reply) in ids.into_iter().zip(replies) {
+            let mut parts = array(reply.map_err(redis_err)?)?.into_iter();
+            let mut next = || parts.next().unwrap_or_default();
+            let last_seq: u64 = int(next(), "last seq")?;
+            let read_seq: u64 = int(next(), "read mark")?;
+            let peer_read_seq: u64 = int(next(), "read mark")?;
+            let last_message = match next() {
+                Value::Nil => None,
+                entry => Some(message_from_entry(&conversation, entry)?),
+            };
+            if last_message.is_none() {
+                continue;
+            }
+            out.push(ConversationSummary {
+                peer: conversation.peer_of(user),
+                conversation,
+                last_message,
+                last_seq,
+                unread: last_seq.saturating_sub(read_seq),
+                read_seq,
+                peer_read_seq,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn mark_read(
+        &self,
+        conversation: &ConversationId,
+        user: UserId,
+        seq: u64,
+    ) -> StoreResult<ReadMark> {
+        if !conversation.has_member(user) {
+            return Err(StoreError::NotAMember);
+        }
+        let call = Call::new(&SCRIPTS.mark_read)
+            .key(self.keys.meta(conversation))
+            .arg(read_field(user))
+            .arg(seq);
+        let mut reply = array(self.eval(call, Retry::Once).await?)?.into_iter();
+        let code: i64 = int(reply.next().unwrap_or_default(), "mark_read reply")?;
+        let value: u64 = int(reply.next().unwrap_or_default(), "mark_read reply")?;
+        match code {
+            -1 => Err(StoreError::InvalidCursor(format!(
+                "seq {seq} is past the last message ({value})"
+            ))),
+            0 | 1 => Ok(ReadMark {
+                conversation: conversation.clone(),
+                user,
+                seq: value,
+                changed: code == 1,
+            }),
+            other => Err(corrupt(format_args!("unexpected mark_read reply {other}"))),
+        }
+    }
+}
+
+/// Turns an append script reply into the result: `{0, seq}` new, `{1, seq, fields}` repeat.
+fn decode_append(mut message: Message, reply: Value) -> StoreResult<Appended> {
+    let mut parts = array(reply)?.into_iter();
+    let dup: u8 = int(parts.next().unwrap_or_default(), "append reply")?;
+    let seq: u64 = int(parts.next().unwrap_or_default(), "append reply")?;
+    match dup {
+        0 => {
+            message.seq = seq;
+            Ok(Appended {
+                message,
+                duplicate: false,
+            })
+        }
+        1 => match parts.next() {
+            Some(Value::Nil) | None => Err(corrupt(format_args!(
+                "idempotency record points to missing message {seq} in {}",
+                message.conversation
+            ))),
+            Some(f) => Ok(Appended {
+                message: message_from_fields(&message.conversation, seq, f)?,
+                duplicate: true,
+            }),
+        },
+        other => Err(corrupt(format_args!("unexpected append reply {other}"))),
+    }
+}
+
+#[cfg(all(test, feature = "test-suite"))]
+mod tests;
