@@ -224,9 +224,7 @@ enum End {
     },
 }
 
-/// Close code: the session was revoked.
-const CLOSE_SIGNED_OUT: u16 = 4003;
-/// Close code: unauthenticated (docs) / auth timeout (server).
+/// Close code: the session token is unknown, expired or revoked.
 const CLOSE_UNAUTHENTICATED: u16 = 4001;
 /// Retryable failures are retried this many times before the call fails.
 const MAX_RETRIES: u32 = 8;
@@ -668,15 +666,8 @@ impl Driver {
 
     fn on_close(&mut self, conn: &Conn, code: Option<u16>, reason: String) -> End {
         match code {
-            // 4003: the session was revoked (logout, logout everywhere).
-            Some(CLOSE_SIGNED_OUT) => {
-                self.shared.set_error(Error::SignedOut);
-                End::Stop(ConnectionState::SignedOut)
-            }
-            // 4001 after the server accepted our auth cannot be an auth timeout: the docs'
-            // meaning ("token no longer valid") applies. Before that, retry: a bad token gets
-            // an explicit `unauthenticated` answer on the next attempt.
-            Some(CLOSE_UNAUTHENTICATED) if conn.phase != Phase::Authenticating => {
+            // 4001: the token is unknown, expired or revoked (also after logout / logout-all).
+            Some(CLOSE_UNAUTHENTICATED) => {
                 self.shared.set_error(Error::SignedOut);
                 End::Stop(ConnectionState::SignedOut)
             }

@@ -47,7 +47,7 @@
 //!   [`ConnectionState::Online`] (authenticated and caught up) → on any drop
 //!   [`ConnectionState::Reconnecting`] `{ attempt, retry_in }` → `Online` again. It ends in
 //!   [`ConnectionState::SignedOut`] when the token is refused (an `unauthenticated` answer to
-//!   `auth`, close code 4003 "signed out", or [`Client::logout`]) — the client does **not** retry then — or in
+//!   `auth`, close code 4001, or [`Client::logout`]) — the client does **not** retry then — or in
 //!   [`ConnectionState::Closed`] ([`Client::close`], every handle dropped, a non-retryable
 //!   refusal such as an unsupported protocol version, or
 //!   [`ClientBuilder::max_attempts`] exhausted). Each change is also an [`Event::State`].

@@ -203,7 +203,7 @@ async fn revoked_session_close_code_signs_out() {
     let mut conn = server.accept().await;
     conn.handshake(&me, vec![]).await;
     client.wait_online().await.unwrap();
-    conn.close(4003);
+    conn.close(4001);
     next_matching(&mut events, |e| {
         matches!(e, Event::State(ConnectionState::SignedOut))
     })

@@ -41,14 +41,20 @@ pub async fn run(client: Client, mut events: EventStream) -> anyhow::Result<()> 
                 relation: Relation::RequestReceived,
                 ..
             } => accept(&client, user.id).await,
-            Event::Message { message, replayed: true } => replayed.push(message),
+            Event::Message {
+                message,
+                replayed: true,
+            } => replayed.push(message),
             Event::Message { message, .. } => echo(&client, &message).await,
             Event::Synced {
                 conversations,
                 friends,
                 ..
             } => {
-                for f in friends.iter().filter(|f| f.relation == Relation::RequestReceived) {
+                for f in friends
+                    .iter()
+                    .filter(|f| f.relation == Relation::RequestReceived)
+                {
                     accept(&client, f.user.id).await;
                 }
                 let read: HashMap<ConversationId, u64> = conversations

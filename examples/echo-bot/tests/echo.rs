@@ -22,13 +22,19 @@ async fn echo_bot_accepts_and_answers() {
     }));
 
     // The bot registers itself on first run, and logs in on the second.
-    let session = example_echo_bot::sign_in(&url, "echo", "echo-password").await.unwrap();
-    let again = example_echo_bot::sign_in(&url, "echo", "echo-password").await.unwrap();
+    let session = example_echo_bot::sign_in(&url, "echo", "echo-password")
+        .await
+        .unwrap();
+    let again = example_echo_bot::sign_in(&url, "echo", "echo-password")
+        .await
+        .unwrap();
     assert_eq!(session.user.id, again.user.id);
     let (bot, bot_events) = Client::connect(url.as_str(), session.token).await.unwrap();
     tokio::spawn(example_echo_bot::run(bot.clone(), bot_events));
 
-    let me = Client::register(&url, "erin", "password-123").await.unwrap();
+    let me = Client::register(&url, "erin", "password-123")
+        .await
+        .unwrap();
     let (erin, mut events) = Client::connect(url.as_str(), me.token).await.unwrap();
     erin.request_friend("echo").await.unwrap();
     let wait = Duration::from_secs(15);
