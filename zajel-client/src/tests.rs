@@ -464,3 +464,73 @@ async fn in_flight_friend_ops_fail_but_reads_are_resent() {
     });
     assert_eq!(listing.await.unwrap(), Ok(vec![]));
 }
+
+#[tokio::test]
+async fn truncated_conversations_are_paged_in_after_sync() {
+    let (connector, mut server) = fake();
+    let (client, mut events) = started(connector).await;
+    let me = user(1);
+    let peer = user(2);
+    let conv = ConversationId::direct(me.id, peer.id);
+    let mut conn = server.accept().await;
+    let ClientFrame::Auth { id, .. } = conn.frame().await else {
+        panic!()
+    };
+    conn.push(ServerFrame::AuthOk {
+        re: id.clone(),
+        user: me.clone(),
+        protocol: 1,
+        limits: Limits {
+            max_frame_bytes: 65536,
+            max_body_bytes: 4096,
+            requests_per_second: 100,
+            idle_timeout_ms: 60_000,
+        },
+    });
+    // The server replayed up to its bound (seq 1–2) and says the rest is truncated.
+    for seq in 1..=2 {
+        conn.push(ServerFrame::Message {
+            message: msg(&conv, seq, peer.id, "k"),
+        });
+    }
+    conn.push(ServerFrame::Synced {
+        re: id,
+        state: SyncState {
+            truncated: vec![conv.clone()],
+            ..SyncState::default()
+        },
+    });
+    let ClientFrame::History {
+        id, after, before, ..
+    } = conn.frame().await
+    else {
+        panic!()
+    };
+    assert_eq!((after, before), (Some(2), None));
+    conn.push(ServerFrame::History {
+        re: id,
+        conversation: conv.clone(),
+        messages: vec![msg(&conv, 3, peer.id, "k3"), msg(&conv, 4, peer.id, "k4")],
+        has_more: false,
+    });
+    let mut seqs = Vec::new();
+    while seqs.len() < 4 {
+        if let Event::Message { message, replayed } =
+            next_matching(&mut events, |e| matches!(e, Event::Message { .. })).await
+        {
+            assert!(replayed);
+            seqs.push(message.seq);
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(client.cursors().cursors.get(&conv), Some(&4));
+    conn.no_frame(Duration::from_millis(100)).await;
+}
+
+#[test]
+fn client_is_a_cheap_shareable_handle() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<Client>();
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<EventStream>();
+}
