@@ -48,6 +48,16 @@ impl Event {
         })
     }
 
+    /// An event from JSON text that is already serialized (e.g. received from another node),
+    /// with its `message` conversation and sequence if it is a `message` event. The text is
+    /// not parsed or re-encoded.
+    pub fn from_serialized(text: String, message: Option<(ConversationId, u64)>) -> Arc<Self> {
+        Arc::new(Self {
+            text: Utf8Bytes::from(text),
+            message,
+        })
+    }
+
     /// The JSON text.
     pub fn text(&self) -> &str {
         self.text.as_str()
@@ -243,6 +253,20 @@ impl Hub {
                 e.control.close(code);
             }
         }
+    }
+
+    /// Asks every local connection to close with `code` (e.g. 4008 after a gap in cross-node
+    /// delivery, so that clients resume from their cursors). Returns how many were asked.
+    pub fn close_all(&self, code: u16) -> usize {
+        let mut n = 0;
+        for shard in self.shards.iter() {
+            let map = shard.read().unwrap_or_else(|e| e.into_inner());
+            for e in map.values().flatten() {
+                e.control.close(code);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Connections closed for lagging so far.
