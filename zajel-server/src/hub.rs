@@ -255,13 +255,19 @@ impl Hub {
         }
     }
 
-    /// Asks every local connection to close with `code` (e.g. 4008 after a gap in cross-node
-    /// delivery, so that clients resume from their cursors). Returns how many were asked.
-    pub fn close_all(&self, code: u16) -> usize {
+    /// The id the next connection will get: connections with a smaller id exist already.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Asks every local connection whose id is below `before` (see [`Hub::next_conn_id`]) to
+    /// close with `code` (e.g. 4008 after a gap in cross-node delivery, so that clients resume
+    /// from their cursors). Returns how many were asked.
+    pub fn close_older(&self, before: ConnId, code: u16) -> usize {
         let mut n = 0;
         for shard in self.shards.iter() {
             let map = shard.read().unwrap_or_else(|e| e.into_inner());
-            for e in map.values().flatten() {
+            for e in map.values().flatten().filter(|e| e.id < before) {
                 e.control.close(code);
                 n += 1;
             }

@@ -231,3 +231,61 @@ async fn dead_node_users_go_offline_and_resume_elsewhere() {
     b.close().await;
     na.stop().await;
 }
+
+/// Redis drops every pub/sub subscription (`CLIENT KILL TYPE pubsub`): each node resubscribes
+/// and closes the connections that may have missed events with 4008; they resume from their
+/// cursors and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_gap_closes_with_4008_and_resume_fills_it() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let na = node(&url, "node-a").await;
+    let nb = node(&url, "node-b").await;
+    let alice = register(na.addr, "alice").await;
+    let bob = register(nb.addr, "bob").await;
+    let (mut a, _) = Client::login(na.addr, &alice).await;
+    let (mut b, _) = Client::login(nb.addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    let conv = dm(&alice, &bob);
+    a.send_message(&conv, "one", "k1").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 1);
+
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut con)
+        .await
+        .expect("client kill");
+    assert_eq!(killed, 2, "one subscription per node");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A connection opened after the gap began is not closed; its send may fall in the gap.
+    let (mut a2, _) = Client::login(na.addr, &alice).await;
+    a2.send_message(&conv, "two", "k2").await;
+
+    let (code, _) = b.expect_close().await;
+    assert_eq!(code, 4008);
+    let (code, _) = a.expect_close().await;
+    assert_eq!(code, 4008);
+    let mut b = Client::connect(nb.addr, "bob").await;
+    let ok = b
+        .auth(&bob.token, Some(json!({"cursors": {conv.clone(): 1}})))
+        .await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    assert_eq!(b.expect("message").await["message"]["seq"], 2);
+    b.expect("synced").await;
+    // Live delivery works again across nodes.
+    a2.send_message(&conv, "three", "k3").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 3);
+    b.expect_silence(300).await;
+
+    a2.close().await;
+    b.close().await;
+    na.stop().await;
+    nb.stop().await;
+}

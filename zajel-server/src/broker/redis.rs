@@ -130,6 +130,10 @@ impl Keys {
     fn node_users(&self, node: &str) -> String {
         format!("{}:node:{{{node}}}:users", self.prefix)
     }
+    /// `P:node:{N}:missed`: users with events published to node N while nobody listened.
+    fn missed(&self, node: &str) -> String {
+        format!("{}:node:{{{node}}}:missed", self.prefix)
+    }
     /// `P:node:{N}:events`: node N's pub/sub channel.
     fn channel(&self, node: &str) -> String {
         format!("{}:node:{{{node}}}:events", self.prefix)
@@ -336,9 +340,10 @@ impl Shared {
         (mine, others)
     }
 
-    fn resync(&self, why: &str) {
+    /// Closes (4008) the local connections that existed before connection id `before`.
+    fn resync(&self, before: ConnId, why: &str) {
         if let Some(hub) = self.hub.get() {
-            let n = hub.close_all(CLOSE_LAGGED);
+            let n = hub.close_older(before, CLOSE_LAGGED);
             tracing::warn!(
                 connections = n,
                 "{why}: closing local connections (4008) so they resume"
@@ -555,6 +560,8 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
         // 2. Each event once to each other node holding a recipient, in publish order.
         let mut pipe = redis::pipe();
         let mut count = 0u64;
+        // (target node, recipients on it), one per PUBLISH, to mark missed deliveries.
+        let mut sent: Vec<(&str, Vec<UserId>)> = Vec::new();
         for out in &batch {
             let mut targets: Vec<&str> = out
                 .users
@@ -570,16 +577,39 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
             targets.dedup();
             let payload = encode(&shared.node, &out.users, &out.event);
             for t in targets {
-                pipe.publish(shared.keys.channel(t), &payload[..]).ignore();
+                pipe.publish(shared.keys.channel(t), &payload[..]);
+                let on_t = out
+                    .users
+                    .iter()
+                    .filter(|u| located.get(u).is_some_and(|ns| ns.iter().any(|n| n == t)))
+                    .copied()
+                    .collect();
+                sent.push((t, on_t));
                 count += 1;
             }
         }
         if count == 0 {
             continue;
         }
-        match pipe.query_async::<()>(&mut con).await {
-            Ok(()) => {
+        match pipe.query_async::<Vec<i64>>(&mut con).await {
+            Ok(receivers) => {
                 shared.published.fetch_add(count, Ordering::Relaxed);
+                // A node that holds recipients but was not subscribed (its subscription is
+                // reconnecting) missed the event: tell it which users to resync.
+                let mut missed = redis::pipe();
+                let mut any = false;
+                for ((t, users), n) in sent.iter().zip(receivers) {
+                    if n == 0 && !users.is_empty() {
+                        let key = shared.keys.missed(t);
+                        let ids: Vec<String> = users.iter().map(UserId::to_string).collect();
+                        missed.sadd(&key, ids).ignore();
+                        missed.pexpire(&key, 60_000).ignore();
+                        any = true;
+                    }
+                }
+                if any && let Err(e) = missed.query_async::<()>(&mut con).await {
+                    tracing::warn!(error = %e, "could not record missed cross-node deliveries");
+                }
             }
             Err(e) => {
                 shared.lost.fetch_add(count, Ordering::Relaxed);
@@ -593,7 +623,8 @@ async fn subscriber(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let channel = shared.keys.channel(&shared.node);
     let mut backoff = Duration::from_millis(100);
-    let mut subscribed_before = false;
+    // Set when a subscription is lost: connections older than this may have missed events.
+    let mut gap_from: Option<ConnId> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -610,11 +641,10 @@ async fn subscriber(shared: Arc<Shared>) {
         match ps {
             Ok(ps) => {
                 backoff = Duration::from_millis(100);
-                if subscribed_before {
+                if let Some(before) = gap_from.take() {
                     // Events published to this node while it was not subscribed are lost.
-                    shared.resync("cross-node subscription restored after a gap");
+                    shared.resync(before, "cross-node subscription restored after a gap");
                 }
-                subscribed_before = true;
                 tracing::debug!(channel = %channel, "subscribed");
                 let mut stream = ps.into_on_message();
                 loop {
@@ -635,6 +665,9 @@ async fn subscriber(shared: Arc<Shared>) {
                     }
                 }
                 tracing::warn!("cross-node subscription lost; reconnecting");
+                if gap_from.is_none() {
+                    gap_from = shared.hub.get().map(|h| h.next_conn_id());
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to Redis");
@@ -673,11 +706,26 @@ async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSender<UserId>) 
                         if added == 1 && registered {
                             // Another node declared this one dead (or Redis lost its data):
                             // our presence entries are gone; make clients re-register.
-                            shared.resync("this node was missing from the node registry");
+                            let before = shared.hub.get().map_or(0, |h| h.next_conn_id());
+                            shared.resync(before, "this node was missing from the node registry");
                         }
                         registered = true;
                     }
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+                let key = shared.keys.missed(&shared.node);
+                let taken = redis::pipe()
+                    .atomic()
+                    .smembers(&key)
+                    .del(&key)
+                    .ignore()
+                    .query_async::<(Vec<String>,)>(&mut con)
+                    .await;
+                if let (Ok((users,)), Some(hub)) = (taken, shared.hub.get()) {
+                    for u in users.iter().filter_map(|u| u.parse::<UserId>().ok()) {
+                        tracing::info!(user = %u, "missed a cross-node event: closing (4008) to resume");
+                        hub.close_user(u, None, CLOSE_LAGGED);
+                    }
                 }
             }
             _ = sweep.tick() => {
@@ -744,7 +792,8 @@ async fn sweep_dead(
                 }
             }
         }
-        con.del::<_, ()>(shared.keys.node_users(&node)).await?;
+        con.del::<_, ()>(&[shared.keys.node_users(&node), shared.keys.missed(&node)])
+            .await?;
     }
     Ok(())
 }
