@@ -27,6 +27,7 @@ use zajel_core::limits::page_limit;
 use zajel_core::messaging::prepare_send;
 use zajel_core::protocol::{
     ClientFrame, ErrorFrame, PROTOCOL_VERSION, RequestId, ResumeState, ServerFrame, SyncState,
+    Unlisted,
 };
 use zajel_core::{
     ConversationId, ErrorCode, FriendChange, FriendGraph, HasErrorCode, HistoryQuery, Relation,
@@ -503,7 +504,12 @@ impl Conn {
         let mut truncated = Vec::new();
         for summary in &conversations {
             let conv = &summary.conversation;
-            let cursor = resume.cursors.get(conv).copied().unwrap_or(0);
+            let cursor = match (resume.cursors.get(conv), resume.unlisted) {
+                (Some(&cursor), _) => cursor,
+                (None, Unlisted::Replay) => 0,
+                // A fresh device starts from now; `synced` tells it each conversation's end.
+                (None, Unlisted::Skip) => summary.last_seq,
+            };
             known.insert(conv.clone(), cursor);
             if summary.last_seq <= cursor {
                 continue;
