@@ -4,8 +4,8 @@
 //!   global lock on the hot path); each connection owns a bounded queue of pre-serialized
 //!   [`Event`]s. An event is serialized once and shared (`Arc`) by every recipient.
 //! * [`Broker`]: how an event reaches the users it is for. [`LocalBroker`] delivers through
-//!   the local hub; a cross-node broker (Redis pub/sub) publishes to the other nodes as well
-//!   and feeds what it receives into [`Hub::deliver`]. The engine only ever calls
+//!   the local hub; the cross-node [`RedisBroker`](crate::broker::RedisBroker) publishes to
+//!   the other nodes as well and feeds what it receives into [`Hub::deliver`]. The engine only ever calls
 //!   [`Broker::publish`], so adding one is a new implementation, not a rewrite.
 //!
 //! Slow consumers: when a connection's queue is full the hub does not wait and does not drop
