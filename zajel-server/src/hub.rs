@@ -275,6 +275,16 @@ impl Hub {
         n
     }
 
+    /// Asks `user`'s connections whose id is below `before` to close with `code`.
+    pub fn close_user_older(&self, user: UserId, before: ConnId, code: u16) {
+        let map = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
+        if let Some(conns) = map.get(&user) {
+            for e in conns.iter().filter(|e| e.id < before) {
+                e.control.close(code);
+            }
+        }
+    }
+
     /// Connections closed for lagging so far.
     pub fn lagged_total(&self) -> u64 {
         self.lagged.load(Ordering::Relaxed)

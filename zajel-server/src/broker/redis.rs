@@ -165,6 +165,10 @@ struct Shared {
     user_locks: Box<[tokio::sync::Mutex<()>]>,
     stop: watch::Sender<bool>,
     started: AtomicBool,
+    /// Connections with an id below this may have missed events published while this node had
+    /// no subscription: `u64::MAX` while unsubscribed, else the first id after the last
+    /// (re)subscription.
+    missable_before: AtomicU64,
     published: AtomicU64,
     received: AtomicU64,
     lost: AtomicU64,
@@ -240,6 +244,7 @@ impl RedisBroker {
                     .collect(),
                 stop,
                 started: AtomicBool::new(false),
+                missable_before: AtomicU64::new(u64::MAX),
                 published: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 lost: AtomicU64::new(0),
@@ -641,6 +646,11 @@ async fn subscriber(shared: Arc<Shared>) {
         match ps {
             Ok(ps) => {
                 backoff = Duration::from_millis(100);
+                if let Some(h) = shared.hub.get() {
+                    shared
+                        .missable_before
+                        .store(h.next_conn_id(), Ordering::Release);
+                }
                 if let Some(before) = gap_from.take() {
                     // Events published to this node while it was not subscribed are lost.
                     shared.resync(before, "cross-node subscription restored after a gap");
@@ -665,6 +675,7 @@ async fn subscriber(shared: Arc<Shared>) {
                     }
                 }
                 tracing::warn!("cross-node subscription lost; reconnecting");
+                shared.missable_before.store(u64::MAX, Ordering::Release);
                 if gap_from.is_none() {
                     gap_from = shared.hub.get().map(|h| h.next_conn_id());
                 }
@@ -722,9 +733,12 @@ async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSender<UserId>) 
                     .query_async::<(Vec<String>,)>(&mut con)
                     .await;
                 if let (Ok((users,)), Some(hub)) = (taken, shared.hub.get()) {
+                    // Connections registered after the (re)subscription receive every later
+                    // publish, and a resume reads history after registering: spare them.
+                    let before = shared.missable_before.load(Ordering::Acquire);
                     for u in users.iter().filter_map(|u| u.parse::<UserId>().ok()) {
                         tracing::info!(user = %u, "missed a cross-node event: closing (4008) to resume");
-                        hub.close_user(u, None, CLOSE_LAGGED);
+                        hub.close_user_older(u, before, CLOSE_LAGGED);
                     }
                 }
             }
