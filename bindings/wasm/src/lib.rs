@@ -1,1 +1,296 @@
-//! placeholder
+//! # zajel-wasm
+//!
+//! The wasm-bindgen layer of the `@zajel/client` npm package: a thin wrapper over
+//! [`zajel_client`] with no logic of its own. JavaScript sees one class, `ZajelClient`:
+//!
+//! * static `register` / `login(serverUrl, username, password)` → `Promise<Session>`,
+//!   `whoami(serverUrl, token)`, `logoutEverywhere(serverUrl, token)`;
+//! * static `connect(serverUrl, token, resume?)` → `Promise<ZajelClient>` once online;
+//! * a method returning a `Promise` for every client call (`requestFriend`, `send`,
+//!   `history`, `conversations`, `markRead`, …), and `onEvent(callback)` for the events.
+//!
+//! Values cross as plain JS objects with the protocol's JSON field names (`snake_case`),
+//! through `serde-wasm-bindgen`. Failed calls reject with an `Error` whose `code` is the
+//! protocol's error code (`not_friends`, `unauthenticated`, …) or one of `closed`,
+//! `connection_lost`, `transport`, `http`, `invalid_url`, `invalid_argument`, `protocol`,
+//! `timeout`. The TypeScript types and React hooks live in `bindings/js`.
+#![cfg(target_arch = "wasm32")]
+
+mod convert;
+
+use convert::{JsEvent, JsSession, JsState, arg_error, conversation, js_error, to_js, user_id};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+use zajel_client::{Client, EventStream, HistoryQuery, ResumeState, Target};
+
+/// A connected Zajel client (see the crate docs).
+#[wasm_bindgen]
+pub struct ZajelClient {
+    client: Client,
+    events: Rc<RefCell<Option<EventStream>>>,
+}
+
+fn promise<F, T>(f: F) -> js_sys::Promise
+where
+    F: std::future::Future<Output = Result<T, JsValue>> + 'static,
+    T: serde::Serialize,
+{
+    future_to_promise(async move { to_js(&f.await?) })
+}
+
+#[wasm_bindgen]
+impl ZajelClient {
+    /// Creates an account; resolves to `{ user, token, expires_at }`.
+    pub fn register(server_url: String, username: String, password: String) -> js_sys::Promise {
+        promise(async move {
+            Client::register(&server_url, &username, &password)
+                .await
+                .map(JsSession::from)
+                .map_err(js_error)
+        })
+    }
+
+    /// Signs in; resolves to `{ user, token, expires_at }`.
+    pub fn login(server_url: String, username: String, password: String) -> js_sys::Promise {
+        promise(async move {
+            Client::login(&server_url, &username, &password)
+                .await
+                .map(JsSession::from)
+                .map_err(js_error)
+        })
+    }
+
+    /// Who a token belongs to; rejects with code `unauthenticated` when it is not valid.
+    pub fn whoami(server_url: String, token: String) -> js_sys::Promise {
+        promise(async move { Client::whoami(&server_url, &token).await.map_err(js_error) })
+    }
+
+    /// Ends every session of the token's user.
+    #[wasm_bindgen(js_name = logoutEverywhere)]
+    pub fn logout_everywhere(server_url: String, token: String) -> js_sys::Promise {
+        promise(async move {
+            Client::logout_everywhere(&server_url, &token)
+                .await
+                .map_err(js_error)
+        })
+    }
+
+    /// Connects and resolves once online (authenticated and caught up). `resume` is an
+    /// optional `{ cursors: { [conversation]: seq } }` saved from `cursors()`.
+    pub fn connect(server_url: String, token: String, resume: JsValue) -> js_sys::Promise {
+        future_to_promise(async move {
+            let mut builder = Client::builder(server_url, token);
+            if !resume.is_undefined() && !resume.is_null() {
+                let state: ResumeState = serde_wasm_bindgen::from_value(resume)
+                    .map_err(|e| arg_error(&e.to_string()))?;
+                builder = builder.resume_from(state);
+            }
+            let (client, events) = builder.connect().await.map_err(js_error)?;
+            Ok(ZajelClient {
+                client,
+                events: Rc::new(RefCell::new(Some(events))),
+            }
+            .into())
+        })
+    }
+
+    /// Calls `callback(event)` for every event, in order, from the start of the connection
+    /// (events that arrived before the call are delivered first). Only one subscriber per
+    /// client; fan out in JavaScript.
+    #[wasm_bindgen(js_name = onEvent)]
+    pub fn on_event(&self, callback: js_sys::Function) -> Result<(), JsValue> {
+        let mut events = self
+            .events
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| arg_error("onEvent was already called on this client"))?;
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some(event) = events.next().await {
+                let Some(event) = JsEvent::from_event(event) else {
+                    continue;
+                };
+                if let Ok(value) = to_js(&event) {
+                    let _ = callback.call1(&JsValue::NULL, &value);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The connection state now: `{ status: "online" }`, `{ status: "reconnecting",
+    /// attempt, retry_in_ms }`, …
+    pub fn state(&self) -> Result<JsValue, JsValue> {
+        to_js(&JsState::from(self.client.state()))
+    }
+
+    /// The signed-in user (known once connected).
+    pub fn user(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.client.user())
+    }
+
+    /// The direct conversation id with a user (`dm.<a>.<b>`).
+    #[wasm_bindgen(js_name = conversationWith)]
+    pub fn conversation_with(&self, peer: &str) -> Result<Option<String>, JsValue> {
+        Ok(self
+            .client
+            .conversation_with(user_id(peer)?)
+            .map(|c| c.to_string()))
+    }
+
+    /// Resume cursors to save and pass to `connect` later.
+    pub fn cursors(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.client.cursors())
+    }
+
+    /// Sends a friend request by username; resolves to `{ user, relation }`.
+    #[wasm_bindgen(js_name = requestFriend)]
+    pub fn request_friend(&self, username: String) -> js_sys::Promise {
+        let c = self.client.clone();
+        promise(async move {
+            let s = c.request_friend(&username).await.map_err(js_error)?;
+            Ok(convert::JsFriendStatus::from(s))
+        })
+    }
+
+    /// Accepts a request from the user with this id.
+    #[wasm_bindgen(js_name = acceptFriend)]
+    pub fn accept_friend(&self, user: &str) -> js_sys::Promise {
+        self.friend_op(user, |c, u| {
+            Box::pin(async move { c.accept_friend(u).await })
+        })
+    }
+
+    /// Declines a request.
+    #[wasm_bindgen(js_name = declineFriend)]
+    pub fn decline_friend(&self, user: &str) -> js_sys::Promise {
+        self.friend_op(user, |c, u| {
+            Box::pin(async move { c.decline_friend(u).await })
+        })
+    }
+
+    /// Withdraws my request.
+    #[wasm_bindgen(js_name = cancelFriendRequest)]
+    pub fn cancel_friend_request(&self, user: &str) -> js_sys::Promise {
+        self.friend_op(user, |c, u| {
+            Box::pin(async move { c.cancel_friend_request(u).await })
+        })
+    }
+
+    /// Ends a friendship.
+    #[wasm_bindgen(js_name = removeFriend)]
+    pub fn remove_friend(&self, user: &str) -> js_sys::Promise {
+        self.friend_op(user, |c, u| {
+            Box::pin(async move { c.remove_friend(u).await })
+        })
+    }
+
+    /// Blocks a user.
+    pub fn block(&self, user: &str) -> js_sys::Promise {
+        self.friend_op(user, |c, u| Box::pin(async move { c.block(u).await }))
+    }
+
+    /// Lifts my block.
+    pub fn unblock(&self, user: &str) -> js_sys::Promise {
+        self.friend_op(user, |c, u| Box::pin(async move { c.unblock(u).await }))
+    }
+
+    /// Friends, requests and blocks, with presence: `FriendEntry[]`.
+    pub fn friends(&self) -> js_sys::Promise {
+        let c = self.client.clone();
+        promise(async move { c.friends().await.map_err(js_error) })
+    }
+
+    /// Sends `body` to a conversation id (`dm.…`) or a friend's user id; resolves to the
+    /// stored `Message` once acknowledged.
+    pub fn send(&self, to: &str, body: String) -> js_sys::Promise {
+        let c = self.client.clone();
+        let target = match conversation(to) {
+            Ok(conv) => Ok(Target::Conversation(conv)),
+            Err(_) => user_id(to).map(Target::Peer),
+        };
+        promise(async move { c.send(target?, body).await.map_err(js_error) })
+    }
+
+    /// A page of history, oldest first: `{ conversation, messages, has_more }`. `query` is
+    /// `{ before?, after?, limit? }` (exclusive sequence bounds).
+    pub fn history(&self, conversation_id: &str, query: JsValue) -> js_sys::Promise {
+        let c = self.client.clone();
+        let args = conversation(conversation_id).and_then(|conv| {
+            let q = if query.is_undefined() || query.is_null() {
+                convert::JsHistoryQuery::default()
+            } else {
+                serde_wasm_bindgen::from_value(query).map_err(|e| arg_error(&e.to_string()))?
+            };
+            Ok((conv, q))
+        });
+        promise(async move {
+            let (conv, q) = args?;
+            let query = HistoryQuery {
+                before: q.before,
+                after: q.after,
+                limit: q.limit,
+            };
+            let page = c.history(&conv, query).await.map_err(js_error)?;
+            Ok(convert::JsHistoryPage::from(page))
+        })
+    }
+
+    /// The conversation list, most recent first: `ConversationSummary[]`.
+    pub fn conversations(&self, limit: Option<u32>) -> js_sys::Promise {
+        let c = self.client.clone();
+        promise(async move { c.conversations(limit).await.map_err(js_error) })
+    }
+
+    /// Moves my read mark to `seq`; resolves to the mark now.
+    #[wasm_bindgen(js_name = markRead)]
+    pub fn mark_read(&self, conversation_id: &str, seq: f64) -> js_sys::Promise {
+        let c = self.client.clone();
+        let conv = conversation(conversation_id);
+        promise(async move { c.mark_read(&conv?, seq as u64).await.map_err(js_error) })
+    }
+
+    /// Tells the peer I started or stopped typing (ephemeral, dropped while offline).
+    pub fn typing(&self, conversation_id: &str, active: bool) -> Result<(), JsValue> {
+        self.client
+            .typing(&conversation(conversation_id)?, active)
+            .map_err(js_error)
+    }
+
+    /// A round trip to the server.
+    pub fn ping(&self) -> js_sys::Promise {
+        let c = self.client.clone();
+        promise(async move { c.ping().await.map_err(js_error) })
+    }
+
+    /// Signs out this session and stops the client (state `signed_out`).
+    pub fn logout(&self) -> js_sys::Promise {
+        let c = self.client.clone();
+        promise(async move { c.logout().await.map_err(js_error) })
+    }
+
+    /// Stops the client (state `closed`).
+    pub fn close(&self) {
+        self.client.close();
+    }
+}
+
+type FriendFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = zajel_client::Result<zajel_client::FriendStatus>>>,
+>;
+
+impl ZajelClient {
+    fn friend_op(
+        &self,
+        user: &str,
+        op: impl FnOnce(Client, zajel_client::UserId) -> FriendFuture + 'static,
+    ) -> js_sys::Promise {
+        let c = self.client.clone();
+        let user = user_id(user);
+        promise(async move {
+            let s = op(c, user?).await.map_err(js_error)?;
+            Ok(convert::JsFriendStatus::from(s))
+        })
+    }
+}
