@@ -32,3 +32,27 @@ ensure_rust_components() {
   cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
   cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 }
+
+# The wasm-bindgen CLI must be exactly the version of the `wasm-bindgen` crate in Cargo.lock.
+WASM_BINDGEN_VERSION=0.2.130
+ensure_wasm_bindgen() {
+  if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+    echo "==> installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes)"
+    # Not --locked: the CLI's own lockfile pins a webpki-roots the registry no longer has.
+    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  fi
+}
+
+ensure_chromium() {
+  # Debian's Chromium drives the browser tests (Playwright's own download is not reachable).
+  [ -x /usr/bin/chromium ] || { echo "==> installing chromium"; apt_install chromium; }
+}
+
+ensure_node_modules() {
+  # One `npm ci` for the npm workspaces (bindings/js, examples/web-chat), skipped while
+  # node_modules matches package-lock.json.
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "==> npm ci"
+    npm ci --no-audit --no-fund
+  fi
+}

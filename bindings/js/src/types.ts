@@ -1,0 +1,128 @@
+// The values @zajel/client hands out: plain objects with the protocol's JSON field names
+// (docs/protocol.md). Ids are strings; times are milliseconds since the Unix epoch.
+
+/** A user id (UUID string). */
+export type UserId = string;
+/** A conversation id: `dm.<a>.<b>` for a direct conversation. */
+export type ConversationId = string;
+/** Milliseconds since the Unix epoch. */
+export type Timestamp = number;
+
+export interface User {
+  id: UserId;
+  username: string;
+  created_at: Timestamp;
+}
+
+export interface Session {
+  user: User;
+  /** Secret: keep it out of logs. */
+  token: string;
+  expires_at: Timestamp;
+}
+
+export interface Message {
+  id: string;
+  conversation: ConversationId;
+  /** 1, 2, 3, … per conversation, no gaps. */
+  seq: number;
+  sender: UserId;
+  body: string;
+  sent_at: Timestamp;
+  idempotency_key: string;
+}
+
+export interface ConversationSummary {
+  conversation: ConversationId;
+  /** The other participant of a direct conversation. */
+  peer: UserId | null;
+  last_message: Message | null;
+  last_seq: number;
+  unread: number;
+  /** My read mark. */
+  read_seq: number;
+  /** The peer's read mark ("seen" up to this sequence). */
+  peer_read_seq: number;
+}
+
+export type Relation = 'none' | 'friends' | 'request_sent' | 'request_received' | 'blocked';
+export type FriendReason =
+  | 'requested'
+  | 'accepted'
+  | 'declined'
+  | 'cancelled'
+  | 'removed'
+  | 'blocked'
+  | 'unblocked';
+
+export interface FriendEntry {
+  user: User;
+  relation: Relation;
+  since: Timestamp;
+  /** Friends only. */
+  online: boolean;
+  last_seen?: Timestamp | null;
+}
+
+export interface FriendStatus {
+  user: User;
+  relation: Relation;
+}
+
+export interface HistoryQuery {
+  /** Messages with a lower sequence (scroll back). */
+  before?: number;
+  /** Messages with a higher sequence (catch up). */
+  after?: number;
+  /** 1–200, server default 50. */
+  limit?: number;
+}
+
+export interface HistoryPage {
+  conversation: ConversationId;
+  /** Oldest first. */
+  messages: Message[];
+  has_more: boolean;
+}
+
+export type ConnectionState =
+  | { status: 'connecting' }
+  | { status: 'online' }
+  | { status: 'reconnecting'; attempt: number; retry_in_ms: number }
+  /** The token was refused: sign in again. Never retried. */
+  | { status: 'signed_out' }
+  | { status: 'closed' };
+
+/** Resume cursors: conversation → every message up to this sequence is held. */
+export interface ResumeState {
+  cursors: Record<ConversationId, number>;
+  unlisted?: 'replay' | 'skip';
+}
+
+export type ZajelEvent =
+  | { type: 'state'; state: ConnectionState }
+  | { type: 'message'; message: Message; replayed: boolean }
+  | { type: 'sent'; message: Message }
+  | {
+      type: 'synced';
+      conversations: ConversationSummary[];
+      friends: FriendEntry[];
+      first: boolean;
+    }
+  | { type: 'friend'; user: User; relation: Relation; reason: FriendReason; at: Timestamp }
+  | { type: 'read'; conversation: ConversationId; user: UserId; seq: number }
+  | { type: 'typing'; conversation: ConversationId; user: UserId; active: boolean }
+  | { type: 'presence'; user: UserId; online: boolean; last_seen: Timestamp | null };
+
+/** What every failed call rejects with. */
+export interface ZajelError extends Error {
+  /** The protocol's error code (`not_friends`, `unauthenticated`, `username_taken`, …) or
+   * `closed`, `connection_lost`, `transport`, `http`, `invalid_url`, `invalid_argument`,
+   * `protocol`, `timeout`. */
+  code: string;
+  retry_after_ms?: number;
+}
+
+export function isZajelError(e: unknown): e is ZajelError {
+  return e instanceof Error && typeof (e as Partial<ZajelError>).code === 'string';
+}
