@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the repository. Installs what is missing first (redis-server,
-# the wasm32 target, rustfmt/clippy, cargo-nextest). Tests start their own redis-server on free
-# loopback ports; nothing needs to be running beforehand.
+# the wasm32 target, rustfmt/clippy, cargo-nextest, chromium, wasm-bindgen-cli, the npm
+# packages). Tests start their own redis-server and zajel-server on free loopback ports;
+# nothing needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-tools.sh
@@ -10,6 +11,7 @@ ensure_rust_components
 ensure_redis
 ensure_wasm_target
 ensure_nextest
+ensure_chromium
 
 step() { echo; echo "==> $*"; }
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -20,15 +22,22 @@ cargo fmt --all --check
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "wasm32 builds (zajel-core without default features, zajel-client)"
+step "wasm32: zajel-core without default features; clippy on zajel-wasm (and zajel-client under it)"
 cargo build -p zajel-core --no-default-features --target wasm32-unknown-unknown
-cargo build -p zajel-client --target wasm32-unknown-unknown
+cargo clippy -p zajel-wasm --target wasm32-unknown-unknown -- -D warnings
 
 step "tests (nextest: unit, conformance against memory/embedded/Redis, integration)"
 cargo nextest run --workspace --no-fail-fast
 
 step "doc tests"
 cargo test --workspace --doc
+
+step "web: zajel-wasm -> @zajel/client -> examples/web-chat (type-checked), then the browser test"
+web_start=$SECONDS
+bash scripts/build-web.sh
+cargo build -p zajel-server
+(cd examples/web-chat && npx playwright test)
+echo "web step: $((SECONDS - web_start)) s"
 
 echo
 echo "All checks passed."

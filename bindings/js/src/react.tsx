@@ -246,19 +246,29 @@ function useLatest<T>(initial: T, load: ((c: ZajelClient) => Promise<T>) | null)
 /** The friends list with presence, pending requests both ways, and the friend operations. */
 export function useFriends() {
   const { client } = useZajel();
-  const [entries, setEntries, reload] = useLatest<FriendEntry[]>([], (c) => c.friends());
+  const [list, setList, reload] = useLatest<FriendEntry[]>([], (c) => c.friends());
+  // Presence events are newer than any list fetched before them, so they overlay the list
+  // until the next sync (whose list is fresh) replaces both.
+  const [presence, setPresence] = useState<
+    Map<UserId, Pick<FriendEntry, 'online' | 'last_seen'>>
+  >(() => new Map());
+  useEffect(() => setPresence(new Map()), [client]);
   useZajelEvent((e) => {
-    if (e.type === 'synced') setEntries(e.friends);
-    else if (e.type === 'friend') void reload();
+    if (e.type === 'synced') {
+      setList(e.friends);
+      setPresence(new Map());
+    } else if (e.type === 'friend') void reload();
     else if (e.type === 'presence')
-      setEntries((list) =>
-        list.map((f) =>
-          f.user.id === e.user
-            ? { ...f, online: e.online, last_seen: e.last_seen ?? f.last_seen }
-            : f,
-        ),
-      );
+      setPresence((m) => new Map(m).set(e.user, { online: e.online, last_seen: e.last_seen }));
   });
+  const entries = useMemo(
+    () =>
+      list.map((f) => {
+        const p = presence.get(f.user.id);
+        return p ? { ...f, online: p.online, last_seen: p.last_seen ?? f.last_seen } : f;
+      }),
+    [list, presence],
+  );
   const op = useCallback(
     (fn: (c: ZajelClient) => Promise<unknown>) => async () => {
       if (!client) throw new Error('not connected');

@@ -84,6 +84,12 @@ function Chat() {
   const friends = useFriends()
   const { conversations } = useConversations()
   const [peer, setPeer] = useState<User | null>(null)
+  const [actionError, setActionError] = useState<string | null>(null)
+  const act = (p: Promise<unknown>) =>
+    void p.then(
+      () => setActionError(null),
+      (e: unknown) => setActionError(e instanceof Error ? e.message : String(e)),
+    )
   const names = useMemo(() => {
     const m = new Map<string, string>()
     for (const f of friends.entries) m.set(f.user.id, f.user.username)
@@ -98,6 +104,7 @@ function Chat() {
           <button className="link" onClick={() => void logout()}>log out</button>
         </header>
         <AddFriend request={friends.requestFriend} />
+        {actionError && <p className="error" data-testid="action-error">{actionError}</p>}
         {friends.incoming.length > 0 && (
           <section>
             <h2>Requests</h2>
@@ -105,8 +112,8 @@ function Chat() {
               {friends.incoming.map((f) => (
                 <li key={f.user.id} data-testid="incoming" data-username={f.user.username}>
                   {f.user.username}
-                  <button onClick={() => void friends.accept(f.user.id)} data-testid="accept">Accept</button>
-                  <button onClick={() => void friends.decline(f.user.id)}>Decline</button>
+                  <button onClick={() => act(friends.accept(f.user.id))} data-testid="accept">Accept</button>
+                  <button onClick={() => act(friends.decline(f.user.id))}>Decline</button>
                 </li>
               ))}
             </ul>
@@ -119,7 +126,7 @@ function Chat() {
               {friends.outgoing.map((f) => (
                 <li key={f.user.id} data-testid="outgoing" className="muted">
                   {f.user.username}
-                  <button className="link" onClick={() => void friends.cancel(f.user.id)}>cancel</button>
+                  <button className="link" onClick={() => act(friends.cancel(f.user.id))}>cancel</button>
                 </li>
               ))}
             </ul>

@@ -45,7 +45,10 @@ test('alice and bob befriend, chat live, and bob keeps exactly-once history acro
   const bobCtx = await browser.newContext()
   const alice = await aliceCtx.newPage()
   let bob = await bobCtx.newPage()
-  for (const p of [alice, bob]) p.on('pageerror', (e) => console.log(`page error: ${e}`))
+  for (const p of [alice, bob]) {
+    p.on('pageerror', (e) => console.log(`page error: ${e}`))
+    p.on('console', (m) => m.type() === 'error' && console.log(`console error: ${m.text()}`))
+  }
 
   await test.step('both register in the UI', async () => {
     await register(alice, 'alice')
