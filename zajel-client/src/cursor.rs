@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use zajel_core::ConversationId;
-use zajel_core::protocol::ResumeState;
+use zajel_core::protocol::{ResumeState, Unlisted};
 
 #[derive(Clone, Debug, Default)]
 struct Track {
@@ -67,7 +67,10 @@ impl Cursors {
         self.map.get(conversation).map_or(0, |t| t.contiguous)
     }
 
-    /// What to send in `auth.resume`.
+    /// What to send in `auth.resume`. With no cursor at all (a fresh device) the client starts
+    /// "from now": unlisted conversations are not replayed, and [`Cursors::seed`] takes their
+    /// ends from `synced`. Once it holds any cursor, every conversation it does not know is new
+    /// since its last sync and is replayed.
     pub(crate) fn resume_state(&self) -> ResumeState {
         ResumeState {
             cursors: self
@@ -75,7 +78,28 @@ impl Cursors {
                 .iter()
                 .map(|(c, t)| (c.clone(), t.contiguous))
                 .collect(),
+            unlisted: if self.map.is_empty() {
+                Unlisted::Skip
+            } else {
+                Unlisted::Replay
+            },
         }
+    }
+
+    /// Starts tracking `conversation` at `last_seq` if it is not tracked yet (after a
+    /// "from now" sync). Returns whether it was added.
+    pub(crate) fn seed(&mut self, conversation: &ConversationId, last_seq: u64) -> bool {
+        if self.map.contains_key(conversation) {
+            return false;
+        }
+        self.map.insert(
+            conversation.clone(),
+            Track {
+                contiguous: last_seq,
+                above: BTreeSet::new(),
+            },
+        );
+        true
     }
 }
 
@@ -121,6 +145,7 @@ mod tests {
         let c = conv();
         let mut cur = Cursors::from_resume(&ResumeState {
             cursors: [(c.clone(), 10)].into_iter().collect(),
+            unlisted: Unlisted::Replay,
         });
         assert!(!cur.record(&c, 9));
         assert!(cur.record(&c, 12));
@@ -128,5 +153,22 @@ mod tests {
         assert!(cur.record(&c, 11));
         assert!(!cur.record(&c, 12));
         assert_eq!(cur.watermark(&c), 12);
+    }
+
+    #[test]
+    fn fresh_client_starts_from_now_then_replays_new_conversations() {
+        let c = conv();
+        let mut cur = Cursors::default();
+        assert_eq!(cur.resume_state().unlisted, Unlisted::Skip);
+        assert!(cur.seed(&c, 7));
+        assert!(!cur.seed(&c, 9), "seeding never moves a tracked cursor");
+        assert_eq!(cur.watermark(&c), 7);
+        assert!(!cur.record(&c, 7));
+        assert!(cur.record(&c, 8));
+        let state = cur.resume_state();
+        assert_eq!(
+            (state.unlisted, state.cursors.get(&c)),
+            (Unlisted::Replay, Some(&8))
+        );
     }
 }

@@ -801,6 +801,14 @@ impl Driver {
                 conn.phase = Phase::Online;
                 let first = !self.synced_once;
                 self.synced_once = true;
+                {
+                    // After a "from now" sync (a fresh device) conversations start at their end;
+                    // after a replaying sync this is a no-op (all of them are tracked already).
+                    let mut cursors = lock(&self.shared.cursors);
+                    for summary in &state.conversations {
+                        cursors.seed(&summary.conversation, summary.last_seq);
+                    }
+                }
                 for c in &state.truncated {
                     let id = self.new_id('c');
                     let after = lock(&self.shared.cursors).watermark(c);

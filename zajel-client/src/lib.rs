@@ -63,8 +63,11 @@
 //!   delivered to the event stream **once** per client: sequences already seen are dropped,
 //!   even if an ack of a later message overtook them. Replayed messages carry
 //!   `replayed: true`. Save [`Client::cursors`] and pass them to
-//!   [`ClientBuilder::resume_from`] to resume across process restarts; a fresh client
-//!   replays each conversation from the start (bounded by the server).
+//!   [`ClientBuilder::resume_from`] to resume across process restarts. A fresh client (no
+//!   cursors at all) starts **from now** (`unlisted: skip`): nothing old is replayed, each
+//!   conversation's cursor is taken from `synced`, and older messages are read with
+//!   [`Client::history`]. From then on, a conversation the client has not seen is new since its
+//!   last sync and is replayed in full.
 //! - **Outbox.** [`Client::send`] gives each message a random 128-bit idempotency key at call
 //!   time and queues it. Queued messages are sent in order whenever the client is online, stay
 //!   queued across reconnects, and are re-sent with the **same key** until acknowledged, so the

@@ -32,10 +32,18 @@ struct Server {
 
 impl Server {
     async fn start(store: Arc<dyn Store>, addr: Option<SocketAddr>) -> Server {
+        Self::start_with(store, addr, config()).await
+    }
+
+    async fn start_with(
+        store: Arc<dyn Store>,
+        addr: Option<SocketAddr>,
+        cfg: ServerConfig,
+    ) -> Server {
         let bind = addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr"));
         let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let engine = Engine::new(store, config());
+        let engine = Engine::new(store, cfg);
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(zajel_server::serve(listener, engine, async move {
             let _ = rx.await;
@@ -426,4 +434,50 @@ async fn revoked_token_is_signed_out_not_a_retry_loop() {
         Some(zajel_core::ErrorCode::InvalidCredentials)
     );
     server.stop().await;
+}
+
+/// A session that expires while the client is connected surfaces as `SignedOut` at the next
+/// reconnect (here forced by a server restart), not as a retry loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_signed_out_at_reconnect() {
+    let store: Arc<dyn Store> = Arc::new(zajel_core::MemoryStore::new());
+    let short = ServerConfig {
+        token_ttl_secs: 1,
+        ..config()
+    };
+    let server = Server::start_with(store.clone(), None, short.clone()).await;
+    let url = server.url();
+    let s = Client::register(&url, "erin", "password-123")
+        .await
+        .expect("register");
+    let (client, mut events) = connect(&url, &s).await;
+    assert_eq!(client.state(), ConnectionState::Online);
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let addr = server.addr;
+    server.stop().await;
+    let _server = Server::start_with(store, Some(addr), short).await;
+    let mut states = Vec::new();
+    timeout(WAIT, async {
+        while let Some(e) = events.next().await {
+            if let Event::State(st) = e {
+                states.push(st);
+            }
+        }
+    })
+    .await
+    .expect("stream ends when signed out");
+    assert_eq!(
+        states.last(),
+        Some(&ConnectionState::SignedOut),
+        "{states:?}"
+    );
+    assert!(
+        states
+            .iter()
+            .filter(|st| matches!(st, ConnectionState::Reconnecting { .. }))
+            .count()
+            <= 3,
+        "a few reconnect attempts while the server was down, then signed out: {states:?}"
+    );
+    assert_eq!(client.state(), ConnectionState::SignedOut);
 }

@@ -104,7 +104,7 @@ impl ServerConfig {
 }
 
 #[cfg(feature = "cli")]
-pub use standalone::{Cli, ConfigError, EngineArgs, FileConfig, Standalone};
+pub use standalone::{Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone};
 
 /// The standalone binary's configuration: clap flags > `ZAJEL_*` environment > TOML file >
 /// defaults (feature `cli`).
@@ -133,6 +133,19 @@ mod standalone {
         /// Use Redis (e.g. redis://127.0.0.1:6379/) instead of the embedded store.
         #[arg(long, env = "ZAJEL_REDIS_URL")]
         pub redis_url: Option<String>,
+        /// This node's id when several nodes share the Redis of `--redis-url` (1-64 of
+        /// `A-Z a-z 0-9 _ - .`) [default: random].
+        #[arg(long, env = "ZAJEL_NODE_ID")]
+        pub node_id: Option<String>,
+        /// Node heartbeat period in ms (with `--redis-url`) [default: 3000].
+        #[arg(long, env = "ZAJEL_NODE_HEARTBEAT_MS")]
+        pub node_heartbeat_ms: Option<u64>,
+        /// A node whose heartbeat is older than this (ms) is dead [default: 10000].
+        #[arg(long, env = "ZAJEL_NODE_TTL_MS")]
+        pub node_ttl_ms: Option<u64>,
+        /// How often to look for dead nodes, in ms [default: 3000].
+        #[arg(long, env = "ZAJEL_NODE_SWEEP_MS")]
+        pub node_sweep_ms: Option<u64>,
         /// Serve a built web app from this directory at `/` (index.html fallback).
         #[arg(long, env = "ZAJEL_STATIC_DIR")]
         pub static_dir: Option<PathBuf>,
@@ -224,6 +237,14 @@ mod standalone {
         pub redis_url: Option<String>,
         /// See `--static-dir`.
         pub static_dir: Option<PathBuf>,
+        /// See `--node-id`.
+        pub node_id: Option<String>,
+        /// See `--node-heartbeat-ms`.
+        pub node_heartbeat_ms: Option<u64>,
+        /// See `--node-ttl-ms`.
+        pub node_ttl_ms: Option<u64>,
+        /// See `--node-sweep-ms`.
+        pub node_sweep_ms: Option<u64>,
         /// See `--memory`.
         pub memory: Option<bool>,
         /// See `--log`.
@@ -243,12 +264,48 @@ mod standalone {
         pub redis_url: Option<String>,
         /// Static web app directory.
         pub static_dir: Option<PathBuf>,
+        /// Node settings used with `redis_url` (several nodes on one Redis).
+        pub node: NodeSettings,
         /// In-memory store.
         pub memory: bool,
         /// Log filter.
         pub log: String,
         /// Engine configuration.
         pub engine: ServerConfig,
+    }
+
+    /// Settings of this node among several sharing one Redis (see
+    /// [`crate::broker::RedisBrokerConfig`]); `None` = that config's default.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct NodeSettings {
+        /// Node id (random when absent).
+        pub id: Option<String>,
+        /// Heartbeat period, ms.
+        pub heartbeat_ms: Option<u64>,
+        /// Heartbeat lifetime, ms.
+        pub ttl_ms: Option<u64>,
+        /// Dead-node sweep period, ms.
+        pub sweep_ms: Option<u64>,
+    }
+
+    impl NodeSettings {
+        /// The broker configuration these settings describe.
+        pub fn broker_config(&self) -> crate::broker::RedisBrokerConfig {
+            let mut c = crate::broker::RedisBrokerConfig::default();
+            if let Some(id) = &self.id {
+                c.node_id = id.clone();
+            }
+            if let Some(v) = self.heartbeat_ms {
+                c.heartbeat_ms = v;
+            }
+            if let Some(v) = self.ttl_ms {
+                c.node_ttl_ms = v;
+            }
+            if let Some(v) = self.sweep_ms {
+                c.sweep_ms = v;
+            }
+            c
+        }
     }
 
     /// A configuration file that cannot be used.
@@ -318,6 +375,12 @@ mod standalone {
                     .unwrap_or_else(|| PathBuf::from("zajel-data")),
                 redis_url: cli.redis_url.or(file.redis_url),
                 static_dir: cli.static_dir.or(file.static_dir),
+                node: NodeSettings {
+                    id: cli.node_id.or(file.node_id),
+                    heartbeat_ms: cli.node_heartbeat_ms.or(file.node_heartbeat_ms),
+                    ttl_ms: cli.node_ttl_ms.or(file.node_ttl_ms),
+                    sweep_ms: cli.node_sweep_ms.or(file.node_sweep_ms),
+                },
                 memory: cli.memory.or(file.memory).unwrap_or(false),
                 log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
                 engine,

@@ -27,6 +27,7 @@ use zajel_core::limits::page_limit;
 use zajel_core::messaging::prepare_send;
 use zajel_core::protocol::{
     ClientFrame, ErrorFrame, PROTOCOL_VERSION, RequestId, ResumeState, ServerFrame, SyncState,
+    Unlisted,
 };
 use zajel_core::{
     ConversationId, ErrorCode, FriendChange, FriendGraph, HasErrorCode, HistoryQuery, Relation,
@@ -384,8 +385,10 @@ impl Conn {
         };
         // Highest sequence the client is known to hold, per conversation (resume de-dup).
         let mut known: HashMap<ConversationId, u64> = HashMap::new();
+        // Registered cluster-wide before auth_ok: from then on, events reach this node.
+        let came_online = engine.inner.presence.connected(user.id, sub.first).await;
         let mut alive = self.answer(&ok).await;
-        if alive && sub.first {
+        if alive && came_online {
             engine.announce_presence(user.id, true, None).await;
         }
         if alive && let Some(resume) = authed.resume {
@@ -426,7 +429,13 @@ impl Conn {
                 }
             };
         }
-        if hub.unsubscribe(user.id, sub.id) {
+        let last_local = hub.unsubscribe(user.id, sub.id);
+        if engine
+            .inner
+            .presence
+            .disconnected(user.id, last_local)
+            .await
+        {
             let now = Timestamp::now();
             if let Err(e) = engine.inner.store.set_last_seen(user.id, now).await {
                 tracing::warn!(user = %user.id, error = %e, "could not record last seen");
@@ -495,7 +504,12 @@ impl Conn {
         let mut truncated = Vec::new();
         for summary in &conversations {
             let conv = &summary.conversation;
-            let cursor = resume.cursors.get(conv).copied().unwrap_or(0);
+            let cursor = match (resume.cursors.get(conv), resume.unlisted) {
+                (Some(&cursor), _) => cursor,
+                (None, Unlisted::Replay) => 0,
+                // A fresh device starts from now; `synced` tells it each conversation's end.
+                (None, Unlisted::Skip) => summary.last_seq,
+            };
             known.insert(conv.clone(), cursor);
             if summary.last_seq <= cursor {
                 continue;
@@ -616,7 +630,7 @@ impl Ctx {
         let me = self.me.id;
         let now = Timestamp::now();
         let graph = FriendGraph::new(store);
-        let friend_op = |id: RequestId, change: FriendChange| self.friend_changed(id, change);
+
         Ok(Some(match frame {
             ClientFrame::Auth { .. } => {
                 return Err(Fail::new(
@@ -628,25 +642,32 @@ impl Ctx {
             ClientFrame::FriendRequest { id, username } => {
                 let name = Username::parse(&username)
                     .map_err(|_| Fail::new(ErrorCode::UserNotFound, "no such user"))?;
-                friend_op(id, graph.request(me, &name, now).await?)
+                self.friend_changed(id, graph.request(me, &name, now).await?)
+                    .await
             }
             ClientFrame::FriendAccept { id, user_id } => {
-                friend_op(id, graph.apply(me, user_id, FriendOp::Accept, now).await?)
+                self.friend_changed(id, graph.apply(me, user_id, FriendOp::Accept, now).await?)
+                    .await
             }
             ClientFrame::FriendDecline { id, user_id } => {
-                friend_op(id, graph.apply(me, user_id, FriendOp::Decline, now).await?)
+                self.friend_changed(id, graph.apply(me, user_id, FriendOp::Decline, now).await?)
+                    .await
             }
             ClientFrame::FriendCancel { id, user_id } => {
-                friend_op(id, graph.apply(me, user_id, FriendOp::Cancel, now).await?)
+                self.friend_changed(id, graph.apply(me, user_id, FriendOp::Cancel, now).await?)
+                    .await
             }
             ClientFrame::FriendRemove { id, user_id } => {
-                friend_op(id, graph.apply(me, user_id, FriendOp::Remove, now).await?)
+                self.friend_changed(id, graph.apply(me, user_id, FriendOp::Remove, now).await?)
+                    .await
             }
             ClientFrame::Block { id, user_id } => {
-                friend_op(id, graph.apply(me, user_id, FriendOp::Block, now).await?)
+                self.friend_changed(id, graph.apply(me, user_id, FriendOp::Block, now).await?)
+                    .await
             }
             ClientFrame::Unblock { id, user_id } => {
-                friend_op(id, graph.apply(me, user_id, FriendOp::Unblock, now).await?)
+                self.friend_changed(id, graph.apply(me, user_id, FriendOp::Unblock, now).await?)
+                    .await
             }
             ClientFrame::FriendsList { id } => ServerFrame::Friends {
                 re: id,
@@ -770,7 +791,7 @@ impl Ctx {
     }
 
     /// Tells everyone concerned about a friend-graph change; returns the requester's answer.
-    fn friend_changed(&self, re: RequestId, change: FriendChange) -> ServerFrame {
+    async fn friend_changed(&self, re: RequestId, change: FriendChange) -> ServerFrame {
         let engine = &self.engine;
         let a = &change.for_actor;
         engine.publish(
@@ -797,9 +818,9 @@ impl Ctx {
         }
         // New friends learn each other's presence right away.
         if a.relation == Relation::Friends {
-            let hub = &engine.inner.hub;
             let (actor, target) = (change.actor.id, change.target.id);
-            if hub.is_online(target) {
+            let online = engine.inner.presence.online(&[target]).await;
+            if online.first().copied().unwrap_or(false) {
                 let p = ServerFrame::Presence {
                     user: target,
                     online: true,

@@ -1,9 +1,11 @@
 //! [`Engine`]: the shared state behind the router, and [`serve`].
 
+use crate::broker::RedisBroker;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::hub::{Broker, Event, Hub, LocalBroker};
 use crate::metrics::Metrics;
+use crate::presence::{LocalPresence, Presence};
 use crate::ratelimit::KeyedLimiter;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -40,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) config: ServerConfig,
     pub(crate) hub: Arc<Hub>,
     pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) presence: Arc<dyn Presence>,
+    cluster: Option<RedisBroker>,
     pub(crate) metrics: Metrics,
     pub(crate) login_by_account: KeyedLimiter,
     pub(crate) login_by_address: KeyedLimiter,
@@ -53,22 +57,46 @@ pub(crate) struct Inner {
 
 const CONV_LOCKS: usize = 256;
 
-impl Engine {
-    /// An engine over `store` with `config`, delivering through the local hub.
-    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Engine {
+/// Builds an [`Engine`]; see [`Engine::builder`].
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    redis: Option<RedisBroker>,
+}
+
+impl EngineBuilder {
+    /// Delivers across nodes and keeps presence cluster-wide through `broker` (many nodes
+    /// sharing one Redis). Without it the engine is single-node.
+    pub fn redis_broker(mut self, broker: RedisBroker) -> Self {
+        self.redis = Some(broker);
+        self
+    }
+
+    /// The engine. With a Redis broker this starts its background tasks, so it must be called
+    /// inside a Tokio runtime.
+    pub fn build(self) -> Engine {
+        let config = self.config;
         let hub = Arc::new(Hub::new(config.queue_capacity));
-        let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
+        let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &self.redis {
+            Some(r) => (Arc::new(r.clone()), Arc::new(r.clone())),
+            None => (
+                Arc::new(LocalBroker::new(hub.clone())),
+                Arc::new(LocalPresence::new(hub.clone())),
+            ),
+        };
         let (shutdown_tx, _) = watch::channel(false);
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
-                store,
+                store: self.store,
                 login_by_account: KeyedLimiter::per_minute(config.login_failures_per_minute),
                 login_by_address: KeyedLimiter::per_minute(
                     config.login_attempts_per_address_per_minute,
                 ),
                 config,
-                hub,
+                hub: hub.clone(),
                 broker,
+                presence,
+                cluster: self.redis.clone(),
                 metrics: Metrics::default(),
                 shutting_down: AtomicBool::new(false),
                 shutdown_tx,
@@ -79,7 +107,47 @@ impl Engine {
                     .collect(),
                 dummy_hash: OnceLock::new(),
             }),
+        };
+        if let Some(redis) = &self.redis {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<UserId>();
+            redis.start(hub, tx);
+            // Users whose node died: record last seen and tell their friends.
+            let weak = Arc::downgrade(&engine.inner);
+            tokio::spawn(async move {
+                while let Some(user) = rx.recv().await {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let engine = Engine { inner };
+                    let now = Timestamp::now();
+                    if let Err(e) = engine.inner.store.set_last_seen(user, now).await {
+                        tracing::warn!(user = %user, error = %e, "could not record last seen");
+                    }
+                    engine.announce_presence(user, false, Some(now)).await;
+                }
+            });
         }
+        engine
+    }
+}
+
+impl Engine {
+    /// An engine over `store` with `config`, delivering through the local hub (one node).
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Engine {
+        Self::builder(store, config).build()
+    }
+
+    /// A builder, for options beyond [`Engine::new`] (e.g. [`EngineBuilder::redis_broker`]
+    /// to run several nodes on one Redis).
+    pub fn builder(store: Arc<dyn Store>, config: ServerConfig) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            config,
+            redis: None,
+        }
+    }
+
+    /// This engine's Redis broker, when it runs as one of several nodes.
+    pub fn redis_broker(&self) -> Option<&RedisBroker> {
+        self.inner.cluster.as_ref()
     }
 
     /// The HTTP API and the WebSocket endpoint as a `Router` with its state applied, ready to
@@ -121,6 +189,9 @@ impl Engine {
             );
         } else {
             tracing::info!("all connections drained");
+        }
+        if let Some(redis) = &self.inner.cluster {
+            redis.leave().await;
         }
     }
 
@@ -217,6 +288,16 @@ impl Engine {
     pub(crate) async fn friend_entries(&self, user: UserId) -> StoreResult<Vec<FriendEntry>> {
         let store = &self.inner.store;
         let relations = store.relations(user).await?;
+        let friends: Vec<UserId> = relations
+            .iter()
+            .filter(|r| r.relation == Relation::Friends)
+            .map(|r| r.peer)
+            .collect();
+        let online: std::collections::HashSet<UserId> = friends
+            .iter()
+            .zip(self.inner.presence.online(&friends).await)
+            .filter_map(|(&u, on)| on.then_some(u))
+            .collect();
         let mut out = Vec::with_capacity(relations.len());
         for r in relations {
             let Some(peer) = store.user(r.peer).await? else {
@@ -224,7 +305,7 @@ impl Engine {
             };
             let friends = r.relation == Relation::Friends;
             out.push(FriendEntry {
-                online: friends && self.inner.hub.is_online(r.peer),
+                online: friends && online.contains(&r.peer),
                 last_seen: if friends {
                     store.last_seen(r.peer).await?
                 } else {

@@ -4,8 +4,8 @@
 //!   global lock on the hot path); each connection owns a bounded queue of pre-serialized
 //!   [`Event`]s. An event is serialized once and shared (`Arc`) by every recipient.
 //! * [`Broker`]: how an event reaches the users it is for. [`LocalBroker`] delivers through
-//!   the local hub; a cross-node broker (Redis pub/sub) publishes to the other nodes as well
-//!   and feeds what it receives into [`Hub::deliver`]. The engine only ever calls
+//!   the local hub; the cross-node [`RedisBroker`](crate::broker::RedisBroker) publishes to
+//!   the other nodes as well and feeds what it receives into [`Hub::deliver`]. The engine only ever calls
 //!   [`Broker::publish`], so adding one is a new implementation, not a rewrite.
 //!
 //! Slow consumers: when a connection's queue is full the hub does not wait and does not drop
@@ -44,6 +44,16 @@ impl Event {
         };
         Arc::new(Self {
             text: Utf8Bytes::from(frame.encode()),
+            message,
+        })
+    }
+
+    /// An event from JSON text that is already serialized (e.g. received from another node),
+    /// with its `message` conversation and sequence if it is a `message` event. The text is
+    /// not parsed or re-encoded.
+    pub fn from_serialized(text: String, message: Option<(ConversationId, u64)>) -> Arc<Self> {
+        Arc::new(Self {
+            text: Utf8Bytes::from(text),
             message,
         })
     }
@@ -240,6 +250,36 @@ impl Hub {
                 .iter()
                 .filter(|e| session.is_none_or(|s| &*e.session == s))
             {
+                e.control.close(code);
+            }
+        }
+    }
+
+    /// The id the next connection will get: connections with a smaller id exist already.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Asks every local connection whose id is below `before` (see [`Hub::next_conn_id`]) to
+    /// close with `code` (e.g. 4008 after a gap in cross-node delivery, so that clients resume
+    /// from their cursors). Returns how many were asked.
+    pub fn close_older(&self, before: ConnId, code: u16) -> usize {
+        let mut n = 0;
+        for shard in self.shards.iter() {
+            let map = shard.read().unwrap_or_else(|e| e.into_inner());
+            for e in map.values().flatten().filter(|e| e.id < before) {
+                e.control.close(code);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Asks `user`'s connections whose id is below `before` to close with `code`.
+    pub fn close_user_older(&self, user: UserId, before: ConnId, code: u16) {
+        let map = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
+        if let Some(conns) = map.get(&user) {
+            for e in conns.iter().filter(|e| e.id < before) {
                 e.control.close(code);
             }
         }

@@ -28,6 +28,8 @@
 //! * `http`: accounts (register, login, logout, whoami), health, metrics, WebSocket upgrade.
 //! * `conn`: one WebSocket connection (auth, resume, request loop); close codes in [`close`].
 //! * [`hub`]: local connections by user and the [`hub::Broker`] delivery seam.
+//! * [`broker`]: [`broker::RedisBroker`], many nodes sharing one Redis (cross-node delivery
+//!   and cluster-wide presence); [`presence`]: the [`presence::Presence`] seam.
 //! * `auth`: argon2id passwords and session tokens; `ratelimit`: token buckets;
 //!   `metrics`: Prometheus exposition.
 //!
@@ -36,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+pub mod broker;
 pub mod config;
 mod conn;
 mod engine;
@@ -43,10 +46,11 @@ mod error;
 mod http;
 pub mod hub;
 mod metrics;
+pub mod presence;
 mod ratelimit;
 
 pub use config::ServerConfig;
-pub use engine::{Engine, serve, serve_router};
+pub use engine::{Engine, EngineBuilder, serve, serve_router};
 pub use error::ApiError;
 pub use http::SESSION_COOKIE;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing_subscriber::EnvFilter;
 use zajel_core::Store;
+use zajel_server::broker::RedisBroker;
 use zajel_server::config::{Cli, Standalone};
 use zajel_server::{Engine, serve_router};
 
@@ -22,7 +23,19 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let store = open_store(&config).await?;
-    let engine = Engine::new(store, config.engine.clone());
+    let mut builder = Engine::builder(store, config.engine.clone());
+    if let (Some(url), false) = (&config.redis_url, config.memory) {
+        // Several nodes may share this Redis: cross-node delivery and cluster-wide presence.
+        let broker = RedisBroker::connect(url, config.node.broker_config())
+            .await
+            .context("cannot start the Redis broker")?;
+        tracing::info!(
+            node = broker.node_id(),
+            "Redis broker on: this node shares the Redis with others"
+        );
+        builder = builder.redis_broker(broker);
+    }
+    let engine = builder.build();
     let mut app = engine.router();
     if let Some(dir) = &config.static_dir {
         tracing::info!(dir = %dir.display(), "serving static files at /");

@@ -232,3 +232,69 @@ async fn typing_reaches_the_friend_only() {
     a1.expect_silence(100).await;
     server.stop().await;
 }
+
+/// A fresh device resumes "from now" (`unlisted: skip`): nothing old is replayed, `synced`
+/// gives each conversation's end, and live messages after it arrive exactly once. A listed
+/// cursor in the same `auth` is still replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_device_resumes_from_now() {
+    let server = TestServer::memory().await;
+    let addr = server.addr;
+    let alice = register(addr, "alice").await;
+    let bob = register(addr, "bob").await;
+    let carol = register(addr, "carol").await;
+    let (mut a1, _) = Client::login(addr, &alice).await;
+    let (mut b1, _) = Client::login(addr, &bob).await;
+    let (mut c1, _) = Client::login(addr, &carol).await;
+    befriend(&mut a1, &alice, &mut b1, &bob).await;
+    befriend(&mut a1, &alice, &mut c1, &carol).await;
+    let ab = dm(&alice, &bob);
+    let ac = dm(&alice, &carol);
+    for i in 1..=3 {
+        b1.send_message(&ab, &format!("old {i}"), &format!("b-{i}"))
+            .await;
+        c1.send_message(&ac, &format!("old {i}"), &format!("c-{i}"))
+            .await;
+    }
+
+    // Alice's new device: a cursor for ac (at 1), nothing for ab, and "from now" for the rest.
+    let mut a2 = Client::connect(addr, "alice-new").await;
+    let ok = a2
+        .auth(
+            &alice.token,
+            Some(json!({"cursors": {ac.clone(): 1}, "unlisted": "skip"})),
+        )
+        .await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    for seq in [2, 3] {
+        let m = a2.expect("message").await;
+        assert_eq!(
+            (
+                m["message"]["conversation"].as_str(),
+                m["message"]["seq"].as_u64()
+            ),
+            (Some(ac.as_str()), Some(seq))
+        );
+    }
+    let synced = a2.expect("synced").await;
+    let ab_row = synced["conversations"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["conversation"] == ab.as_str()))
+        .cloned()
+        .expect("ab listed in synced");
+    assert_eq!(
+        (ab_row["last_seq"].as_u64(), ab_row["unread"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(ab_row["last_message"]["body"], "old 3");
+
+    // Live from here: exactly the new message, nothing old.
+    b1.send_message(&ab, "new", "b-4").await;
+    let m = a2.expect("message").await;
+    assert_eq!(
+        (m["message"]["seq"].as_u64(), m["message"]["body"].as_str()),
+        (Some(4), Some("new"))
+    );
+    a2.expect_silence(150).await;
+    server.stop().await;
+}

@@ -5,13 +5,36 @@ use crate::ids::{ConversationId, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Where a reconnecting client left off: for each conversation, the highest sequence it has.
-/// The server replays every later message, then goes live, with nothing doubled.
+/// Where a reconnecting client left off: for each conversation, the sequence up to which it
+/// holds every message (its contiguous watermark). The server replays every later message,
+/// then goes live, with nothing doubled.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeState {
-    /// Conversation → highest sequence the client holds. Conversations the client does not
-    /// list are replayed from the start (bounded per conversation, see `SyncState`).
+    /// Conversation → the client holds every message up to this sequence.
     pub cursors: BTreeMap<ConversationId, u64>,
+    /// What to do with the user's conversations that `cursors` does not list.
+    #[serde(default, skip_serializing_if = "Unlisted::is_replay")]
+    pub unlisted: Unlisted,
+}
+
+/// How the server treats conversations missing from [`ResumeState::cursors`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unlisted {
+    /// Replay them from the start (bounded per conversation; see `SyncState::truncated`).
+    /// Right for a reconnect: a conversation the client has not seen is new since its last sync.
+    #[default]
+    Replay,
+    /// Replay nothing for them: the client starts "from now" (a fresh device) and takes each
+    /// conversation's `last_seq` from `synced` as its cursor, paging older history on demand.
+    Skip,
+}
+
+impl Unlisted {
+    /// Whether this is the default, [`Unlisted::Replay`].
+    pub fn is_replay(&self) -> bool {
+        *self == Unlisted::Replay
+    }
 }
 
 /// A frame from client to server.

@@ -14,7 +14,7 @@ mod client;
 mod decode;
 mod server;
 
-pub use client::{ClientFrame, ResumeState};
+pub use client::{ClientFrame, ResumeState, Unlisted};
 pub use decode::FrameError;
 pub use server::{ErrorFrame, FriendEntry, Limits, ServerFrame, SyncState};
 

@@ -38,11 +38,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        Self::serve(Engine::new(store, config)).await
+    }
+
+    /// Serves an already built engine.
+    pub async fn serve(engine: Engine) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let engine = Engine::new(store, config);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(zajel_server::serve(listener, engine.clone(), async move {
             let _ = rx.await;

@@ -1,0 +1,11 @@
+//! Delivery across nodes.
+//!
+//! [`Broker`] and [`LocalBroker`] (single node) live in [`crate::hub`] and are re-exported
+//! here; [`redis::RedisBroker`] lets many nodes share one Redis: events cross nodes over
+//! Redis pub/sub and presence becomes cluster-wide (see `docs/server.md`, "Running several
+//! nodes").
+
+pub mod redis;
+
+pub use crate::hub::{Broker, LocalBroker};
+pub use redis::{BrokerError, RedisBroker, RedisBrokerConfig};

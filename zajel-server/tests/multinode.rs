@@ -1,0 +1,291 @@
+//! Several nodes sharing one real Redis (store + `RedisBroker`): events cross nodes exactly
+//! once, presence is cluster-wide, and a node that dies takes its users offline within its
+//! heartbeat TTL plus one sweep; they resume on another node with nothing lost.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zajel_core::RedisStore;
+use zajel_core::testing::RedisServer;
+use zajel_server::Engine;
+use zajel_server::broker::{RedisBroker, RedisBrokerConfig};
+
+/// Short heartbeats so node death is noticed in about a second.
+fn broker_config(node: &str) -> RedisBrokerConfig {
+    RedisBrokerConfig {
+        node_id: node.into(),
+        heartbeat_ms: 200,
+        node_ttl_ms: 1000,
+        sweep_ms: 200,
+        ..RedisBrokerConfig::default()
+    }
+}
+
+/// An in-process node: its own `RedisStore` connection and `RedisBroker` on `url`.
+async fn node(url: &str, id: &str) -> TestServer {
+    let store = RedisStore::connect(url).await.expect("redis store");
+    let broker = RedisBroker::connect(url, broker_config(id))
+        .await
+        .expect("redis broker");
+    let engine = Engine::builder(Arc::new(store), test_config())
+        .redis_broker(broker)
+        .build();
+    TestServer::serve(engine).await
+}
+
+/// Waits for a `presence` event about `user` with `online`, skipping other presence events.
+async fn expect_presence(c: &mut Client, user: &Account, online: bool) -> Value {
+    loop {
+        let p = c.expect("presence").await;
+        if p["user"] == user.id.as_str() && p["online"] == online {
+            return p;
+        }
+    }
+}
+
+fn online_of(friends: &Value, user: &Account) -> bool {
+    friends
+        .as_array()
+        .expect("friends array")
+        .iter()
+        .find(|f| f["user"]["id"] == user.id.as_str())
+        .and_then(|f| f["online"].as_bool())
+        .unwrap_or_else(|| panic!("{} not in {friends}", user.username))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cross_nodes_exactly_once() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let na = node(&url, "node-a").await;
+    let nb = node(&url, "node-b").await;
+
+    let alice = register(na.addr, "alice").await;
+    let bob = register(nb.addr, "bob").await;
+    let (mut a, _) = Client::login(na.addr, &alice).await;
+    let (mut b, _) = Client::login(nb.addr, &bob).await;
+    // Friend request and accept events cross nodes in both directions.
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    let conv = dm(&alice, &bob);
+
+    // A -> B and B -> A, live.
+    let ack = a.send_message(&conv, "hello from A", "k1").await;
+    let m = b.expect("message").await;
+    assert_eq!(m["message"]["id"], ack["message"]["id"]);
+    assert_eq!(m["message"]["body"], "hello from A");
+    let ack = b.send_message(&conv, "hello from B", "k2").await;
+    let m = a.expect("message").await;
+    assert_eq!(m["message"]["id"], ack["message"]["id"]);
+    assert_eq!(m["message"]["seq"], 2);
+
+    // alice's second device is on node B: it sees her sends from node A, and node A sees the
+    // sends of that device.
+    let (mut a2, _) = Client::login(nb.addr, &alice).await;
+    a.send_message(&conv, "three", "k3").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 3);
+    assert_eq!(a2.expect("message").await["message"]["seq"], 3);
+    a2.send_message(&conv, "four", "k4").await;
+    assert_eq!(a.expect("message").await["message"]["seq"], 4);
+    assert_eq!(b.expect("message").await["message"]["seq"], 4);
+
+    // Typing crosses nodes (to bob only).
+    a.send_raw(&json!({"type": "typing", "conversation": conv, "active": true}).to_string())
+        .await;
+    let t = b.expect("typing").await;
+    assert_eq!(t["user"], alice.id.as_str());
+    assert_eq!(t["active"], true);
+
+    // Read receipts cross nodes too.
+    let r = b
+        .call(json!({"type": "mark_read", "conversation": conv, "seq": 4}))
+        .await;
+    assert_eq!(r["type"], "read_ok", "{r}");
+    assert_eq!(a.expect("read").await["seq"], 4);
+    assert_eq!(a2.expect("read").await["seq"], 4);
+
+    // Exactly once: nothing else (presence aside) arrives anywhere.
+    for c in [&mut a, &mut a2, &mut b] {
+        c.expect_silence(300).await;
+    }
+    let h = b.history(&conv, json!({})).await;
+    assert_eq!(seqs(&h), vec![1, 2, 3, 4]);
+    let broker = nb.engine.redis_broker().expect("broker");
+    assert!(broker.received_total() > 0 && broker.lost_total() == 0);
+
+    for c in [a, a2, b] {
+        c.close().await;
+    }
+    na.stop().await;
+    nb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_cluster_wide() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let na = node(&url, "node-a").await;
+    let nb = node(&url, "node-b").await;
+
+    let alice = register(na.addr, "alice").await;
+    let bob = register(nb.addr, "bob").await;
+    let (mut a, _) = Client::login(na.addr, &alice).await;
+    let (mut b, _) = Client::login(nb.addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    // Node A sees bob (on B) online in the friends list.
+    let f = a.call(json!({"type": "friends_list"})).await;
+    assert!(online_of(&f["friends"], &bob), "{f}");
+
+    // bob's last connection closes on B: alice on A hears offline, with a last-seen time.
+    b.close().await;
+    let p = expect_presence(&mut a, &bob, false).await;
+    assert!(p["last_seen"].is_number(), "{p}");
+    let f = a.call(json!({"type": "friends_list"})).await;
+    assert!(!online_of(&f["friends"], &bob), "{f}");
+
+    // bob connects on B: online on A.
+    let (b1, _) = Client::login(nb.addr, &bob).await;
+    expect_presence(&mut a, &bob, true).await;
+    // A second connection on the other node changes nothing; closing one of two neither.
+    let (b2, _) = Client::login(na.addr, &bob).await;
+    b1.close().await;
+    a.expect_silence(300).await;
+    let f = a.call(json!({"type": "friends_list"})).await;
+    assert!(online_of(&f["friends"], &bob), "{f}");
+    // The last one (on A this time): offline.
+    b2.close().await;
+    expect_presence(&mut a, &bob, false).await;
+
+    a.close().await;
+    na.stop().await;
+    nb.stop().await;
+}
+
+/// Node B is a real `zajel-server` process (`--redis-url`, so the broker is wired
+/// automatically) and dies by SIGKILL: no graceful shutdown, no presence cleanup of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_node_users_go_offline_and_resume_elsewhere() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let na = node(&url, "node-a").await;
+    let mut nb = Binary::start(&[
+        "--redis-url",
+        &url,
+        "--node-id",
+        "node-b",
+        "--node-heartbeat-ms",
+        "200",
+        "--node-ttl-ms",
+        "1000",
+        "--node-sweep-ms",
+        "200",
+    ]);
+
+    let alice = register(na.addr, "alice").await;
+    let bob = register(nb.addr, "bob").await;
+    let (mut a, _) = Client::login(na.addr, &alice).await;
+    let (mut b, _) = Client::login(nb.addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    let conv = dm(&alice, &bob);
+    a.send_message(&conv, "one", "k1").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 1);
+
+    // Node B dies.
+    nb.child.kill().expect("SIGKILL node B");
+    let _ = nb.child.wait();
+    let died = Instant::now();
+    drop(b);
+    // Sent while bob is between nodes: stored, live delivery goes nowhere.
+    a.send_message(&conv, "two", "k2").await;
+    a.send_message(&conv, "three", "k3").await;
+
+    // Within TTL (1 s) + sweep (0.2 s) + slack, node A announces bob offline.
+    let p = expect_presence(&mut a, &bob, false).await;
+    assert!(p["last_seen"].is_number(), "{p}");
+    let took = died.elapsed();
+    assert!(took < Duration::from_secs(4), "offline after {took:?}");
+    let f = a.call(json!({"type": "friends_list"})).await;
+    assert!(!online_of(&f["friends"], &bob), "{f}");
+
+    // bob resumes on node A from his cursor: 2 and 3 exactly once, then synced.
+    let mut b = Client::connect(na.addr, "bob").await;
+    let ok = b
+        .auth(&bob.token, Some(json!({"cursors": {conv.clone(): 1}})))
+        .await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    for (seq, body) in [(2, "two"), (3, "three")] {
+        let m = b.expect("message").await;
+        assert_eq!(m["message"]["seq"], seq);
+        assert_eq!(m["message"]["body"], body);
+    }
+    let synced = b.expect("synced").await;
+    assert!(online_of(&synced["friends"], &alice), "{synced}");
+    expect_presence(&mut a, &bob, true).await;
+    a.send_message(&conv, "four", "k4").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 4);
+    b.expect_silence(300).await;
+
+    a.close().await;
+    b.close().await;
+    na.stop().await;
+}
+
+/// Redis drops every pub/sub subscription (`CLIENT KILL TYPE pubsub`): each node resubscribes
+/// and closes the connections that may have missed events with 4008; they resume from their
+/// cursors and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_gap_closes_with_4008_and_resume_fills_it() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let na = node(&url, "node-a").await;
+    let nb = node(&url, "node-b").await;
+    let alice = register(na.addr, "alice").await;
+    let bob = register(nb.addr, "bob").await;
+    let (mut a, _) = Client::login(na.addr, &alice).await;
+    let (mut b, _) = Client::login(nb.addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    let conv = dm(&alice, &bob);
+    a.send_message(&conv, "one", "k1").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 1);
+
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut con)
+        .await
+        .expect("client kill");
+    assert_eq!(killed, 2, "one subscription per node");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A connection opened after the gap began is not closed; its send may fall in the gap.
+    let (mut a2, _) = Client::login(na.addr, &alice).await;
+    a2.send_message(&conv, "two", "k2").await;
+
+    let (code, _) = b.expect_close().await;
+    assert_eq!(code, 4008);
+    let (code, _) = a.expect_close().await;
+    assert_eq!(code, 4008);
+    let mut b = Client::connect(nb.addr, "bob").await;
+    let ok = b
+        .auth(&bob.token, Some(json!({"cursors": {conv.clone(): 1}})))
+        .await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    assert_eq!(b.expect("message").await["message"]["seq"], 2);
+    b.expect("synced").await;
+    // Live delivery works again across nodes.
+    a2.send_message(&conv, "three", "k3").await;
+    assert_eq!(b.expect("message").await["message"]["seq"], 3);
+    b.expect_silence(300).await;
+
+    a2.close().await;
+    b.close().await;
+    na.stop().await;
+    nb.stop().await;
+}
