@@ -5,7 +5,7 @@
 //! zajel-benches load [--spawn memory|embedded|redis|redis-aof | --url http://HOST:PORT]
 //!                    [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W]
 //!                    [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N]
-//!                    [--body-bytes N] [--server-nodelay true|false]
+//!                    [--body-bytes N]
 //! ```
 //!
 //! What a run does:
@@ -119,9 +119,6 @@ pub struct LoadConfig {
     pub setup_concurrency: usize,
     /// Approximate message body size in bytes.
     pub body_bytes: usize,
-    /// With `Spawn`: serve with `TCP_NODELAY` on accepted sockets (an experiment; the default
-    /// serves exactly as `zajel_server::serve` does, which leaves Nagle's algorithm on).
-    pub server_nodelay: bool,
 }
 
 impl Default for LoadConfig {
@@ -138,13 +135,12 @@ impl Default for LoadConfig {
             server_pid: None,
             setup_concurrency: 16,
             body_bytes: 64,
-            server_nodelay: false,
         }
     }
 }
 
 /// Usage line of the `load` benchmark.
-pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof | --url http://HOST:PORT] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--server-nodelay true|false]";
+pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof | --url http://HOST:PORT] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N]";
 
 impl LoadConfig {
     /// Parses the flags that follow `load` on the command line.
@@ -176,7 +172,6 @@ impl LoadConfig {
                 "--server-pid" => cfg.server_pid = Some(value.parse()?),
                 "--setup-concurrency" => cfg.setup_concurrency = value.parse()?,
                 "--body-bytes" => cfg.body_bytes = value.parse()?,
-                "--server-nodelay" => cfg.server_nodelay = value.parse()?,
                 other => bail!("unknown flag {other}\n{USAGE}"),
             }
         }
@@ -253,7 +248,7 @@ pub fn spawn_config() -> zajel_server::ServerConfig {
     }
 }
 
-async fn spawn_server(backend: Backend, nodelay: bool) -> Result<(SocketAddr, Spawned)> {
+async fn spawn_server(backend: Backend) -> Result<(SocketAddr, Spawned)> {
     let (store, guard): (Arc<dyn zajel_core::Store>, Box<dyn std::any::Any + Send>) = match backend
     {
         Backend::Memory => (Arc::new(zajel_core::MemoryStore::new()), Box::new(())),
@@ -276,31 +271,9 @@ async fn spawn_server(backend: Backend, nodelay: bool) -> Result<(SocketAddr, Sp
     let addr = listener.local_addr()?;
     let engine = zajel_server::Engine::new(store, spawn_config());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = if nodelay {
-        // What `zajel_server::serve` does, plus TCP_NODELAY on every accepted socket.
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = engine
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let on_signal = engine.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                    tokio::spawn(async move { on_signal.shutdown().await });
-                })
-                .await?;
-            engine.shutdown().await;
-            Ok(())
-        })
-    } else {
-        tokio::spawn(zajel_server::serve(listener, engine, async move {
-            let _ = rx.await;
-        }))
-    };
+    let task = tokio::spawn(zajel_server::serve(listener, engine, async move {
+        let _ = rx.await;
+    }));
     Ok((
         addr,
         Spawned {
@@ -862,12 +835,8 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let started = Instant::now();
     let (host, spawned, target_name) = match &cfg.target {
         Target::Spawn(b) => {
-            let (addr, s) = spawn_server(*b, cfg.server_nodelay).await?;
-            let name = if cfg.server_nodelay {
-                format!("spawn:{}+nodelay", b.name())
-            } else {
-                format!("spawn:{}", b.name())
-            };
+            let (addr, s) = spawn_server(*b).await?;
+            let name = format!("spawn:{}", b.name());
             (addr.to_string(), Some(s), name)
         }
         Target::Url(u) => (host_port(u)?, None, format!("url:{u}")),
