@@ -4,6 +4,9 @@
 //! cargo run --release -p zajel-benches -- store-append --backend embedded --messages 20000 --batch 32 --concurrency 64
 //! ```
 //!
+//! `load` is the end-to-end load generator (pairs of friends over real WebSockets against an
+//! in-process or external server); see `zajel_benches::load` and `benches/README.md`.
+//!
 //! `store-append` measures the message-append path of a store: `concurrency` tasks each send
 //! their share of `messages` into their own conversation, in batches of `batch` messages per
 //! `append` call, and the line reports throughput and per-call latency percentiles. With
@@ -22,9 +25,9 @@ struct Args {
     concurrency: u64,
 }
 
-fn parse_args() -> Result<(String, Args)> {
-    let mut it = std::env::args().skip(1);
-    let bench = it.next().context("usage: zajel-benches store-append [--backend B] [--messages N] [--batch N] [--concurrency N]")?;
+const USAGE: &str = "usage: zajel-benches store-append [--backend B] [--messages N] [--batch N] [--concurrency N]\n       zajel-benches load --help";
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
         backend: "memory".into(),
         messages: 20_000,
@@ -44,7 +47,7 @@ fn parse_args() -> Result<(String, Args)> {
     if args.batch == 0 || args.concurrency == 0 {
         bail!("--batch and --concurrency must be at least 1");
     }
-    Ok((bench, args))
+    Ok(args)
 }
 
 /// Keeps a backend's resources (temp dir, redis-server) alive for the run.
@@ -141,10 +144,16 @@ async fn store_append(args: Args) -> Result<serde_json::Value> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let (bench, args) = parse_args()?;
+    let mut it = std::env::args().skip(1);
+    let bench = it.next().context(USAGE)?;
     let line = match bench.as_str() {
-        "store-append" => store_append(args).await?,
-        other => bail!("unknown benchmark {other} (store-append)"),
+        "store-append" => store_append(parse_args(it)?).await?,
+        "load" => {
+            zajel_benches::load::run(zajel_benches::load::LoadConfig::from_args(it)?)
+                .await?
+                .json
+        }
+        other => bail!("unknown benchmark {other} (store-append, load)\n{USAGE}"),
     };
     println!("{line}");
     Ok(())

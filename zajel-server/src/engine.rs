@@ -374,7 +374,15 @@ pub async fn serve_router(
     engine: Engine,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let on_signal = engine.clone();
+    // Chat frames are small and latency-bound: without TCP_NODELAY a second small write
+    // waits for the peer's delayed ACK (measured: p90 ~43 ms, 3x lower throughput).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

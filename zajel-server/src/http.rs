@@ -5,6 +5,9 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+
+/// Per-connection WebSocket read buffer (see the upgrade handler).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -401,6 +404,10 @@ async fn ws_upgrade(
         .saturating_mul(4)
         .max(1 << 20);
     ws.protocols([zajel_core::protocol::SUBPROTOCOL])
+        // tungstenite's default 128 KiB read buffer is allocated per connection; chat frames
+        // are small, and larger ones are still read in several chunks. Memory per idle
+        // connection is what lets one node hold tens of thousands of them.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(hard)
         .max_frame_size(hard)
         .on_upgrade(move |socket| crate::conn::run(engine, socket, upgrade))

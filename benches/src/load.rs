@@ -1,0 +1,1187 @@
+//! The end-to-end load generator: pairs of friends messaging each other over real WebSockets,
+//! every message persisted by the server before it is acknowledged.
+//!
+//! ```text
+//! zajel-benches load [--spawn memory|embedded|redis|redis-aof | --url http://HOST:PORT]
+//!                    [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W]
+//!                    [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N]
+//!                    [--body-bytes N]
+//! ```
+//!
+//! What a run does:
+//! 1. starts the target: an in-process [`zajel_server::Engine`] on `127.0.0.1:0` over the chosen
+//!    store (`--spawn`), or uses a running server (`--url`);
+//! 2. with `--idle N`: registers N users, opens one authenticated WebSocket per user and keeps
+//!    it idle; the server's resident memory (VmRSS) before and after gives bytes per idle
+//!    connection (in-process: `/proc/self/status`; external: `/proc/<--server-pid>/status`);
+//! 3. registers `2 × pairs` users over HTTP, opens one WebSocket per user and makes each pair
+//!    friends over the protocol;
+//! 4. every user sends to its friend for `warmup + duration` seconds: `--rate R` messages per
+//!    second (open loop, evenly phased), or with `--rate 0` as fast as acks allow, keeping
+//!    `--window W` sends in flight. The body carries the message number and the send time
+//!    (microseconds on this process's monotonic clock);
+//! 5. waits up to `--grace` seconds for outstanding acks and deliveries, then compares what
+//!    each sender had acknowledged with what its friend received.
+//!
+//! Only messages sent after the warmup (and before the end) count for the latency
+//! percentiles; throughput counts `message` events received within the measured window.
+
+use anyhow::{Context, Result, bail};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a setup step (HTTP request, WebSocket handshake, one answer) may take.
+const SETUP_WAIT: Duration = Duration::from_secs(60);
+/// Idle connections send a `ping` this often (the server's idle timeout defaults to 60 s).
+const IDLE_PING_EVERY: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "load-bench-password";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where the load goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An engine served in-process on `127.0.0.1:0` over this store.
+    Spawn(Backend),
+    /// A running server, e.g. `http://127.0.0.1:8080`.
+    Url(String),
+}
+
+/// The store behind a spawned server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `MemoryStore` (nothing persists across restarts).
+    Memory,
+    /// `EmbeddedStore` (redb, fsync per commit) in a temporary directory.
+    Embedded,
+    /// `RedisStore` on a throwaway `redis-server` without the append-only file.
+    Redis,
+    /// Same with `appendonly yes`, `appendfsync always` (no loss of acknowledged writes).
+    RedisAof,
+}
+
+impl Backend {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "memory" => Self::Memory,
+            "embedded" => Self::Embedded,
+            "redis" => Self::Redis,
+            "redis-aof" => Self::RedisAof,
+            other => bail!("unknown backend {other} (memory, embedded, redis, redis-aof)"),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Embedded => "embedded",
+            Self::Redis => "redis",
+            Self::RedisAof => "redis-aof",
+        }
+    }
+}
+
+/// One run's parameters.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Server to load.
+    pub target: Target,
+    /// Pairs of friends (two users, two WebSockets each pair).
+    pub pairs: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Time sending before the measurement starts.
+    pub warmup: Duration,
+    /// Messages per second per user; 0 = as fast as acks allow (see `window`).
+    pub rate: f64,
+    /// Sends in flight per user with `rate == 0`.
+    pub window: usize,
+    /// How long to wait after the last send for acks and deliveries.
+    pub grace: Duration,
+    /// Extra authenticated idle connections (for memory per idle connection).
+    pub idle: usize,
+    /// Process id of an external server (for its memory); ignored with `Spawn`.
+    pub server_pid: Option<u32>,
+    /// Registrations and pair setups in flight at once.
+    pub setup_concurrency: usize,
+    /// Approximate message body size in bytes.
+    pub body_bytes: usize,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            target: Target::Spawn(Backend::Memory),
+            pairs: 50,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            rate: 10.0,
+            window: 1,
+            grace: Duration::from_secs(5),
+            idle: 0,
+            server_pid: None,
+            setup_concurrency: 16,
+            body_bytes: 64,
+        }
+    }
+}
+
+/// Usage line of the `load` benchmark.
+pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof | --url http://HOST:PORT] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N]";
+
+impl LoadConfig {
+    /// Parses the flags that follow `load` on the command line.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self> {
+        let mut cfg = Self::default();
+        let mut it = args.into_iter();
+        let secs = |v: &str| -> Result<Duration> {
+            let s: f64 = v.parse().with_context(|| format!("not a number: {v}"))?;
+            if !(s.is_finite() && s >= 0.0) {
+                bail!("not a duration: {v}");
+            }
+            Ok(Duration::from_secs_f64(s))
+        };
+        while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                bail!("{USAGE}");
+            }
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--spawn" => cfg.target = Target::Spawn(Backend::parse(&value)?),
+                "--url" => cfg.target = Target::Url(value),
+                "--pairs" => cfg.pairs = value.parse()?,
+                "--duration" => cfg.duration = secs(&value)?,
+                "--warmup" => cfg.warmup = secs(&value)?,
+                "--rate" => cfg.rate = value.parse()?,
+                "--window" => cfg.window = value.parse()?,
+                "--grace" => cfg.grace = secs(&value)?,
+                "--idle" => cfg.idle = value.parse()?,
+                "--server-pid" => cfg.server_pid = Some(value.parse()?),
+                "--setup-concurrency" => cfg.setup_concurrency = value.parse()?,
+                "--body-bytes" => cfg.body_bytes = value.parse()?,
+                other => bail!("unknown flag {other}\n{USAGE}"),
+            }
+        }
+        if cfg.pairs == 0 || cfg.window == 0 || cfg.setup_concurrency == 0 {
+            bail!("--pairs, --window and --setup-concurrency must be at least 1");
+        }
+        if !(cfg.rate.is_finite() && cfg.rate >= 0.0) {
+            bail!("--rate must be >= 0");
+        }
+        if cfg.duration.is_zero() {
+            bail!("--duration must be > 0");
+        }
+        Ok(cfg)
+    }
+}
+
+/// What a run measured. `json` is the one line the benchmark prints.
+#[derive(Clone, Debug)]
+pub struct LoadReport {
+    /// `send` frames written.
+    pub sent: u64,
+    /// `sent` acks received.
+    pub acked: u64,
+    /// `message` events received by the peers (whole run, warmup included).
+    pub delivered: u64,
+    /// Acked messages the peer never received within the grace period.
+    pub lost: u64,
+    /// `message` events received more than once.
+    pub duplicates: u64,
+    /// `message` events whose seq was not above the previous one on that connection.
+    pub reorders: u64,
+    /// Messages whose delivered seq differs from the acked seq.
+    pub seq_mismatches: u64,
+    /// Sends that got neither an ack nor an error by the end.
+    pub unanswered: u64,
+    /// Error frames and connection failures by code.
+    pub errors: BTreeMap<String, u64>,
+    /// The full report line.
+    pub json: Value,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The target
+
+/// A spawned in-process server and what keeps its store alive.
+struct Spawned {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+impl Spawned {
+    async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .context("server did not stop within 30 s")???;
+        Ok(())
+    }
+}
+
+/// The engine configuration used with `--spawn`: cheap password hashing (the benchmark
+/// registers many users; login cost is not what it measures) and no per-connection rate limit
+/// (the benchmark measures the message path, not the limiter).
+pub fn spawn_config() -> zajel_server::ServerConfig {
+    zajel_server::ServerConfig {
+        argon2_memory_kib: 256,
+        argon2_iterations: 1,
+        rate_per_second: 1_000_000,
+        rate_burst: 1_000_000,
+        ..zajel_server::ServerConfig::default()
+    }
+}
+
+async fn spawn_server(backend: Backend) -> Result<(SocketAddr, Spawned)> {
+    let (store, guard): (Arc<dyn zajel_core::Store>, Box<dyn std::any::Any + Send>) = match backend
+    {
+        Backend::Memory => (Arc::new(zajel_core::MemoryStore::new()), Box::new(())),
+        Backend::Embedded => {
+            let dir = tempfile::tempdir()?;
+            let store = zajel_core::EmbeddedStore::open(dir.path().join("load.redb"))?;
+            (Arc::new(store), Box::new(dir))
+        }
+        Backend::Redis | Backend::RedisAof => {
+            let server = if backend == Backend::RedisAof {
+                zajel_core::testing::RedisServer::start_persistent()?
+            } else {
+                zajel_core::testing::RedisServer::start()?
+            };
+            let store = zajel_core::RedisStore::connect(&server.url()).await?;
+            (Arc::new(store), Box::new(server))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let engine = zajel_server::Engine::new(store, spawn_config());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(zajel_server::serve(listener, engine, async move {
+        let _ = rx.await;
+    }));
+    Ok((
+        addr,
+        Spawned {
+            stop: Some(tx),
+            task,
+            _guard: guard,
+        },
+    ))
+}
+
+/// `http://host:port[/]` → `host:port`.
+fn host_port(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("--url must start with http:// (TLS is not supported by the load generator)")?;
+    let hp = rest.trim_end_matches('/');
+    if hp.is_empty() || hp.contains('/') {
+        bail!("--url must be http://HOST:PORT");
+    }
+    Ok(hp.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP: a tiny HTTP/1.1 client (one request per connection)
+
+async fn http_post(host: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connect {host}"))?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(SETUP_WAIT, s.read_to_end(&mut raw))
+        .await
+        .context("HTTP response timed out")??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("HTTP response without status")?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let Some(chunk) = rest.get(..n) else { break };
+        if n == 0 {
+            break;
+        }
+        out.push_str(chunk);
+        s = rest.get(n..).unwrap_or("").trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[derive(Clone, Debug)]
+struct Account {
+    id: String,
+    username: String,
+    token: String,
+}
+
+async fn register(host: &str, username: &str) -> Result<Account> {
+    let body = json!({"username": username, "password": PASSWORD}).to_string();
+    let (status, text) = http_post(host, "/api/register", &body).await?;
+    if status != 201 {
+        bail!("register {username}: HTTP {status}: {text}");
+    }
+    let v: Value = serde_json::from_str(&text).context("register: response is not JSON")?;
+    let field = |p: &str| -> Result<String> {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("register: no {p} in {text}"))
+    };
+    Ok(Account {
+        id: field("/user/id")?,
+        username: field("/user/username")?,
+        token: field("/token")?,
+    })
+}
+
+/// Registers `names` with at most `concurrency` requests in flight, keeping their order.
+async fn register_all(host: &str, names: Vec<String>, concurrency: usize) -> Result<Vec<Account>> {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(names.len());
+    for name in names {
+        let sem = sem.clone();
+        let host = host.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            register(&host, &name).await
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket setup (request/answer by id)
+
+async fn ws_connect(host: &str) -> Result<Ws> {
+    let mut req = format!("ws://{host}/ws").into_client_request()?;
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("zajel.v1"),
+    );
+    let (ws, _) = tokio::time::timeout(
+        SETUP_WAIT,
+        tokio_tungstenite::connect_async_with_config(req, None, true),
+    )
+    .await
+    .context("WebSocket handshake timed out")??;
+    Ok(ws)
+}
+
+async fn next_frame(ws: &mut Ws) -> Result<Value> {
+    loop {
+        let msg = tokio::time::timeout(SETUP_WAIT, ws.next())
+            .await
+            .context("no frame in time")?
+            .context("connection ended")??;
+        match msg {
+            Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).context("server sent non-JSON");
+            }
+            Message::Close(c) => bail!("closed by server: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Sends `frame` with `id` and returns the answer (events meanwhile are dropped: the run
+/// ignores friend and presence events anyway).
+async fn call(ws: &mut Ws, id: &str, mut frame: Value) -> Result<Value> {
+    frame["id"] = json!(id);
+    ws.send(Message::Text(frame.to_string().into())).await?;
+    loop {
+        let f = next_frame(ws).await?;
+        if f["re"] == id {
+            return Ok(f);
+        }
+    }
+}
+
+async fn login(host: &str, acc: &Account) -> Result<Ws> {
+    let mut ws = ws_connect(host).await?;
+    let ok = call(
+        &mut ws,
+        "auth",
+        json!({"type": "auth", "protocol": 1, "token": acc.token}),
+    )
+    .await?;
+    if ok["type"] != "auth_ok" {
+        bail!("auth {}: {ok}", acc.username);
+    }
+    Ok(ws)
+}
+
+/// Connects both users of a pair and makes them friends (crossed requests: the second one
+/// makes them friends at once).
+async fn setup_pair(host: &str, a: &Account, b: &Account) -> Result<(Ws, Ws)> {
+    let mut wa = login(host, a).await?;
+    let mut wb = login(host, b).await?;
+    let r = call(
+        &mut wa,
+        "f1",
+        json!({"type": "friend_request", "username": b.username}),
+    )
+    .await?;
+    if r["type"] != "friend_ok" {
+        bail!("friend_request {} -> {}: {r}", a.username, b.username);
+    }
+    let r = call(
+        &mut wb,
+        "f2",
+        json!({"type": "friend_request", "username": a.username}),
+    )
+    .await?;
+    if r["relation"] != "friends" {
+        bail!("friend_request {} -> {}: {r}", b.username, a.username);
+    }
+    Ok((wa, wb))
+}
+
+fn direct_conversation(a: &Account, b: &Account) -> Result<String> {
+    let a: zajel_core::UserId = a.id.parse().context("user id is not a UUID")?;
+    let b: zajel_core::UserId = b.id.parse().context("user id is not a UUID")?;
+    Ok(zajel_core::ConversationId::direct(a, b).to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle connections: a raw WebSocket client that holds nothing but the socket
+
+const MASK: [u8; 4] = [0x5a, 0x3c, 0x96, 0x11];
+
+fn text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x81);
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if let Ok(l) = u16::try_from(len) {
+        f.push(0x80 | 126);
+        f.extend(l.to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend((len as u64).to_be_bytes());
+    }
+    f.extend(MASK);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    f
+}
+
+/// Reads one frame; returns (opcode, payload).
+async fn read_raw_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await?;
+    let opcode = h[0] & 0x0f;
+    let masked = h[1] & 0x80 != 0;
+    let mut len = u64::from(h[1] & 0x7f);
+    if len == 126 {
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b).await?;
+        len = u64::from(u16::from_be_bytes(b));
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        s.read_exact(&mut b).await?;
+        len = u64::from_be_bytes(b);
+    }
+    if len > 1 << 20 {
+        bail!("frame of {len} bytes");
+    }
+    let mut mask = [0u8; 4];
+    if masked {
+        s.read_exact(&mut mask).await?;
+    }
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).await?;
+    if masked {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    Ok((opcode, payload))
+}
+
+/// Opens `/ws`, authenticates and returns the bare socket.
+async fn idle_connect(host: &str, token: &str) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(host).await?;
+    s.set_nodelay(true)?;
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: zajel.v1\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 || s.read(&mut byte).await? == 0 {
+            bail!("bad upgrade response");
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        bail!("upgrade refused: {}", String::from_utf8_lossy(&head));
+    }
+    let auth = json!({"type": "auth", "id": "a", "protocol": 1, "token": token}).to_string();
+    s.write_all(&text_frame(auth.as_bytes())).await?;
+    loop {
+        let (op, payload) = read_raw_frame(&mut s).await?;
+        match op {
+            0x1 => {
+                let v: Value = serde_json::from_slice(&payload).context("non-JSON frame")?;
+                if v["type"] == "auth_ok" {
+                    return Ok(s);
+                }
+                bail!("auth failed: {v}");
+            }
+            0x8 => bail!("closed during auth"),
+            _ => {}
+        }
+    }
+}
+
+/// Resident set size in KiB from a `/proc/<pid>/status` file.
+fn vm_rss_kib(status_path: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(status_path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The soft open-file limit of this process, from `/proc/self/limits`.
+fn nofile_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    text.lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+/// Shared clock and counters. Times are microseconds since `epoch`.
+struct Shared {
+    epoch: Instant,
+    measure_from_us: u64,
+    measure_to_us: u64,
+    sent: AtomicU64,
+    answered: AtomicU64,
+    acked: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+    fn in_window(&self, t: u64) -> bool {
+        t >= self.measure_from_us && t < self.measure_to_us
+    }
+}
+
+/// What one user's reader saw.
+#[derive(Default)]
+struct UserStats {
+    /// My message number → seq from its ack.
+    acked: HashMap<u64, u64>,
+    /// Peer's message number → seq from its `message` event.
+    received: HashMap<u64, u64>,
+    duplicates: u64,
+    reorders: u64,
+    last_seq: u64,
+    e2e_us: Vec<u64>,
+    ack_us: Vec<u64>,
+    delivered_in_window: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl UserStats {
+    fn error(&mut self, code: &str) {
+        *self.errors.entry(code.to_owned()).or_default() += 1;
+    }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Body: `"<n> <send time us> <padding>"`.
+fn parse_body(body: &str) -> Option<(u64, u64)> {
+    let mut it = body.split(' ');
+    let n = it.next()?.parse().ok()?;
+    let t = it.next()?.parse().ok()?;
+    Some((n, t))
+}
+
+async fn writer(
+    mut sink: SplitSink<Ws, Message>,
+    conversation: String,
+    tag: String,
+    shared: Arc<Shared>,
+    pacing: Pacing,
+    stop_at: tokio::time::Instant,
+    padding: String,
+) -> Result<SplitSink<Ws, Message>> {
+    let mut n: u64 = 0;
+    let mut pacing = pacing;
+    loop {
+        match &mut pacing {
+            Pacing::Rate(iv) => {
+                tokio::select! {
+                    _ = iv.tick() => {}
+                    _ = tokio::time::sleep_until(stop_at) => break,
+                }
+            }
+            Pacing::Window(sem) => {
+                tokio::select! {
+                    p = sem.acquire() => p?.forget(),
+                    _ = tokio::time::sleep_until(stop_at) => break,
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= stop_at {
+            break;
+        }
+        n += 1;
+        let body = format!("{n} {} {padding}", shared.now_us());
+        let frame = json!({
+            "type": "send",
+            "id": format!("m{n}"),
+            "conversation": conversation,
+            "body": body,
+            "idempotency_key": format!("{tag}-{n}"),
+        })
+        .to_string();
+        sink.send(Message::Text(frame.into())).await?;
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(sink)
+}
+
+enum Pacing {
+    Rate(tokio::time::Interval),
+    Window(Arc<Semaphore>),
+}
+
+async fn reader(
+    mut stream: SplitStream<Ws>,
+    me: String,
+    shared: Arc<Shared>,
+    window: Option<Arc<Semaphore>>,
+    mut stop: watch::Receiver<bool>,
+) -> UserStats {
+    let mut st = UserStats::default();
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = stopped(&mut stop) => break,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(c))) => {
+                let code = c.map_or(1005, |c| u16::from(c.code));
+                st.error(&format!("closed_{code}"));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) => {
+                st.error("ws_error");
+                break;
+            }
+            None => {
+                st.error("ws_ended");
+                break;
+            }
+        };
+        let now = shared.now_us();
+        let Ok(f) = serde_json::from_str::<Value>(text.as_str()) else {
+            st.error("bad_json");
+            continue;
+        };
+        match f["type"].as_str() {
+            Some("sent") => {
+                shared.answered.fetch_add(1, Ordering::Relaxed);
+                shared.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(w) = &window {
+                    w.add_permits(1);
+                }
+                let m = &f["message"];
+                let (Some((n, t)), Some(seq)) =
+                    (m["body"].as_str().and_then(parse_body), m["seq"].as_u64())
+                else {
+                    st.error("bad_ack");
+                    continue;
+                };
+                if f["duplicate"] == true {
+                    st.error("duplicate_ack");
+                }
+                if shared.in_window(t) {
+                    st.ack_us.push(now.saturating_sub(t));
+                }
+                st.acked.insert(n, seq);
+            }
+            Some("message") => {
+                shared.received.fetch_add(1, Ordering::Relaxed);
+                let m = &f["message"];
+                if m["sender"].as_str() == Some(me.as_str()) {
+                    st.error("own_message_echoed");
+                    continue;
+                }
+                let (Some((n, t)), Some(seq)) =
+                    (m["body"].as_str().and_then(parse_body), m["seq"].as_u64())
+                else {
+                    st.error("bad_message");
+                    continue;
+                };
+                if st.received.insert(n, seq).is_some() {
+                    st.duplicates += 1;
+                    continue;
+                }
+                if seq <= st.last_seq {
+                    st.reorders += 1;
+                } else {
+                    st.last_seq = seq;
+                }
+                if shared.in_window(t) {
+                    st.e2e_us.push(now.saturating_sub(t));
+                }
+                if shared.in_window(now) {
+                    st.delivered_in_window += 1;
+                }
+            }
+            Some("error") => {
+                let code = f["code"].as_str().unwrap_or("unknown").to_owned();
+                st.error(&code);
+                if f["re"].as_str().is_some_and(|r| r.starts_with('m')) {
+                    shared.answered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(w) = &window {
+                        w.add_permits(1);
+                    }
+                }
+            }
+            // presence, friend, read, typing: not part of the workload.
+            _ => {}
+        }
+    }
+    st
+}
+
+fn percentiles_ms(sorted_us: &[u64]) -> Value {
+    let p = |q: f64| -> Value {
+        if sorted_us.is_empty() {
+            return Value::Null;
+        }
+        let idx = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+        let ms = sorted_us[idx.min(sorted_us.len() - 1)] as f64 / 1000.0;
+        json!((ms * 1000.0).round() / 1000.0)
+    };
+    json!({
+        "count": sorted_us.len(),
+        "p50": p(0.50),
+        "p90": p(0.90),
+        "p99": p(0.99),
+        "max": p(1.0),
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Runs the load benchmark and returns its report (the caller prints `report.json`).
+pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
+    let started = Instant::now();
+    let (host, spawned, target_name) = match &cfg.target {
+        Target::Spawn(b) => {
+            let (addr, s) = spawn_server(*b).await?;
+            let name = format!("spawn:{}", b.name());
+            (addr.to_string(), Some(s), name)
+        }
+        Target::Url(u) => (host_port(u)?, None, format!("url:{u}")),
+    };
+    // Unique names per run, so repeated runs against one external server do not collide.
+    let run_tag = format!(
+        "l{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+            & 0xff_ffff_ffff
+    );
+
+    // Idle connections first, on a quiet server.
+    let rss_path = match (&cfg.target, cfg.server_pid) {
+        (Target::Spawn(_), _) => Some("/proc/self/status".to_owned()),
+        (Target::Url(_), Some(pid)) => Some(format!("/proc/{pid}/status")),
+        (Target::Url(_), None) => None,
+    };
+    let (idle_stop_tx, idle_stop_rx) = watch::channel(false);
+    let mut idle_report = Value::Null;
+    let mut idle_task = None;
+    if cfg.idle > 0 {
+        let names = (0..cfg.idle).map(|i| format!("{run_tag}_i{i}")).collect();
+        let accounts = register_all(&host, names, cfg.setup_concurrency).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = rss_path.as_deref().and_then(vm_rss_kib);
+        let t0 = Instant::now();
+        let sem = Arc::new(Semaphore::new(cfg.setup_concurrency.max(32)));
+        let mut tasks = Vec::with_capacity(accounts.len());
+        for acc in accounts {
+            let sem = sem.clone();
+            let host = host.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await?;
+                tokio::time::timeout(SETUP_WAIT, idle_connect(&host, &acc.token))
+                    .await
+                    .context("idle connect timed out")?
+            }));
+        }
+        let mut sockets = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            sockets.push(t.await??);
+        }
+        let connect_s = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = rss_path.as_deref().and_then(vm_rss_kib);
+        let per_conn = match (before, after) {
+            (Some(b), Some(a)) => json!(((a as f64 - b as f64) * 1024.0 / cfg.idle as f64).round()),
+            _ => Value::Null,
+        };
+        idle_report = json!({
+            "connections": cfg.idle,
+            "connect_seconds": round2(connect_s),
+            "rss_source": match &cfg.target {
+                Target::Spawn(_) => "in-process (/proc/self/status; includes the idle clients' bare sockets)",
+                Target::Url(_) if rss_path.is_some() => "/proc/<server-pid>/status",
+                Target::Url(_) => "unknown (pass --server-pid)",
+            },
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "bytes_per_idle_connection": per_conn,
+        });
+        // Keep them open (and alive) during the load run.
+        let mut stop = idle_stop_rx.clone();
+        idle_task = Some(tokio::spawn(async move {
+            let ping = text_frame(br#"{"type":"ping","id":"k"}"#);
+            let mut iv = tokio::time::interval(IDLE_PING_EVERY);
+            iv.tick().await;
+            loop {
+                tokio::select! {
+                    _ = iv.tick() => {
+                        for s in &mut sockets {
+                            let _ = s.write_all(&ping).await;
+                        }
+                    }
+                    _ = stopped(&mut stop) => break,
+                }
+            }
+            drop(sockets);
+        }));
+    }
+
+    // Users and friendships.
+    let setup_t0 = Instant::now();
+    let names = (0..cfg.pairs)
+        .flat_map(|i| [format!("{run_tag}_a{i}"), format!("{run_tag}_b{i}")])
+        .collect();
+    let accounts = register_all(&host, names, cfg.setup_concurrency).await?;
+    let sem = Arc::new(Semaphore::new(cfg.setup_concurrency));
+    let mut tasks = Vec::with_capacity(cfg.pairs);
+    for pair in accounts.chunks(2) {
+        let [a, b] = pair else {
+            bail!("odd account list")
+        };
+        let (a, b) = (a.clone(), b.clone());
+        let sem = sem.clone();
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await?;
+            let (wa, wb) = setup_pair(&host, &a, &b).await?;
+            Ok::<_, anyhow::Error>((a, wa, b, wb))
+        }));
+    }
+    let mut pairs = Vec::with_capacity(cfg.pairs);
+    for t in tasks {
+        pairs.push(t.await??);
+    }
+    let setup_s = setup_t0.elapsed().as_secs_f64();
+
+    // The run.
+    let epoch = Instant::now();
+    let start = tokio::time::Instant::from_std(epoch);
+    let stop_at = start + cfg.warmup + cfg.duration;
+    let shared = Arc::new(Shared {
+        epoch,
+        measure_from_us: cfg.warmup.as_micros() as u64,
+        measure_to_us: (cfg.warmup + cfg.duration).as_micros() as u64,
+        sent: AtomicU64::new(0),
+        answered: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let users = cfg.pairs * 2;
+    let padding = "x".repeat(cfg.body_bytes.saturating_sub(24).max(1));
+    let mut writers = Vec::with_capacity(users);
+    let mut readers = Vec::with_capacity(users);
+    let mut index = 0usize;
+    for (a, wa, b, wb) in pairs {
+        let conversation = direct_conversation(&a, &b)?;
+        for (me, ws) in [(a.clone(), wa), (b.clone(), wb)] {
+            let (sink, stream) = ws.split();
+            let (pacing, window) = if cfg.rate > 0.0 {
+                let period = Duration::from_secs_f64(1.0 / cfg.rate);
+                // Evenly phased starts, so the users do not send in lockstep.
+                let phase = period.mul_f64(index as f64 / users as f64);
+                let mut iv = tokio::time::interval_at(start + phase, period);
+                iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                (Pacing::Rate(iv), None)
+            } else {
+                let sem = Arc::new(Semaphore::new(cfg.window));
+                (Pacing::Window(sem.clone()), Some(sem))
+            };
+            writers.push(tokio::spawn(writer(
+                sink,
+                conversation.clone(),
+                format!("{}-{index}", run_tag),
+                shared.clone(),
+                pacing,
+                stop_at,
+                padding.clone(),
+            )));
+            readers.push(tokio::spawn(reader(
+                stream,
+                me.id.clone(),
+                shared.clone(),
+                window,
+                stop_rx.clone(),
+            )));
+            index += 1;
+        }
+    }
+    let mut sinks = Vec::with_capacity(users);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for w in writers {
+        match w.await? {
+            Ok(s) => sinks.push(s),
+            Err(_) => *errors.entry("send_failed".into()).or_default() += 1,
+        }
+    }
+    // Grace: wait for every send to be answered and every ack to be delivered.
+    let grace_t0 = Instant::now();
+    let grace_deadline = tokio::time::Instant::now() + cfg.grace;
+    loop {
+        let sent = shared.sent.load(Ordering::Relaxed);
+        let answered = shared.answered.load(Ordering::Relaxed);
+        let acked = shared.acked.load(Ordering::Relaxed);
+        let received = shared.received.load(Ordering::Relaxed);
+        if (answered >= sent && received >= acked) || tokio::time::Instant::now() >= grace_deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_s = grace_t0.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let mut stats = Vec::with_capacity(users);
+    for r in readers {
+        stats.push(r.await?);
+    }
+    for mut s in sinks {
+        let _ = tokio::time::timeout(Duration::from_secs(1), s.close()).await;
+    }
+    let _ = idle_stop_tx.send(true);
+    if let Some(t) = idle_task {
+        let _ = t.await;
+    }
+    if let Some(s) = spawned {
+        s.stop().await?;
+    }
+
+    // Compare each sender's acks with what its friend received.
+    let (mut lost, mut seq_mismatches, mut duplicates, mut reorders) = (0u64, 0u64, 0u64, 0u64);
+    let (mut delivered_in_window, mut acked_total, mut delivered_total) = (0u64, 0u64, 0u64);
+    let mut e2e = Vec::new();
+    let mut ack = Vec::new();
+    for pair in stats.chunks(2) {
+        let [a, b] = pair else {
+            bail!("odd stats list")
+        };
+        for (sender, receiver) in [(a, b), (b, a)] {
+            for (n, seq) in &sender.acked {
+                match receiver.received.get(n) {
+                    None => lost += 1,
+                    Some(s) if s != seq => seq_mismatches += 1,
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    for st in stats {
+        duplicates += st.duplicates;
+        reorders += st.reorders;
+        delivered_in_window += st.delivered_in_window;
+        acked_total += st.acked.len() as u64;
+        delivered_total += st.received.len() as u64;
+        e2e.extend(st.e2e_us);
+        ack.extend(st.ack_us);
+        for (k, v) in st.errors {
+            *errors.entry(k).or_default() += v;
+        }
+    }
+    e2e.sort_unstable();
+    ack.sort_unstable();
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let answered = shared.answered.load(Ordering::Relaxed);
+    let secs = cfg.duration.as_secs_f64();
+    let json = json!({
+        "bench": "load",
+        "target": target_name,
+        "same_host": true,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "nofile_limit": nofile_limit(),
+        "config": {
+            "pairs": cfg.pairs,
+            "users": users,
+            "rate_per_user": cfg.rate,
+            "window": if cfg.rate > 0.0 { Value::Null } else { json!(cfg.window) },
+            "duration_s": secs,
+            "warmup_s": cfg.warmup.as_secs_f64(),
+            "grace_s": cfg.grace.as_secs_f64(),
+            "body_bytes": cfg.body_bytes,
+            "idle": cfg.idle,
+            "server_rate_limit": match &cfg.target {
+                Target::Spawn(_) => json!("off (1e6/s)"),
+                Target::Url(_) => json!("server's own"),
+            },
+        },
+        "setup_seconds": round2(setup_s),
+        "drain_seconds": round2(drain_s),
+        "sent": sent,
+        "acked": acked_total,
+        "delivered": delivered_total,
+        "delivered_in_window": delivered_in_window,
+        "throughput_msgs_per_s": round2(delivered_in_window as f64 / secs),
+        "e2e_latency_ms": percentiles_ms(&e2e),
+        "ack_latency_ms": percentiles_ms(&ack),
+        "lost": lost,
+        "duplicates": duplicates,
+        "reorders": reorders,
+        "seq_mismatches": seq_mismatches,
+        "unanswered": sent.saturating_sub(answered),
+        "errors": errors,
+        "idle": idle_report,
+        "total_seconds": round2(started.elapsed().as_secs_f64()),
+    });
+    Ok(LoadReport {
+        sent,
+        acked: acked_total,
+        delivered: delivered_total,
+        lost,
+        duplicates,
+        reorders,
+        seq_mismatches,
+        unanswered: sent.saturating_sub(answered),
+        errors,
+        json,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_the_mask() {
+        let f = text_frame(b"hello");
+        assert_eq!(f[0], 0x81);
+        assert_eq!(f[1], 0x80 | 5);
+        let unmasked: Vec<u8> = f[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ MASK[i % 4])
+            .collect();
+        assert_eq!(unmasked, b"hello");
+        let long = text_frame(&[b'a'; 300]);
+        assert_eq!(long[1], 0x80 | 126);
+        assert_eq!(u16::from_be_bytes([long[2], long[3]]), 300);
+    }
+
+    #[test]
+    fn body_and_url_parsing() {
+        assert_eq!(parse_body("12 3456 xxxx"), Some((12, 3456)));
+        assert_eq!(parse_body("garbage"), None);
+        assert_eq!(
+            host_port("http://127.0.0.1:8080/").ok().as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert!(host_port("https://x").is_err());
+        assert_eq!(dechunk("5\r\nhello\r\n0\r\n\r\n"), "hello");
+        assert_eq!(dechunk("ff\r\nshort"), "");
+    }
+
+    #[test]
+    fn flags() {
+        let cfg = LoadConfig::from_args(
+            [
+                "--spawn",
+                "redis",
+                "--pairs",
+                "3",
+                "--rate",
+                "0",
+                "--duration",
+                "1.5",
+            ]
+            .map(String::from),
+        )
+        .expect("valid flags");
+        assert_eq!(cfg.target, Target::Spawn(Backend::Redis));
+        assert_eq!(cfg.pairs, 3);
+        assert_eq!(cfg.duration, Duration::from_millis(1500));
+        assert!(LoadConfig::from_args(["--pairs".to_owned()]).is_err());
+        assert!(LoadConfig::from_args(["--bogus", "1"].map(String::from)).is_err());
+    }
+}
