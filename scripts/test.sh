@@ -36,7 +36,8 @@ step "web: zajel-wasm -> @zajel/client -> examples/web-chat (type-checked), then
 web_start=$SECONDS
 bash scripts/build-web.sh
 cargo build -p zajel-server
-(cd examples/web-chat && npx playwright test)
+npm test --silent -w @zajel/client              # hook unit tests (Vitest, happy-dom)
+(cd examples/web-chat && npx playwright test)   # the browser test
 echo "web step: $((SECONDS - web_start)) s"
 
 echo

@@ -52,8 +52,13 @@ export interface ZajelProviderProps {
   storageKey?: string | null;
   /** Delay before retrying a first connection that failed for a network reason. */
   retryMs?: number;
+  /** How to connect a session (default `ZajelClient.connect`); e.g. to resume from saved
+   * cursors, or a stand-in client in unit tests. */
+  connect?: (serverUrl: string, token: string) => Promise<ZajelClient>;
   children?: ReactNode;
 }
+
+const defaultConnect = (serverUrl: string, token: string) => ZajelClient.connect(serverUrl, token);
 
 function readSession(key: string | null): Session | null {
   if (!key || typeof localStorage === 'undefined') return null;
@@ -84,6 +89,7 @@ export function ZajelProvider({
   serverUrl,
   storageKey = 'zajel.session',
   retryMs = 2000,
+  connect = defaultConnect,
   children,
 }: ZajelProviderProps) {
   const url = serverUrl ?? window.location.origin;
@@ -113,7 +119,7 @@ export function ZajelProvider({
     let off: (() => void) | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     setState({ status: 'connecting' });
-    ZajelClient.connect(url, session.token).then(
+    connect(url, session.token).then(
       (c) => {
         if (cancelled) {
           c.close();
@@ -150,7 +156,7 @@ export function ZajelProvider({
     };
     // `attempt` re-runs the effect to retry; the rest identify the connection.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [session, url, attempt, retryMs, setSession]);
+  }, [session, url, attempt, retryMs, setSession, connect]);
 
   const signIn = useCallback(
     async (how: 'register' | 'login', username: string, password: string) => {

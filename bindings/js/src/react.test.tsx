@@ -1,0 +1,134 @@
+// Unit tests of the hooks' bookkeeping with a stand-in client (the real client, server and
+// browser are exercised by examples/web-chat/tests/chat.spec.ts).
+import { act, renderHook, waitFor } from '@testing-library/react';
+import type { ReactNode } from 'react';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
+import type { Listener, ZajelClient } from './client.js';
+import { ZajelProvider, useFriends, useMessages, useTyping } from './react.js';
+import type { FriendEntry, HistoryPage, Message, ZajelEvent } from './types.js';
+
+const ME = { id: 'me', username: 'me', created_at: 0 };
+const BOB = { id: 'bob', username: 'bob', created_at: 0 };
+const CONV = 'dm.bob.me';
+
+const msg = (seq: number, sender = BOB.id): Message => ({
+  id: `m${seq}`,
+  conversation: CONV,
+  seq,
+  sender,
+  body: `#${seq}`,
+  sent_at: seq,
+  idempotency_key: `k${seq}`,
+});
+
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+class FakeClient {
+  listeners = new Set<Listener>();
+  user = ME;
+  state = { status: 'online' as const };
+  history = vi.fn<() => Promise<HistoryPage>>();
+  friends = vi.fn<() => Promise<FriendEntry[]>>(async () => []);
+  conversations = vi.fn(async () => []);
+  markRead = vi.fn(async (_c: string, seq: number) => seq);
+  typing = vi.fn();
+  on(l: Listener) {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+  emit(e: ZajelEvent) {
+    act(() => {
+      for (const l of this.listeners) l(e);
+    });
+  }
+  conversationWith() {
+    return CONV;
+  }
+  close() {}
+}
+
+let fake: FakeClient;
+function wrapper({ children }: { children: ReactNode }) {
+  return (
+    <ZajelProvider
+      serverUrl="http://test"
+      storageKey="zajel.test"
+      connect={async () => fake as unknown as ZajelClient}
+    >
+      {children}
+    </ZajelProvider>
+  );
+}
+
+beforeEach(() => {
+  fake = new FakeClient();
+  localStorage.setItem(
+    'zajel.test',
+    JSON.stringify({ user: ME, token: 't', expires_at: Date.now() + 60_000 }),
+  );
+});
+
+describe('useMessages', () => {
+  it('merges history with live and replayed messages exactly once, in order', async () => {
+    const page = deferred<HistoryPage>();
+    fake.history.mockReturnValue(page.promise);
+    const { result } = renderHook(() => useMessages(CONV), { wrapper });
+    await waitFor(() => expect(fake.history).toHaveBeenCalled());
+    // Live messages overtake the history answer; one of them is also in the page.
+    fake.emit({ type: 'message', message: msg(2), replayed: false });
+    fake.emit({ type: 'message', message: msg(3), replayed: false });
+    await act(async () => page.resolve({ conversation: CONV, messages: [msg(1), msg(2)], has_more: false }));
+    fake.emit({ type: 'message', message: msg(3), replayed: true });
+    fake.emit({ type: 'sent', message: msg(4, ME.id) });
+    fake.emit({ type: 'message', message: { ...msg(9), conversation: 'dm.carol.me' }, replayed: false });
+    await waitFor(() => expect(result.current.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4]));
+  });
+
+  it('tracks the peer read mark for "seen" ticks', async () => {
+    fake.history.mockResolvedValue({ conversation: CONV, messages: [], has_more: false });
+    const { result } = renderHook(() => useMessages(CONV), { wrapper });
+    await waitFor(() => expect(fake.history).toHaveBeenCalled());
+    fake.emit({ type: 'read', conversation: CONV, user: BOB.id, seq: 3 });
+    fake.emit({ type: 'read', conversation: CONV, user: BOB.id, seq: 2 });
+    expect(result.current.peerReadSeq).toBe(3);
+  });
+});
+
+describe('useFriends', () => {
+  it('keeps a presence change over a friends list fetched before it', async () => {
+    const entry: FriendEntry = { user: BOB, relation: 'friends', since: 0, online: false };
+    fake.friends.mockResolvedValue([entry]);
+    const { result } = renderHook(() => useFriends(), { wrapper });
+    await waitFor(() => expect(result.current.friends).toHaveLength(1));
+    const stale = deferred<FriendEntry[]>();
+    fake.friends.mockReturnValue(stale.promise);
+    fake.emit({ type: 'friend', user: BOB, relation: 'friends', reason: 'accepted', at: 1 });
+    fake.emit({ type: 'presence', user: BOB.id, online: true, last_seen: null });
+    await act(async () => stale.resolve([entry]));
+    expect(result.current.friends[0].online).toBe(true);
+    fake.emit({ type: 'synced', friends: [entry], conversations: [], first: false });
+    expect(result.current.friends[0].online).toBe(false);
+  });
+});
+
+describe('useTyping', () => {
+  it('shows a typing peer until they stop or send', async () => {
+    fake.history.mockResolvedValue({ conversation: CONV, messages: [], has_more: false });
+    const { result } = renderHook(() => useTyping(CONV), { wrapper });
+    await waitFor(() => expect(fake.listeners.size).toBeGreaterThan(0));
+    fake.emit({ type: 'typing', conversation: CONV, user: BOB.id, active: true });
+    expect(result.current.typing).toEqual([BOB.id]);
+    fake.emit({ type: 'message', message: msg(1), replayed: false });
+    expect(result.current.typing).toEqual([]);
+    act(() => result.current.onInput());
+    act(() => result.current.onInput());
+    expect(fake.typing).toHaveBeenCalledTimes(1);
+    expect(fake.typing).toHaveBeenLastCalledWith(CONV, true);
+    act(() => result.current.stop());
+    expect(fake.typing).toHaveBeenLastCalledWith(CONV, false);
+  });
+});
