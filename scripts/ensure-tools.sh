@@ -33,9 +33,11 @@ ensure_rust_components() {
   cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 }
 
-# The wasm-bindgen CLI must be exactly the version of the `wasm-bindgen` crate in Cargo.lock.
-WASM_BINDGEN_VERSION=0.2.130
+# The wasm-bindgen CLI must be exactly the version of the `wasm-bindgen` crate in Cargo.lock
+# (bindings/wasm pins the crate with "=").
 ensure_wasm_bindgen() {
+  local WASM_BINDGEN_VERSION
+  WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
   if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
     echo "==> installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes)"
     # Not --locked: the CLI's own lockfile pins a webpki-roots the registry no longer has.
