@@ -2,16 +2,22 @@
 // the React app served by the real zajel-server, the Rust client running as WebAssembly.
 // Every wait is on UI state; nothing sleeps for a fixed time.
 import { expect, test, type Page } from '@playwright/test'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { startServer, type Server } from './server.ts'
 
 let server: Server
+let dataDir: string
 
 test.beforeAll(async () => {
-  server = await startServer()
+  dataDir = mkdtempSync(path.join(tmpdir(), 'zajel-web-'))
+  server = await startServer(dataDir)
 })
 
 test.afterAll(async () => {
   await server?.stop()
+  rmSync(dataDir, { recursive: true, force: true })
 })
 
 test.afterEach(async ({}, info) => {
@@ -38,7 +44,7 @@ async function seqs(page: Page): Promise<number[]> {
   return (await messages(page).evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-seq')))))
 }
 
-test('alice and bob befriend, chat live, and bob keeps exactly-once history across a reload', async ({
+test('alice and bob befriend, chat live, keep exactly-once history across a reload and a server restart', async ({
   browser,
 }) => {
   const aliceCtx = await browser.newContext()
@@ -131,6 +137,21 @@ test('alice and bob befriend, chat live, and bob keeps exactly-once history acro
     await expect(messages(bob)).toHaveCount(5)
     await expect(messages(bob).last()).toContainText('welcome back')
     expect(await seqs(bob)).toEqual([1, 2, 3, 4, 5])
+  })
+
+  await test.step('the server restarts: both pages show the reconnect, then carry on', async () => {
+    await server.stop()
+    for (const p of [alice, bob])
+      await expect(p.getByTestId('connection')).not.toHaveAttribute('data-status', 'online')
+    server = await startServer(dataDir, new URL(server.url).host)
+    for (const p of [alice, bob])
+      await expect(p.getByTestId('connection')).toHaveAttribute('data-status', 'online')
+    await bob.getByTestId('composer').fill('after the restart')
+    await bob.getByTestId('send').click()
+    await expect(messages(alice)).toHaveCount(6)
+    await expect(messages(alice).last()).toContainText('after the restart')
+    expect(await seqs(alice)).toEqual([1, 2, 3, 4, 5, 6])
+    expect(await seqs(bob)).toEqual([1, 2, 3, 4, 5, 6])
   })
 
   await aliceCtx.close()

@@ -1,5 +1,5 @@
-// Starts the real zajel-server binary on a free loopback port, in memory, serving the built
-// app (dist/) on the same origin. Build both first: `cargo build -p zajel-server` and
+// Starts the real zajel-server binary on a loopback port (a free one unless given), on the
+// embedded store in `dataDir`, serving the built app (dist/) on the same origin. Build both first: `cargo build -p zajel-server` and
 // `scripts/build-web.sh` (scripts/test.sh does).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -23,15 +23,15 @@ export function serverBinary(): string {
   return path.join(targetDir, 'debug', 'zajel-server')
 }
 
-export async function startServer(): Promise<Server> {
+export async function startServer(dataDir: string, listen = '127.0.0.1:0'): Promise<Server> {
   const bin = serverBinary()
   if (!existsSync(bin)) throw new Error(`${bin} not found: run cargo build -p zajel-server`)
   if (!existsSync(path.join(dist, 'index.html'))) throw new Error(`${dist} not built: run scripts/build-web.sh`)
   const child: ChildProcess = spawn(
     bin,
     [
-      '--listen', '127.0.0.1:0',
-      '--memory',
+      '--listen', listen,
+      '--data-dir', dataDir,
       '--static-dir', dist,
       // Cheap password hashing: this test is about the browser, not argon2's cost.
       '--argon2-memory-kib', '1024',
