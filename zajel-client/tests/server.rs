@@ -95,6 +95,21 @@ async fn wait_for<T>(events: &mut EventStream, mut f: impl FnMut(&Event) -> Opti
     .expect("expected event in time")
 }
 
+/// Collects connection states until the event stream ends (it ends when signed out).
+async fn states_until_end(events: &mut EventStream) -> Vec<ConnectionState> {
+    let mut states = Vec::new();
+    timeout(WAIT, async {
+        while let Some(e) = events.next().await {
+            if let Event::State(s) = e {
+                states.push(s);
+            }
+        }
+    })
+    .await
+    .expect("stream ends when signed out");
+    states
+}
+
 /// Registers two users and makes them friends through the SDK.
 async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream); 2] {
     let sa = Client::register(url, a, "password-123")
@@ -374,16 +389,7 @@ async fn revoked_token_is_signed_out_not_a_retry_loop() {
         .await
         .expect("logout-all");
 
-    let mut states = Vec::new();
-    timeout(WAIT, async {
-        while let Some(e) = events.next().await {
-            if let Event::State(s) = e {
-                states.push(s);
-            }
-        }
-    })
-    .await
-    .expect("stream ends when signed out");
+    let states = states_until_end(&mut events).await;
     assert_eq!(
         states.last(),
         Some(&ConnectionState::SignedOut),
@@ -405,16 +411,7 @@ async fn revoked_token_is_signed_out_not_a_retry_loop() {
         .backoff(fast())
         .start()
         .expect("start");
-    let mut states = Vec::new();
-    timeout(WAIT, async {
-        while let Some(e) = events.next().await {
-            if let Event::State(s) = e {
-                states.push(s);
-            }
-        }
-    })
-    .await
-    .expect("stream ends when signed out");
+    let states = states_until_end(&mut events).await;
     assert_eq!(states, vec![ConnectionState::SignedOut]);
     assert_eq!(client.last_error(), Some(Error::SignedOut));
     assert_eq!(
@@ -456,16 +453,7 @@ async fn expired_token_is_signed_out_at_reconnect() {
     let addr = server.addr;
     server.stop().await;
     let _server = Server::start_with(store, Some(addr), short).await;
-    let mut states = Vec::new();
-    timeout(WAIT, async {
-        while let Some(e) = events.next().await {
-            if let Event::State(st) = e {
-                states.push(st);
-            }
-        }
-    })
-    .await
-    .expect("stream ends when signed out");
+    let states = states_until_end(&mut events).await;
     assert_eq!(
         states.last(),
         Some(&ConnectionState::SignedOut),
