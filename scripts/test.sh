@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the repository. Installs what is missing first (redis-server,
 # the wasm32 target, rustfmt/clippy, cargo-nextest, chromium, wasm-bindgen-cli, the npm
-# packages). Tests start their own redis-server and zajel-server on free loopback ports;
+# packages, kotlinc from npm, JNA/coroutines jars, a Python venv with pytest). Tests start
+# their own redis-server and zajel-server on free loopback ports;
 # nothing needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,11 @@ cargo build -p zajel-server
 npm test --silent -w @zajel/client              # hook unit tests (Vitest, happy-dom)
 (cd examples/web-chat && npx playwright test)   # the browser test
 echo "web step: $((SECONDS - web_start)) s"
+
+step "uniffi: Kotlin/Swift/Python bindings generated; the Python (pytest) and Kotlin tests against the real server"
+uniffi_start=$SECONDS
+bash scripts/test-uniffi.sh
+echo "uniffi step: $((SECONDS - uniffi_start)) s"
 
 echo
 echo "All checks passed."
