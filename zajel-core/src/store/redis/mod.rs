@@ -951,5 +951,9 @@ fn decode_append(mut message: Message, reply: Value) -> StoreResult<Appended> {
     }
 }
 
+
+#[async_trait]
+impl Store for RedisStore {}
+
 #[cfg(all(test, feature = "test-suite"))]
 mod tests;
