@@ -69,7 +69,7 @@ fn msg(conv: &ConversationId, sender: UserId, key: String) -> NewMessage {
     NewMessage {
         conversation: conv.clone(),
         sender,
-        body: Body::parse(&"x".repeat(8 * 1024)).unwrap(),
+        body: Body::parse("x".repeat(8 * 1024)).unwrap(),
         idempotency_key: IdempotencyKey::parse(&key).unwrap(),
         sent_at: Timestamp::now(),
     }
@@ -121,7 +121,11 @@ async fn recovers_after_the_disk_was_full() {
     let mut acked = Vec::new();
     let mut failure = None;
     for i in 0..2_000 {
-        match store.append(vec![msg(&conv, a.id, format!("k{i}"))]).await.remove(0) {
+        match store
+            .append(vec![msg(&conv, a.id, format!("k{i}"))])
+            .await
+            .remove(0)
+        {
             Ok(appended) => acked.push(appended.message),
             Err(e) => {
                 failure = Some(e);

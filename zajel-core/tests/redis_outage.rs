@@ -85,7 +85,11 @@ async fn stopped_redis_fails_fast_and_recovers() {
     let mut server = RedisServer::start_persistent().unwrap();
     let (store, a, b) = setup(&server).await;
     let conv = ConversationId::direct(a, b);
-    let first = store.append(vec![msg(&conv, a, "k1")]).await.remove(0).unwrap();
+    let first = store
+        .append(vec![msg(&conv, a, "k1")])
+        .await
+        .remove(0)
+        .unwrap();
     assert!(store.health().is_ok());
 
     server.kill();
@@ -131,7 +135,11 @@ async fn hung_redis_times_out_and_recovers() {
     let server = RedisServer::start().unwrap();
     let (store, a, b) = setup(&server).await;
     let conv = ConversationId::direct(a, b);
-    store.append(vec![msg(&conv, a, "k1")]).await.remove(0).unwrap();
+    store
+        .append(vec![msg(&conv, a, "k1")])
+        .await
+        .remove(0)
+        .unwrap();
 
     // A frozen server accepts nothing and answers nothing: only the timeout can end a call.
     server.signal("STOP").unwrap();

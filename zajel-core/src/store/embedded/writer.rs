@@ -11,8 +11,8 @@ use super::tables::*;
 use crate::friends::{Edge, UserPair};
 use crate::ids::{ConversationId, MessageId, Timestamp, UserId};
 use crate::model::{Appended, Message, NewMessage, ReadMark, Relation, Session, User};
-use crate::store::{RelationEntry, StoreError, StoreResult};
 use crate::store::{Pruned, StoreHealth};
+use crate::store::{RelationEntry, StoreError, StoreResult};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,8 +178,9 @@ impl<'t> Tx<'t> {
             // The index entry is removed whenever the session is replaced or deleted, but
             // check anyway: never delete a session that is still valid.
             let still_valid = match self.sessions.get((*user, hash.as_str())).map_err(be)? {
-                Some(v) => decode::<Session>("session", v.value())
-                    .is_ok_and(|s| s.expires_at > now),
+                Some(v) => {
+                    decode::<Session>("session", v.value()).is_ok_and(|s| s.expires_at > now)
+                }
                 None => continue,
             };
             if !still_valid {
@@ -346,13 +347,16 @@ impl<'t> Tx<'t> {
         };
         let mut index = Vec::new();
         self.sessions
-            .retain_in((std::ops::Bound::Included((u, "")), upper), |(_, hash), v| {
-                removed += 1;
-                if let Ok(s) = decode::<Session>("session", v) {
-                    index.push((ms(s.expires_at), hash.to_owned()));
-                }
-                false
-            })
+            .retain_in(
+                (std::ops::Bound::Included((u, "")), upper),
+                |(_, hash), v| {
+                    removed += 1;
+                    if let Ok(s) = decode::<Session>("session", v) {
+                        index.push((ms(s.expires_at), hash.to_owned()));
+                    }
+                    false
+                },
+            )
             .map_err(fatal)?;
         for (at, hash) in &index {
             self.session_expiry
@@ -598,9 +602,8 @@ where
         // Free the queue slot before answering, so an answered caller sees it free.
         drop(permit);
         let result = match commit {
-            Ok(()) => {
-                result.unwrap_or_else(|| Err(StoreError::Backend("operation was not applied".into())))
-            }
+            Ok(()) => result
+                .unwrap_or_else(|| Err(StoreError::Backend("operation was not applied".into()))),
             Err(e) => Err(e.clone()),
         };
         // The caller may have gone away (cancelled future); the write stands regardless.
@@ -640,7 +643,10 @@ impl Shared {
     }
 
     pub(super) fn health(&self) -> StoreHealth {
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_health(&self, h: StoreHealth) {
@@ -672,7 +678,10 @@ const READERS_GRACE: Duration = Duration::from_secs(2);
 enum State {
     Healthy,
     /// Broken since a failed commit: the next recovery attempt is due at `next`.
-    Broken { next: Instant, backoff: Duration },
+    Broken {
+        next: Instant,
+        backoff: Duration,
+    },
     /// Recovery is impossible (the file cannot be opened any more).
     Failed(String),
 }
@@ -765,11 +774,7 @@ fn recover(shared: &Shared, state: State) -> State {
     }
     // 2. Close the file (wait for in-flight reads to let go of the handle; redb locks the file
     //    per handle, so the reopen fails while an old one lives) and open it again.
-    let old = shared
-        .db
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let old = shared.db.write().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(old) = old {
         let deadline = Instant::now() + READERS_GRACE;
         while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
@@ -945,14 +950,8 @@ mod tests {
         *shared.db.write().unwrap() = None;
         let state = recover(&shared, broken);
         assert!(matches!(state, State::Broken { .. }));
-        assert!(matches!(
-            shared.health(),
-            StoreHealth::Unavailable { .. }
-        ));
-        assert!(matches!(
-            shared.db(),
-            Err(StoreError::Unavailable { .. })
-        ));
+        assert!(matches!(shared.health(), StoreHealth::Unavailable { .. }));
+        assert!(matches!(shared.db(), Err(StoreError::Unavailable { .. })));
         drop((reader, old));
         let state = recover(&shared, state);
         assert!(matches!(state, State::Healthy));

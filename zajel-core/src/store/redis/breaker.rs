@@ -91,7 +91,13 @@ mod tests {
         assert!(b.check().is_ok());
         assert!(b.health().is_ok());
         let e = b.trip("down".into());
-        assert!(matches!(e, StoreError::Unavailable { retry_after_ms: 50, .. }));
+        assert!(matches!(
+            e,
+            StoreError::Unavailable {
+                retry_after_ms: 50,
+                ..
+            }
+        ));
         match b.check() {
             Err(StoreError::Unavailable { retry_after_ms, .. }) => assert!(retry_after_ms <= 50),
             other => panic!("{other:?}"),

@@ -13,11 +13,11 @@ mod breaker;
 
 use super::*;
 use crate::friends::{Edge, UserPair};
-use breaker::Breaker;
 use crate::ids::MessageId;
 use crate::model::Message;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use breaker::Breaker;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -1042,7 +1042,6 @@ fn decode_append(mut message: Message, reply: Value) -> StoreResult<Appended> {
         other => Err(corrupt(format_args!("unexpected append reply {other}"))),
     }
 }
-
 
 #[async_trait]
 impl Store for RedisStore {
