@@ -1,9 +1,9 @@
 -- Stores a session of an existing user and prunes that user's expired sessions.
 -- KEYS[1] user hash, KEYS[2] the user's sessions hash (token hash -> session JSON)
 -- ARGV[1] token hash, ARGV[2] session JSON, ARGV[3] now (ms; sessions expiring by then go),
--- ARGV[4] the new session's lifetime in ms (expires_at - now)
--- The hash expires (PEXPIRE) when its longest-lived session does, so a user who never signs
--- in again leaves nothing behind.
+-- ARGV[4] how long the hash must live for this session: its lifetime (expires_at - now) plus a
+-- grace period. The hash expires (PEXPIRE) that long after its longest-lived session was
+-- created, so a user who never signs in again leaves nothing behind.
 -- Returns 0 when the user does not exist, 1 otherwise.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local now = tonumber(ARGV[3])

@@ -26,6 +26,11 @@ use std::time::Duration;
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "zajel";
 
+/// How long a user's session hash outlives the expiry of its longest-lived session (Redis
+/// deletes it then, with `PEXPIRE`). Generous so clock differences between the server (which
+/// sets `expires_at`) and Redis (which counts the TTL) never cut a session short.
+const SESSION_GRACE_MS: i64 = 60 * 60 * 1000;
+
 /// Connection settings for [`RedisStore::connect_with`].
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
@@ -730,7 +735,13 @@ impl SessionStore for RedisStore {
             .arg(&session.token_hash)
             .arg(to_json(session)?)
             .arg(session.created_at.0)
-            .arg(session.expires_at.0.saturating_sub(session.created_at.0));
+            .arg(
+                session
+                    .expires_at
+                    .0
+                    .saturating_sub(session.created_at.0)
+                    .saturating_add(SESSION_GRACE_MS),
+            );
         match int::<u8>(self.eval(call, Retry::Once).await?, "create_session reply")? {
             1 => Ok(()),
             _ => Err(StoreError::UserNotFound),
