@@ -63,7 +63,12 @@ pub(crate) const MAX_SERVER_DELAY: Duration = Duration::from_secs(300);
 
 /// The delay before reconnect attempt `attempt` (1-based) after `cause`; `unit` is random in
 /// `[0, 1)`.
-pub(crate) fn reconnect_delay(backoff: &Backoff, cause: Cause, attempt: u32, unit: f64) -> Duration {
+pub(crate) fn reconnect_delay(
+    backoff: &Backoff,
+    cause: Cause,
+    attempt: u32,
+    unit: f64,
+) -> Duration {
     let unit = unit.clamp(0.0, 1.0);
     match cause {
         Cause::Failure => backoff.delay(attempt, unit),
@@ -92,7 +97,12 @@ mod tests {
         let min = delays.iter().min().copied().unwrap_or_default();
         assert!(min < Duration::from_millis(50), "{min:?}");
         assert!(max > Duration::from_millis(1900), "{max:?}");
-        let away = reconnect_delay(&b, Cause::GoingAway(Duration::from_secs(u64::MAX / 2)), 1, 0.99);
+        let away = reconnect_delay(
+            &b,
+            Cause::GoingAway(Duration::from_secs(u64::MAX / 2)),
+            1,
+            0.99,
+        );
         assert!(away <= MAX_SERVER_DELAY * 2, "{away:?}");
         let away = reconnect_delay(&b, Cause::GoingAway(Duration::from_millis(100)), 1, 0.5);
         assert_eq!(away, Duration::from_millis(1100));

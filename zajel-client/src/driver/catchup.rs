@@ -32,10 +32,10 @@ pub(crate) struct CatchUp {
 impl CatchUp {
     /// Asks to reach `target` in `c` from `not_before` on (merging with an earlier ask).
     pub(crate) fn want(&mut self, c: &ConversationId, target: u64, not_before: u64) {
-        let w = self.wanted.entry(c.clone()).or_insert(Want {
-            target,
-            not_before,
-        });
+        let w = self
+            .wanted
+            .entry(c.clone())
+            .or_insert(Want { target, not_before });
         w.target = w.target.max(target);
         w.not_before = w.not_before.min(not_before);
     }

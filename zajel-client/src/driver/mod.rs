@@ -568,9 +568,9 @@ impl Driver {
         // Resume cursors must fit the server's frame limit whatever the account's size: the
         // most recently active ones within half the limit; the rest are caught up from
         // `synced` (see catchup.rs).
-        let budget = self
-            .limits
-            .map_or(FIRST_RESUME_BUDGET, |l| (l.max_frame_bytes as usize / 2).max(1024));
+        let budget = self.limits.map_or(FIRST_RESUME_BUDGET, |l| {
+            (l.max_frame_bytes as usize / 2).max(1024)
+        });
         let (resume, partial) = {
             let cursors = lock(&self.shared.cursors);
             self.fresh_resume = cursors.is_empty();
@@ -945,7 +945,8 @@ impl Driver {
                 let first_user = self.me.is_none();
                 self.me = Some(user);
                 self.limits = Some(limits);
-                self.pacer.configure(limits.requests_per_second, rt::now_ms());
+                self.pacer
+                    .configure(limits.requests_per_second, rt::now_ms());
                 if first_user {
                     // Peer targets resolve to conversations now.
                     self.publish_outbox_all();
@@ -986,7 +987,9 @@ impl Driver {
                 None
             }
             ServerFrame::Error(e) => self.on_error(conn, e),
-            ServerFrame::Sent { re, mut message, .. } => {
+            ServerFrame::Sent {
+                re, mut message, ..
+            } => {
                 if let Some(Inflight::Send(key)) = self.inflight.remove(re.as_str()) {
                     // The entry is known by its request id even if the server echoed another
                     // key.
@@ -1144,9 +1147,14 @@ impl Driver {
             }
             Some(Inflight::Send(key)) => {
                 let retries = self.outbox.get(&key).map_or(0, |x| x.retries);
-                let at = (e.code.is_retryable() && retries < MAX_RETRIES).then(|| retry_at(retries));
-                self.outbox.refused(&key, Error::from_frame(e), at);
+                let at =
+                    (e.code.is_retryable() && retries < MAX_RETRIES).then(|| retry_at(retries));
+                let err = Error::from_frame(e);
+                let reply = self.outbox.refused(&key, err.clone(), at);
                 self.outbox_changed(&key);
+                if let Some(r) = reply {
+                    let _ = r.send(Err(err));
+                }
             }
             Some(Inflight::CatchUp(c)) => {
                 // Asked again later (rate limited) or dropped (the server refuses it).

@@ -224,11 +224,15 @@ impl Outbox {
     }
 
     /// The server refused the entry with `key`. Retryable: back to the queue after `delay`
-    /// (still the head of its conversation). Not retryable: `Failed`, its `send` answered.
-    pub(crate) fn refused(&mut self, key: &str, error: Error, retry_at: Option<u64>) {
-        let Some(e) = self.entries.iter_mut().find(|e| e.key == key) else {
-            return;
-        };
+    /// (still the head of its conversation). Not retryable: `Failed`; returns its `send`'s
+    /// reply for the caller to answer once the change is visible.
+    pub(crate) fn refused(
+        &mut self,
+        key: &str,
+        error: Error,
+        retry_at: Option<u64>,
+    ) -> Option<SendReply> {
+        let e = self.entries.iter_mut().find(|e| e.key == key)?;
         match retry_at {
             Some(at) => {
                 e.retries += 1;
@@ -237,15 +241,14 @@ impl Outbox {
                     error,
                     will_retry: true,
                 };
+                None
             }
             None => {
-                if let Some(r) = e.reply.take() {
-                    let _ = r.send(Err(error.clone()));
-                }
                 e.state = State::Failed {
                     error,
                     will_retry: false,
                 };
+                e.reply.take()
             }
         }
     }
@@ -334,13 +337,13 @@ mod tests {
         assert_eq!(o.mark_sending(i, "s2".into()).key, "b1");
         assert_eq!(o.next_due(me(), 0), None, "a2 waits for a1");
         // a1 is rate limited: retried at t=100, a2 still waits behind it.
-        o.refused("a1", Error::Timeout, Some(100));
+        assert!(o.refused("a1", Error::Timeout, Some(100)).is_none());
         assert_eq!(o.next_due(me(), 50), None);
         assert_eq!(o.next_wake(me()), Some(100));
         let i = o.next_due(me(), 100).unwrap();
         assert_eq!(o.mark_sending(i, "s3".into()).key, "a1");
         // Refused for good: a2 may go, a1 stays visible as failed.
-        o.refused("a1", Error::Closed, None);
+        let _ = o.refused("a1", Error::Closed, None);
         let i = o.next_due(me(), 100).unwrap();
         assert_eq!(o.entries[i].key, "a2");
         assert!(matches!(

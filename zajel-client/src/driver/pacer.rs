@@ -83,9 +83,7 @@ impl Pacer {
     /// The server said `rate_limited`: send nothing for `retry_after_ms` (clamped: the number
     /// comes from the network).
     pub(crate) fn pause(&mut self, now: u64, retry_after_ms: Option<u64>) {
-        let wait = retry_after_ms
-            .unwrap_or(1000)
-            .clamp(1, MAX_RETRY_AFTER_MS);
+        let wait = retry_after_ms.unwrap_or(1000).clamp(1, MAX_RETRY_AFTER_MS);
         self.paused_until = self.paused_until.max(now.saturating_add(wait));
         self.tokens = 0.0;
         self.last = now;
