@@ -143,7 +143,7 @@ impl Cursors {
             return (self.resume_state(), false);
         }
         let mut by_recency: Vec<(&ConversationId, &Track)> = self.map.iter().collect();
-        by_recency.sort_by(|a, b| b.1.touched.cmp(&a.1.touched));
+        by_recency.sort_by_key(|b| std::cmp::Reverse(b.1.touched));
         let mut used = 0;
         let mut cursors = BTreeMap::new();
         for (c, t) in by_recency {

@@ -107,7 +107,11 @@ impl ZajelClient {
     /// Starts a client that connects (and reconnects) in the background and returns at once;
     /// follow `state()` / `state` events. Calls made meanwhile wait for the connection;
     /// messages queue in the outbox (and, with storage, survive a reload).
-    pub fn start(server_url: String, token: String, options: JsValue) -> Result<ZajelClient, JsValue> {
+    pub fn start(
+        server_url: String,
+        token: String,
+        options: JsValue,
+    ) -> Result<ZajelClient, JsValue> {
         let (client, events) = builder(server_url, token, &options)?
             .start()
             .map_err(js_error)?;

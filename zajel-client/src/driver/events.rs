@@ -3,10 +3,18 @@
 use crate::event::Event;
 use zajel_core::protocol::ServerFrame;
 
-/// The event for a stateless push frame (`friend`, `read`, `typing`, `presence`); `Err`
-/// gives the frame back when it needs the driver (answers, `message`, `going_away`, …).
-pub(crate) fn push_event(frame: ServerFrame) -> Result<Event, ServerFrame> {
-    Ok(match frame {
+/// A frame sorted: an event as it is, or one the driver must look at.
+pub(crate) enum Push {
+    /// A stateless push frame's event.
+    Event(Event),
+    /// Answers, `message`, `going_away`, …
+    Driver(ServerFrame),
+}
+
+/// The event for a stateless push frame (`friend`, `read`, `typing`, `presence`); other
+/// frames are given back.
+pub(crate) fn push_event(frame: ServerFrame) -> Push {
+    Push::Event(match frame {
         ServerFrame::Friend {
             user,
             relation,
@@ -45,6 +53,6 @@ pub(crate) fn push_event(frame: ServerFrame) -> Result<Event, ServerFrame> {
             online,
             last_seen,
         },
-        other => return Err(other),
+        other => return Push::Driver(other),
     })
 }

@@ -388,10 +388,8 @@ impl Driver {
                 Command::Request { reply, .. } => {
                     let _ = reply.send(Err(err.clone()));
                 }
-                Command::Send { reply, .. } => {
-                    if let Some(r) = reply {
-                        let _ = r.send(Err(err.clone()));
-                    }
+                Command::Send { reply: Some(r), .. } => {
+                    let _ = r.send(Err(err.clone()));
                 }
                 Command::Retry { reply, .. } | Command::Delete { reply, .. } => {
                     let _ = reply.send(Err(err.clone()));
@@ -921,11 +919,11 @@ impl Driver {
 
     fn on_frame(&mut self, conn: &mut Conn, frame: ServerFrame) -> Option<End> {
         let frame = match events::push_event(frame) {
-            Ok(event) => {
+            events::Push::Event(event) => {
                 self.shared.emit(event);
                 return None;
             }
-            Err(frame) => frame,
+            events::Push::Driver(frame) => frame,
         };
         match frame {
             ServerFrame::AuthOk {
