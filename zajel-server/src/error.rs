@@ -128,7 +128,17 @@ impl HasErrorCode for EngineError {
 
 impl From<&zajel_core::StoreError> for EngineError {
     fn from(e: &zajel_core::StoreError) -> Self {
-        EngineError::from_coded(e)
+        let out = EngineError::from_coded(e);
+        match e.retry_after_ms() {
+            Some(ms) => out.retry_after(Duration::from_millis(ms.max(1))),
+            None => out,
+        }
+    }
+}
+
+impl From<zajel_core::StoreError> for EngineError {
+    fn from(e: zajel_core::StoreError) -> Self {
+        EngineError::from(&e)
     }
 }
 
@@ -141,12 +151,25 @@ macro_rules! from_coded {
         }
     )*};
 }
-from_coded!(
-    zajel_core::StoreError,
-    zajel_core::ValidationError,
-    zajel_core::FriendError,
-    zajel_core::messaging::SendError
-);
+from_coded!(zajel_core::ValidationError);
+
+impl From<zajel_core::FriendError> for EngineError {
+    fn from(e: zajel_core::FriendError) -> Self {
+        match e {
+            zajel_core::FriendError::Store(s) => s.into(),
+            e => EngineError::from_coded(&e),
+        }
+    }
+}
+
+impl From<zajel_core::messaging::SendError> for EngineError {
+    fn from(e: zajel_core::messaging::SendError) -> Self {
+        match e {
+            zajel_core::messaging::SendError::Store(s) => s.into(),
+            e => EngineError::from_coded(&e),
+        }
+    }
+}
 
 impl IntoResponse for EngineError {
     fn into_response(self) -> Response {

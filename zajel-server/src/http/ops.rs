@@ -4,12 +4,26 @@ use crate::engine::Engine;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use zajel_core::store::StoreHealth;
 
+/// 200 `ok`; 503 while shutting down or while the store cannot write (so a load balancer
+/// sends clients elsewhere until it recovers).
 pub(super) async fn healthz(State(engine): State<Engine>) -> Response {
     if engine.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        (StatusCode::OK, "ok\n").into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match engine.store().health() {
+        StoreHealth::Ok => (StatusCode::OK, "ok\n").into_response(),
+        StoreHealth::Unavailable { reason, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {reason}\n"),
+        )
+            .into_response(),
+        StoreHealth::Failed { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store failed: {reason}\n"),
+        )
+            .into_response(),
     }
 }
 
