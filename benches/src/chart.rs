@@ -2,8 +2,9 @@
 //! per target (Zajel per store, the relay baselines), drawn from the JSON lines as a plain SVG
 //! (no plotting dependency: CI builds this crate, and the chart is a few lines and polylines).
 //!
-//! Points come from `--find-max` lines (every step, the baseline's too) and from paced single
-//! runs (`rate_per_user > 0`). Steps that were not sustained are drawn hollow.
+//! Points come from `--find-max` lines: every step, the baseline's too (single runs are left
+//! out: one point per rate and target keeps the lines readable). Steps that were not sustained
+//! are drawn hollow.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ pub struct Point {
     pub p50: f64,
     /// e2e latency p99 (ms).
     pub p99: f64,
-    /// Whether the step held the rate (find-max criteria; single runs: nothing lost).
+    /// Whether the step held the rate (the find-max criteria).
     pub sustained: bool,
 }
 
@@ -52,26 +53,14 @@ fn collect(line: &Value, out: &mut BTreeMap<String, Vec<Point>>) {
                 });
             }
         }
-    } else if let (Some(rate), Some(users), Some((p50, p99))) = (
-        line["config"]["rate_per_user"].as_f64(),
-        line["config"]["users"].as_f64(),
-        lat(line),
-    ) && rate > 0.0
-    {
-        let clean = line["lost"] == 0 && line["unanswered"] == 0;
-        out.entry(name.to_owned()).or_default().push(Point {
-            offered: rate * users,
-            p50,
-            p99,
-            sustained: clean,
-        });
     }
     if line["baseline"].is_object() {
         collect(&line["baseline"], out);
     }
 }
 
-/// The series in a file of JSON lines (lines that are not JSON, or not load lines, are skipped).
+/// The series in a file of JSON lines (lines that are not JSON, or not find-max lines, are
+/// skipped).
 pub fn series_from_lines(text: &str) -> Vec<Series> {
     let mut by_name = BTreeMap::new();
     for line in text.lines() {
@@ -278,21 +267,22 @@ mod tests {
         {"offered_msgs_per_s":2000,"e2e_latency_ms":{"p50":0.3,"p99":1.0},"sustained":true}]}}"#;
 
     #[test]
-    fn series_come_from_steps_baselines_and_paced_runs() {
+    fn series_come_from_find_max_steps_and_their_baselines() {
         let single = r#"{"bench":"load","target":"spawn:embedded","config":{"rate_per_user":5,"users":1000},"e2e_latency_ms":{"p50":3.0,"p99":9.0},"lost":0,"unanswered":0}"#;
         let closed = r#"{"bench":"load","target":"spawn:memory","config":{"rate_per_user":0,"users":10},"e2e_latency_ms":{"p50":3.0,"p99":9.0}}"#;
-        let text = format!(
-            "{}\nnot json\n{single}\n{closed}\n",
-            LINE.replace('\n', "")
-        );
+        let text = format!("{}\nnot json\n{single}\n{closed}\n", LINE.replace('\n', ""));
         let series = series_from_lines(&text);
         let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["relay:redis", "spawn:embedded", "spawn:redis"]);
-        let redis = &series[2];
+        assert_eq!(
+            names,
+            ["relay:redis", "spawn:redis"],
+            "single runs are left out"
+        );
+        let redis = &series[1];
         let offered: Vec<f64> = redis.points.iter().map(|p| p.offered).collect();
         assert_eq!(offered, [2000.0, 4000.0, 8000.0], "sorted by rate");
         assert!(!redis.points[2].sustained);
-        assert_eq!(series[1].points[0].offered, 5000.0);
+        assert_eq!(series[0].points.len(), 1);
     }
 
     #[test]
@@ -304,7 +294,10 @@ mod tests {
         assert_eq!(doc.matches("<polyline").count(), 4);
         assert!(doc.contains("relay:redis") && doc.contains("spawn:redis"));
         assert!(doc.contains("a &lt;title&gt;"));
-        assert!(doc.contains(r#"fill="white" stroke="#d62728""#), "hollow failed step");
+        assert!(
+            doc.contains(r##"fill="white" stroke="#d62728""##),
+            "hollow failed step"
+        );
         // An empty input still gives a valid (empty) chart rather than NaN coordinates.
         assert!(!svg(&[], "empty", 50.0).contains("NaN"));
     }

@@ -47,8 +47,10 @@ pub async fn run_command(cfg: LoadConfig) -> Result<Value> {
         let mut line = run(cfg).await?.json;
         if let Some(b) = baseline_cfg {
             let base = run(b).await?.json;
-            line["ratio_to_baseline"] =
-                ratio(&line["throughput_msgs_per_s"], &base["throughput_msgs_per_s"]);
+            line["ratio_to_baseline"] = ratio(
+                &line["throughput_msgs_per_s"],
+                &base["throughput_msgs_per_s"],
+            );
             line["baseline"] = base;
         }
         Ok(line)

@@ -38,10 +38,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::net;
 use crate::relay::{self, RelayStore};
@@ -270,7 +270,9 @@ impl LoadConfig {
         }
         if cfg.find_max {
             if cfg.rate <= 0.0 {
-                bail!("--find-max steps an open-loop rate: give the starting --rate (per user) > 0");
+                bail!(
+                    "--find-max steps an open-loop rate: give the starting --rate (per user) > 0"
+                );
             }
             if cfg.idle > 0 {
                 bail!("--idle and --find-max are separate runs");
@@ -1327,6 +1329,36 @@ mod tests {
         assert_eq!(cfg.target, Target::Spawn(Backend::Redis));
         assert_eq!(cfg.pairs, 3);
         assert_eq!(cfg.duration, Duration::from_millis(1500));
+        let cfg = LoadConfig::from_args(
+            [
+                "--spawn",
+                "relay-redb",
+                "--find-max",
+                "--baseline",
+                "relay-redis",
+                "--rate",
+                "2",
+            ]
+            .map(String::from),
+        )
+        .expect("valid flags");
+        assert_eq!(cfg.target, Target::Relay(RelayStore::Redb));
+        assert!(cfg.find_max);
+        assert_eq!(
+            cfg.baseline,
+            Baseline::Target(Target::Relay(RelayStore::Redis))
+        );
+        assert_eq!(
+            Target::Spawn(Backend::Embedded).matching_relay(),
+            Some(Target::Relay(RelayStore::Redb))
+        );
+        assert_eq!(Target::Relay(RelayStore::Redb).matching_relay(), None);
+        // find-max needs an open-loop starting rate, and is not an idle-memory run.
+        assert!(LoadConfig::from_args(["--find-max", "--rate", "0"].map(String::from)).is_err());
+        assert!(LoadConfig::from_args(["--find-max", "--idle", "10"].map(String::from)).is_err());
+        // Only a relay is a baseline.
+        assert!(LoadConfig::from_args(["--baseline", "redis"].map(String::from)).is_err());
+        assert!(LoadConfig::from_args(["--spawn", "relay-sqlite"].map(String::from)).is_err());
         assert!(LoadConfig::from_args(["--pairs".to_owned()]).is_err());
         assert!(LoadConfig::from_args(["--bogus", "1"].map(String::from)).is_err());
     }

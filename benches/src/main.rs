@@ -203,9 +203,8 @@ async fn serve(f: HashMap<String, String>) -> Result<()> {
 }
 
 async fn relay(f: HashMap<String, String>) -> Result<()> {
-    let store = zajel_benches::relay::RelayStore::parse(
-        f.get("--store").map_or("memory", String::as_str),
-    )?;
+    let store =
+        zajel_benches::relay::RelayStore::parse(f.get("--store").map_or("memory", String::as_str))?;
     let running = zajel_benches::relay::start(store, listen_addr(&f)?).await?;
     println!("listening on {}", running.addr);
     let _ = stdin_closed().await;
@@ -218,7 +217,7 @@ fn chart(f: HashMap<String, String>) -> Result<()> {
     let text = std::fs::read_to_string(input).with_context(|| format!("read {input}"))?;
     let series = zajel_benches::chart::series_from_lines(&text);
     if series.is_empty() {
-        bail!("no paced or find-max load lines in {input}");
+        bail!("no find-max lines in {input}");
     }
     let title = f.get("--title").map_or(
         "Zajel vs. the bare relay: e2e latency against offered rate",
@@ -243,7 +242,9 @@ async fn main() -> Result<()> {
         "chart" => return chart(flags(it, &["--in", "--out", "--title"])?),
         "serve" => return serve(flags(it, &["--store", "--listen"])?).await,
         "relay" => return relay(flags(it, &["--store", "--listen"])?).await,
-        other => bail!("unknown benchmark {other} (store-append, load, chart, serve, relay)\n{USAGE}"),
+        other => {
+            bail!("unknown benchmark {other} (store-append, load, chart, serve, relay)\n{USAGE}")
+        }
     };
     println!("{line}");
     Ok(())

@@ -138,7 +138,8 @@ async fn find_max_steps_up_while_sustained_and_bisects_after_a_failure() {
     assert!(
         steps
             .iter()
-            .all(|s| s["sustained"] == false && s["why_not"].as_str().is_some_and(|w| w.contains("p99"))),
+            .all(|s| s["sustained"] == false
+                && s["why_not"].as_str().is_some_and(|w| w.contains("p99"))),
         "{line}"
     );
     assert!(line["max_sustained_msgs_per_s"].is_null(), "{line}");

@@ -10,9 +10,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use zajel_benches::relay::{RelayStore, start};
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn register(host: &str, name: &str) -> Value {
     let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
@@ -30,7 +29,9 @@ async fn register(host: &str, name: &str) -> Value {
 }
 
 async fn connect(host: &str) -> Ws {
-    let mut req = format!("ws://{host}/ws").into_client_request().expect("req");
+    let mut req = format!("ws://{host}/ws")
+        .into_client_request()
+        .expect("req");
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("zajel.v1"),
@@ -52,7 +53,9 @@ async fn next(ws: &mut Ws) -> Value {
 }
 
 async fn say(ws: &mut Ws, v: Value) -> Value {
-    ws.send(Message::Text(v.to_string().into())).await.expect("send");
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
     next(ws).await
 }
 
@@ -72,7 +75,11 @@ async fn bad_input_gets_error_frames_and_only_friends_are_relayed() {
 
     // No auth: refused, and the socket is closed.
     let mut anon = connect(&host).await;
-    let r = say(&mut anon, json!({"type": "send", "id": "1", "conversation": conv, "body": "x"})).await;
+    let r = say(
+        &mut anon,
+        json!({"type": "send", "id": "1", "conversation": conv, "body": "x"}),
+    )
+    .await;
     assert_eq!(r["code"], "unauthorized", "{r}");
     let closed = tokio::time::timeout(Duration::from_secs(10), anon.next())
         .await
@@ -82,14 +89,26 @@ async fn bad_input_gets_error_frames_and_only_friends_are_relayed() {
         "{closed:?}"
     );
     let mut forged = connect(&host).await;
-    let r = say(&mut forged, json!({"type": "auth", "id": "2", "token": "forged"})).await;
+    let r = say(
+        &mut forged,
+        json!({"type": "auth", "id": "2", "token": "forged"}),
+    )
+    .await;
     assert_eq!(r["code"], "unauthorized", "{r}");
 
     let mut wa = connect(&host).await;
-    let ok = say(&mut wa, json!({"type": "auth", "id": "a", "token": a["token"]})).await;
+    let ok = say(
+        &mut wa,
+        json!({"type": "auth", "id": "a", "token": a["token"]}),
+    )
+    .await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
     let mut wb = connect(&host).await;
-    let ok = say(&mut wb, json!({"type": "auth", "id": "b", "token": b["token"]})).await;
+    let ok = say(
+        &mut wb,
+        json!({"type": "auth", "id": "b", "token": b["token"]}),
+    )
+    .await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
 
     // Garbage, unknown frames, foreign conversations: error frames, connection kept.
@@ -97,24 +116,48 @@ async fn bad_input_gets_error_frames_and_only_friends_are_relayed() {
     assert_eq!(next(&mut wa).await["code"], "bad_frame");
     let r = say(&mut wa, json!({"type": "nope", "id": "3"})).await;
     assert_eq!(r["code"], "bad_frame", "{r}");
-    let r = say(&mut wa, json!({"type": "send", "id": "4", "conversation": "dm.x.y", "body": "x"})).await;
+    let r = say(
+        &mut wa,
+        json!({"type": "send", "id": "4", "conversation": "dm.x.y", "body": "x"}),
+    )
+    .await;
     assert_eq!(r["code"], "bad_request", "{r}");
     let other = zajel_core::ConversationId::direct(
         zajel_core::UserId::new_random(),
         zajel_core::UserId::new_random(),
     );
-    let r = say(&mut wa, json!({"type": "send", "id": "5", "conversation": other.to_string(), "body": "x"})).await;
+    let r = say(
+        &mut wa,
+        json!({"type": "send", "id": "5", "conversation": other.to_string(), "body": "x"}),
+    )
+    .await;
     assert_eq!(r["code"], "not_member", "{r}");
     // Not friends yet: refused, nothing stored or relayed.
-    let r = say(&mut wa, json!({"type": "send", "id": "6", "conversation": conv, "body": "early"})).await;
+    let r = say(
+        &mut wa,
+        json!({"type": "send", "id": "6", "conversation": conv, "body": "early"}),
+    )
+    .await;
     assert_eq!(r["code"], "not_friends", "{r}");
 
-    let r = say(&mut wa, json!({"type": "friend_request", "id": "7", "username": "bob"})).await;
+    let r = say(
+        &mut wa,
+        json!({"type": "friend_request", "id": "7", "username": "bob"}),
+    )
+    .await;
     assert_eq!(r["relation"], "request_sent", "{r}");
-    let r = say(&mut wb, json!({"type": "friend_request", "id": "8", "username": "alice"})).await;
+    let r = say(
+        &mut wb,
+        json!({"type": "friend_request", "id": "8", "username": "alice"}),
+    )
+    .await;
     assert_eq!(r["relation"], "friends", "{r}");
 
-    let r = say(&mut wa, json!({"type": "send", "id": "9", "conversation": conv, "body": "hi \"bob\""})).await;
+    let r = say(
+        &mut wa,
+        json!({"type": "send", "id": "9", "conversation": conv, "body": "hi \"bob\""}),
+    )
+    .await;
     assert_eq!(r["type"], "sent", "{r}");
     assert_eq!(r["re"], "9");
     assert_eq!(r["message"]["seq"], 1, "the refused send took no seq: {r}");

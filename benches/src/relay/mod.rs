@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use zajel_core::{ConversationId, MessageId, UserId};
@@ -373,28 +373,30 @@ fn error_frame(re: Option<&str>, code: &str, message: &str) -> Message {
     )
 }
 
+/// The handshake callback: answers the `zajel.v1` subprotocol when the client offers it (the
+/// load generator's WebSocket client insists). The `Err` type is tungstenite's.
+#[allow(clippy::result_large_err)]
+fn offer_zajel_protocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    let wants_zajel = req
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == "zajel.v1"));
+    if wants_zajel {
+        resp.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("zajel.v1"),
+        );
+    }
+    Ok(resp)
+}
+
 async fn websocket(stream: TcpStream, state: Arc<State>) -> Result<()> {
     let config = WebSocketConfig::default().read_buffer_size(4096);
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        |req: &Request, mut resp: Response| {
-            let wants_zajel = req
-                .headers()
-                .get_all("sec-websocket-protocol")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.split(',').any(|p| p.trim() == "zajel.v1"));
-            if wants_zajel {
-                resp.headers_mut().insert(
-                    "sec-websocket-protocol",
-                    HeaderValue::from_static("zajel.v1"),
-                );
-            }
-            Ok(resp)
-        },
-        Some(config),
-    )
-    .await?;
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, offer_zajel_protocol, Some(config))
+            .await?;
     let (mut sink, mut stream) = ws.split();
 
     // The first frame must be a valid `auth`.
@@ -532,7 +534,11 @@ async fn handle(state: &State, me: UserId, text: &str, outbox: &Outbox) -> Resul
 async fn send(state: &State, me: UserId, frame: Frame, outbox: &Outbox) -> Result<(), Message> {
     let re = frame.id.as_deref();
     let (Some(conversation), Some(body)) = (frame.conversation.as_deref(), frame.body) else {
-        return Err(error_frame(re, "bad_request", "conversation and body required"));
+        return Err(error_frame(
+            re,
+            "bad_request",
+            "conversation and body required",
+        ));
     };
     let conversation: ConversationId = conversation
         .parse()
@@ -544,7 +550,13 @@ async fn send(state: &State, me: UserId, frame: Frame, outbox: &Outbox) -> Resul
     };
     match state.are_friends(me, peer).await {
         Ok(true) => {}
-        Ok(false) => return Err(error_frame(re, "not_friends", "you can only message friends")),
+        Ok(false) => {
+            return Err(error_frame(
+                re,
+                "not_friends",
+                "you can only message friends",
+            ));
+        }
         Err(e) => return Err(error_frame(re, "internal", &e.to_string())),
     }
     let conv = conversation.to_string();

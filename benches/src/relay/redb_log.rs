@@ -107,7 +107,7 @@ fn writer(db: Database, rx: mpsc::Receiver<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{ReadableDatabase, ReadableTable};
+    use redb::{ReadableDatabase, ReadableTableMetadata};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_get_consecutive_seqs_and_persist() {
