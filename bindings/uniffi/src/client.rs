@@ -3,13 +3,13 @@
 use crate::error::ZajelError;
 use crate::event::{ConnectionState, EventListener, ZajelEvent};
 use crate::model::{
-    ConversationSummary, FriendEntry, FriendStatus, HistoryPage, HistoryQuery, Message,
+    ConversationSummary, FriendEntry, FriendStatus, HistoryPage, HistoryQuery, Message, OutboxItem,
     ResumeCursors, Session, User, conversation_id, user_id,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
-use zajel_client::{Backoff, Client, ClientBuilder, EventStream, Target};
+use zajel_client::{Backoff, Client, ClientBuilder, EventStream, FileStorage, Target};
 
 type Result<T> = std::result::Result<T, ZajelError>;
 
@@ -63,10 +63,18 @@ pub struct ConnectOptions {
     /// Longest reconnect delay (default 30 s).
     #[uniffi(default = None)]
     pub reconnect_max_ms: Option<u64>,
+    /// A file (in an existing, app-private directory) where the client keeps its resume
+    /// cursors and its outbox, so both survive an app restart: loaded before the first
+    /// connection, saved after changes, replaced atomically.
+    #[uniffi(default = None)]
+    pub storage_path: Option<String>,
 }
 
 impl ConnectOptions {
     fn apply(self, mut builder: ClientBuilder) -> Result<ClientBuilder> {
+        if let Some(path) = self.storage_path {
+            builder = builder.storage(FileStorage::new(path));
+        }
         if let Some(cursors) = self.resume_from {
             builder = builder.resume_from(cursors.try_into()?);
         }
@@ -310,15 +318,31 @@ impl ZajelClient {
     /// stored exactly once; cancelling the call does not cancel the message (its `Sent`
     /// event still comes).
     pub async fn send(&self, to: String, body: String) -> Result<Message> {
-        let target = match conversation_id(&to) {
-            Ok(conversation) => Target::Conversation(conversation),
-            Err(_) => Target::Peer(user_id(&to).map_err(|_| {
-                ZajelError::invalid_argument(format!(
-                    "{to:?} is neither a conversation id nor a user id"
-                ))
-            })?),
-        };
+        let target: Target = to.parse()?;
         Ok(self.client.send(target, body).await?.into())
+    }
+
+    /// Queues a message and returns its outbox entry at once (state `Queued`) without waiting
+    /// for the ack; follow it through `Outbox` events by its `key`. A body the server's rules
+    /// refuse (empty, too long) is refused here and never queued.
+    pub fn queue(&self, to: String, body: String) -> Result<OutboxItem> {
+        let target: Target = to.parse()?;
+        Ok(self.client.queue(target, body)?.into())
+    }
+
+    /// The outbox now: messages not yet acknowledged (queued, sending, failed), oldest first.
+    pub fn outbox(&self) -> Vec<OutboxItem> {
+        self.client.outbox().into_iter().map(Into::into).collect()
+    }
+
+    /// Sends a failed outbox entry again (same key, so it is still stored at most once).
+    pub async fn retry_send(&self, key: String) -> Result<()> {
+        Ok(self.client.retry_send(&key).await?)
+    }
+
+    /// Removes an entry from the outbox without sending it.
+    pub async fn delete_send(&self, key: String) -> Result<()> {
+        Ok(self.client.delete_send(&key).await?)
     }
 
     /// A page of a conversation's history, oldest first.

@@ -37,6 +37,7 @@ pub enum ErrorCode {
     InvalidCursor,
     Internal,
     ShuttingDown,
+    Unavailable,
     Unknown,
 }
 
@@ -72,6 +73,7 @@ impl From<zajel_client::ErrorCode> for ErrorCode {
             C::InvalidCursor => Self::InvalidCursor,
             C::Internal => Self::Internal,
             C::ShuttingDown => Self::ShuttingDown,
+            C::Unavailable => Self::Unavailable,
             // `Unknown`, and codes added to the (non-exhaustive) core enum later.
             _ => Self::Unknown,
         }
@@ -134,8 +136,14 @@ pub enum ZajelError {
     /// The request was not answered in time.
     #[error("timed out")]
     Timeout,
+    /// The client's storage (`ConnectOptions.storage_path`) failed to load or save.
+    #[error("storage: {detail}")]
+    Storage {
+        /// What failed.
+        detail: String,
+    },
     /// An argument is malformed (a user id that is not a UUID, a conversation id that is not
-    /// `dm.<id>.<id>`); nothing was sent.
+    /// `dm.<id>.<id>`, an unknown outbox key); nothing was sent.
     #[error("invalid argument: {detail}")]
     InvalidArgument {
         /// Which argument, and why.
@@ -171,6 +179,8 @@ impl From<Error> for ZajelError {
             Error::InvalidUrl(url) => Self::InvalidUrl { url },
             Error::Protocol(detail) => Self::Protocol { detail },
             Error::Timeout => Self::Timeout,
+            Error::Storage(detail) => Self::Storage { detail },
+            Error::InvalidArgument(detail) => Self::InvalidArgument { detail },
             // Kinds added to the (non-exhaustive) client error later.
             other => Self::Protocol {
                 detail: other.to_string(),
@@ -216,6 +226,7 @@ fn wire(code: ErrorCode) -> zajel_client::ErrorCode {
         ErrorCode::InvalidCursor => C::InvalidCursor,
         ErrorCode::Internal => C::Internal,
         ErrorCode::ShuttingDown => C::ShuttingDown,
+        ErrorCode::Unavailable => C::Unavailable,
         ErrorCode::Unknown => C::Unknown,
     }
 }
@@ -257,6 +268,7 @@ mod tests {
             "invalid_cursor",
             "internal",
             "shutting_down",
+            "unavailable",
         ];
         for name in names {
             // Decoded the way the client decodes frames from the wire.

@@ -1,6 +1,8 @@
 //! Events, the connection state, and the listener interface the app implements.
 
-use crate::model::{ConversationSummary, FriendEntry, FriendReason, Message, Relation, User};
+use crate::model::{
+    ConversationSummary, FriendEntry, FriendReason, Message, OutboxItem, Relation, User,
+};
 use zajel_client::ConnectionState as State;
 
 /// The connection as a UI should show it.
@@ -61,6 +63,11 @@ pub enum ZajelEvent {
     Sent {
         /// The stored message.
         message: Message,
+    },
+    /// An outbox entry changed state (queued, sending, sent, failed) or was deleted.
+    Outbox {
+        /// The entry now.
+        item: OutboxItem,
     },
     /// A (re)connection finished catching up; the lists are the server's state now.
     Synced {
@@ -126,6 +133,7 @@ impl ZajelEvent {
             E::Sent(message) => Self::Sent {
                 message: message.into(),
             },
+            E::Outbox(item) => Self::Outbox { item: item.into() },
             E::Synced {
                 conversations,
                 friends,

@@ -11,7 +11,8 @@
 //! * `connect(server_url, token, listener, options?)` → a [`ZajelClient`] once online, and
 //!   `start(…)` which returns at once (offline start);
 //! * [`ZajelClient`]: an async method per client call (friends, `send`, `history`,
-//!   `conversations`, `mark_read`, `ping`, `logout`), plus `typing`, `state`, `user`,
+//!   `conversations`, `mark_read`, `retry_send`, `delete_send`, `ping`, `logout`), plus
+//!   `queue`, `outbox`, `typing`, `state`, `user`,
 //!   `cursors`, `conversation_with` and `disconnect`;
 //! * `shutdown()`: stops every client, for a process that is exiting (the Python package
 //!   calls it at interpreter exit);
@@ -37,7 +38,7 @@ pub use error::{ErrorCode, ZajelError, error_code_wire_name};
 pub use event::{ConnectionState, EventListener, ZajelEvent};
 pub use model::{
     ConversationSummary, FriendEntry, FriendReason, FriendStatus, HistoryPage, HistoryQuery,
-    Message, Relation, ResumeCursors, Session, User,
+    Message, OutboxItem, Relation, ResumeCursors, SendState, Session, User,
 };
 
 uniffi::setup_scaffolding!("zajel");

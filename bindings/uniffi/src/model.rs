@@ -319,6 +319,79 @@ impl TryFrom<ResumeCursors> for zajel_client::ResumeState {
     }
 }
 
+/// One message in the outbox, as a UI shows it (from `queue`, `outbox()` and `Outbox` events).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct OutboxItem {
+    /// The idempotency key: the handle for `retry_send` and `delete_send`.
+    pub key: String,
+    /// Where it goes, as given to `send`/`queue` (a conversation or a user id).
+    pub to: String,
+    /// The conversation, once the signed-in user is known.
+    pub conversation: Option<String>,
+    /// The text.
+    pub body: String,
+    /// Where it is.
+    pub state: SendState,
+}
+
+impl From<zajel_client::OutboxItem> for OutboxItem {
+    fn from(i: zajel_client::OutboxItem) -> Self {
+        Self {
+            key: i.key,
+            to: i.to.to_string(),
+            conversation: i.conversation.map(|c| c.to_string()),
+            body: i.body,
+            state: i.state.into(),
+        }
+    }
+}
+
+/// Where an outbox entry is.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum SendState {
+    /// Waiting: offline, paced, or behind an earlier message to the same conversation.
+    Queued,
+    /// On the wire, not yet acknowledged.
+    Sending,
+    /// Stored by the server (the entry leaves the outbox).
+    Sent {
+        /// The stored message.
+        message: Message,
+    },
+    /// Refused. With `will_retry` the outbox tries again by itself; without, it stays until
+    /// `retry_send` or `delete_send`.
+    Failed {
+        /// The error's stable code: the protocol's (`not_friends`, `rate_limited`, …) or
+        /// `closed`, `transport`, `timeout`, … (see `zajel_client::Error::code_name`).
+        code: String,
+        /// Human-readable explanation.
+        detail: String,
+        /// Whether the outbox retries by itself.
+        will_retry: bool,
+    },
+    /// Removed with `delete_send`; never sent.
+    Deleted,
+}
+
+impl From<zajel_client::SendState> for SendState {
+    fn from(s: zajel_client::SendState) -> Self {
+        use zajel_client::SendState as S;
+        match s {
+            S::Queued => Self::Queued,
+            S::Sending => Self::Sending,
+            S::Sent { message } => Self::Sent {
+                message: message.into(),
+            },
+            S::Failed { error, will_retry } => Self::Failed {
+                code: error.code_name(),
+                detail: error.to_string(),
+                will_retry,
+            },
+            S::Deleted => Self::Deleted,
+        }
+    }
+}
+
 /// Parses a user id argument.
 pub(crate) fn user_id(s: &str) -> Result<UserId, ZajelError> {
     s.parse()

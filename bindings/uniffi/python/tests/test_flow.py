@@ -230,3 +230,49 @@ async def _flaky(server):
     assert [m.body for m in flaky.messages()] == ["n0", "n1", "n2", "n3"]
     ada2.disconnect()
     bo.disconnect()
+
+
+def test_outbox_queue_and_storage(server, tmp_path):
+    asyncio.run(_outbox(server, tmp_path))
+
+
+async def _outbox(server, tmp_path):
+    a, b, ada, bo, ra, rb = await friends(server.url)
+    ada.disconnect()
+
+    # A client keeping its cursors and outbox in a file.
+    path = str(tmp_path / "ada-state.json")
+    first = Recorder()
+    ada1 = await zajel.connect(server.url, a.token, first, zajel.ConnectOptions(storage_path=path))
+
+    # queue(): the entry at once, then its way through the outbox as events, by key.
+    item = ada1.queue(b.user.id, "queued")
+    assert isinstance(item.state, zajel.SendState.QUEUED) and item.body == "queued"
+    sent = await first.wait_for(
+        lambda e: isinstance(e, ZajelEvent.OUTBOX) and e.item.key == item.key
+        and isinstance(e.item.state, zajel.SendState.SENT),
+        "outbox entry sent",
+    )
+    assert sent.item.state.message.body == "queued"
+    await rb.wait_for(is_message("queued"), "queued message delivered")
+    assert ada1.outbox() == []
+    with pytest.raises(ZajelError.Rejected) as empty:
+        ada1.queue(b.user.id, "")
+    assert empty.value.code == ErrorCode.EMPTY_BODY
+    with pytest.raises(ZajelError.InvalidArgument):
+        await ada1.retry_send("no-such-key")
+
+    m1 = await bo.send(a.user.id, "before the restart")
+    await first.wait_for(is_message(m1.body), "message before the restart")
+    ada1.disconnect()
+    await first.wait_for(is_state(ConnectionState.CLOSED), "closed")
+
+    # The "app restart": a new client on the same file resumes from the stored cursors and
+    # gets exactly what it missed, with no resume_from given.
+    missed = await bo.send(m1.conversation, "while the app was closed")
+    again = Recorder()
+    ada2 = await zajel.connect(server.url, a.token, again, zajel.ConnectOptions(storage_path=path))
+    await again.wait_for(is_message(missed.body), "the missed message")
+    assert [(m.id) for m in again.messages()] == [missed.id]
+    ada2.disconnect()
+    bo.disconnect()
