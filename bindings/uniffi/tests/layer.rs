@@ -59,7 +59,7 @@ async fn friends_messages_events_and_errors_through_the_layer() {
     let a = zajel_uniffi::register(url.clone(), "ada".into(), "password-123".into())
         .await
         .unwrap();
-    let b = zajel_uniffi::register(url.clone(), "bo".into(), "password-123".into())
+    let b = zajel_uniffi::register(url.clone(), "bob".into(), "password-123".into())
         .await
         .unwrap();
     assert!(
@@ -78,7 +78,7 @@ async fn friends_messages_events_and_errors_through_the_layer() {
     assert_eq!(ada.user().unwrap().username, "ada");
 
     // Friends: the request arrives as an event; accepting it reaches ada as one.
-    let sent = ada.request_friend("bo".into()).await.unwrap();
+    let sent = ada.request_friend("bob".into()).await.unwrap();
     assert_eq!(sent.relation, Relation::RequestSent);
     rb.wait_for("friend request", |e| {
         matches!(
@@ -131,12 +131,12 @@ async fn friends_messages_events_and_errors_through_the_layer() {
         .unwrap();
     let bodies: Vec<_> = page.messages.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["hi bo", "hi ada"]);
-    assert_eq!(bo.mark_read(m1.conversation.clone(), 2).await.unwrap(), 2);
-    ra.wait_for("read mark", |e| {
+    assert_eq!(ada.mark_read(m1.conversation.clone(), 2).await.unwrap(), 2);
+    rb.wait_for("read mark", |e| {
         matches!(e, ZajelEvent::Read { seq: 2, .. })
     })
     .await;
-    let convs = ada.conversations(None).await.unwrap();
+    let convs = bo.conversations(None).await.unwrap();
     assert_eq!(convs[0].peer_read_seq, 2);
     assert_eq!(ada.cursors().cursors.get(&m1.conversation), Some(&2));
 
@@ -175,7 +175,7 @@ async fn friends_messages_events_and_errors_through_the_layer() {
         let e = ada.typing(bad.into(), true).unwrap_err();
         assert!(matches!(e, ZajelError::InvalidArgument { .. }), "{e:?}");
     }
-    let stranger = zajel_uniffi::register(url.clone(), "cy".into(), "password-123".into())
+    let stranger = zajel_uniffi::register(url.clone(), "cyd".into(), "password-123".into())
         .await
         .unwrap();
     match ada.send(stranger.user.id.clone(), "hello?".into()).await {
