@@ -85,10 +85,8 @@ impl HasErrorCode for StoreError {
             StoreError::IdentityTaken => ErrorCode::InvalidCredentials,
             StoreError::NotAMember => ErrorCode::ConversationNotFound,
             StoreError::InvalidCursor(_) => ErrorCode::InvalidCursor,
-            // TODO(engine): map to the protocol's `unavailable` code once it exists on main.
-            StoreError::Backend(_) | StoreError::Corrupt(_) | StoreError::Unavailable { .. } => {
-                ErrorCode::Internal
-            }
+            StoreError::Backend(_) | StoreError::Corrupt(_) => ErrorCode::Internal,
+            StoreError::Unavailable { .. } => ErrorCode::Unavailable,
         }
     }
 }
