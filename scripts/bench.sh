@@ -8,7 +8,8 @@
 #
 # Knobs (environment): OUT, CHART, PAIRS (500 = the issue's 1,000 users), DURATION, WARMUP (s
 # per run or find-max step), IDLE (idle connections for the memory/connect-time runs), BIG_IDLE
-# (0 = skip the 100,000-connection run), BIN (a prebuilt zajel-benches).
+# (0 = skip the 100,000-connection run), BIN (a prebuilt zajel-benches), PARTS (a subset of
+# "sweep fixed idle big"), APPEND=1 (add to $OUT instead of starting it afresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +36,9 @@ if [[ -z "${BIN:-}" ]]; then
     BIN=target/release/zajel-benches
 fi
 mkdir -p "$(dirname "$OUT")" "$(dirname "$CHART")"
-: > "$OUT"
+[[ -n "${APPEND:-}" ]] || : > "$OUT"
+PARTS=${PARTS:-sweep fixed idle big}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 run() {
     echo "+ zajel-benches $*  (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
@@ -45,19 +48,28 @@ common=(--pairs "$PAIRS" --duration "$DURATION" --warmup "$WARMUP")
 sweep=(--find-max --rate "$START_RATE" --max-steps "$MAX_STEPS")
 
 # Max sustained rate (p99 <= 50 ms, nothing lost): Zajel, then its relay in the same run.
-run load --spawn embedded "${common[@]}" "${sweep[@]}"      # baseline: relay-redb
-run load --spawn redis    "${common[@]}" "${sweep[@]}"      # baseline: relay-redis
+if part sweep; then
+    run load --spawn embedded "${common[@]}" "${sweep[@]}"      # baseline: relay-redb
+    run load --spawn redis    "${common[@]}" "${sweep[@]}"      # baseline: relay-redis
+fi
 # Latency at the issue's fixed rate, with the baseline at the same rate.
-run load --spawn embedded "${common[@]}" --rate "$FIXED_RATE"
-run load --spawn redis    "${common[@]}" --rate "$FIXED_RATE"
+if part fixed; then
+    run load --spawn embedded "${common[@]}" --rate "$FIXED_RATE"
+    run load --spawn redis    "${common[@]}" --rate "$FIXED_RATE"
+fi
 # Idle authenticated connections: memory per connection and connect time (no baseline in the
 # same process, so freed memory of one run cannot hide the next run's growth).
-run load --spawn embedded    --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$IDLE" --baseline none
-run load --spawn relay-redb  --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$IDLE"
-if (( BIG_IDLE > 0 )); then
+if part idle; then
+    run load --spawn embedded    --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$IDLE" --baseline none
+    run load --spawn redis       --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$IDLE" --baseline none
+    run load --spawn relay-redb  --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$IDLE"
+fi
+if part big && (( BIG_IDLE > 0 )); then
     run load --spawn memory --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$BIG_IDLE" \
         --baseline none --setup-concurrency 64
 fi
 
-"$BIN" chart --in "$OUT" --out "$CHART"
+if part sweep || [[ -n "${APPEND:-}" ]]; then
+    "$BIN" chart --in "$OUT" --out "$CHART"
+fi
 echo "lines: $OUT, chart: $CHART" >&2
