@@ -4,7 +4,8 @@ import { act, renderHook, waitFor } from '@testing-library/react';
 import type { ReactNode } from 'react';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Listener, ZajelClient } from './client.js';
-import { ZajelProvider, useFriends, useMessages, useTyping } from './react.js';
+import { ZajelError } from './errors.js';
+import { ZajelProvider, useFriends, useMessages, useTyping, useZajel } from './react.js';
 import type { FriendEntry, HistoryPage, Message, ZajelEvent } from './types.js';
 
 const ME = { id: 'me', username: 'me', created_at: 0 };
@@ -36,6 +37,7 @@ class FakeClient {
   conversations = vi.fn(async () => []);
   markRead = vi.fn(async (_c: string, seq: number) => seq);
   typing = vi.fn();
+  send = vi.fn<(to: string, body: string) => Promise<Message>>();
   on(l: Listener) {
     this.listeners.add(l);
     return () => this.listeners.delete(l);
@@ -95,6 +97,100 @@ describe('useMessages', () => {
     fake.emit({ type: 'read', conversation: CONV, user: BOB.id, seq: 3 });
     fake.emit({ type: 'read', conversation: CONV, user: BOB.id, seq: 2 });
     expect(result.current.peerReadSeq).toBe(3);
+  });
+});
+
+describe('useMessages outbox', () => {
+  it('shows a send as sending, then as a stored message', async () => {
+    fake.history.mockResolvedValue({ conversation: CONV, messages: [], has_more: false });
+    const ack = deferred<Message>();
+    fake.send.mockReturnValue(ack.promise);
+    const { result } = renderHook(() => useMessages(CONV), { wrapper });
+    await waitFor(() => expect(fake.history).toHaveBeenCalled());
+    let sent!: Promise<Message>;
+    act(() => {
+      sent = result.current.send('hello');
+    });
+    expect(result.current.outbox).toMatchObject([{ body: 'hello', state: 'sending' }]);
+    expect(result.current.messages).toEqual([]);
+    await act(async () => {
+      ack.resolve({ ...msg(1, ME.id), body: 'hello' });
+      await sent;
+    });
+    expect(result.current.outbox).toEqual([]);
+    expect(result.current.messages.map((m) => m.body)).toEqual(['hello']);
+  });
+
+  it('keeps a refused send as failed with its typed error; retry and discard', async () => {
+    fake.history.mockResolvedValue({ conversation: CONV, messages: [], has_more: false });
+    fake.send.mockRejectedValueOnce(
+      Object.assign(new Error('body_too_long: at most 4096 bytes'), { code: 'body_too_long' }),
+    );
+    fake.send.mockRejectedValueOnce(Object.assign(new Error('nope'), { code: 'not_friends' }));
+    const { result } = renderHook(() => useMessages(CONV), { wrapper });
+    await waitFor(() => expect(fake.history).toHaveBeenCalled());
+    await act(async () => {
+      await expect(result.current.send('x'.repeat(5000))).rejects.toBeInstanceOf(ZajelError);
+    });
+    expect(result.current.outbox).toHaveLength(1);
+    const failed = result.current.outbox[0];
+    expect(failed.state).toBe('failed');
+    expect(failed.error?.code).toBe('body_too_long');
+
+    // A retry that fails again stays failed with the new reason; one that succeeds is stored.
+    await act(async () => {
+      await expect(result.current.retry(failed.key)).rejects.toMatchObject({ code: 'not_friends' });
+    });
+    expect(result.current.outbox[0]).toMatchObject({ key: failed.key, state: 'failed' });
+    expect(result.current.outbox[0].error?.code).toBe('not_friends');
+    fake.send.mockResolvedValueOnce({ ...msg(1, ME.id), body: 'x' });
+    await act(async () => result.current.retry(failed.key));
+    expect(result.current.outbox).toEqual([]);
+    expect(result.current.messages).toHaveLength(1);
+
+    fake.send.mockRejectedValueOnce(Object.assign(new Error('nope'), { code: 'empty_body' }));
+    await act(async () => {
+      await result.current.send('').catch(() => {});
+    });
+    const second = result.current.outbox[0];
+    act(() => result.current.discard(second.key));
+    expect(result.current.outbox).toEqual([]);
+  });
+
+  it('keeps the outbox when the chat is closed and opened again', async () => {
+    fake.history.mockResolvedValue({ conversation: CONV, messages: [], has_more: false });
+    fake.send.mockReturnValue(new Promise(() => {})); // offline: never acknowledged
+    const first = renderHook(() => useMessages(CONV), { wrapper });
+    await waitFor(() => expect(fake.history).toHaveBeenCalled());
+    act(() => void first.result.current.send('later'));
+    first.unmount();
+    const again = renderHook(() => useMessages(CONV), { wrapper });
+    await waitFor(() =>
+      expect(again.result.current.outbox).toMatchObject([{ body: 'later', state: 'sending' }]),
+    );
+  });
+});
+
+describe('ZajelProvider', () => {
+  it('reports a failed connection as a typed error without a stack trace', async () => {
+    const trace = new TypeError('Failed to fetch\n    at wasm://zajel_wasm.wasm:1:2\n    at x');
+    const { result } = renderHook(() => useZajel(), {
+      wrapper: ({ children }: { children: ReactNode }) => (
+        <ZajelProvider
+          serverUrl="http://test"
+          storageKey="zajel.test"
+          retryMs={60_000}
+          connect={() => Promise.reject(trace)}
+        >
+          {children}
+        </ZajelProvider>
+      ),
+    });
+    await waitFor(() => expect(result.current.error).not.toBeNull());
+    expect(result.current.error).toBeInstanceOf(ZajelError);
+    expect(result.current.error?.code).toBe('transport');
+    expect(result.current.error?.message).toBe('Failed to fetch');
+    expect(result.current.state.status).toBe('reconnecting');
   });
 });
 

@@ -9,21 +9,24 @@ import {
   useMemo,
   useRef,
   useState,
+  useSyncExternalStore,
   type ReactNode,
 } from 'react';
 import { ZajelClient } from './client.js';
-import {
-  isZajelError,
-  type ConnectionState,
-  type ConversationId,
-  type ConversationSummary,
-  type FriendEntry,
-  type Message,
-  type Session,
-  type User,
-  type UserId,
-  type ZajelError,
-  type ZajelEvent,
+import { toZajelError, ZajelError } from './errors.js';
+import { outboxOf, type OutboxEntry } from './outbox.js';
+
+export type { OutboxEntry, OutboxState } from './outbox.js';
+import type {
+  ConnectionState,
+  ConversationId,
+  ConversationSummary,
+  FriendEntry,
+  Message,
+  Session,
+  User,
+  UserId,
+  ZajelEvent,
 } from './types.js';
 
 export interface ZajelContextValue {
@@ -77,12 +80,7 @@ function writeSession(key: string | null, s: Session | null) {
   else localStorage.removeItem(key);
 }
 
-function asError(e: unknown): ZajelError {
-  if (isZajelError(e)) return e;
-  const err = new Error(String(e)) as ZajelError;
-  err.code = 'error';
-  return err;
-}
+const asError = toZajelError;
 
 /** Holds the session (persisted in localStorage) and one connected client for it. */
 export function ZajelProvider({
@@ -203,7 +201,7 @@ export function ZajelProvider({
 /** The session, the client and the connection state. */
 export function useZajel(): ZajelContextValue {
   const ctx = useContext(ZajelContext);
-  if (!ctx) throw new Error('useZajel must be used inside <ZajelProvider>');
+  if (!ctx) throw new ZajelError('error', 'useZajel must be used inside <ZajelProvider>');
   return ctx;
 }
 
@@ -277,7 +275,7 @@ export function useFriends() {
   );
   const op = useCallback(
     (fn: (c: ZajelClient) => Promise<unknown>) => async () => {
-      if (!client) throw new Error('not connected');
+      if (!client) throw new ZajelError('closed', 'not connected');
       await fn(client);
       await reload();
     },
@@ -316,6 +314,10 @@ export function useConversations() {
   const totalUnread = conversations.reduce((n, c) => n + c.unread, 0);
   return { conversations, totalUnread, reload };
 }
+
+const noSubscribe = () => () => {};
+const EMPTY: OutboxEntry[] = [];
+const noEntries = () => EMPTY;
 
 /** One conversation's messages, oldest first: the latest history page plus live messages,
  * each exactly once (keyed by sequence), with read marks for "seen" ticks. */
@@ -396,15 +398,35 @@ export function useMessages(conversation: ConversationId | null, pageSize = 50) 
     setHasMore(page.has_more);
   }, [client, conversation, messages, pageSize, merge]);
 
+  // This page's sends that are not stored yet (sending, or failed with the reason).
+  const box = client ? outboxOf(client) : null;
+  const allPending = useSyncExternalStore(
+    box?.subscribe ?? noSubscribe,
+    box?.snapshot ?? noEntries,
+    box?.snapshot ?? noEntries,
+  );
+  const outbox = useMemo(
+    () => allPending.filter((e) => e.conversation === conversation),
+    [allPending, conversation],
+  );
+
   const send = useCallback(
     async (body: string) => {
-      if (!client || !conversation) throw new Error('not connected');
-      const m = await client.send(conversation, body);
+      if (!box || !conversation) throw new ZajelError('closed', 'not connected');
+      const m = await box.send(conversation, body);
       merge([m]);
       return m;
     },
-    [client, conversation, merge],
+    [box, conversation, merge],
   );
+  const retry = useCallback(
+    async (key: string) => {
+      const m = await box?.retry(key);
+      if (m) merge([m]);
+    },
+    [box, merge],
+  );
+  const discard = useCallback((key: string) => box?.discard(key), [box]);
 
   const markRead = useCallback(
     async (seq: number) => {
@@ -415,7 +437,24 @@ export function useMessages(conversation: ConversationId | null, pageSize = 50) 
     [client, conversation, readSeq],
   );
 
-  return { messages, hasMore, loading, loadOlder, send, readSeq, peerReadSeq, markRead };
+  return {
+    messages,
+    /** My sends not stored yet, oldest first: `sending` or `failed` (with `error`). */
+    outbox,
+    hasMore,
+    loading,
+    loadOlder,
+    /** Sends; the message shows in `outbox` until stored, then in `messages`. Rejects with
+     * the refusal (the entry stays in `outbox` as `failed`). */
+    send,
+    /** Sends a failed outbox entry again. */
+    retry,
+    /** Drops a failed outbox entry. */
+    discard,
+    readSeq,
+    peerReadSeq,
+    markRead,
+  };
 }
 
 /** Who else is typing in a conversation, and `onInput`/`stop` to report my own typing

@@ -113,16 +113,3 @@ export type ZajelEvent =
   | { type: 'read'; conversation: ConversationId; user: UserId; seq: number }
   | { type: 'typing'; conversation: ConversationId; user: UserId; active: boolean }
   | { type: 'presence'; user: UserId; online: boolean; last_seen: Timestamp | null };
-
-/** What every failed call rejects with. */
-export interface ZajelError extends Error {
-  /** The protocol's error code (`not_friends`, `unauthenticated`, `username_taken`, …) or
-   * `closed`, `connection_lost`, `transport`, `http`, `invalid_url`, `invalid_argument`,
-   * `protocol`, `timeout`. */
-  code: string;
-  retry_after_ms?: number;
-}
-
-export function isZajelError(e: unknown): e is ZajelError {
-  return e instanceof Error && typeof (e as Partial<ZajelError>).code === 'string';
-}
