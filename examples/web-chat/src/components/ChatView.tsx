@@ -16,7 +16,7 @@ interface Props {
 }
 
 export function ChatView({ peer, entry, friends, onBack }: Props) {
-  const { client, user } = useZajel()
+  const { client, user, state } = useZajel()
   const conversation = client?.conversationWith(peer.id) ?? null
   const chat = useMessages(conversation)
   const { typing, onInput, stop } = useTyping(conversation)
@@ -40,7 +40,11 @@ export function ChatView({ peer, entry, friends, onBack }: Props) {
     return () => window.removeEventListener('keydown', onKey)
   }, [onBack])
 
-  const status = typing.length > 0
+  // Presence is only known while connected.
+  const connected = state.status === 'online'
+  const status = !connected
+    ? 'waiting for network…'
+    : typing.length > 0
     ? 'typing…'
     : !isFriend
       ? 'not in your friends'
@@ -54,7 +58,7 @@ export function ChatView({ peer, entry, friends, onBack }: Props) {
         <button type="button" className="icon back" onClick={onBack} aria-label="Back to chats" data-testid="back">
           ←
         </button>
-        <Avatar name={peer.username} online={isFriend ? entry?.online : undefined} size={36} />
+        <Avatar name={peer.username} online={isFriend && connected ? entry?.online : undefined} size={36} />
         <div className="grow min0">
           <h2 className="ellipsis" data-testid="peer-name">{peer.username}</h2>
           <p className={`status ${typing.length ? 'typing' : ''}`} data-testid="peer-status" aria-live="polite">

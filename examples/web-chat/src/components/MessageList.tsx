@@ -27,7 +27,7 @@ export function MessageList({ me, peer, chat, onEdit }: Props) {
   useLayoutEffect(() => {
     const el = scroller.current
     if (el && stick.current) el.scrollTop = el.scrollHeight
-  }, [messages.length, outbox.length])
+  }, [messages.length, outbox.map((o) => o.state).join()])
   useEffect(() => {
     stick.current = true
   }, [peer.id])

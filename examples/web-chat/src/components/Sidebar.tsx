@@ -29,7 +29,7 @@ export function Sidebar({ theme, contacts, incoming, view, onOpen }: Props) {
       <button type="button" className={`people-button ${view.kind === 'people' ? 'active' : ''}`}
         onClick={() => onOpen({ kind: 'people' })} data-testid="open-people"
         aria-label={`Friends and requests${incoming ? `, ${incoming} new` : ''}`}>
-        <span className="people-icon" aria-hidden="true">＋</span>
+        <span className="people-icon" aria-hidden="true">+</span>
         <span className="grow">Friends &amp; requests</span>
         {incoming > 0 && <span className="badge" data-testid="requests-badge">{incoming}</span>}
       </button>
