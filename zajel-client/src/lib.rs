@@ -93,6 +93,7 @@
 //! `WebSocket`, `fetch` and timers and needs no runtime; the platform differences live in one
 //! small internal module.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod backoff;

@@ -36,6 +36,7 @@
 //! See `docs/server.md` for configuration, limits, close codes and deployment.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
 pub mod broker;
