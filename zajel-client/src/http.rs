@@ -182,5 +182,6 @@ pub(crate) fn js_message(e: &wasm_bindgen::JsValue) -> String {
     if let Some(err) = e.dyn_ref::<js_sys::Error>() {
         return String::from(err.message());
     }
-    e.as_string().unwrap_or_else(|| "unknown JavaScript error".into())
+    e.as_string()
+        .unwrap_or_else(|| "unknown JavaScript error".into())
 }
