@@ -20,9 +20,18 @@ use std::sync::{Mutex, MutexGuard};
 /// assert_eq!(store.user(u.id).await.unwrap().unwrap().username, "alice");
 /// # });
 /// ```
-#[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    dedupe_window_ms: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -48,7 +57,8 @@ struct UserRow {
 #[derive(Default)]
 struct Conversation {
     messages: Vec<Message>,
-    idempotency: HashMap<(UserId, String), u64>,
+    /// (sender, key) -> (seq, when it was recorded: the message's `sent_at`).
+    idempotency: HashMap<(UserId, String), (u64, Timestamp)>,
     read: HashMap<UserId, u64>,
 }
 
@@ -56,6 +66,13 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets how long idempotency records deduplicate retries (default
+    /// [`DEFAULT_DEDUPE_WINDOW_MS`]); [`Store::prune`] forgets older ones.
+    pub fn with_dedupe_window(mut self, window_ms: u64) -> Self {
+        self.dedupe_window_ms = window_ms;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -270,7 +287,7 @@ impl State {
             .entry(m.conversation.clone())
             .or_default();
         let key = (m.sender, m.idempotency_key.as_str().to_owned());
-        if let Some(seq) = conv.idempotency.get(&key) {
+        if let Some((seq, _)) = conv.idempotency.get(&key) {
             let message = conv.messages[(*seq - 1) as usize].clone();
             return Ok(Appended {
                 message,
@@ -288,7 +305,7 @@ impl State {
             idempotency_key: m.idempotency_key.as_str().to_owned(),
         };
         conv.messages.push(message.clone());
-        conv.idempotency.insert(key, seq);
+        conv.idempotency.insert(key, (seq, m.sent_at));
         let mark = conv.read.entry(m.sender).or_default();
         *mark = (*mark).max(seq);
         self.activity += 1;
@@ -404,5 +421,27 @@ impl MessageStore for MemoryStore {
             seq: *mark,
             changed,
         })
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
+        let mut s = self.lock();
+        let mut pruned = Pruned::default();
+        s.sessions.retain(|_, mine| {
+            let before = mine.len();
+            mine.retain(|_, session| session.expires_at > now);
+            pruned.sessions += (before - mine.len()) as u64;
+            !mine.is_empty()
+        });
+        // Records at or before this instant are past the window.
+        let horizon = now.plus_millis(-(self.dedupe_window_ms.min(i64::MAX as u64) as i64));
+        for conv in s.conversations.values_mut() {
+            let before = conv.idempotency.len();
+            conv.idempotency.retain(|_, (_, at)| *at > horizon);
+            pruned.idempotency_records += (before - conv.idempotency.len()) as u64;
+        }
+        Ok(pruned)
     }
 }

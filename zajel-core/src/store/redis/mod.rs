@@ -9,12 +9,15 @@
 //! One [`::redis::aio::ConnectionManager`] (multiplexed, reconnecting) carries all traffic, so
 //! [`RedisStore`] is cheap to clone and concurrent calls share the connection.
 
+mod breaker;
+
 use super::*;
 use crate::friends::{Edge, UserPair};
 use crate::ids::MessageId;
 use crate::model::Message;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use breaker::Breaker;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -22,6 +25,37 @@ use std::time::Duration;
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "zajel";
+
+/// Connection settings for [`RedisStore::connect_with`].
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// Key prefix, so several apps (or tests) can share one Redis (default `"zajel"`; no
+    /// braces: they would break the Cluster hash tags).
+    pub prefix: String,
+    /// Longest wait for one command's reply (default 2 s). A call that takes longer fails
+    /// with [`StoreError::Unavailable`] and opens the circuit breaker.
+    pub command_timeout: Duration,
+    /// Longest wait for a TCP connect (default 1 s).
+    pub connect_timeout: Duration,
+    /// How long the circuit breaker stays open after a timeout or connection failure
+    /// (default 1 s): meanwhile every call fails at once with `Unavailable` and this as
+    /// `retry_after_ms`, then calls try Redis again.
+    pub breaker_cooldown: Duration,
+    /// How long an idempotency record deduplicates retries (default 24 h, at least 1 ms).
+    pub dedupe_window_ms: u64,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            breaker_cooldown: Duration::from_secs(1),
+            dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+        }
+    }
+}
 
 /// The Redis backend. Clones share one multiplexed connection.
 ///
@@ -36,6 +70,8 @@ pub const DEFAULT_PREFIX: &str = "zajel";
 pub struct RedisStore {
     con: ConnectionManager,
     keys: Arc<Keys>,
+    breaker: Arc<Breaker>,
+    options: Arc<RedisOptions>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -231,24 +267,77 @@ impl RedisStore {
     /// Connects with a key prefix, so several apps (or tests) can share one Redis. The prefix
     /// must not contain `{` or `}` (it would break the Cluster hash tags).
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> StoreResult<Self> {
-        if prefix.contains(['{', '}']) {
+        Self::connect_with(
+            url,
+            RedisOptions {
+                prefix: prefix.to_owned(),
+                ..RedisOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Connects with explicit [`RedisOptions`] (timeouts, circuit breaker, prefix).
+    pub async fn connect_with(url: &str, options: RedisOptions) -> StoreResult<Self> {
+        if options.prefix.contains(['{', '}']) {
             return Err(StoreError::Backend(format!(
-                "invalid key prefix {prefix:?}: braces are reserved for hash tags"
+                "invalid key prefix {:?}: braces are reserved for hash tags",
+                options.prefix
             )));
         }
         let client = ::redis::Client::open(url).map_err(StoreError::backend)?;
+        // One quick reconnect attempt per failed call: the breaker, not the connection
+        // manager's retry loop, decides how long to wait while Redis is away.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)));
-        let con = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(redis_err)?;
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.command_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let con = tokio::time::timeout(
+            options.connect_timeout + options.command_timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| StoreError::unavailable("cannot connect to Redis: timed out", 0))?
+        .map_err(|e| match is_connection_error(&e) {
+            true => StoreError::unavailable(format!("cannot connect to Redis: {e}"), 0),
+            false => redis_err(e),
+        })?;
         Ok(Self {
             con,
             keys: Arc::new(Keys {
-                prefix: prefix.to_owned(),
+                prefix: options.prefix.clone(),
             }),
+            breaker: Arc::new(Breaker::new(options.breaker_cooldown)),
+            options: Arc::new(options),
         })
+    }
+
+    /// Runs one Redis round trip under the command timeout and the circuit breaker: fails at
+    /// once while the breaker is open; a timeout or connection failure opens it.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> StoreResult<T> {
+        self.breaker.check()?;
+        match tokio::time::timeout(self.options.command_timeout, call).await {
+            Err(_) => Err(self.breaker.trip(format!(
+                "Redis did not answer within {} ms",
+                self.options.command_timeout.as_millis()
+            ))),
+            Ok(Err(e)) if is_connection_error(&e) => {
+                Err(self.breaker.trip(format!("Redis connection failed: {e}")))
+            }
+            Ok(Err(e)) => {
+                self.breaker.close();
+                Err(redis_err(e))
+            }
+            Ok(Ok(v)) => {
+                self.breaker.close();
+                Ok(v)
+            }
+        }
     }
 
     /// The key prefix in use.
@@ -260,13 +349,13 @@ impl RedisStore {
     /// writes only).
     async fn query(&self, cmd: &Cmd) -> StoreResult<Value> {
         let mut con = self.con.clone();
-        match cmd.query_async::<Value>(&mut con).await {
-            Ok(v) => Ok(v),
-            Err(e) if is_connection_error(&e) => {
-                cmd.query_async::<Value>(&mut con).await.map_err(redis_err)
+        self.guarded(async move {
+            match cmd.query_async::<Value>(&mut con).await {
+                Err(e) if is_connection_error(&e) => cmd.query_async::<Value>(&mut con).await,
+                r => r,
             }
-            Err(e) => Err(redis_err(e)),
-        }
+        })
+        .await
     }
 
     /// Runs one script call; see [`RedisStore::eval_many`].
@@ -306,7 +395,7 @@ impl RedisStore {
             load.cmd("SCRIPT").arg("LOAD").arg(lua.source).ignore();
         }
         let mut con = self.con.clone();
-        load.query_async::<()>(&mut con).await.map_err(redis_err)?;
+        self.guarded(load.query_async::<()>(&mut con)).await?;
         let again = self
             .pipeline(missing.iter().map(|&i| &calls[i]).collect(), retry)
             .await?;
@@ -327,13 +416,16 @@ impl RedisStore {
             pipe.add_command(c.evalsha());
         }
         let mut con = self.con.clone();
-        let results: Vec<Result<Value, RedisError>> = match pipe.query_async(&mut con).await {
-            Ok(r) => r,
-            Err(e) if retry == Retry::Once && is_connection_error(&e) => {
-                pipe.query_async(&mut con).await.map_err(redis_err)?
-            }
-            Err(e) => return Err(redis_err(e)),
-        };
+        let results: Vec<Result<Value, RedisError>> = self
+            .guarded(async move {
+                match pipe.query_async(&mut con).await {
+                    Err(e) if retry == Retry::Once && is_connection_error(&e) => {
+                        pipe.query_async(&mut con).await
+                    }
+                    r => r,
+                }
+            })
+            .await?;
         if results.len() != calls.len() {
             return Err(StoreError::Backend(format!(
                 "expected {} replies, got {}",
@@ -948,6 +1040,13 @@ fn decode_append(mut message: Message, reply: Value) -> StoreResult<Appended> {
             }),
         },
         other => Err(corrupt(format_args!("unexpected append reply {other}"))),
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn health(&self) -> StoreHealth {
+        self.breaker.health()
     }
 }
 
