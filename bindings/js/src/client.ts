@@ -6,12 +6,14 @@ import { guard, toZajelError, ZajelError } from './errors.js';
 import type {
   ConnectionState,
   ConversationId,
+  ConnectOptions,
   ConversationSummary,
   FriendEntry,
   FriendStatus,
   HistoryPage,
   HistoryQuery,
   Message,
+  OutboxItem,
   ResumeState,
   Session,
   User,
@@ -89,10 +91,12 @@ export class ZajelClient {
   private listeners = new Set<Listener>();
   private pending: ZajelEvent[] | null = [];
   private lastState: ConnectionState;
+  private me?: User;
 
-  private constructor(serverUrl: string, raw: RawClient) {
+  private constructor(serverUrl: string, raw: RawClient, me?: User) {
     this.serverUrl = serverUrl;
     this.raw = raw;
+    this.me = me;
     this.lastState = raw.state() as ConnectionState;
     raw.onEvent((event: ZajelEvent) => {
       if (event.type === 'state') this.lastState = event.state;
@@ -129,11 +133,32 @@ export class ZajelClient {
     await guard(() => RawClient.logoutEverywhere(serverUrl, token));
   }
 
-  /** Connects and resolves once online (authenticated and caught up). */
-  static async connect(serverUrl: string, token: string, resume?: ResumeState): Promise<ZajelClient> {
+  /** Connects and resolves once online (authenticated and caught up); rejects with the
+   * first attempt's error. `options`: storage for resume + outbox across page loads, or
+   * saved cursors (a bare `ResumeState` is accepted too). */
+  static async connect(
+    serverUrl: string,
+    token: string,
+    options?: ConnectOptions | ResumeState,
+  ): Promise<ZajelClient> {
     await loadZajel();
-    const raw: RawClient = await guard(() => RawClient.connect(serverUrl, token, resume));
+    const raw: RawClient = await guard(() => RawClient.connect(serverUrl, token, options));
     return new ZajelClient(serverUrl, raw);
+  }
+
+  /** Starts a client that connects (and reconnects) in the background and returns at once:
+   * the way to open a client while the server is unreachable. Calls made meanwhile wait for
+   * the connection; `queue`/`send` go to the outbox (kept in `storage` across reloads).
+   * `me` (the session's user) answers `user`/`conversationWith` before the first connection. */
+  static async start(
+    serverUrl: string,
+    token: string,
+    options?: ConnectOptions,
+    me?: User,
+  ): Promise<ZajelClient> {
+    await loadZajel();
+    const raw: RawClient = await guard(() => RawClient.start(serverUrl, token, options));
+    return new ZajelClient(serverUrl, raw, me);
   }
 
   /** Subscribes to every event; returns the unsubscribe function. Events that arrived before
@@ -155,16 +180,23 @@ export class ZajelClient {
 
   /** The signed-in user. */
   get user(): User {
-    return this.raw.user() as User;
+    return (this.raw.user() as User | null | undefined) ?? (this.me as User);
   }
 
   /** The direct conversation id with a user. */
   conversationWith(peer: UserId): ConversationId {
+    let id: ConversationId | null | undefined;
     try {
-      return this.raw.conversationWith(peer) as ConversationId;
+      id = this.raw.conversationWith(peer) as ConversationId | null | undefined;
     } catch (e) {
       throw toZajelError(e);
     }
+    if (id) return id;
+    // Not connected yet: the id is `dm.<lower>.<higher>` of the two user ids.
+    const mine = this.user?.id;
+    if (!mine) throw new ZajelError('closed', 'the signed-in user is not known yet');
+    const [lo, hi] = [mine.toLowerCase(), peer.toLowerCase()].sort();
+    return `dm.${lo}.${hi}`;
   }
 
   /** Cursors to save and pass to `connect` later (resume across page loads). */
@@ -202,6 +234,28 @@ export class ZajelClient {
    * acknowledged (idempotent: queued and retried across reconnects, stored once). */
   send(to: ConversationId | UserId, body: string): Promise<Message> {
     return guard(() => this.raw.send(to, body));
+  }
+  /** Queues a message and returns its outbox entry at once (`state: "queued"`); progress
+   * arrives as `outbox` events with the same `key`. An empty or too long body throws
+   * (`empty_body` / `body_too_long`) and is never queued. */
+  queue(to: ConversationId | UserId, body: string): OutboxItem {
+    try {
+      return this.raw.queue(to, body) as OutboxItem;
+    } catch (e) {
+      throw toZajelError(e);
+    }
+  }
+  /** My messages not acknowledged yet, oldest first (queued, sending, failed). */
+  outbox(): OutboxItem[] {
+    return this.raw.outbox() as OutboxItem[];
+  }
+  /** Queues a failed outbox entry again (same idempotency key: stored at most once). */
+  retrySend(key: string): Promise<void> {
+    return guard(() => this.raw.retrySend(key));
+  }
+  /** Removes a queued or failed outbox entry (never sent). */
+  deleteSend(key: string): Promise<void> {
+    return guard(() => this.raw.deleteSend(key));
   }
   /** A page of history, oldest first. */
   history(conversation: ConversationId, query: HistoryQuery = {}): Promise<HistoryPage> {

@@ -33,6 +33,7 @@ export const PROTOCOL_ERROR_CODES = [
   'invalid_cursor',
   'internal',
   'shutting_down',
+  'unavailable',
   'unknown',
 ] as const;
 

@@ -1,36 +1,54 @@
-// What this page is sending, per client: each `send` is an entry from the moment it is called
-// until the server stores it (then it is an ordinary message) or refuses it (then it stays,
-// `failed` with the error, until the user retries or deletes it). The client core already
-// queues and re-sends across reconnects; this store is what makes that visible to a UI.
+// My messages that are not stored yet, as a UI shows them: the client's outbox (queued /
+// sending / failed with the reason, kept across reloads when the client has storage), plus
+// messages the client refused before queueing (too long, empty), which stay here as
+// `failed` until the user edits or deletes them, so typed text is never silently lost.
 import type { ZajelClient } from './client.js';
 import { toZajelError, type ZajelError } from './errors.js';
-import type { ConversationId, Message } from './types.js';
+import type { ConversationId, Message, OutboxItem } from './types.js';
 
-export type OutboxState = 'sending' | 'failed';
+export type OutboxState = 'queued' | 'sending' | 'failed';
 
 export interface OutboxEntry {
-  /** Local id of this entry (stable across retries). */
+  /** The client's key (its idempotency key), or `local-…` for a message refused before
+   * queueing. */
   key: string;
   conversation: ConversationId;
   body: string;
-  /** When the user sent it (ms since the epoch). */
+  /** When this page first saw it (ms since the epoch). */
   created_at: number;
-  /** `sending`: handed to the client, not acknowledged yet (waiting for the network when
-   * offline). `failed`: refused; see `error`. */
+  /** `queued`: waiting (offline, paced, or behind an earlier message); `sending`: on the
+   * wire; `failed`: refused, see `error` (`will_retry`: the client tries again itself). */
   state: OutboxState;
   error?: ZajelError;
+  will_retry?: boolean;
 }
 
 type Listener = () => void;
+interface Waiter {
+  resolve(m: Message): void;
+  reject(e: ZajelError): void;
+}
+
+let localCounter = 0;
 
 export class Outbox {
   private entries: OutboxEntry[] = [];
   private listeners = new Set<Listener>();
-  private counter = 0;
+  private waiters = new Map<string, Waiter>();
   private readonly client: ZajelClient;
 
   constructor(client: ZajelClient) {
     this.client = client;
+    let items: OutboxItem[] = [];
+    try {
+      items = client.outbox();
+    } catch {
+      // A closed client has no outbox.
+    }
+    for (const item of items) this.apply(item, false);
+    client.on((e) => {
+      if (e.type === 'outbox') this.apply(e.item, true);
+    });
   }
 
   subscribe = (l: Listener): (() => void) => {
@@ -46,48 +64,89 @@ export class Outbox {
     for (const l of [...this.listeners]) l();
   }
 
-  private update(key: string, patch: Partial<OutboxEntry> | null) {
-    this.set(
-      patch === null
-        ? this.entries.filter((e) => e.key !== key)
-        : this.entries.map((e) => (e.key === key ? { ...e, ...patch } : e)),
-    );
+  private apply(item: OutboxItem, notify: boolean) {
+    const waiter = this.waiters.get(item.key);
+    if (item.state === 'sent' || item.state === 'deleted') {
+      this.waiters.delete(item.key);
+      if (item.state === 'sent' && item.message) waiter?.resolve(item.message);
+      else waiter?.reject(toZajelError({ code: 'closed', message: 'deleted before it was sent' }));
+      const rest = this.entries.filter((e) => e.key !== item.key);
+      if (notify) this.set(rest);
+      else this.entries = rest;
+      return;
+    }
+    const error = item.error ? toZajelError(item.error) : undefined;
+    if (item.state === 'failed' && !item.will_retry && waiter && error) {
+      this.waiters.delete(item.key);
+      waiter.reject(error);
+    }
+    const old = this.entries.find((e) => e.key === item.key);
+    const entry: OutboxEntry = {
+      key: item.key,
+      conversation: item.conversation ?? old?.conversation ?? '',
+      body: item.body,
+      created_at: old?.created_at ?? Date.now(),
+      state: item.state,
+      error,
+      will_retry: item.will_retry,
+    };
+    const next = old
+      ? this.entries.map((e) => (e.key === item.key ? entry : e))
+      : [...this.entries, entry];
+    if (notify) this.set(next);
+    else this.entries = next;
   }
 
-  /** Sends `body`; resolves to the stored message, or rejects with the refusal (the entry then
-   * stays `failed`). */
+  /** Queues `body` and resolves to the stored message; rejects with the refusal (the entry
+   * then stays `failed` here until retried or discarded). */
   send(conversation: ConversationId, body: string): Promise<Message> {
-    const key = `local-${Date.now().toString(36)}-${++this.counter}`;
-    this.set([
-      ...this.entries,
-      { key, conversation, body, created_at: Date.now(), state: 'sending' },
-    ]);
-    return this.attempt(key, conversation, body);
-  }
-
-  private async attempt(key: string, conversation: ConversationId, body: string) {
+    let item: OutboxItem;
     try {
-      const m = await this.client.send(conversation, body);
-      this.update(key, null);
-      return m;
+      item = this.client.queue(conversation, body);
     } catch (e) {
       const error = toZajelError(e);
-      this.update(key, { state: 'failed', error });
-      throw error;
+      this.set([
+        ...this.entries,
+        {
+          key: `local-${Date.now().toString(36)}-${++localCounter}`,
+          conversation,
+          body,
+          created_at: Date.now(),
+          state: 'failed',
+          error,
+        },
+      ]);
+      return Promise.reject(error);
     }
+    const done = new Promise<Message>((resolve, reject) =>
+      this.waiters.set(item.key, { resolve, reject }),
+    );
+    if (!this.entries.some((e) => e.key === item.key)) this.apply(item, true);
+    return done;
   }
 
-  /** Sends a failed entry again (a new attempt: the refused one was not stored). */
-  retry(key: string): Promise<Message> | undefined {
+  /** Sends a failed entry again (a client entry keeps its idempotency key). */
+  async retry(key: string): Promise<Message | undefined> {
     const entry = this.entries.find((e) => e.key === key && e.state === 'failed');
     if (!entry) return undefined;
-    this.update(key, { state: 'sending', error: undefined });
-    return this.attempt(key, entry.conversation, entry.body);
+    if (key.startsWith('local-')) {
+      this.set(this.entries.filter((e) => e.key !== key));
+      return this.send(entry.conversation, entry.body);
+    }
+    const done = new Promise<Message>((resolve, reject) =>
+      this.waiters.set(key, { resolve, reject }),
+    );
+    await this.client.retrySend(key);
+    return done;
   }
 
-  /** Forgets a failed entry. */
-  discard(key: string): void {
-    if (this.entries.some((e) => e.key === key && e.state === 'failed')) this.update(key, null);
+  /** Forgets a failed (or still queued) entry: it is never sent. */
+  async discard(key: string): Promise<void> {
+    if (key.startsWith('local-')) {
+      this.set(this.entries.filter((e) => e.key !== key));
+      return;
+    }
+    await this.client.deleteSend(key);
   }
 }
 

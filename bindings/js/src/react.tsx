@@ -18,6 +18,7 @@ import { outboxOf, type OutboxEntry } from './outbox.js';
 
 export type { OutboxEntry, OutboxState } from './outbox.js';
 import type {
+  ConnectOptions,
   ConnectionState,
   ConversationId,
   ConversationSummary,
@@ -55,13 +56,30 @@ export interface ZajelProviderProps {
   storageKey?: string | null;
   /** Delay before retrying a first connection that failed for a network reason. */
   retryMs?: number;
-  /** How to connect a session (default `ZajelClient.connect`); e.g. to resume from saved
-   * cursors, or a stand-in client in unit tests. */
-  connect?: (serverUrl: string, token: string) => Promise<ZajelClient>;
+  /** Where the client keeps resume cursors and the outbox across page loads: `"indexeddb"`
+   * (the default where IndexedDB exists; one record per account), an adapter, or `false`
+   * (memory only). */
+  storage?: ConnectOptions['storage'];
+  /** How to open a client for a session (default: `ZajelClient.start` with `storage`, so a
+   * reload while offline shows the stored outbox at once); e.g. a stand-in client in unit
+   * tests. */
+  connect?: (serverUrl: string, token: string, session: Session) => Promise<ZajelClient>;
   children?: ReactNode;
 }
 
-const defaultConnect = (serverUrl: string, token: string) => ZajelClient.connect(serverUrl, token);
+const hasIndexedDb = () => typeof indexedDB !== 'undefined';
+
+function startWith(storage: ConnectOptions['storage'] | undefined) {
+  return (serverUrl: string, token: string, session: Session) => {
+    const store = storage ?? (hasIndexedDb() ? 'indexeddb' : false);
+    return ZajelClient.start(
+      serverUrl,
+      token,
+      store ? { storage: store, storageKey: `${serverUrl}#${session.user.id}` } : undefined,
+      session.user,
+    );
+  };
+}
 
 function readSession(key: string | null): Session | null {
   if (!key || typeof localStorage === 'undefined') return null;
@@ -87,9 +105,11 @@ export function ZajelProvider({
   serverUrl,
   storageKey = 'zajel.session',
   retryMs = 2000,
-  connect = defaultConnect,
+  storage,
+  connect: connectProp,
   children,
 }: ZajelProviderProps) {
+  const connect = useMemo(() => connectProp ?? startWith(storage), [connectProp, storage]);
   const url = serverUrl ?? window.location.origin;
   const [session, setSessionState] = useState<Session | null>(() => readSession(storageKey));
   const [client, setClient] = useState<ZajelClient | null>(null);
@@ -117,7 +137,7 @@ export function ZajelProvider({
     let off: (() => void) | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     setState({ status: 'connecting' });
-    connect(url, session.token).then(
+    connect(url, session.token, session).then(
       (c) => {
         if (cancelled) {
           c.close();
@@ -175,7 +195,13 @@ export function ZajelProvider({
 
   const logout = useCallback(async () => {
     try {
-      await client?.logout();
+      // Offline, the server cannot be told; do not keep the user waiting for it.
+      await Promise.race([
+        client?.logout(),
+        new Promise((resolve) => setTimeout(resolve, 3000)),
+      ]);
+    } catch {
+      // Signed out here anyway; the token expires on the server.
     } finally {
       setSession(null);
     }
@@ -426,7 +452,7 @@ export function useMessages(conversation: ConversationId | null, pageSize = 50) 
     },
     [box, merge],
   );
-  const discard = useCallback((key: string) => box?.discard(key), [box]);
+  const discard = useCallback(async (key: string) => box?.discard(key), [box]);
 
   const markRead = useCallback(
     async (seq: number) => {

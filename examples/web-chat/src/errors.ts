@@ -26,6 +26,7 @@ const TEXT: Partial<Record<ZajelErrorCode, string>> = {
   frame_too_large: 'This is too large to send.',
   internal: 'Something went wrong on the server. Try again.',
   shutting_down: 'The server is restarting. Try again in a moment.',
+  unavailable: 'The server is busy. Try again in a moment.',
   transport: 'Can’t reach the server. Check your connection.',
   timeout: 'The server took too long to answer. Try again.',
   connection_lost: 'The connection dropped before the server answered. Check and try again.',

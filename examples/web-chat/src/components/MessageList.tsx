@@ -83,13 +83,13 @@ export function MessageList({ me, peer, chat, onEdit }: Props) {
         {outbox.map((o) => (
           <Fragment key={o.key}>
             {separator(o.created_at)}
-            <li className={`bubble mine ${o.state}`} data-testid="pending" data-state={o.state}>
+            <li className={`bubble mine ${o.state === 'failed' && !o.will_retry ? 'failed' : 'sending'}`}
+              data-testid="pending" data-state={o.state}>
               <span className="body">{o.body}</span>
-              {o.state === 'sending' ? (
+              {o.state !== 'failed' || o.will_retry ? (
                 <span className="meta">
-                  <span aria-label={offline ? 'waiting for the network' : 'sending'}
-                    title={offline ? 'Waiting for the network' : 'Sending'}>
-                    {offline ? 'waiting for network' : 'sending'} ◷
+                  <span title={offline ? 'Waiting for the network' : o.will_retry ? 'Retrying' : 'Sending'}>
+                    {offline ? 'waiting for network' : o.will_retry ? 'retrying' : 'sending'} ◷
                   </span>
                 </span>
               ) : (
@@ -100,11 +100,11 @@ export function MessageList({ me, peer, chat, onEdit }: Props) {
                       onClick={() => void chat.retry(o.key).catch(() => {})}>Retry</button>
                     <button type="button" className="link" data-testid="edit"
                       onClick={() => {
-                        chat.discard(o.key)
+                        void chat.discard(o.key).catch(() => {})
                         onEdit(o.body)
                       }}>Edit</button>
                     <button type="button" className="link" data-testid="delete"
-                      onClick={() => chat.discard(o.key)}>Delete</button>
+                      onClick={() => void chat.discard(o.key).catch(() => {})}>Delete</button>
                   </span>
                 </span>
               )}
