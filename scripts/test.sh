@@ -39,6 +39,14 @@ echo "bench smoke: $((SECONDS - bench_start)) s"
 step "doc tests"
 cargo test --workspace --doc
 
+step "zajel-wasm in headless Chromium (wasm-bindgen-test): IndexedDB storage, outbox across a restart"
+wasm_test_start=$SECONDS
+ensure_wasm_bindgen
+ensure_chromedriver
+CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test -p zajel-wasm --lib --target wasm32-unknown-unknown
+echo "wasm browser tests: $((SECONDS - wasm_test_start)) s"
+
 step "web: zajel-wasm -> @zajel/client -> examples/web-chat (type-checked), then the web tests"
 web_start=$SECONDS
 bash scripts/build-web.sh
