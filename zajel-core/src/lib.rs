@@ -34,8 +34,8 @@ pub use ids::{ConversationId, MessageId, Timestamp, UserId};
 pub use limits::{Body, IdempotencyKey, Username};
 pub use model::*;
 pub use store::{
-    FriendStore, MessageStore, RelationEntry, SessionStore, Store, StoreError, StoreResult,
-    UserStore,
+    ExternalIdentity, FriendStore, IdentityStore, MessageStore, RelationEntry, SessionStore, Store,
+    StoreError, StoreResult, UserStore,
 };
 
 #[cfg(feature = "embedded")]
