@@ -107,7 +107,10 @@ impl FromRequestParts<Engine> for ClientAddr {
     }
 }
 
-async fn issue_session(engine: &Engine, user: &User) -> Result<(String, Timestamp), ApiError> {
+pub(crate) async fn issue_session(
+    engine: &Engine,
+    user: &User,
+) -> Result<(String, Timestamp), ApiError> {
     let (token, hash) = auth::new_token(user.id).map_err(ApiError::internal)?;
     let now = Timestamp::now();
     let ttl_ms =
@@ -127,7 +130,7 @@ async fn issue_session(engine: &Engine, user: &User) -> Result<(String, Timestam
     Ok((token, expires_at))
 }
 
-fn session_response(
+pub(crate) fn session_response(
     engine: &Engine,
     status: StatusCode,
     user: User,
@@ -252,12 +255,16 @@ async fn login(
             .map_err(|e| ApiError::from(&e))?,
         None => None,
     };
-    // Always run one argon2 verification so timing does not reveal whether the user exists.
+    // Always run one argon2 verification so timing does not reveal whether the user exists
+    // or has a password; an account without a password (external sign-in only) never
+    // verifies, whatever is typed (the dummy hash's own password included).
+    let has_password = stored.is_some();
     let phc = stored.unwrap_or_else(|| engine.dummy_hash().to_owned());
     let password = creds.password;
     let verified = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)?
+        && has_password;
     let Some(user) = user.filter(|_| verified) else {
         let _ = inner.login_by_account.take(&account_key);
         return Err(invalid_credentials());
@@ -273,7 +280,7 @@ async fn login(
 }
 
 /// The session token from `Authorization: Bearer` or, failing that, the session cookie.
-fn request_token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_token(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

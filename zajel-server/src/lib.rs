@@ -30,6 +30,8 @@
 //! * [`hub`]: local connections by user and the [`hub::Broker`] delivery seam.
 //! * [`broker`]: [`broker::RedisBroker`], many nodes sharing one Redis (cross-node delivery
 //!   and cluster-wide presence); [`presence`]: the [`presence::Presence`] seam.
+//! * [`identity`]: OpenID Connect sign-in, an embedding app's own users ([`identity::Authenticator`],
+//!   signed JWTs) and the server-side account API.
 //! * `auth`: argon2id passwords and session tokens; `ratelimit`: token buckets;
 //!   `metrics`: Prometheus exposition.
 //!
@@ -45,6 +47,7 @@ mod engine;
 mod error;
 mod http;
 pub mod hub;
+pub mod identity;
 mod metrics;
 pub mod presence;
 mod ratelimit;
