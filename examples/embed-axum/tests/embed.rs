@@ -81,7 +81,7 @@ async fn app_routes_and_zajel_work_side_by_side() {
         addr,
         "POST",
         "/api/register",
-        Some(r#"{"username":"alice","password":"correct horse battery"}"#),
+        Some(r#"{"username":"carol","password":"correct horse battery"}"#),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -97,7 +97,7 @@ async fn app_routes_and_zajel_work_side_by_side() {
         .expect("send");
     let ok = next_json(&mut ws).await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
-    assert_eq!(ok["user"]["username"], "alice");
+    assert_eq!(ok["user"]["username"], "carol");
 
     // Graceful shutdown reaches the WebSocket through the app's own server loop.
     stop.send(()).expect("stop");
