@@ -30,6 +30,13 @@ cargo clippy -p zajel-wasm --target wasm32-unknown-unknown -- -D warnings
 step "tests (nextest: unit, conformance against memory/embedded/Redis, integration)"
 cargo nextest run --workspace --no-fail-fast
 
+step "benchmark pipeline smoke (seconds, not a measurement): Zajel + relay baseline, --find-max, --idle, chart"
+bench_start=$SECONDS
+cargo build -p zajel-benches
+QUICK=1 BIN=target/debug/zajel-benches OUT=target/bench-smoke/results.jsonl \
+    CHART=target/bench-smoke/chart.svg bash scripts/bench.sh > /dev/null
+echo "bench smoke: $((SECONDS - bench_start)) s"
+
 step "doc tests"
 cargo test --workspace --doc
 

@@ -1,5 +1,13 @@
 //! Zajel benchmarks as a library, so integration tests can run their core functions.
 //!
 //! * [`load`]: the end-to-end load generator (pairs of friends over real WebSockets).
+//! * [`relay`]: the bare relay, the baseline Zajel is compared with in the same run.
+//! * [`compare`]: one invocation = target + baseline, optionally a `--find-max` rate sweep.
+//! * [`chart`]: p50/p99 against offered rate, drawn as SVG from the JSON lines.
+//! * [`net`]: client sockets from several loopback source addresses (for `--idle 50000`).
 
+pub mod chart;
+pub mod compare;
 pub mod load;
+pub mod net;
+pub mod relay;

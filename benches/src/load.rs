@@ -38,10 +38,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::net;
+use crate::relay::{self, RelayStore};
 
 /// How long a setup step (HTTP request, WebSocket handshake, one answer) may take.
 const SETUP_WAIT: Duration = Duration::from_secs(60);
@@ -49,15 +52,48 @@ const SETUP_WAIT: Duration = Duration::from_secs(60);
 const IDLE_PING_EVERY: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "load-bench-password";
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<TcpStream>;
 
 /// Where the load goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// An engine served in-process on `127.0.0.1:0` over this store.
     Spawn(Backend),
+    /// The bare relay (the baseline, [`crate::relay`]) served in-process on `127.0.0.1:0`.
+    Relay(RelayStore),
     /// A running server, e.g. `http://127.0.0.1:8080`.
     Url(String),
+}
+
+impl Target {
+    /// A `--spawn` value: `memory|embedded|redis|redis-aof` (Zajel) or
+    /// `relay-memory|relay-redis|relay-redb` (the bare relay).
+    pub fn parse_spawn(s: &str) -> Result<Self> {
+        match s.strip_prefix("relay-") {
+            Some(store) => Ok(Self::Relay(RelayStore::parse(store)?)),
+            None => Ok(Self::Spawn(Backend::parse(s)?)),
+        }
+    }
+
+    /// How the JSON line names it: `spawn:redis`, `relay:redis`, `url:http://...`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Spawn(b) => format!("spawn:{}", b.name()),
+            Self::Relay(s) => format!("relay:{}", s.name()),
+            Self::Url(u) => format!("url:{u}"),
+        }
+    }
+
+    /// The relay a Zajel target is compared with: the same kind of persistence
+    /// (embedded → redb with group commit, Redis → SISMEMBER + RPUSH, memory → memory).
+    pub fn matching_relay(&self) -> Option<Self> {
+        match self {
+            Self::Spawn(Backend::Memory) => Some(Self::Relay(RelayStore::Memory)),
+            Self::Spawn(Backend::Embedded) => Some(Self::Relay(RelayStore::Redb)),
+            Self::Spawn(Backend::Redis | Backend::RedisAof) => Some(Self::Relay(RelayStore::Redis)),
+            Self::Relay(_) | Self::Url(_) => None,
+        }
+    }
 }
 
 /// The store behind a spawned server.
@@ -119,6 +155,30 @@ pub struct LoadConfig {
     pub setup_concurrency: usize,
     /// Approximate message body size in bytes.
     pub body_bytes: usize,
+    /// What to compare with in the same invocation (see [`crate::compare`]).
+    pub baseline: Baseline,
+    /// Step the rate up to the highest sustained one instead of one run at `rate`.
+    pub find_max: bool,
+    /// find-max: a step is sustained when e2e p99 is at most this (and nothing is lost).
+    pub max_p99_ms: f64,
+    /// find-max: each ramp step multiplies the per-user rate by this.
+    pub step_factor: f64,
+    /// find-max: bisection steps between the last sustained and the first failed rate.
+    pub refine_steps: usize,
+    /// find-max: at most this many steps in all.
+    pub max_steps: usize,
+}
+
+/// The baseline a run is compared with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// The relay matching the target's store ([`Target::matching_relay`]); none for `--url`
+    /// and relay targets.
+    Auto,
+    /// No baseline run.
+    None,
+    /// This target.
+    Target(Target),
 }
 
 impl Default for LoadConfig {
@@ -135,12 +195,18 @@ impl Default for LoadConfig {
             server_pid: None,
             setup_concurrency: 16,
             body_bytes: 64,
+            baseline: Baseline::Auto,
+            find_max: false,
+            max_p99_ms: 50.0,
+            step_factor: 1.5,
+            refine_steps: 2,
+            max_steps: 14,
         }
     }
 }
 
 /// Usage line of the `load` benchmark.
-pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof | --url http://HOST:PORT] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N]";
+pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|relay-memory|relay-redis|relay-redb | --url http://HOST:PORT] [--baseline auto|none|relay-memory|relay-redis|relay-redb] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
 
 impl LoadConfig {
     /// Parses the flags that follow `load` on the command line.
@@ -158,9 +224,27 @@ impl LoadConfig {
             if flag == "--help" || flag == "-h" {
                 bail!("{USAGE}");
             }
+            if flag == "--find-max" {
+                cfg.find_max = true;
+                continue;
+            }
             let value = it.next().with_context(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
-                "--spawn" => cfg.target = Target::Spawn(Backend::parse(&value)?),
+                "--spawn" => cfg.target = Target::parse_spawn(&value)?,
+                "--baseline" => {
+                    cfg.baseline = match value.as_str() {
+                        "auto" => Baseline::Auto,
+                        "none" => Baseline::None,
+                        other => match Target::parse_spawn(other)? {
+                            t @ Target::Relay(_) => Baseline::Target(t),
+                            _ => bail!("--baseline takes auto, none or relay-<store>"),
+                        },
+                    }
+                }
+                "--max-p99-ms" => cfg.max_p99_ms = value.parse()?,
+                "--step-factor" => cfg.step_factor = value.parse()?,
+                "--refine-steps" => cfg.refine_steps = value.parse()?,
+                "--max-steps" => cfg.max_steps = value.parse()?,
                 "--url" => cfg.target = Target::Url(value),
                 "--pairs" => cfg.pairs = value.parse()?,
                 "--duration" => cfg.duration = secs(&value)?,
@@ -183,6 +267,19 @@ impl LoadConfig {
         }
         if cfg.duration.is_zero() {
             bail!("--duration must be > 0");
+        }
+        if cfg.find_max {
+            if cfg.rate <= 0.0 {
+                bail!(
+                    "--find-max steps an open-loop rate: give the starting --rate (per user) > 0"
+                );
+            }
+            if cfg.idle > 0 {
+                bail!("--idle and --find-max are separate runs");
+            }
+            if !(cfg.step_factor.is_finite() && cfg.step_factor > 1.0) || cfg.max_steps == 0 {
+                bail!("--step-factor must be > 1 and --max-steps >= 1");
+            }
         }
         Ok(cfg)
     }
@@ -216,6 +313,21 @@ pub struct LoadReport {
 // ---------------------------------------------------------------------------------------------
 // The target
 
+/// A server the run started in-process.
+enum Started {
+    Zajel(Spawned),
+    Relay(relay::Running),
+}
+
+impl Started {
+    async fn stop(self) -> Result<()> {
+        match self {
+            Self::Zajel(s) => s.stop().await,
+            Self::Relay(r) => r.stop().await,
+        }
+    }
+}
+
 /// A spawned in-process server and what keeps its store alive.
 struct Spawned {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -248,9 +360,11 @@ pub fn spawn_config() -> zajel_server::ServerConfig {
     }
 }
 
-async fn spawn_server(backend: Backend) -> Result<(SocketAddr, Spawned)> {
-    let (store, guard): (Arc<dyn zajel_core::Store>, Box<dyn std::any::Any + Send>) = match backend
-    {
+/// Opens the store a spawned server uses, and what keeps it alive (temp dir, redis-server).
+pub async fn open_backend(
+    backend: Backend,
+) -> Result<(Arc<dyn zajel_core::Store>, Box<dyn std::any::Any + Send>)> {
+    Ok(match backend {
         Backend::Memory => (Arc::new(zajel_core::MemoryStore::new()), Box::new(())),
         Backend::Embedded => {
             let dir = tempfile::tempdir()?;
@@ -266,7 +380,11 @@ async fn spawn_server(backend: Backend) -> Result<(SocketAddr, Spawned)> {
             let store = zajel_core::RedisStore::connect(&server.url()).await?;
             (Arc::new(store), Box::new(server))
         }
-    };
+    })
+}
+
+async fn spawn_server(backend: Backend) -> Result<(SocketAddr, Spawned)> {
+    let (store, guard) = open_backend(backend).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let engine = zajel_server::Engine::new(store, spawn_config());
@@ -300,7 +418,7 @@ fn host_port(url: &str) -> Result<String> {
 // HTTP: a tiny HTTP/1.1 client (one request per connection)
 
 async fn http_post(host: &str, path: &str, body: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect(host)
+    let mut s = net::connect(host)
         .await
         .with_context(|| format!("connect {host}"))?;
     let req = format!(
@@ -402,9 +520,12 @@ async fn ws_connect(host: &str) -> Result<Ws> {
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("zajel.v1"),
     );
+    let stream = net::connect(host)
+        .await
+        .with_context(|| format!("connect {host}"))?;
     let (ws, _) = tokio::time::timeout(
         SETUP_WAIT,
-        tokio_tungstenite::connect_async_with_config(req, None, true),
+        tokio_tungstenite::client_async_with_config(req, stream, None),
     )
     .await
     .context("WebSocket handshake timed out")??;
@@ -544,8 +665,7 @@ async fn read_raw_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
 
 /// Opens `/ws`, authenticates and returns the bare socket.
 async fn idle_connect(host: &str, token: &str) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(host).await?;
-    s.set_nodelay(true)?;
+    let mut s = net::connect(host).await?;
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: zajel.v1\r\n\r\n"
     );
@@ -588,6 +708,19 @@ fn vm_rss_kib(status_path: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// The 1/5/15-minute load averages from `/proc/loadavg` (how busy the machine was).
+pub fn loadavg() -> Value {
+    let Ok(text) = std::fs::read_to_string("/proc/loadavg") else {
+        return Value::Null;
+    };
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    json!(v)
+}
+
 /// The soft open-file limit of this process, from `/proc/self/limits`.
 fn nofile_limit() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -614,6 +747,9 @@ struct Shared {
 impl Shared {
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
+    }
+    fn us_since_epoch(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_micros() as u64
     }
     fn in_window(&self, t: u64) -> bool {
         t >= self.measure_from_us && t < self.measure_to_us
@@ -667,10 +803,12 @@ async fn writer(
     let mut n: u64 = 0;
     let mut pacing = pacing;
     loop {
-        match &mut pacing {
+        // Open loop: the time a message is *due*, not when this task got round to it, so a
+        // server that falls behind shows as latency (no coordinated omission).
+        let due_us = match &mut pacing {
             Pacing::Rate(iv) => {
                 tokio::select! {
-                    _ = iv.tick() => {}
+                    due = iv.tick() => shared.us_since_epoch(due.into_std()),
                     _ = tokio::time::sleep_until(stop_at) => break,
                 }
             }
@@ -679,13 +817,14 @@ async fn writer(
                     p = sem.acquire() => p?.forget(),
                     _ = tokio::time::sleep_until(stop_at) => break,
                 }
+                shared.now_us()
             }
-        }
+        };
         if tokio::time::Instant::now() >= stop_at {
             break;
         }
         n += 1;
-        let body = format!("{n} {} {padding}", shared.now_us());
+        let body = format!("{n} {due_us} {padding}");
         let frame = json!({
             "type": "send",
             "id": format!("m{n}"),
@@ -833,13 +972,18 @@ fn round2(x: f64) -> f64 {
 /// Runs the load benchmark and returns its report (the caller prints `report.json`).
 pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let started = Instant::now();
-    let (host, spawned, target_name) = match &cfg.target {
+    let loadavg_before = loadavg();
+    let target_name = cfg.target.name();
+    let (host, spawned) = match &cfg.target {
         Target::Spawn(b) => {
             let (addr, s) = spawn_server(*b).await?;
-            let name = format!("spawn:{}", b.name());
-            (addr.to_string(), Some(s), name)
+            (addr.to_string(), Some(Started::Zajel(s)))
         }
-        Target::Url(u) => (host_port(u)?, None, format!("url:{u}")),
+        Target::Relay(store) => {
+            let r = relay::start(*store, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            (r.addr.to_string(), Some(Started::Relay(r)))
+        }
+        Target::Url(u) => (host_port(u)?, None),
     };
     // Unique names per run, so repeated runs against one external server do not collide.
     let run_tag = format!(
@@ -853,7 +997,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
 
     // Idle connections first, on a quiet server.
     let rss_path = match (&cfg.target, cfg.server_pid) {
-        (Target::Spawn(_), _) => Some("/proc/self/status".to_owned()),
+        (Target::Spawn(_) | Target::Relay(_), _) => Some("/proc/self/status".to_owned()),
         (Target::Url(_), Some(pid)) => Some(format!("/proc/{pid}/status")),
         (Target::Url(_), None) => None,
     };
@@ -892,8 +1036,9 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         idle_report = json!({
             "connections": cfg.idle,
             "connect_seconds": round2(connect_s),
+            "source_addresses": (cfg.idle as u64).min(u64::from(net::SOURCE_ADDRESSES)),
             "rss_source": match &cfg.target {
-                Target::Spawn(_) => "in-process (/proc/self/status; includes the idle clients' bare sockets)",
+                Target::Spawn(_) | Target::Relay(_) => "in-process (/proc/self/status; includes the idle clients' bare sockets)",
                 Target::Url(_) if rss_path.is_some() => "/proc/<server-pid>/status",
                 Target::Url(_) => "unknown (pass --server-pid)",
             },
@@ -1094,6 +1239,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             "idle": cfg.idle,
             "server_rate_limit": match &cfg.target {
                 Target::Spawn(_) => json!("off (1e6/s)"),
+                Target::Relay(_) => json!("none"),
                 Target::Url(_) => json!("server's own"),
             },
         },
@@ -1114,6 +1260,8 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         "errors": errors,
         "idle": idle_report,
         "total_seconds": round2(started.elapsed().as_secs_f64()),
+        "loadavg_before": loadavg_before,
+        "loadavg_after": loadavg(),
     });
     Ok(LoadReport {
         sent,
@@ -1181,6 +1329,36 @@ mod tests {
         assert_eq!(cfg.target, Target::Spawn(Backend::Redis));
         assert_eq!(cfg.pairs, 3);
         assert_eq!(cfg.duration, Duration::from_millis(1500));
+        let cfg = LoadConfig::from_args(
+            [
+                "--spawn",
+                "relay-redb",
+                "--find-max",
+                "--baseline",
+                "relay-redis",
+                "--rate",
+                "2",
+            ]
+            .map(String::from),
+        )
+        .expect("valid flags");
+        assert_eq!(cfg.target, Target::Relay(RelayStore::Redb));
+        assert!(cfg.find_max);
+        assert_eq!(
+            cfg.baseline,
+            Baseline::Target(Target::Relay(RelayStore::Redis))
+        );
+        assert_eq!(
+            Target::Spawn(Backend::Embedded).matching_relay(),
+            Some(Target::Relay(RelayStore::Redb))
+        );
+        assert_eq!(Target::Relay(RelayStore::Redb).matching_relay(), None);
+        // find-max needs an open-loop starting rate, and is not an idle-memory run.
+        assert!(LoadConfig::from_args(["--find-max", "--rate", "0"].map(String::from)).is_err());
+        assert!(LoadConfig::from_args(["--find-max", "--idle", "10"].map(String::from)).is_err());
+        // Only a relay is a baseline.
+        assert!(LoadConfig::from_args(["--baseline", "redis"].map(String::from)).is_err());
+        assert!(LoadConfig::from_args(["--spawn", "relay-sqlite"].map(String::from)).is_err());
         assert!(LoadConfig::from_args(["--pairs".to_owned()]).is_err());
         assert!(LoadConfig::from_args(["--bogus", "1"].map(String::from)).is_err());
     }

@@ -5,7 +5,15 @@
 //! ```
 //!
 //! `load` is the end-to-end load generator (pairs of friends over real WebSockets against an
-//! in-process or external server); see `zajel_benches::load` and `benches/README.md`.
+//! in-process or external server, and the bare relay as the baseline in the same invocation);
+//! see `zajel_benches::load`, `zajel_benches::compare` and `benches/README.md`.
+//!
+//! `chart --in FILE.jsonl --out FILE.svg` draws p50/p99 against offered rate from the lines.
+//!
+//! `serve --store memory|embedded|redis --listen ADDR` and `relay --store memory|redis|redb
+//! --listen ADDR` serve Zajel (with the load generator's `--spawn` configuration) or the bare
+//! relay in a process of their own until standard input closes: for profiling the server
+//! alone (`scripts/profile.sh`) with `load --url`.
 //!
 //! `store-append` measures the message-append path of a store: `concurrency` tasks each send
 //! their share of `messages` into their own conversation, in batches of `batch` messages per
@@ -14,6 +22,8 @@
 //! concurrent callers (the embedded store's group commit) versus explicit batches.
 
 use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zajel_core::{Body, ConversationId, IdempotencyKey, NewMessage, Store, Timestamp, Username};
@@ -25,7 +35,7 @@ struct Args {
     concurrency: u64,
 }
 
-const USAGE: &str = "usage: zajel-benches store-append [--backend B] [--messages N] [--batch N] [--concurrency N]\n       zajel-benches load --help";
+const USAGE: &str = "usage: zajel-benches store-append [--backend B] [--messages N] [--batch N] [--concurrency N]\n       zajel-benches load --help\n       zajel-benches chart --in FILE.jsonl --out FILE.svg [--title T]\n       zajel-benches serve --store memory|embedded|redis --listen ADDR\n       zajel-benches relay --store memory|redis|redb --listen ADDR";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -142,6 +152,83 @@ async fn store_append(args: Args) -> Result<serde_json::Value> {
     }))
 }
 
+/// `--flag value` pairs into a map (each flag at most once).
+fn flags(it: impl Iterator<Item = String>, known: &[&str]) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let mut it = it;
+    while let Some(flag) = it.next() {
+        if !known.contains(&flag.as_str()) {
+            bail!("unknown flag {flag}\n{USAGE}");
+        }
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        out.insert(flag, value);
+    }
+    Ok(out)
+}
+
+/// Resolves when standard input reaches its end (the way `serve` and `relay` are stopped).
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        let _ = tx.send(());
+    });
+    rx
+}
+
+fn listen_addr(f: &HashMap<String, String>) -> Result<SocketAddr> {
+    f.get("--listen")
+        .map_or("127.0.0.1:0", String::as_str)
+        .parse()
+        .context("--listen must be IP:PORT")
+}
+
+async fn serve(f: HashMap<String, String>) -> Result<()> {
+    let store = f.get("--store").map_or("memory", String::as_str);
+    let backend = match zajel_benches::load::Target::parse_spawn(store)? {
+        zajel_benches::load::Target::Spawn(b) => b,
+        _ => bail!("serve --store takes memory, embedded, redis or redis-aof"),
+    };
+    let (store, _guard) = zajel_benches::load::open_backend(backend).await?;
+    let listener = tokio::net::TcpListener::bind(listen_addr(&f)?).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let engine = zajel_server::Engine::new(store, zajel_benches::load::spawn_config());
+    let stop = stdin_closed();
+    zajel_server::serve(listener, engine, async move {
+        let _ = stop.await;
+    })
+    .await?;
+    Ok(())
+}
+
+async fn relay(f: HashMap<String, String>) -> Result<()> {
+    let store =
+        zajel_benches::relay::RelayStore::parse(f.get("--store").map_or("memory", String::as_str))?;
+    let running = zajel_benches::relay::start(store, listen_addr(&f)?).await?;
+    println!("listening on {}", running.addr);
+    let _ = stdin_closed().await;
+    running.stop().await
+}
+
+fn chart(f: HashMap<String, String>) -> Result<()> {
+    let input = f.get("--in").context("--in FILE.jsonl")?;
+    let output = f.get("--out").context("--out FILE.svg")?;
+    let text = std::fs::read_to_string(input).with_context(|| format!("read {input}"))?;
+    let series = zajel_benches::chart::series_from_lines(&text);
+    if series.is_empty() {
+        bail!("no find-max lines in {input}");
+    }
+    let title = f.get("--title").map_or(
+        "Zajel vs. the bare relay: e2e latency against offered rate",
+        String::as_str,
+    );
+    std::fs::write(output, zajel_benches::chart::svg(&series, title, 50.0))
+        .with_context(|| format!("write {output}"))?;
+    eprintln!("wrote {output} ({} series)", series.len());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut it = std::env::args().skip(1);
@@ -149,11 +236,15 @@ async fn main() -> Result<()> {
     let line = match bench.as_str() {
         "store-append" => store_append(parse_args(it)?).await?,
         "load" => {
-            zajel_benches::load::run(zajel_benches::load::LoadConfig::from_args(it)?)
+            zajel_benches::compare::run_command(zajel_benches::load::LoadConfig::from_args(it)?)
                 .await?
-                .json
         }
-        other => bail!("unknown benchmark {other} (store-append, load)\n{USAGE}"),
+        "chart" => return chart(flags(it, &["--in", "--out", "--title"])?),
+        "serve" => return serve(flags(it, &["--store", "--listen"])?).await,
+        "relay" => return relay(flags(it, &["--store", "--listen"])?).await,
+        other => {
+            bail!("unknown benchmark {other} (store-append, load, chart, serve, relay)\n{USAGE}")
+        }
     };
     println!("{line}");
     Ok(())

@@ -50,3 +50,99 @@ async fn closed_loop_run_against_memory_server_loses_nothing() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The bare relay baseline, --find-max and the comparison line (issue 13): smoke runs of a
+// second or two, not benchmarks.
+
+use zajel_benches::compare::run_command;
+use zajel_benches::load::Baseline;
+use zajel_benches::relay::RelayStore;
+
+fn tiny(target: Target) -> LoadConfig {
+    LoadConfig {
+        target,
+        pairs: 2,
+        duration: Duration::from_millis(800),
+        warmup: Duration::from_millis(200),
+        rate: 20.0,
+        grace: Duration::from_secs(10),
+        ..LoadConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_drives_the_relay_over_every_store() {
+    for store in [RelayStore::Memory, RelayStore::Redis, RelayStore::Redb] {
+        check(LoadConfig {
+            idle: 5,
+            ..tiny(Target::Relay(store))
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_states_its_ratio_to_the_matching_relay() {
+    let line = run_command(tiny(Target::Spawn(Backend::Embedded)))
+        .await
+        .expect("run");
+    assert_eq!(line["target"], "spawn:embedded", "{line}");
+    assert_eq!(line["baseline"]["target"], "relay:redb", "{line}");
+    assert_eq!(line["baseline"]["lost"], 0, "{line}");
+    let ratio = line["ratio_to_baseline"].as_f64().expect("a ratio");
+    // Both were offered the same paced rate, so both deliver about it.
+    assert!((0.5..2.0).contains(&ratio), "{line}");
+    assert!(line["loadavg_before"].is_array(), "{line}");
+
+    let none = run_command(LoadConfig {
+        baseline: Baseline::None,
+        ..tiny(Target::Spawn(Backend::Memory))
+    })
+    .await
+    .expect("run");
+    assert!(none.get("baseline").is_none(), "{none}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_max_steps_up_while_sustained_and_bisects_after_a_failure() {
+    let cfg = LoadConfig {
+        find_max: true,
+        rate: 5.0,
+        step_factor: 2.0,
+        max_steps: 2,
+        baseline: Baseline::None,
+        ..tiny(Target::Relay(RelayStore::Memory))
+    };
+    // 4 users at 5/s, then 10/s: a trivial load, both steps sustained.
+    let line = run_command(cfg.clone()).await.expect("find-max");
+    let steps = line["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{line}");
+    assert_eq!(steps[0]["offered_msgs_per_s"], 20.0, "{line}");
+    assert_eq!(steps[1]["offered_msgs_per_s"], 40.0, "{line}");
+    assert!(steps.iter().all(|s| s["sustained"] == true), "{line}");
+    assert_eq!(line["max_sustained_msgs_per_s"], 40.0, "{line}");
+    assert!(line["first_failed_msgs_per_s"].is_null(), "{line}");
+
+    // An unreachable latency bound: every step fails, so the sweep searches downwards and
+    // reports no sustained rate rather than a made-up one.
+    let line = run_command(LoadConfig {
+        max_p99_ms: 0.0,
+        max_steps: 3,
+        ..cfg
+    })
+    .await
+    .expect("find-max");
+    let steps = line["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3, "{line}");
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["sustained"] == false
+                && s["why_not"].as_str().is_some_and(|w| w.contains("p99"))),
+        "{line}"
+    );
+    assert!(line["max_sustained_msgs_per_s"].is_null(), "{line}");
+    // 5/s per user fails, then the geometric midpoints 2.5/s and 1.25/s (x 4 users).
+    assert_eq!(line["first_failed_msgs_per_s"], 5.0, "{line}");
+}

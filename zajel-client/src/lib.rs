@@ -93,6 +93,7 @@
 //! `WebSocket`, `fetch` and timers and needs no runtime; the platform differences live in one
 //! small internal module.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod backoff;
@@ -103,13 +104,20 @@ mod error;
 mod event;
 mod http;
 mod rt;
+mod storage;
 mod transport;
 mod url;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder, EventStream};
 pub use error::{Error, Result};
-pub use event::{ConnectionState, Event, FriendStatus, HistoryPage, HistoryQuery, Session, Target};
+pub use event::{
+    ConnectionState, Event, FriendStatus, HistoryPage, HistoryQuery, OutboxItem, SendState,
+    Session, Target,
+};
+#[cfg(not(target_arch = "wasm32"))]
+pub use storage::FileStorage;
+pub use storage::{MemoryStorage, Snapshot, Storage, StorageFuture, StoredSend};
 /// The protocol and model types the API uses, re-exported for convenience.
 pub use zajel_core::{
     self, ConversationId, ConversationSummary, ErrorCode, FriendReason, Message, MessageId,

@@ -73,6 +73,8 @@ pub enum ErrorCode {
     Internal,
     /// The server is shutting down; reconnect (possibly to another node).
     ShuttingDown,
+    /// A dependency (the store) is temporarily unavailable; retry after `retry_after_ms`.
+    Unavailable,
     /// A code this client version does not know.
     #[serde(other)]
     Unknown,
@@ -111,6 +113,7 @@ impl ErrorCode {
             InvalidCursor => "invalid_cursor",
             Internal => "internal",
             ShuttingDown => "shutting_down",
+            Unavailable => "unavailable",
             Unknown => "unknown",
         }
     }
@@ -119,7 +122,10 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Internal | ErrorCode::ShuttingDown | ErrorCode::RateLimited
+            ErrorCode::Internal
+                | ErrorCode::ShuttingDown
+                | ErrorCode::RateLimited
+                | ErrorCode::Unavailable
         )
     }
 }

@@ -16,6 +16,7 @@
 //! so the browser client shares these types.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod error;
 pub mod friends;
@@ -34,8 +35,8 @@ pub use ids::{ConversationId, MessageId, Timestamp, UserId};
 pub use limits::{Body, IdempotencyKey, Username};
 pub use model::*;
 pub use store::{
-    ExternalIdentity, FriendStore, IdentityStore, MessageStore, RelationEntry, SessionStore, Store,
-    StoreError, StoreResult, UserStore,
+    ExternalIdentity, FriendStore, IdentityStore, MessageStore, Pruned, RelationEntry,
+    SessionStore, Store, StoreError, StoreHealth, StoreResult, UserStore,
 };
 
 #[cfg(feature = "embedded")]

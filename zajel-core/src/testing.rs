@@ -93,11 +93,35 @@ impl RedisServer {
     }
 
     /// Stops the server (SIGKILL: no chance to save anything extra) and starts it again on the
-    /// same port and data directory.
+    /// same port and data directory. After [`RedisServer::kill`] this just starts it again.
     pub fn restart(&mut self) -> Result<(), RedisServerError> {
         self.kill();
         let port = self.port;
         self.spawn(port)
+    }
+
+    /// The process id of the running server (`None` after [`RedisServer::kill`]), e.g. to
+    /// `SIGSTOP` it and simulate a hung Redis.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. `"STOP"`, `"CONT"`) to the server with `kill -<signal>`.
+    pub fn signal(&self, signal: &str) -> std::io::Result<()> {
+        let Some(pid) = self.pid() else {
+            return Err(std::io::Error::other("redis-server is not running"));
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "kill -{signal} {pid} failed"
+            )))
+        }
     }
 
     /// Stops the server without restarting it.

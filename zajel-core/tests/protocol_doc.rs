@@ -128,6 +128,7 @@ fn every_error_code_is_documented_and_stable() {
         InvalidCursor,
         Internal,
         ShuttingDown,
+        Unavailable,
     ];
     for code in codes {
         let json = serde_json::to_string(&code).unwrap();

@@ -1,22 +1,29 @@
-//! HTTP error answers: `{"code": <ErrorCode>, "message": "..."}` with a matching status.
+//! [`EngineError`]: the engine's one error type. It renders both as an HTTP answer
+//! (`{"code", "message", "retry_after_ms"?}` with a matching status) and as a WebSocket `error`
+//! frame, so every transport reports the same code for the same failure.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::time::Duration;
+use zajel_core::protocol::{ErrorFrame, RequestId, ServerFrame};
 use zajel_core::{ErrorCode, HasErrorCode};
 
-/// An error answered over HTTP.
-#[derive(Debug, Clone, thiserror::Error)]
+/// A refused or failed request: a stable code, a human message and, for `rate_limited` and
+/// `unavailable`, how long to wait before retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
-pub struct ApiError {
+pub struct EngineError {
     /// The stable code.
     pub code: ErrorCode,
     /// Human-readable text.
     pub message: String,
-    /// For `rate_limited`.
+    /// When to retry (`rate_limited`, `unavailable`).
     pub retry_after: Option<Duration>,
 }
+
+/// The former name of [`EngineError`].
+pub type ApiError = EngineError;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -26,7 +33,7 @@ struct Body<'a> {
     retry_after_ms: Option<u64>,
 }
 
-impl ApiError {
+impl EngineError {
     /// An error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
@@ -36,13 +43,15 @@ impl ApiError {
         }
     }
 
+    /// Adds a retry hint.
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
     /// `rate_limited` with a retry hint.
     pub fn rate_limited(wait: Duration) -> Self {
-        Self {
-            code: ErrorCode::RateLimited,
-            message: "too many attempts; try again later".into(),
-            retry_after: Some(wait),
-        }
+        Self::new(ErrorCode::RateLimited, "too many attempts; try again later").retry_after(wait)
     }
 
     /// `unauthenticated`.
@@ -53,10 +62,27 @@ impl ApiError {
         )
     }
 
+    /// `shutting_down`.
+    pub fn shutting_down() -> Self {
+        Self::new(ErrorCode::ShuttingDown, "server is shutting down")
+    }
+
     /// `internal` (the cause is logged, not shown).
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(ErrorCode::Internal, "internal server error")
+        Self::new(ErrorCode::Internal, "internal server error; try again")
+    }
+
+    /// The retry hint in milliseconds (at least 1), as sent on the wire.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after.map(|d| (d.as_millis() as u64).max(1))
+    }
+
+    /// The `error` frame answering request `re`.
+    pub fn to_frame(&self, re: Option<RequestId>) -> ServerFrame {
+        let mut frame = ErrorFrame::new(re, self.code, self.message.clone());
+        frame.retry_after_ms = self.retry_after_ms();
+        ServerFrame::Error(frame)
     }
 
     /// The HTTP status for the code.
@@ -80,24 +106,74 @@ impl ApiError {
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             UserNotFound | ConversationNotFound | NoPendingRequest => StatusCode::NOT_FOUND,
             NotFriends | Blocked | NotBlocked | CannotBefriendSelf => StatusCode::FORBIDDEN,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
-}
 
-impl<E: HasErrorCode> From<&E> for ApiError {
-    fn from(e: &E) -> Self {
+    /// Converts any coded error; `internal` causes are logged and hidden from the client.
+    pub fn from_coded<E: HasErrorCode + ?Sized>(e: &E) -> Self {
         match e.code() {
-            ErrorCode::Internal => ApiError::internal(e),
-            code => ApiError::new(code, e.to_string()),
+            ErrorCode::Internal => EngineError::internal(e),
+            code => EngineError::new(code, e.to_string()),
         }
     }
 }
 
-impl IntoResponse for ApiError {
+impl HasErrorCode for EngineError {
+    fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl From<&zajel_core::StoreError> for EngineError {
+    fn from(e: &zajel_core::StoreError) -> Self {
+        let out = EngineError::from_coded(e);
+        match e.retry_after_ms() {
+            Some(ms) => out.retry_after(Duration::from_millis(ms.max(1))),
+            None => out,
+        }
+    }
+}
+
+impl From<zajel_core::StoreError> for EngineError {
+    fn from(e: zajel_core::StoreError) -> Self {
+        EngineError::from(&e)
+    }
+}
+
+macro_rules! from_coded {
+    ($($t:ty),*) => {$(
+        impl From<$t> for EngineError {
+            fn from(e: $t) -> Self {
+                EngineError::from_coded(&e)
+            }
+        }
+    )*};
+}
+from_coded!(zajel_core::ValidationError);
+
+impl From<zajel_core::FriendError> for EngineError {
+    fn from(e: zajel_core::FriendError) -> Self {
+        match e {
+            zajel_core::FriendError::Store(s) => s.into(),
+            e => EngineError::from_coded(&e),
+        }
+    }
+}
+
+impl From<zajel_core::messaging::SendError> for EngineError {
+    fn from(e: zajel_core::messaging::SendError) -> Self {
+        match e {
+            zajel_core::messaging::SendError::Store(s) => s.into(),
+            e => EngineError::from_coded(&e),
+        }
+    }
+}
+
+impl IntoResponse for EngineError {
     fn into_response(self) -> Response {
-        let retry_after_ms = self.retry_after.map(|d| d.as_millis().max(1) as u64);
+        let retry_after_ms = self.retry_after_ms();
         let body = serde_json::to_vec(&Body {
             code: self.code,
             message: &self.message,
@@ -117,5 +193,32 @@ impl IntoResponse for ApiError {
             res.headers_mut().insert(header::RETRY_AFTER, v);
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_error_renders_as_http_and_as_a_frame() {
+        let e = EngineError::rate_limited(Duration::from_millis(1500));
+        let frame = e.to_frame(RequestId::new("7").ok());
+        let ServerFrame::Error(f) = frame else {
+            panic!("an error frame")
+        };
+        assert_eq!(
+            (
+                f.code,
+                f.retry_after_ms,
+                f.re.as_ref().map(RequestId::as_str)
+            ),
+            (ErrorCode::RateLimited, Some(1500), Some("7"))
+        );
+        let res = e.into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        let unavailable = EngineError::new(ErrorCode::Unavailable, "store down");
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

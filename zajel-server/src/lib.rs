@@ -22,48 +22,60 @@
 //! # }
 //! ```
 //!
-//! Layout:
-//! * [`config`]: [`ServerConfig`], the limits and policies.
-//! * `engine`: [`Engine`] (shared state) and [`serve`].
-//! * `http`: accounts (register, login, logout, whoami), health, metrics, WebSocket upgrade.
-//! * `conn`: one WebSocket connection (auth, resume, request loop); close codes in [`close`].
-//! * [`hub`]: local connections by user and the [`hub::Broker`] delivery seam.
-//! * [`broker`]: [`broker::RedisBroker`], many nodes sharing one Redis (cross-node delivery
-//!   and cluster-wide presence); [`presence`]: the [`presence::Presence`] seam.
-//! * [`identity`]: OpenID Connect sign-in, an embedding app's own users ([`identity::Authenticator`],
-//!   signed JWTs) and the server-side account API.
-//! * `auth`: argon2id passwords and session tokens; `ratelimit`: token buckets;
-//!   `metrics`: Prometheus exposition.
+//! Layout (each layer only uses the ones above it):
+//! * [`config`]: [`ServerConfig`], the limits and policies; [`error`]: [`EngineError`], the
+//!   one error type (an HTTP answer or an `error` frame).
+//! * [`hub`]: local connections by user and the [`hub::Broker`] delivery seam; [`broker`]:
+//!   [`broker::RedisBroker`], many nodes sharing one Redis; [`presence`]: the
+//!   [`presence::Presence`] seam.
+//! * `engine`: [`Engine`], the shared state (store, hub, broker, limits, metrics, shutdown).
+//! * [`sessions`]: accounts and sessions (register, login, resolve, revoke), transport-free.
+//! * [`chat`]: [`chat::ChatService`], every chat rule (send, read marks, typing, friends,
+//!   presence), transport-free: it returns the reply plus the events to fan out.
+//! * `ws`: the WebSocket side (upgrade, handshake, socket loop, replay); close codes in
+//!   [`close`]. `http`: the router and the account endpoints.
+//! * `builder` ([`EngineBuilder`]) and `serve` ([`serve`], [`serve_router`]) put it together.
+//! * `auth`: argon2id passwords and session tokens; `ratelimit`: limiters; `metrics`:
+//!   Prometheus exposition.
+//! * [`identity`]: OpenID Connect sign-in, an embedding app's own users
+//!   ([`identity::Authenticator`], signed JWTs) and the server-side account API.
 //!
 //! See `docs/server.md` for configuration, limits, close codes and deployment.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
 pub mod broker;
+mod builder;
+pub mod chat;
 pub mod config;
-mod conn;
 mod engine;
-mod error;
+pub mod error;
 mod http;
 pub mod hub;
 pub mod identity;
 mod metrics;
 pub mod presence;
 mod ratelimit;
+mod serve;
+pub mod sessions;
+mod ws;
 
+pub use builder::EngineBuilder;
 pub use config::ServerConfig;
-pub use engine::{Engine, EngineBuilder, serve, serve_router};
-pub use error::ApiError;
+pub use engine::Engine;
+pub use error::{ApiError, EngineError};
 pub use http::SESSION_COOKIE;
+pub use serve::{serve, serve_router};
 
 /// WebSocket close codes the server uses.
 pub mod close {
-    pub use crate::conn::{
+    pub use crate::hub::CLOSE_LAGGED;
+    pub use crate::ws::{
         CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_LARGE,
         CLOSE_UNAUTHENTICATED,
     };
-    pub use crate::hub::CLOSE_LAGGED;
 }
 
 /// Compiles the Rust examples of `docs/server.md` as doc tests so the document cannot drift.

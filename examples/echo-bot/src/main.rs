@@ -1,4 +1,4 @@
-//! `cargo run -p example-echo-bot -- --server http://127.0.0.1:8080 --username echo --password …`
+//! `ECHO_BOT_PASSWORD=… cargo run -p example-echo-bot -- --server http://127.0.0.1:8080 --username echo`
 
 use anyhow::{Context, bail};
 use zajel_client::Client;

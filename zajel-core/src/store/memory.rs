@@ -22,9 +22,18 @@ mod identity;
 /// assert_eq!(store.user(u.id).await.unwrap().unwrap().username, "alice");
 /// # });
 /// ```
-#[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    dedupe_window_ms: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -54,7 +63,8 @@ struct UserRow {
 #[derive(Default)]
 struct Conversation {
     messages: Vec<Message>,
-    idempotency: HashMap<(UserId, String), u64>,
+    /// (sender, key) -> (seq, when it was recorded: the message's `sent_at`).
+    idempotency: HashMap<(UserId, String), (u64, Timestamp)>,
     read: HashMap<UserId, u64>,
 }
 
@@ -62,6 +72,13 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets how long idempotency records deduplicate retries (default
+    /// [`DEFAULT_DEDUPE_WINDOW_MS`]); [`Store::prune`] forgets older ones.
+    pub fn with_dedupe_window(mut self, window_ms: u64) -> Self {
+        self.dedupe_window_ms = window_ms;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -276,7 +293,7 @@ impl State {
             .entry(m.conversation.clone())
             .or_default();
         let key = (m.sender, m.idempotency_key.as_str().to_owned());
-        if let Some(seq) = conv.idempotency.get(&key) {
+        if let Some((seq, _)) = conv.idempotency.get(&key) {
             let message = conv.messages[(*seq - 1) as usize].clone();
             return Ok(Appended {
                 message,
@@ -294,7 +311,7 @@ impl State {
             idempotency_key: m.idempotency_key.as_str().to_owned(),
         };
         conv.messages.push(message.clone());
-        conv.idempotency.insert(key, seq);
+        conv.idempotency.insert(key, (seq, m.sent_at));
         let mark = conv.read.entry(m.sender).or_default();
         *mark = (*mark).max(seq);
         self.activity += 1;
@@ -410,5 +427,76 @@ impl MessageStore for MemoryStore {
             seq: *mark,
             changed,
         })
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
+        let mut s = self.lock();
+        let mut pruned = Pruned::default();
+        s.sessions.retain(|_, mine| {
+            let before = mine.len();
+            mine.retain(|_, session| session.expires_at > now);
+            pruned.sessions += (before - mine.len()) as u64;
+            !mine.is_empty()
+        });
+        // Records at or before this instant are past the window.
+        let horizon = now.plus_millis(-(self.dedupe_window_ms.min(i64::MAX as u64) as i64));
+        for conv in s.conversations.values_mut() {
+            let before = conv.idempotency.len();
+            conv.idempotency.retain(|_, (_, at)| *at > horizon);
+            pruned.idempotency_records += (before - conv.idempotency.len()) as u64;
+        }
+        Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{Body, IdempotencyKey};
+
+    const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+    #[tokio::test]
+    async fn prune_deletes_expired_records() {
+        let store = MemoryStore::new().with_dedupe_window(1_000);
+        let a = store
+            .create_user(&Username::parse("alice").unwrap(), None, T0)
+            .await
+            .unwrap();
+        let b = UserId::new_random();
+        for (hash, life) in [("short", 10), ("long", 60_000)] {
+            let s = Session {
+                user_id: a.id,
+                token_hash: hash.into(),
+                created_at: T0,
+                expires_at: T0.plus_millis(life),
+            };
+            store.create_session(&s).await.unwrap();
+        }
+        let conv = ConversationId::direct(a.id, b);
+        let at = |key: &str, t: Timestamp| NewMessage {
+            conversation: conv.clone(),
+            sender: a.id,
+            body: Body::parse("m").unwrap(),
+            idempotency_key: IdempotencyKey::parse(key).unwrap(),
+            sent_at: t,
+        };
+        let batch = vec![at("k1", T0), at("k2", T0), at("k3", T0.plus_millis(5_000))];
+        for r in store.append(batch).await {
+            r.unwrap();
+        }
+        let now = T0.plus_millis(3_000);
+        let pruned = store.prune(now).await.unwrap();
+        assert_eq!((pruned.sessions, pruned.idempotency_records), (1, 2));
+        assert_eq!(store.prune(now).await.unwrap(), Pruned::default());
+        assert!(store.session(a.id, "long", now).await.unwrap().is_some());
+        assert_eq!(store.session(a.id, "short", T0).await.unwrap(), None);
+        let again = store.append(vec![at("k1", now)]).await.remove(0).unwrap();
+        assert_eq!((again.duplicate, again.message.seq), (false, 4));
+        let dup = store.append(vec![at("k3", now)]).await.remove(0).unwrap();
+        assert!(dup.duplicate);
     }
 }

@@ -72,6 +72,17 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The backend cannot serve requests right now (Redis unreachable or timing out, the
+    /// embedded store's disk failing). Nothing was changed by this call, except that a
+    /// networked backend cannot rule out a write whose reply was lost (idempotent retries make
+    /// that safe). Retry after `retry_after_ms`.
+    #[error("storage is unavailable: {reason} (retry in {retry_after_ms} ms)")]
+    Unavailable {
+        /// What is wrong, for logs.
+        reason: String,
+        /// A hint for when a retry may succeed.
+        retry_after_ms: u64,
+    },
 }
 
 impl HasErrorCode for StoreError {
@@ -83,6 +94,7 @@ impl HasErrorCode for StoreError {
             StoreError::NotAMember => ErrorCode::ConversationNotFound,
             StoreError::InvalidCursor(_) => ErrorCode::InvalidCursor,
             StoreError::Backend(_) | StoreError::Corrupt(_) => ErrorCode::Internal,
+            StoreError::Unavailable { .. } => ErrorCode::Unavailable,
         }
     }
 }
@@ -95,6 +107,20 @@ impl StoreError {
     /// Wraps a decoding error.
     pub fn corrupt(e: impl std::fmt::Display) -> Self {
         StoreError::Corrupt(e.to_string())
+    }
+    /// The backend is away; retry after `retry_after_ms`.
+    pub fn unavailable(reason: impl std::fmt::Display, retry_after_ms: u64) -> Self {
+        StoreError::Unavailable {
+            reason: reason.to_string(),
+            retry_after_ms,
+        }
+    }
+    /// The retry hint of [`StoreError::Unavailable`].
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            StoreError::Unavailable { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        }
     }
 }
 
@@ -205,14 +231,84 @@ pub trait MessageStore: Send + Sync {
     ) -> StoreResult<ReadMark>;
 }
 
+/// Whether a store can write right now (see [`Store::health`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Writes are expected to succeed.
+    Ok,
+    /// Writes fail right now but the store is recovering by itself (Redis unreachable: the
+    /// circuit breaker is open; the embedded store's disk failed and it is reopening the file).
+    Unavailable {
+        /// What is wrong, for logs and `/healthz`.
+        reason: String,
+        /// When the next recovery attempt is due.
+        retry_after_ms: u64,
+    },
+    /// The store gave up and will not recover in this process (e.g. the database file can no
+    /// longer be opened). A server should exit non-zero so a supervisor restarts it.
+    Failed {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl StoreHealth {
+    /// True for [`StoreHealth::Ok`].
+    pub fn is_ok(&self) -> bool {
+        matches!(self, StoreHealth::Ok)
+    }
+}
+
+/// What one [`Store::prune`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Expired sessions deleted.
+    pub sessions: u64,
+    /// Idempotency records older than the dedupe window deleted.
+    pub idempotency_records: u64,
+}
+
+/// How long an idempotency record deduplicates retries unless configured otherwise: 24 h.
+pub const DEFAULT_DEDUPE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// Everything a server needs, as one object.
+#[async_trait]
 pub trait Store:
     UserStore + SessionStore + FriendStore + MessageStore + IdentityStore + 'static
 {
+    /// Whether the store can write right now. Cheap (no I/O): it reports state the store
+    /// already tracks, so `/healthz` can call it on every probe.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
+
+    /// Deletes what has expired at `now`: sessions whose `expires_at <= now`, and idempotency
+    /// records older than the store's dedupe window (recorded at the message's `sent_at`).
+    /// Call it periodically ([`spawn_pruner`]). A repeat of a send within the window is always
+    /// a `duplicate`; after the window it is a new message once a prune has run. Backends whose
+    /// data expires by itself (Redis TTLs) may report zero.
+    async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
+        let _ = now;
+        Ok(Pruned::default())
+    }
 }
-impl<T: UserStore + SessionStore + FriendStore + MessageStore + IdentityStore + 'static> Store
-    for T
-{
+
+/// Runs [`Store::prune`] every `interval` with the system clock, for as long as the returned
+/// task is not aborted (and the runtime runs). Failures are retried at the next tick.
+#[cfg(any(feature = "embedded", feature = "redis"))]
+pub fn spawn_pruner(
+    store: std::sync::Arc<dyn Store>,
+    interval: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            // A failed prune loses nothing: the next tick deletes the same records.
+            let _ = store.prune(Timestamp::now()).await;
+        }
+    })
 }
 
 /// The inclusive sequence range a [`HistoryQuery`] selects. Sequences are gap-free, so a

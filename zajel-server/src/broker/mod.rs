@@ -3,7 +3,9 @@
 //! [`Broker`] and [`LocalBroker`] (single node) live in [`crate::hub`] and are re-exported
 //! here; [`redis::RedisBroker`] lets many nodes share one Redis: events cross nodes over
 //! Redis pub/sub and presence becomes cluster-wide (see `docs/server.md`, "Running several
-//! nodes").
+//! nodes"). Its parts: `redis/mod.rs` (the broker and its configuration), `redis/envelope.rs`
+//! (the cross-node wire format), `redis/presence.rs` (cluster-wide presence),
+//! `redis/tasks.rs` (publisher, subscriber, heartbeat, dead-node sweep).
 
 pub mod redis;
 

@@ -4,11 +4,12 @@
 
 use super::IdentityError;
 use super::username::{base_name, candidate};
+use crate::chat::Actor;
 use crate::engine::Engine;
 use axum::http::StatusCode;
 use axum::response::Response;
 use zajel_core::{
-    ExternalIdentity, FriendGraph, FriendOp, StoreError, Timestamp, User, UserId,
+    ErrorCode, ExternalIdentity, FriendOp, StoreError, Timestamp, User, UserId,
     store::{ExternalUser, LinkedIdentity, Unlink},
 };
 
@@ -31,7 +32,15 @@ impl SessionGrant {
     /// The login answer: JSON `{user, token, expires_at}` with the session cookie set, exactly
     /// like `POST /api/login`.
     pub fn into_response(self, engine: &Engine, status: StatusCode) -> Response {
-        crate::http::session_response(engine, status, self.user, self.token, self.expires_at)
+        crate::http::session_response(
+            engine,
+            status,
+            self.user,
+            crate::sessions::IssuedSession {
+                token: self.token,
+                expires_at: self.expires_at,
+            },
+        )
     }
 }
 
@@ -68,7 +77,7 @@ impl Engine {
         identity: &ExternalIdentity,
         hints: &[Option<&str>],
     ) -> Result<ExternalUser, IdentityError> {
-        let store = &self.inner.store;
+        let store = &self.store();
         if let Some(id) = store
             .external_user(identity)
             .await
@@ -114,42 +123,53 @@ impl Engine {
             .await
             .map_err(IdentityError::store)?
             .ok_or(IdentityError::Unauthenticated)?;
-        let (token, expires_at) = crate::http::issue_session(self, &user).await?;
+        let session = self.sessions().issue(user.id).await?;
         Ok(SessionGrant {
             user,
-            token,
-            expires_at,
+            token: session.token,
+            expires_at: session.expires_at,
         })
     }
 
     /// Revokes every session of `user` and closes their WebSockets on this node with 4001
     /// ("log out everywhere"). Returns how many sessions there were.
     pub async fn revoke_sessions(&self, user: UserId) -> Result<u64, IdentityError> {
-        let n = self
-            .inner
-            .store
-            .delete_user_sessions(user)
-            .await
-            .map_err(IdentityError::store)?;
-        self.inner
-            .hub
-            .close_user(user, None, crate::conn::CLOSE_UNAUTHENTICATED);
-        Ok(n)
+        Ok(self.sessions().revoke_all(user).await?)
     }
 
     /// Makes `a` and `b` friends (an app deciding who may talk, e.g. a buyer and a seller),
     /// whatever their current relation short of a block; idempotent.
     pub async fn make_friends(&self, a: UserId, b: UserId) -> Result<(), IdentityError> {
-        let graph = FriendGraph::new(&*self.inner.store);
-        let now = Timestamp::now();
+        let chat = self.chat();
         for (from, to, op) in [(a, b, FriendOp::Request), (b, a, FriendOp::Accept)] {
-            match graph.apply(from, to, op, now).await {
-                Ok(_) => {}
-                Err(e) if e.code() == zajel_core::ErrorCode::AlreadyFriends => return Ok(()),
-                Err(e) => return Err(IdentityError::BadRequest(e.to_string())),
+            // Through the chat service, so both users' devices get the friend events.
+            match chat.friend(Actor::user(from), to, op).await {
+                Ok(outcome) => {
+                    chat.commit(outcome);
+                }
+                Err(e) if e.code == ErrorCode::AlreadyFriends => return Ok(()),
+                Err(e) => return Err(IdentityError::BadRequest(e.message)),
             }
         }
         Ok(())
+    }
+
+    /// Sends `body` from `user` to their friend `to` (the direct conversation), as if they had
+    /// sent it from a device: stored before it returns, delivered to both users' devices. A
+    /// repeat with the same `idempotency_key` stores nothing new (`duplicate: true`).
+    pub async fn send_as(
+        &self,
+        user: UserId,
+        to: UserId,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<zajel_core::Appended, crate::EngineError> {
+        let chat = self.chat();
+        let conversation = zajel_core::ConversationId::direct(user, to);
+        let outcome = chat
+            .send(Actor::user(user), &conversation, body, idempotency_key)
+            .await?;
+        Ok(chat.commit(outcome))
     }
 
     /// The external identities linked to `user`.
@@ -193,5 +213,3 @@ impl Engine {
         }
     }
 }
-
-use zajel_core::HasErrorCode;

@@ -48,6 +48,9 @@ pub enum IdentityError {
     /// Too many pending sign-ins on this server.
     #[error("too many sign-ins in progress; please try again in a minute")]
     Busy,
+    /// The store cannot be reached right now; retry later.
+    #[error("the service is temporarily unavailable; please try again shortly")]
+    Unavailable,
     /// A store or server failure (logged; the message is generic).
     #[error("internal server error")]
     Internal,
@@ -69,6 +72,7 @@ impl IdentityError {
             IdentityError::Unauthenticated => "unauthenticated",
             IdentityError::BadRequest(_) => "invalid_field",
             IdentityError::Busy => "rate_limited",
+            IdentityError::Unavailable => "unavailable",
             IdentityError::Internal => "internal",
         }
     }
@@ -87,6 +91,7 @@ impl IdentityError {
             IdentityError::UnknownProvider | IdentityError::NotLinked => StatusCode::NOT_FOUND,
             IdentityError::IdentityTaken | IdentityError::LastSignInMethod => StatusCode::CONFLICT,
             IdentityError::Busy => StatusCode::TOO_MANY_REQUESTS,
+            IdentityError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +107,10 @@ impl IdentityError {
         match e {
             StoreError::IdentityTaken => IdentityError::IdentityTaken,
             StoreError::UserNotFound => IdentityError::Unauthenticated,
+            StoreError::Unavailable { reason, .. } => {
+                tracing::warn!(%reason, "identity: store unavailable");
+                IdentityError::Unavailable
+            }
             e => IdentityError::internal(e),
         }
     }
@@ -163,6 +172,7 @@ impl IntoResponse for IdentityError {
             IdentityError::Unauthenticated => Some(ErrorCode::Unauthenticated),
             IdentityError::InvalidCredential(_) => Some(ErrorCode::InvalidCredentials),
             IdentityError::Busy => Some(ErrorCode::RateLimited),
+            IdentityError::Unavailable => Some(ErrorCode::Unavailable),
             IdentityError::Internal => Some(ErrorCode::Internal),
             _ => None,
         };
@@ -173,11 +183,12 @@ impl IntoResponse for IdentityError {
     }
 }
 
-impl From<crate::ApiError> for IdentityError {
-    fn from(e: crate::ApiError) -> Self {
+impl From<crate::EngineError> for IdentityError {
+    fn from(e: crate::EngineError) -> Self {
         match e.code {
             ErrorCode::Unauthenticated => IdentityError::Unauthenticated,
             ErrorCode::RateLimited => IdentityError::Busy,
+            ErrorCode::Unavailable => IdentityError::Unavailable,
             ErrorCode::Internal => IdentityError::Internal,
             _ => IdentityError::BadRequest(e.message),
         }
@@ -193,6 +204,7 @@ impl HasErrorCode for IdentityError {
             | IdentityError::InvalidState(_)
             | IdentityError::ConsentDenied => ErrorCode::InvalidCredentials,
             IdentityError::Busy => ErrorCode::RateLimited,
+            IdentityError::Unavailable => ErrorCode::Unavailable,
             IdentityError::BadRequest(_) => ErrorCode::InvalidField,
             IdentityError::UnknownProvider | IdentityError::NotLinked => ErrorCode::UserNotFound,
             _ => ErrorCode::Internal,

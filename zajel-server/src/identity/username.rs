@@ -5,7 +5,7 @@ use zajel_core::Username;
 use zajel_core::limits::USERNAME_MAX;
 
 /// The base name for hints such as `preferred_username`, `name` or an e-mail address: only
-/// the characters a username allows, starting with a letter or digit, 3 to 28 long (room for a
+/// the characters a username allows, starting with a letter or digit, 3 to 25 long (room for a
 /// suffix). Falls back to `user`.
 pub(crate) fn base_name(hints: &[Option<&str>]) -> String {
     for hint in hints.iter().flatten() {
@@ -19,7 +19,7 @@ pub(crate) fn base_name(hints: &[Option<&str>]) -> String {
             .find(|c: char| c.is_ascii_alphanumeric())
             .unwrap_or(s.len());
         s.drain(..start);
-        s.truncate(USERNAME_MAX - 4);
+        s.truncate(USERNAME_MAX - 7);
         if s.len() >= 3 {
             return s;
         }
@@ -58,7 +58,7 @@ mod tests {
         assert_eq!(base_name(&[Some("ÆØÅ 日本")]), "user");
         assert_eq!(base_name(&[]), "user");
         let long = base_name(&[Some(&"a".repeat(100))]);
-        assert_eq!(long.len(), USERNAME_MAX - 4);
+        assert_eq!(long.len(), USERNAME_MAX - 7);
         for n in 0..8 {
             let c = candidate(&long, n).expect("valid candidate");
             assert!(c.as_str().starts_with(&long));

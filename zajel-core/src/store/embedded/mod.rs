@@ -27,6 +27,14 @@
 //!   transaction is aborted and every operation in it gets [`StoreError::Backend`].
 //! * **Reads** run in redb read transactions (consistent snapshots, never blocked by the
 //!   writer) on [`tokio::task::spawn_blocking`].
+//! * **Backpressure.** At most [`EmbeddedOptions::queue_capacity`] operations wait for the
+//!   writer; further writers wait (asynchronously) for a slot instead of growing memory.
+//! * **Recovery.** After an I/O error redb refuses every write until the file is reopened.
+//!   The writer then closes and reopens the file by itself (redb repairs it), retrying with
+//!   backoff, and [`Store::health`] reports [`StoreHealth::Unavailable`] until a probe commit
+//!   succeeds again; meanwhile operations fail fast with [`StoreError::Unavailable`]. If the
+//!   file can no longer be opened at all, health becomes [`StoreHealth::Failed`] (exit and
+//!   let a supervisor restart the process).
 //!
 //! The table layout is in `docs/storage-embedded.md`.
 
@@ -37,13 +45,13 @@ mod writer;
 use super::*;
 use crate::friends::{Edge, UserPair};
 use crate::model::Message;
-use redb::{Database, ReadTransaction, ReadableDatabase};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use redb::{ReadTransaction, ReadableDatabase};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use tables::*;
-use tokio::sync::oneshot;
-use writer::{Job, OpResult, Pending, Tx};
+use tokio::sync::{Semaphore, oneshot};
+use writer::{Job, OpResult, OpenError, Pending, Shared, Tx};
 
 /// Upper bound on operations the writer coalesces into one transaction, so one commit's
 /// latency stays bounded under a flood and early callers are not held back by late ones.
@@ -52,6 +60,30 @@ pub const MAX_BATCH_OPS: usize = 256;
 
 /// File name used when [`EmbeddedStore::open`] is given a directory.
 pub const DEFAULT_FILE_NAME: &str = "zajel.redb";
+
+/// Tuning for [`EmbeddedStore::open_with`].
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    /// How many write operations may wait for the writer thread (default 4096). When the queue
+    /// is full, writers wait for a slot: backpressure instead of unbounded memory.
+    pub queue_capacity: usize,
+    /// How long an idempotency record deduplicates retries (default 24 h); [`Store::prune`]
+    /// deletes older ones.
+    pub dedupe_window_ms: u64,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 4096,
+            dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+        }
+    }
+}
+
+/// Most records one prune transaction deletes, so a big backlog does not make one commit
+/// (and the appends queued behind it) slow; `prune` loops until everything is gone.
+const PRUNE_CHUNK: usize = 10_000;
 
 /// The embedded store: one redb file, one writer thread, reads on the blocking pool.
 ///
@@ -76,11 +108,11 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    db: Arc<Database>,
-    path: PathBuf,
+    shared: Arc<Shared>,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
-    commits: Arc<AtomicU64>,
+    queue: Arc<Semaphore>,
+    options: EmbeddedOptions,
 }
 
 impl Drop for Inner {
@@ -97,7 +129,7 @@ impl Drop for Inner {
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedStore")
-            .field("path", &self.inner.path)
+            .field("path", &self.inner.shared.path)
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +146,14 @@ impl EmbeddedStore {
     /// open by one store at a time (redb locks it): opening it twice gives
     /// [`StoreError::Backend`]. This call does blocking file I/O.
     pub fn open(path: impl AsRef<Path>) -> Result<EmbeddedStore, StoreError> {
+        Self::open_with(path, EmbeddedOptions::default())
+    }
+
+    /// [`EmbeddedStore::open`] with explicit [`EmbeddedOptions`].
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<EmbeddedStore, StoreError> {
         let mut path = path.as_ref().to_path_buf();
         if path.is_dir() {
             path.push(DEFAULT_FILE_NAME);
@@ -124,44 +164,47 @@ impl EmbeddedStore {
                 StoreError::Backend(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let db = Database::create(&path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        // Create every table up front so read transactions never meet a missing one.
-        let txn = db.begin_write().map_err(be)?;
-        Tx::open(&txn)?.check_schema()?;
-        txn.commit().map_err(be)?;
-
-        let db = Arc::new(db);
-        let commits = Arc::new(AtomicU64::new(0));
+        // Creates every table up front so read transactions never meet a missing one.
+        let db = writer::open_database(&path).map_err(|e| {
+            let (OpenError::Transient(e) | OpenError::Permanent(e)) = e;
+            StoreError::Backend(format!("cannot open {}: {e}", path.display()))
+        })?;
+        let shared = Arc::new(Shared::new(db, path));
         let (jobs, rx) = mpsc::channel();
         let writer = {
-            let (db, commits) = (db.clone(), commits.clone());
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name("zajel-redb-writer".into())
-                .spawn(move || writer::run(db, rx, commits))
+                .spawn(move || writer::run(shared, rx))
                 .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?
         };
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
-                db,
-                path,
+                shared,
                 jobs: Some(jobs),
                 writer: Some(writer),
-                commits,
+                queue: Arc::new(Semaphore::new(options.queue_capacity.max(1))),
+                options,
             }),
         })
     }
 
     /// The database file in use.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.shared.path
     }
 
     /// How many write transactions this handle's writer has committed (each is one fsync).
     /// For tests and metrics: with concurrent writers it grows slower than the write count.
     #[doc(hidden)]
     pub fn commit_count(&self) -> u64 {
-        self.inner.commits.load(Ordering::Relaxed)
+        self.inner.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Free slots in the writer's queue (for tests and metrics).
+    #[doc(hidden)]
+    pub fn queue_free(&self) -> usize {
+        self.inner.queue.available_permits()
     }
 
     /// Queues `op` for the writer and waits for it to be committed.
@@ -170,12 +213,20 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> OpResult<T> + Send + 'static,
     {
+        // Waits here (not in memory) when the queue is full.
+        let permit = self
+            .inner
+            .queue
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
         let (reply, answer) = oneshot::channel();
         self.inner
             .jobs
             .as_ref()
             .ok_or_else(closed)?
-            .send(Box::new(Pending::new(op, reply)))
+            .send(Box::new(Pending::new(op, reply, Some(permit))))
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
@@ -189,7 +240,8 @@ impl EmbeddedStore {
         // The closure holds the handle, so the file stays open even if our caller goes away.
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let txn = inner.db.begin_read().map_err(be)?;
+            let db = inner.shared.db()?;
+            let txn = db.begin_read().map_err(be)?;
             f(&txn)
         })
         .await
@@ -466,5 +518,85 @@ impl MessageStore for EmbeddedStore {
         let conversation = conversation.clone();
         self.write(move |tx| tx.mark_read(&conversation, user, seq))
             .await
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn health(&self) -> StoreHealth {
+        self.inner.shared.health()
+    }
+
+    async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
+        let window = self.inner.options.dedupe_window_ms.min(i64::MAX as u64) as i64;
+        let horizon = Some(now.plus_millis(-window));
+        let mut total = Pruned::default();
+        loop {
+            let (pruned, more) = self
+                .write(move |tx| tx.prune(now, horizon, PRUNE_CHUNK))
+                .await?;
+            total.sessions += pruned.sessions;
+            total.idempotency_records += pruned.idempotency_records;
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A full queue makes writers wait (no unbounded growth); they proceed once it drains.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_applies_backpressure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with(
+            dir.path().join("t.redb"),
+            EmbeddedOptions {
+                queue_capacity: 2,
+                ..EmbeddedOptions::default()
+            },
+        )
+        .unwrap();
+        // Park the writer thread inside an operation until we let it go.
+        let (release, parked) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = oneshot::channel();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_tx| {
+                        let _ = started_tx.send(());
+                        let _ = parked.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        let second = {
+            let store = store.clone();
+            tokio::spawn(async move { store.write(|_tx| Ok(2)).await })
+        };
+        while store.queue_free() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The queue is full: a third writer waits instead of being queued.
+        let third = store.write(|_tx| Ok(3));
+        tokio::pin!(third);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut third)
+                .await
+                .is_err()
+        );
+        assert_eq!(store.queue_free(), 0);
+        release.send(()).unwrap();
+        assert_eq!(third.await, Ok(3));
+        assert_eq!(second.await.unwrap(), Ok(2));
+        assert_eq!(blocker.await.unwrap(), Ok(()));
+        assert_eq!(store.queue_free(), 2);
     }
 }

@@ -47,15 +47,25 @@ pub(super) const USER_CONVS: TableDefinition<(u128, &str), u64> =
 /// (user, activity stamp) → conversation: the conversation list, scanned newest first.
 pub(super) const USER_ACTIVITY: TableDefinition<(u128, u64), &str> =
     TableDefinition::new("user_activity");
-/// Named counters: [`ACTIVITY_COUNTER`], [`SCHEMA_VERSION`].
+/// (expires_at ms, user id, token hash) → (): sessions by expiry, so pruning is a range scan.
+pub(super) const SESSION_EXPIRY: TableDefinition<(u64, u128, &str), ()> =
+    TableDefinition::new("session_expiry");
+/// (recorded at ms, conversation, sender, key) → (): idempotency records by age, so pruning
+/// the ones older than the dedupe window is a range scan.
+pub(super) const IDEMPOTENCY_AGE: TableDefinition<(u64, &str, u128, &str), ()> =
+    TableDefinition::new("idempotency_age");
+/// Named counters: [`ACTIVITY_COUNTER`], [`SCHEMA_VERSION`], [`HEALTH_PROBE`].
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
 /// Monotonic counter ordering conversation activity (ties broken by it, not by clocks).
 pub(super) const ACTIVITY_COUNTER: &str = "activity";
 /// Key of the layout version in [`COUNTERS`].
 pub(super) const SCHEMA_VERSION: &str = "schema_version";
-/// The layout this code reads and writes.
-pub(super) const CURRENT_SCHEMA: u64 = 1;
+/// Key in [`COUNTERS`] the writer bumps to prove it can commit again after a failure.
+pub(super) const HEALTH_PROBE: &str = "health_probe";
+/// The layout this code reads and writes. Version 2 added [`SESSION_EXPIRY`] and
+/// [`IDEMPOTENCY_AGE`]; a version-1 file is migrated (indexes built) when opened.
+pub(super) const CURRENT_SCHEMA: u64 = 2;
 
 /// Everything stored per account.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,6 +78,11 @@ pub(super) struct UserRow {
 /// Maps any redb error to [`StoreError::Backend`].
 pub(super) fn be(e: impl std::fmt::Display) -> StoreError {
     StoreError::backend(e)
+}
+
+/// A timestamp as an index key (times before the epoch sort first, as 0).
+pub(super) fn ms(t: Timestamp) -> u64 {
+    t.0.max(0) as u64
 }
 
 pub(super) fn uid(u: UserId) -> u128 {

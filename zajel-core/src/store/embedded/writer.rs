@@ -11,12 +11,15 @@ use super::tables::*;
 use crate::friends::{Edge, UserPair};
 use crate::ids::{ConversationId, MessageId, Timestamp, UserId};
 use crate::model::{Appended, Message, NewMessage, ReadMark, Relation, Session, User};
+use crate::store::{Pruned, StoreHealth};
 use crate::store::{RelationEntry, StoreError, StoreResult};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
-use tokio::sync::oneshot;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 mod identity;
 
@@ -58,6 +61,8 @@ pub(super) struct Tx<'t> {
     user_convs: Table<'t, (u128, &'static str), u64>,
     user_activity: Table<'t, (u128, u64), &'static str>,
     counters: Table<'t, &'static str, u64>,
+    session_expiry: Table<'t, (u64, u128, &'static str), ()>,
+    idempotency_age: Table<'t, (u64, &'static str, u128, &'static str), ()>,
 }
 
 impl<'t> Tx<'t> {
@@ -78,6 +83,8 @@ impl<'t> Tx<'t> {
             user_convs: txn.open_table(USER_CONVS).map_err(be)?,
             user_activity: txn.open_table(USER_ACTIVITY).map_err(be)?,
             counters: txn.open_table(COUNTERS).map_err(be)?,
+            session_expiry: txn.open_table(SESSION_EXPIRY).map_err(be)?,
+            idempotency_age: txn.open_table(IDEMPOTENCY_AGE).map_err(be)?,
         })
     }
 
@@ -89,17 +96,137 @@ impl<'t> Tx<'t> {
             .map_err(be)?
             .map(|v| v.value());
         match version {
-            Some(CURRENT_SCHEMA) => Ok(()),
-            Some(v) => Err(StoreError::Corrupt(format!(
-                "unsupported schema version {v} (this build reads {CURRENT_SCHEMA})"
-            ))),
-            None => {
-                self.counters
-                    .insert(SCHEMA_VERSION, CURRENT_SCHEMA)
-                    .map_err(be)?;
-                Ok(())
+            Some(CURRENT_SCHEMA) => return Ok(()),
+            Some(1) => self.migrate_v1()?,
+            Some(v) => {
+                return Err(StoreError::Corrupt(format!(
+                    "unsupported schema version {v} (this build reads {CURRENT_SCHEMA})"
+                )));
+            }
+            None => {}
+        }
+        self.counters
+            .insert(SCHEMA_VERSION, CURRENT_SCHEMA)
+            .map_err(be)?;
+        Ok(())
+    }
+
+    /// Version 1 → 2: builds the expiry indexes from the existing sessions and idempotency
+    /// records (a record's age is its message's `sent_at`).
+    fn migrate_v1(&mut self) -> StoreResult<()> {
+        let mut sessions = Vec::new();
+        for entry in self.sessions.iter().map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let (user, hash) = k.value();
+            let session: Session = decode("session", v.value())?;
+            sessions.push((ms(session.expires_at), user, hash.to_owned()));
+        }
+        for (at, user, hash) in &sessions {
+            self.session_expiry
+                .insert((*at, *user, hash.as_str()), ())
+                .map_err(be)?;
+        }
+        let mut records = Vec::new();
+        for entry in self.idempotency.iter().map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let (conv, sender, key) = k.value();
+            let at = message(&self.messages, conv, v.value())?.map_or(0, |m| ms(m.sent_at));
+            records.push((at, conv.to_owned(), sender, key.to_owned()));
+        }
+        for (at, conv, sender, key) in &records {
+            self.idempotency_age
+                .insert((*at, conv.as_str(), *sender, key.as_str()), ())
+                .map_err(be)?;
+        }
+        Ok(())
+    }
+
+    /// Proves the file takes writes again (see the writer's recovery).
+    pub(super) fn probe(&mut self) -> StoreResult<()> {
+        let n = self
+            .counters
+            .get(HEALTH_PROBE)
+            .map_err(be)?
+            .map_or(0, |v| v.value());
+        self.counters
+            .insert(HEALTH_PROBE, n.wrapping_add(1))
+            .map_err(be)?;
+        Ok(())
+    }
+
+    /// Deletes up to `limit` expired sessions and idempotency records recorded at or before
+    /// `horizon`. Returns what it deleted and whether more remain.
+    pub(super) fn prune(
+        &mut self,
+        now: Timestamp,
+        horizon: Option<Timestamp>,
+        limit: usize,
+    ) -> OpResult<(Pruned, bool)> {
+        let mut pruned = Pruned::default();
+        let upper = ms(now).saturating_add(1);
+        let mut expired = Vec::new();
+        for entry in self
+            .session_expiry
+            .range(..(upper, 0u128, ""))
+            .map_err(be)?
+            .take(limit + 1)
+        {
+            let (k, _) = entry.map_err(be)?;
+            let (at, user, hash) = k.value();
+            expired.push((at, user, hash.to_owned()));
+        }
+        let more_sessions = expired.len() > limit;
+        expired.truncate(limit);
+        for (at, user, hash) in &expired {
+            self.session_expiry
+                .remove((*at, *user, hash.as_str()))
+                .map_err(fatal)?;
+            // The index entry is removed whenever the session is replaced or deleted, but
+            // check anyway: never delete a session that is still valid.
+            let still_valid = match self.sessions.get((*user, hash.as_str())).map_err(be)? {
+                Some(v) => {
+                    decode::<Session>("session", v.value()).is_ok_and(|s| s.expires_at > now)
+                }
+                None => continue,
+            };
+            if !still_valid {
+                self.sessions
+                    .remove((*user, hash.as_str()))
+                    .map_err(fatal)?;
+                pruned.sessions += 1;
             }
         }
+        let mut more_records = false;
+        if let Some(horizon) = horizon.filter(|h| h.0 >= 0) {
+            let upper = ms(horizon).saturating_add(1);
+            let mut old = Vec::new();
+            for entry in self
+                .idempotency_age
+                .range(..(upper, "", 0u128, ""))
+                .map_err(be)?
+                .take(limit + 1)
+            {
+                let (k, _) = entry.map_err(be)?;
+                let (at, conv, sender, key) = k.value();
+                old.push((at, conv.to_owned(), sender, key.to_owned()));
+            }
+            more_records = old.len() > limit;
+            old.truncate(limit);
+            for (at, conv, sender, key) in &old {
+                self.idempotency_age
+                    .remove((*at, conv.as_str(), *sender, key.as_str()))
+                    .map_err(fatal)?;
+                if self
+                    .idempotency
+                    .remove((conv.as_str(), *sender, key.as_str()))
+                    .map_err(fatal)?
+                    .is_some()
+                {
+                    pruned.idempotency_records += 1;
+                }
+            }
+        }
+        Ok((pruned, more_sessions || more_records))
     }
 
     fn existing_user(&self, id: UserId) -> OpResult<UserRow> {
@@ -185,21 +312,35 @@ impl<'t> Tx<'t> {
     pub(super) fn create_session(&mut self, session: &Session) -> OpResult<()> {
         self.existing_user(session.user_id)?;
         let bytes = encode(session)?;
-        self.sessions
-            .insert(
-                (uid(session.user_id), session.token_hash.as_str()),
-                bytes.as_slice(),
-            )
+        let (user, hash) = (uid(session.user_id), session.token_hash.as_str());
+        let replaced = self
+            .sessions
+            .insert((user, hash), bytes.as_slice())
+            .map_err(fatal)?
+            .and_then(|old| decode::<Session>("session", old.value()).ok());
+        if let Some(old) = replaced {
+            self.session_expiry
+                .remove((ms(old.expires_at), user, hash))
+                .map_err(fatal)?;
+        }
+        self.session_expiry
+            .insert((ms(session.expires_at), user, hash), ())
             .map_err(fatal)?;
         Ok(())
     }
 
     pub(super) fn delete_session(&mut self, user: UserId, token_hash: &str) -> OpResult<bool> {
-        Ok(self
-            .sessions
-            .remove((uid(user), token_hash))
-            .map_err(fatal)?
-            .is_some())
+        let u = uid(user);
+        let Some(old) = self.sessions.remove((u, token_hash)).map_err(fatal)? else {
+            return Ok(false);
+        };
+        // An undecodable session leaves a stale index entry; pruning skips it harmlessly.
+        if let Ok(old) = decode::<Session>("session", old.value()) {
+            self.session_expiry
+                .remove((ms(old.expires_at), u, token_hash))
+                .map_err(fatal)?;
+        }
+        Ok(true)
     }
 
     pub(super) fn delete_user_sessions(&mut self, user: UserId) -> OpResult<u64> {
@@ -210,12 +351,24 @@ impl<'t> Tx<'t> {
             Some(next) => std::ops::Bound::Excluded((next, "")),
             None => std::ops::Bound::Unbounded,
         };
+        let mut index = Vec::new();
         self.sessions
-            .retain_in((std::ops::Bound::Included((u, "")), upper), |_, _| {
-                removed += 1;
-                false
-            })
+            .retain_in(
+                (std::ops::Bound::Included((u, "")), upper),
+                |(_, hash), v| {
+                    removed += 1;
+                    if let Ok(s) = decode::<Session>("session", v) {
+                        index.push((ms(s.expires_at), hash.to_owned()));
+                    }
+                    false
+                },
+            )
             .map_err(fatal)?;
+        for (at, hash) in &index {
+            self.session_expiry
+                .remove((*at, u, hash.as_str()))
+                .map_err(fatal)?;
+        }
         Ok(removed)
     }
 
@@ -335,6 +488,9 @@ impl<'t> Tx<'t> {
         self.idempotency
             .insert((conv, uid(m.sender), key), seq)
             .map_err(fatal)?;
+        self.idempotency_age
+            .insert((ms(m.sent_at), conv, uid(m.sender), key), ())
+            .map_err(fatal)?;
         self.conv_last_seq.insert(conv, seq).map_err(fatal)?;
         // Sending advances the sender's own read mark.
         self.read_marks
@@ -401,19 +557,26 @@ pub(super) trait WriteOp: Send {
     fn finish(self: Box<Self>, commit: &StoreResult<()>);
 }
 
-/// A [`WriteOp`] from a closure and the channel its caller waits on.
+/// A [`WriteOp`] from a closure and the channel its caller waits on. It holds its caller's
+/// queue permit until it is answered, which is what bounds the queue.
 pub(super) struct Pending<T, F> {
     op: Option<F>,
     result: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<T, F> Pending<T, F> {
-    pub(super) fn new(op: F, reply: oneshot::Sender<StoreResult<T>>) -> Self {
+    pub(super) fn new(
+        op: F,
+        reply: oneshot::Sender<StoreResult<T>>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
         Self {
             op: Some(op),
             result: None,
             reply,
+            _permit: permit,
         }
     }
 }
@@ -436,26 +599,126 @@ where
     }
 
     fn finish(self: Box<Self>, commit: &StoreResult<()>) {
+        let Pending {
+            result,
+            reply,
+            _permit: permit,
+            ..
+        } = *self;
+        // Free the queue slot before answering, so an answered caller sees it free.
+        drop(permit);
         let result = match commit {
-            Ok(()) => self
-                .result
+            Ok(()) => result
                 .unwrap_or_else(|| Err(StoreError::Backend("operation was not applied".into()))),
             Err(e) => Err(e.clone()),
         };
         // The caller may have gone away (cancelled future); the write stands regardless.
-        let _ = self.reply.send(result);
+        let _ = reply.send(result);
     }
 }
 
 /// A boxed queued operation.
 pub(super) type Job = Box<dyn WriteOp>;
 
+/// State shared by the store handles (readers) and the writer thread.
+pub(super) struct Shared {
+    /// The open database; `None` while the writer is reopening it after a failure.
+    db: RwLock<Option<Arc<Database>>>,
+    pub(super) path: PathBuf,
+    pub(super) commits: AtomicU64,
+    health: Mutex<StoreHealth>,
+}
+
+impl Shared {
+    pub(super) fn new(db: Database, path: PathBuf) -> Self {
+        Self {
+            db: RwLock::new(Some(Arc::new(db))),
+            path,
+            commits: AtomicU64::new(0),
+            health: Mutex::new(StoreHealth::Ok),
+        }
+    }
+
+    /// The database for a read, or `Unavailable` while it is being reopened.
+    pub(super) fn db(&self) -> StoreResult<Arc<Database>> {
+        let slot = self.db.read().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(db) => Ok(db.clone()),
+            None => Err(self.unavailable()),
+        }
+    }
+
+    pub(super) fn health(&self) -> StoreHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_health(&self, h: StoreHealth) {
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = h;
+    }
+
+    fn unavailable(&self) -> StoreError {
+        match self.health() {
+            StoreHealth::Unavailable {
+                reason,
+                retry_after_ms,
+            } => StoreError::Unavailable {
+                reason,
+                retry_after_ms,
+            },
+            StoreHealth::Failed { reason } => StoreError::Backend(reason),
+            StoreHealth::Ok => StoreError::unavailable("the database is being reopened", 100),
+        }
+    }
+}
+
+/// First and longest wait between recovery attempts.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long recovery waits for in-flight reads to release the old handle.
+const READERS_GRACE: Duration = Duration::from_secs(2);
+
+/// The writer's view of its own health.
+enum State {
+    Healthy,
+    /// Broken since a failed commit: the next recovery attempt is due at `next`.
+    Broken {
+        next: Instant,
+        backoff: Duration,
+    },
+    /// Recovery is impossible (the file cannot be opened any more).
+    Failed(String),
+}
+
 /// The writer thread's loop: block for one op, drain whatever else is queued (bounded),
-/// apply all of it in one transaction, commit once, answer everyone. Ends when every sender
-/// (every store handle) is gone.
-pub(super) fn run(db: Arc<Database>, rx: Receiver<Job>, commits: Arc<AtomicU64>) {
+/// apply all of it in one transaction, commit once, answer everyone. After a failed commit
+/// it recovers: first it tries a probe commit on the same handle, and if redb refuses (after
+/// an I/O error redb refuses every write until the file is reopened) it closes the file and
+/// opens it again (redb repairs it), retrying with backoff while that fails; meanwhile
+/// operations fail fast with `Unavailable` and [`Shared::health`] says so. Ends when every
+/// sender (every store handle) is gone.
+pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH_OPS);
-    while let Ok(first) = rx.recv() {
+    let mut state = State::Healthy;
+    loop {
+        let first = match &state {
+            State::Broken { next, .. } => {
+                match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        state = recover(&shared, state);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH_OPS {
             match rx.try_recv() {
@@ -463,14 +726,133 @@ pub(super) fn run(db: Arc<Database>, rx: Receiver<Job>, commits: Arc<AtomicU64>)
                 Err(_) => break,
             }
         }
-        let outcome = commit_batch(&db, &mut batch);
-        if outcome.is_ok() {
-            commits.fetch_add(1, Ordering::Relaxed);
+        if let State::Broken { next, .. } = &state
+            && Instant::now() >= *next
+        {
+            state = recover(&shared, state);
+        }
+        let outcome = match &state {
+            State::Healthy => match shared.db() {
+                Ok(db) => commit_batch(&db, &mut batch),
+                Err(e) => Err(e),
+            },
+            State::Broken { .. } => Err(shared.unavailable()),
+            State::Failed(reason) => Err(StoreError::Backend(reason.clone())),
+        };
+        match &outcome {
+            Ok(()) => {
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if matches!(state, State::Healthy) => {
+                state = State::Broken {
+                    next: Instant::now(),
+                    backoff: RETRY_MIN,
+                };
+                shared.set_health(StoreHealth::Unavailable {
+                    reason: format!("a commit failed: {e}"),
+                    retry_after_ms: 0,
+                });
+            }
+            Err(_) => {}
         }
         for job in batch.drain(..) {
             job.finish(&outcome);
         }
+        // Recover right away after a fresh failure, so a transient error costs one batch.
+        if matches!(&state, State::Broken { next, .. } if Instant::now() >= *next) {
+            state = recover(&shared, state);
+        }
     }
+}
+
+/// One recovery attempt; returns the new state and publishes it as the store's health.
+fn recover(shared: &Shared, state: State) -> State {
+    let backoff = match state {
+        State::Broken { backoff, .. } => backoff,
+        other => return other,
+    };
+    // 1. Maybe the handle is fine (the failure was not an I/O error): prove it with a commit.
+    if let Ok(db) = shared.db()
+        && probe(&db).is_ok()
+    {
+        shared.set_health(StoreHealth::Ok);
+        return State::Healthy;
+    }
+    // 2. Close the file (wait for in-flight reads to let go of the handle; redb locks the file
+    //    per handle, so the reopen fails while an old one lives) and open it again.
+    let old = shared.db.write().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(old) = old {
+        let deadline = Instant::now() + READERS_GRACE;
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(old);
+    }
+    let reason = match open_database(&shared.path) {
+        Ok(db) => match probe(&db) {
+            Ok(()) => {
+                *shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                shared.set_health(StoreHealth::Ok);
+                return State::Healthy;
+            }
+            // Still failing (e.g. the disk is still full): close it again and wait.
+            Err(e) => format!("the database cannot be written: {e}"),
+        },
+        Err(OpenError::Transient(e)) => format!("the database cannot be reopened: {e}"),
+        Err(OpenError::Permanent(e)) => {
+            let reason = format!("the database cannot be reopened: {e}");
+            shared.set_health(StoreHealth::Failed {
+                reason: reason.clone(),
+            });
+            return State::Failed(reason);
+        }
+    };
+    shared.set_health(StoreHealth::Unavailable {
+        reason,
+        retry_after_ms: backoff.as_millis() as u64,
+    });
+    State::Broken {
+        next: Instant::now() + backoff,
+        backoff: (backoff * 2).min(RETRY_MAX),
+    }
+}
+
+/// Why [`open_database`] failed.
+pub(super) enum OpenError {
+    /// Worth retrying (I/O, the file still locked by a closing handle).
+    Transient(String),
+    /// Retrying cannot help (damaged beyond repair, wrong format or version).
+    Permanent(String),
+}
+
+/// Opens (creating or repairing) the file and makes sure every table exists at the current
+/// schema version.
+pub(super) fn open_database(path: &Path) -> Result<Database, OpenError> {
+    use redb::DatabaseError as E;
+    let db = Database::create(path).map_err(|e| match e {
+        E::Storage(redb::StorageError::Io(_)) | E::DatabaseAlreadyOpen => {
+            OpenError::Transient(e.to_string())
+        }
+        e => OpenError::Permanent(e.to_string()),
+    })?;
+    let init = || -> StoreResult<()> {
+        let txn = db.begin_write().map_err(be)?;
+        Tx::open(&txn)?.check_schema()?;
+        txn.commit().map_err(be)
+    };
+    match init() {
+        Ok(()) => Ok(db),
+        Err(e @ StoreError::Corrupt(_)) => Err(OpenError::Permanent(e.to_string())),
+        Err(e) => Err(OpenError::Transient(e.to_string())),
+    }
+}
+
+/// A durable commit that changes one counter: proves the handle takes writes.
+fn probe(db: &Database) -> StoreResult<()> {
+    let mut txn = db.begin_write().map_err(be)?;
+    txn.set_durability(Durability::Immediate).map_err(be)?;
+    Tx::open(&txn)?.probe()?;
+    txn.commit().map_err(be)
 }
 
 fn commit_batch(db: &Database, batch: &mut [Job]) -> StoreResult<()> {
@@ -500,7 +882,7 @@ mod tests {
         op: impl FnOnce(&mut Tx<'_>) -> OpResult<T> + Send + 'static,
     ) -> (Job, oneshot::Receiver<StoreResult<T>>) {
         let (reply, answer) = oneshot::channel();
-        (Box::new(Pending::new(op, reply)), answer)
+        (Box::new(Pending::new(op, reply, None)), answer)
     }
 
     fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
@@ -551,6 +933,87 @@ mod tests {
         let dup = later[0].as_ref().unwrap();
         assert_eq!((dup.message.id, dup.duplicate), (first.message.id, true));
         assert_eq!(later[1].as_ref().unwrap().message.seq, 2);
+    }
+
+    /// A version-1 file (no expiry indexes) is migrated on open: the indexes are rebuilt from
+    /// the sessions and idempotency records, so pruning finds the old records.
+    #[test]
+    fn migrates_schema_v1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let Ok(db) = open_database(&path) else {
+            panic!("open")
+        };
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        let conv = ConversationId::direct(a, b);
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tx = Tx::open(&txn).unwrap();
+            let Ok(user) = tx.create_user("alice", "alice", None, Timestamp(1)) else {
+                panic!("create_user")
+            };
+            let session = Session {
+                user_id: user.id,
+                token_hash: "h".into(),
+                created_at: Timestamp(1),
+                expires_at: Timestamp(10),
+            };
+            assert!(tx.create_session(&session).is_ok());
+            assert!(tx.append(vec![msg(&conv, a, "k")]).is_ok());
+            // Make it look like a version-1 file.
+            tx.session_expiry.retain(|_, _| false).unwrap();
+            tx.idempotency_age.retain(|_, _| false).unwrap();
+            tx.counters.insert(SCHEMA_VERSION, 1).unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let Ok(db) = open_database(&path) else {
+            panic!("reopen")
+        };
+        let txn = db.begin_write().unwrap();
+        let mut tx = Tx::open(&txn).unwrap();
+        assert_eq!(
+            tx.counters.get(SCHEMA_VERSION).unwrap().map(|v| v.value()),
+            Some(CURRENT_SCHEMA)
+        );
+        let Ok((pruned, more)) = tx.prune(Timestamp(100), Some(Timestamp(100)), 10) else {
+            panic!("prune")
+        };
+        assert_eq!(
+            (pruned.sessions, pruned.idempotency_records, more),
+            (1, 1, false)
+        );
+    }
+
+    /// Recovery closes and reopens the file; while an old handle is still in use the reopen is
+    /// retried (health says `Unavailable`), and once it is released the store is healthy.
+    #[test]
+    fn recovery_reopens_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let Ok(db) = open_database(&path) else {
+            panic!("open")
+        };
+        let shared = Shared::new(db, path);
+        // A reader that outlives the grace period keeps the old handle (and the file lock).
+        let reader = shared.db().unwrap();
+        let broken = State::Broken {
+            next: Instant::now(),
+            backoff: RETRY_MIN,
+        };
+        // Simulate a handle redb refuses: recovery must go the close-and-reopen way.
+        let old = shared.db.write().unwrap().take();
+        *shared.db.write().unwrap() = None;
+        let state = recover(&shared, broken);
+        assert!(matches!(state, State::Broken { .. }));
+        assert!(matches!(shared.health(), StoreHealth::Unavailable { .. }));
+        assert!(matches!(shared.db(), Err(StoreError::Unavailable { .. })));
+        drop((reader, old));
+        let state = recover(&shared, state);
+        assert!(matches!(state, State::Healthy));
+        assert_eq!(shared.health(), StoreHealth::Ok);
+        let db = shared.db().unwrap();
+        probe(&db).unwrap();
     }
 
     /// A failure while mutating aborts the whole transaction: everyone gets `Backend` and

@@ -4,7 +4,7 @@
 //! `<prefix>:{u:<id>}:ext` (hash: identity JSON → linked_at ms). The scripts are invoked
 //! through [`::redis::Script`], which reloads them itself after a `NOSCRIPT`.
 
-use super::{RedisStore, corrupt, fields, int, opt_string, parse, redis_err, string, tag_safe};
+use super::{RedisStore, corrupt, fields, int, opt_string, parse, string, tag_safe};
 use crate::ids::{Timestamp, UserId};
 use crate::limits::Username;
 use crate::model::User;
@@ -33,21 +33,24 @@ impl RedisStore {
         format!("{}:{{u:{user}}}:ext", self.keys.prefix)
     }
 
-    /// Runs a script; with `retry`, once more after a connection failure (the scripts that
-    /// allow it give the same answer when their first run did commit).
+    /// Runs a script under the store's command timeout and circuit breaker; with `retry`,
+    /// once more after a connection failure (the scripts that allow it give the same answer
+    /// when their first run did commit).
     async fn run_script(
         &self,
         inv: &::redis::ScriptInvocation<'_>,
         retry: bool,
     ) -> StoreResult<Value> {
         let mut con = self.con.clone();
-        match inv.invoke_async::<Value>(&mut con).await {
-            Ok(v) => Ok(v),
-            Err(e) if retry && super::is_connection_error(&e) => {
-                inv.invoke_async::<Value>(&mut con).await.map_err(redis_err)
+        self.guarded(async move {
+            match inv.invoke_async::<Value>(&mut con).await {
+                Err(e) if retry && super::is_connection_error(&e) => {
+                    inv.invoke_async::<Value>(&mut con).await
+                }
+                r => r,
             }
-            Err(e) => Err(redis_err(e)),
-        }
+        })
+        .await
     }
 }
 

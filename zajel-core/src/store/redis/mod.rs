@@ -9,12 +9,15 @@
 //! One [`::redis::aio::ConnectionManager`] (multiplexed, reconnecting) carries all traffic, so
 //! [`RedisStore`] is cheap to clone and concurrent calls share the connection.
 
+mod breaker;
+
 use super::*;
 use crate::friends::{Edge, UserPair};
 use crate::ids::MessageId;
 use crate::model::Message;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use breaker::Breaker;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -24,6 +27,42 @@ mod identity;
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "zajel";
+
+/// How long a user's session hash outlives the expiry of its longest-lived session (Redis
+/// deletes it then, with `PEXPIRE`). Generous so clock differences between the server (which
+/// sets `expires_at`) and Redis (which counts the TTL) never cut a session short.
+const SESSION_GRACE_MS: i64 = 60 * 60 * 1000;
+
+/// Connection settings for [`RedisStore::connect_with`].
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// Key prefix, so several apps (or tests) can share one Redis (default `"zajel"`; no
+    /// braces: they would break the Cluster hash tags).
+    pub prefix: String,
+    /// Longest wait for one command's reply (default 2 s). A call that takes longer fails
+    /// with [`StoreError::Unavailable`] and opens the circuit breaker.
+    pub command_timeout: Duration,
+    /// Longest wait for a TCP connect (default 1 s).
+    pub connect_timeout: Duration,
+    /// How long the circuit breaker stays open after a timeout or connection failure
+    /// (default 1 s): meanwhile every call fails at once with `Unavailable` and this as
+    /// `retry_after_ms`, then calls try Redis again.
+    pub breaker_cooldown: Duration,
+    /// How long an idempotency record deduplicates retries (default 24 h, at least 1 ms).
+    pub dedupe_window_ms: u64,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            breaker_cooldown: Duration::from_secs(1),
+            dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+        }
+    }
+}
 
 /// The Redis backend. Clones share one multiplexed connection.
 ///
@@ -38,6 +77,37 @@ pub const DEFAULT_PREFIX: &str = "zajel";
 pub struct RedisStore {
     con: ConnectionManager,
     keys: Arc<Keys>,
+    breaker: Arc<Breaker>,
+    options: Arc<RedisOptions>,
+    activity: Arc<ActivityClock>,
+}
+
+/// Scores for the per-user conversation lists: wall-clock microseconds, strictly increasing
+/// within this process (so two appends in one microsecond still order). Across nodes the
+/// order follows their clocks; `ZADD GT` keeps each entry from moving backwards.
+#[derive(Default)]
+struct ActivityClock {
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl ActivityClock {
+    fn next(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut last = self.last.load(Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last
+                .compare_exchange_weak(last, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -139,8 +209,9 @@ impl Keys {
     fn log(&self, c: &ConversationId) -> String {
         format!("{}:{{c:{c}}}:log", self.prefix)
     }
-    fn idempotency(&self, c: &ConversationId) -> String {
-        format!("{}:{{c:{c}}}:idem", self.prefix)
+    /// The idempotency records of one dedupe window (`bucket` = `sent_at / window`).
+    fn idempotency(&self, c: &ConversationId, bucket: u64) -> String {
+        format!("{}:{{c:{c}}}:idem:{bucket}", self.prefix)
     }
 }
 
@@ -233,24 +304,78 @@ impl RedisStore {
     /// Connects with a key prefix, so several apps (or tests) can share one Redis. The prefix
     /// must not contain `{` or `}` (it would break the Cluster hash tags).
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> StoreResult<Self> {
-        if prefix.contains(['{', '}']) {
+        Self::connect_with(
+            url,
+            RedisOptions {
+                prefix: prefix.to_owned(),
+                ..RedisOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Connects with explicit [`RedisOptions`] (timeouts, circuit breaker, prefix).
+    pub async fn connect_with(url: &str, options: RedisOptions) -> StoreResult<Self> {
+        if options.prefix.contains(['{', '}']) {
             return Err(StoreError::Backend(format!(
-                "invalid key prefix {prefix:?}: braces are reserved for hash tags"
+                "invalid key prefix {:?}: braces are reserved for hash tags",
+                options.prefix
             )));
         }
         let client = ::redis::Client::open(url).map_err(StoreError::backend)?;
+        // One quick reconnect attempt per failed call: the breaker, not the connection
+        // manager's retry loop, decides how long to wait while Redis is away.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)));
-        let con = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(redis_err)?;
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.command_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let con = tokio::time::timeout(
+            options.connect_timeout + options.command_timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| StoreError::unavailable("cannot connect to Redis: timed out", 0))?
+        .map_err(|e| match is_connection_error(&e) {
+            true => StoreError::unavailable(format!("cannot connect to Redis: {e}"), 0),
+            false => redis_err(e),
+        })?;
         Ok(Self {
             con,
             keys: Arc::new(Keys {
-                prefix: prefix.to_owned(),
+                prefix: options.prefix.clone(),
             }),
+            breaker: Arc::new(Breaker::new(options.breaker_cooldown)),
+            options: Arc::new(options),
+            activity: Arc::default(),
         })
+    }
+
+    /// Runs one Redis round trip under the command timeout and the circuit breaker: fails at
+    /// once while the breaker is open; a timeout or connection failure opens it.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> StoreResult<T> {
+        self.breaker.check()?;
+        match tokio::time::timeout(self.options.command_timeout, call).await {
+            Err(_) => Err(self.breaker.trip(format!(
+                "Redis did not answer within {} ms",
+                self.options.command_timeout.as_millis()
+            ))),
+            Ok(Err(e)) if is_connection_error(&e) => {
+                Err(self.breaker.trip(format!("Redis connection failed: {e}")))
+            }
+            Ok(Err(e)) => {
+                self.breaker.close();
+                Err(redis_err(e))
+            }
+            Ok(Ok(v)) => {
+                self.breaker.close();
+                Ok(v)
+            }
+        }
     }
 
     /// The key prefix in use.
@@ -262,18 +387,18 @@ impl RedisStore {
     /// writes only).
     async fn query(&self, cmd: &Cmd) -> StoreResult<Value> {
         let mut con = self.con.clone();
-        match cmd.query_async::<Value>(&mut con).await {
-            Ok(v) => Ok(v),
-            Err(e) if is_connection_error(&e) => {
-                cmd.query_async::<Value>(&mut con).await.map_err(redis_err)
+        self.guarded(async move {
+            match cmd.query_async::<Value>(&mut con).await {
+                Err(e) if is_connection_error(&e) => cmd.query_async::<Value>(&mut con).await,
+                r => r,
             }
-            Err(e) => Err(redis_err(e)),
-        }
+        })
+        .await
     }
 
     /// Runs one script call; see [`RedisStore::eval_many`].
     async fn eval(&self, call: Call, retry: Retry) -> StoreResult<Value> {
-        let mut results = self.eval_many(&[call], retry).await?;
+        let mut results = self.eval_many(&[call], &[], retry).await?;
         match results.pop() {
             Some(r) => r.map_err(redis_err),
             None => Err(StoreError::Backend("no reply to a script call".into())),
@@ -286,12 +411,16 @@ impl RedisStore {
     /// If only some calls of a pipeline hit `NOSCRIPT` (another task refilled the cache in
     /// between), the retried ones run after the others, so their sequences may not follow the
     /// input order; each result still belongs to its input.
+    ///
+    /// `side` commands ride along in the same pipeline, after the calls; their replies are
+    /// ignored and they are not re-sent after `NOSCRIPT`.
     async fn eval_many(
         &self,
         calls: &[Call],
+        side: &[Cmd],
         retry: Retry,
     ) -> StoreResult<Vec<Result<Value, RedisError>>> {
-        let mut results = self.pipeline(calls.iter().collect(), retry).await?;
+        let mut results = self.pipeline(calls.iter().collect(), side, retry).await?;
         let missing: Vec<usize> = results
             .iter()
             .enumerate()
@@ -308,9 +437,9 @@ impl RedisStore {
             load.cmd("SCRIPT").arg("LOAD").arg(lua.source).ignore();
         }
         let mut con = self.con.clone();
-        load.query_async::<()>(&mut con).await.map_err(redis_err)?;
+        self.guarded(load.query_async::<()>(&mut con)).await?;
         let again = self
-            .pipeline(missing.iter().map(|&i| &calls[i]).collect(), retry)
+            .pipeline(missing.iter().map(|&i| &calls[i]).collect(), &[], retry)
             .await?;
         for (i, r) in missing.into_iter().zip(again) {
             results[i] = r;
@@ -321,6 +450,7 @@ impl RedisStore {
     async fn pipeline(
         &self,
         calls: Vec<&Call>,
+        side: &[Cmd],
         retry: Retry,
     ) -> StoreResult<Vec<Result<Value, RedisError>>> {
         let mut pipe = ::redis::pipe();
@@ -328,14 +458,20 @@ impl RedisStore {
         for c in &calls {
             pipe.add_command(c.evalsha());
         }
+        for cmd in side {
+            pipe.add_command(cmd.clone()).ignore();
+        }
         let mut con = self.con.clone();
-        let results: Vec<Result<Value, RedisError>> = match pipe.query_async(&mut con).await {
-            Ok(r) => r,
-            Err(e) if retry == Retry::Once && is_connection_error(&e) => {
-                pipe.query_async(&mut con).await.map_err(redis_err)?
-            }
-            Err(e) => return Err(redis_err(e)),
-        };
+        let results: Vec<Result<Value, RedisError>> = self
+            .guarded(async move {
+                match pipe.query_async(&mut con).await {
+                    Err(e) if retry == Retry::Once && is_connection_error(&e) => {
+                        pipe.query_async(&mut con).await
+                    }
+                    r => r,
+                }
+            })
+            .await?;
         if results.len() != calls.len() {
             return Err(StoreError::Backend(format!(
                 "expected {} replies, got {}",
@@ -600,7 +736,14 @@ impl SessionStore for RedisStore {
             .key(self.keys.sessions(session.user_id))
             .arg(&session.token_hash)
             .arg(to_json(session)?)
-            .arg(session.created_at.0);
+            .arg(session.created_at.0)
+            .arg(
+                session
+                    .expires_at
+                    .0
+                    .saturating_sub(session.created_at.0)
+                    .saturating_add(SESSION_GRACE_MS),
+            );
         match int::<u8>(self.eval(call, Retry::Once).await?, "create_session reply")? {
             1 => Ok(()),
             _ => Err(StoreError::UserNotFound),
@@ -720,7 +863,11 @@ impl MessageStore for RedisStore {
         }
         // Membership is decided by the conversation id alone; refused items never reach Redis.
         let mut results: Vec<Option<StoreResult<Appended>>> = Vec::with_capacity(batch.len());
-        let mut calls = Vec::new();
+        let window = self.options.dedupe_window_ms.max(1);
+        // One script call for the whole batch (see append.lua), plus the conversation-list
+        // updates as plain `ZADD GT` commands in the same pipeline: one round trip in all.
+        let mut call = Call::new(&SCRIPTS.append).arg(window.saturating_mul(2));
+        let mut lists = Vec::with_capacity(2 * batch.len());
         let mut pending = Vec::new(); // (index in batch, the message as it will be stored)
         for (i, m) in batch.iter().enumerate() {
             let members = m
@@ -742,34 +889,60 @@ impl MessageStore for RedisStore {
                 idempotency_key: m.idempotency_key.as_str().to_owned(),
             };
             let c = &m.conversation;
-            calls.push(
-                Call::new(&SCRIPTS.append)
-                    .key(self.keys.meta(c))
-                    .key(self.keys.log(c))
-                    .key(self.keys.idempotency(c))
-                    .key(self.keys.conversations(lo))
-                    .key(self.keys.conversations(hi))
-                    .arg(format!("{}:{}", m.sender, message.idempotency_key))
-                    .arg(message.id)
-                    .arg(m.sender)
-                    .arg(&message.body)
-                    .arg(m.sent_at.0)
-                    .arg(&message.idempotency_key)
-                    .arg(read_field(m.sender))
-                    .arg(c),
-            );
+            let bucket = (m.sent_at.0.max(0) as u64) / window;
+            call = call
+                .key(self.keys.meta(c))
+                .key(self.keys.log(c))
+                .key(self.keys.idempotency(c, bucket))
+                .key(self.keys.idempotency(c, bucket.saturating_sub(1)))
+                .arg(format!("{}:{}", m.sender, message.idempotency_key))
+                .arg(message.id)
+                .arg(m.sender)
+                .arg(&message.body)
+                .arg(m.sent_at.0)
+                .arg(&message.idempotency_key)
+                .arg(read_field(m.sender));
+            let score = self.activity.next();
+            for member in [lo, hi] {
+                let mut zadd = ::redis::cmd("ZADD");
+                zadd.arg(self.keys.conversations(member))
+                    .arg("GT")
+                    .arg(score)
+                    .arg(c.as_str());
+                lists.push(zadd);
+            }
             pending.push((i, message));
         }
+        if pending.is_empty() {
+            return results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("no reply".into()))))
+                .collect();
+        }
         // Retrying the whole pipeline after a connection failure is safe: the idempotency keys
-        // turn any message that did get stored into a `duplicate` answer.
-        match self.eval_many(&calls, Retry::Once).await {
-            Ok(replies) => {
+        // turn any message that did get stored into a `duplicate` answer, and `ZADD GT` is
+        // idempotent.
+        let reply = match self.eval_many(&[call], &lists, Retry::Once).await {
+            Ok(mut replies) => match replies.pop() {
+                Some(r) => r.map_err(redis_err).and_then(array),
+                None => Err(StoreError::Backend("no reply to the append script".into())),
+            },
+            Err(e) => Err(e),
+        };
+        match reply {
+            Ok(replies) if replies.len() == pending.len() => {
                 for ((i, message), reply) in pending.into_iter().zip(replies) {
-                    results[i] = Some(
-                        reply
-                            .map_err(redis_err)
-                            .and_then(|v| decode_append(message, v)),
-                    );
+                    results[i] = Some(decode_append(message, reply));
+                }
+            }
+            Ok(replies) => {
+                let e = corrupt(format_args!(
+                    "append script answered {} of {} messages",
+                    replies.len(),
+                    pending.len()
+                ));
+                for (i, _) in pending {
+                    results[i] = Some(Err(e.clone()));
                 }
             }
             Err(e) => {
@@ -867,7 +1040,7 @@ impl MessageStore for RedisStore {
                     .arg(peer_field)
             })
             .collect();
-        let replies = self.eval_many(&calls, Retry::Once).await?;
+        let replies = self.eval_many(&calls, &[], Retry::Once).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (conversation, reply) in ids.into_iter().zip(replies) {
             let mut parts = array(reply.map_err(redis_err)?)?.into_iter();
@@ -950,6 +1123,13 @@ fn decode_append(mut message: Message, reply: Value) -> StoreResult<Appended> {
             }),
         },
         other => Err(corrupt(format_args!("unexpected append reply {other}"))),
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn health(&self) -> StoreHealth {
+        self.breaker.health()
     }
 }
 

@@ -324,7 +324,7 @@ async fn callback(
 
 async fn signed_in(s: &OidcSignIn, headers: &HeaderMap) -> Result<zajel_core::User, IdentityError> {
     let token = crate::http::request_token(headers).ok_or(IdentityError::Unauthenticated)?;
-    Ok(s.inner.engine.session_user(&token).await?.0)
+    Ok(s.inner.engine.sessions().user_of_token(&token).await?)
 }
 
 async fn link(

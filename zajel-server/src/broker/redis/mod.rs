@@ -1,0 +1,374 @@
+//! [`RedisBroker`]: many nodes sharing one Redis.
+//!
+//! **Channel layout: one channel per node.** Node `N` subscribes to `P:node:{N}:events` and
+//! to nothing else. Where a user is connected is the registry `P:{u:<uid>}:presence` (a hash
+//! node id → connection count), which is also the cluster-wide presence. Publishing an event:
+//!
+//! 1. deliver to the local hub right away (no Redis round trip for local recipients);
+//! 2. a background publisher takes events in order, batches them, looks the recipients up in
+//!    one pipelined round trip (`HKEYS` per recipient), and `PUBLISH`es each event once to
+//!    each *other* node that holds at least one recipient, in a second pipelined round trip.
+//!
+//! The payload is the event's JSON exactly as serialized once by the origin, behind a small
+//! text header with the origin node, the message's conversation and sequence (for resume
+//! de-duplication) and the recipient ids; the receiving node hands it to its hub without
+//! parsing the JSON.
+//!
+//! **Presence.** Every connection adds 1 to its node's count in the user's presence hash (a
+//! Lua script, atomic, returning the whole hash): a user is online iff some live node has a
+//! count above 0. Each node refreshes a heartbeat key `P:node:{N}` (`PX node_ttl_ms`) every
+//! `heartbeat_ms` and is a member of the set `P:nodes`; the users it holds are in
+//! `P:node:{N}:users`. Every `sweep_ms` each node checks the other members' heartbeats; the
+//! first node to remove a dead member from `P:nodes` (`SREM` returns 1 to one node only)
+//! removes that node's entries from its users' presence hashes and reports the users that are
+//! now offline everywhere, which the engine announces to their friends.
+//!
+//! **Faults.** While Redis is unreachable local delivery continues and remote delivery is lost
+//! (counted in [`RedisBroker::lost_total`]). That is safe: every message is stored before it is
+//! published, and history is the recovery log. When the subscription comes back after a gap,
+//! and when this node finds it was declared dead (its heartbeat expired), it closes every local
+//! connection with 4008 ("lagged") so clients resume from their cursors and re-register.
+
+mod envelope;
+mod presence;
+mod tasks;
+
+use crate::hub::{Broker, CLOSE_LAGGED, ConnId, Event, Hub};
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+use tasks::{heartbeat, publisher, subscriber};
+use tokio::sync::{mpsc, watch};
+use zajel_core::UserId;
+
+/// Settings of a [`RedisBroker`]. Durations in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisBrokerConfig {
+    /// This node's id: 1–64 characters of `A-Z a-z 0-9 _ - .`, unique among the nodes sharing
+    /// the Redis. [`RedisBrokerConfig::default`] picks a random one.
+    pub node_id: String,
+    /// Key prefix; must equal the store's prefix when both share a Redis (default `zajel`).
+    pub prefix: String,
+    /// How often the node refreshes its heartbeat key (default 3000).
+    pub heartbeat_ms: u64,
+    /// Lifetime of the heartbeat key: a node silent this long is dead (default 10000).
+    pub node_ttl_ms: u64,
+    /// How often the node looks for dead nodes (default 3000).
+    pub sweep_ms: u64,
+    /// Events waiting for the background publisher; beyond this, remote delivery of new events
+    /// is dropped (and recovered by resume) rather than blocking the request path
+    /// (default 65536).
+    pub publish_queue: usize,
+}
+
+impl Default for RedisBrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: random_node_id(),
+            prefix: zajel_core::store::redis::DEFAULT_PREFIX.to_owned(),
+            heartbeat_ms: 3_000,
+            node_ttl_ms: 10_000,
+            sweep_ms: 3_000,
+            publish_queue: 65_536,
+        }
+    }
+}
+
+/// A random node id (16 hex digits).
+pub fn random_node_id() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        b = (t ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    hex::encode(b)
+}
+
+/// Why a [`RedisBroker`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The node id is empty, too long or has characters outside `A-Z a-z 0-9 _ - .`.
+    #[error("invalid node id {0:?}: use 1-64 characters of A-Z a-z 0-9 _ - .")]
+    InvalidNodeId(String),
+    /// Another live node already uses this id.
+    #[error("node id {0:?} is in use by a live node")]
+    NodeIdInUse(String),
+    /// Redis refused or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Key and channel names (`P` = prefix; braces = Cluster hash tag).
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// `P:nodes`: the registered nodes.
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+    /// `P:node:{N}`: heartbeat, expires after `node_ttl_ms`.
+    fn heartbeat(&self, node: &str) -> String {
+        format!("{}:node:{{{node}}}", self.prefix)
+    }
+    /// `P:node:{N}:users`: users with a connection on node N.
+    fn node_users(&self, node: &str) -> String {
+        format!("{}:node:{{{node}}}:users", self.prefix)
+    }
+    /// `P:node:{N}:missed`: users with events published to node N while nobody listened.
+    fn missed(&self, node: &str) -> String {
+        format!("{}:node:{{{node}}}:missed", self.prefix)
+    }
+    /// `P:node:{N}:events`: node N's pub/sub channel.
+    fn channel(&self, node: &str) -> String {
+        format!("{}:node:{{{node}}}:events", self.prefix)
+    }
+    /// `P:{u:<uid>}:presence`: node id → connection count.
+    fn presence(&self, user: UserId) -> String {
+        format!("{}:{{u:{user}}}:presence", self.prefix)
+    }
+}
+
+/// One event waiting for the publisher.
+struct Outgoing {
+    users: Vec<UserId>,
+    event: Arc<Event>,
+}
+
+struct Shared {
+    node: String,
+    config: RedisBrokerConfig,
+    client: redis::Client,
+    con: ConnectionManager,
+    keys: Keys,
+    hub: OnceLock<Arc<Hub>>,
+    /// Nodes whose heartbeat was missing at the last sweep.
+    dead: RwLock<HashSet<String>>,
+    out_tx: mpsc::Sender<Outgoing>,
+    out_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// Serializes one user's presence updates on this node (count + node users set).
+    user_locks: Box<[tokio::sync::Mutex<()>]>,
+    stop: watch::Sender<bool>,
+    started: AtomicBool,
+    /// Connections with an id below this may have missed events published while this node had
+    /// no subscription: `u64::MAX` while unsubscribed, else the first id after the last
+    /// (re)subscription.
+    missable_before: AtomicU64,
+    published: AtomicU64,
+    received: AtomicU64,
+    lost: AtomicU64,
+}
+
+/// Cross-node delivery and cluster-wide presence over one Redis (see the module docs).
+/// Cheap to clone; clones are the same broker.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use zajel_server::broker::{RedisBroker, RedisBrokerConfig};
+/// use zajel_server::{Engine, ServerConfig};
+/// let url = "redis://127.0.0.1:6379/";
+/// let store = Arc::new(zajel_core::RedisStore::connect(url).await?);
+/// let broker = RedisBroker::connect(url, RedisBrokerConfig::default()).await?;
+/// let engine = Engine::builder(store, ServerConfig::default())
+///     .redis_broker(broker)
+///     .build();
+/// # let _ = engine; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node", &self.shared.node)
+            .finish_non_exhaustive()
+    }
+}
+
+const USER_LOCKS: usize = 256;
+const BATCH: usize = 256;
+
+impl RedisBroker {
+    /// Connects to Redis at `url` (e.g. `redis://127.0.0.1:6379/`) and checks that the node id
+    /// is valid and not held by a live node. Nothing runs until the broker is given to
+    /// [`crate::EngineBuilder::redis_broker`] and the engine is built.
+    pub async fn connect(url: &str, config: RedisBrokerConfig) -> Result<Self, BrokerError> {
+        if !valid_node_id(&config.node_id) {
+            return Err(BrokerError::InvalidNodeId(config.node_id));
+        }
+        let client = redis::Client::open(url)?;
+        let mc = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let mut con = ConnectionManager::new_with_config(client.clone(), mc).await?;
+        let keys = Keys {
+            prefix: config.prefix.clone(),
+        };
+        let taken: bool = con.exists(keys.heartbeat(&config.node_id)).await?;
+        if taken {
+            return Err(BrokerError::NodeIdInUse(config.node_id));
+        }
+        let (out_tx, out_rx) = mpsc::channel(config.publish_queue.max(1));
+        let (stop, _) = watch::channel(false);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                node: config.node_id.clone(),
+                config,
+                client,
+                con,
+                keys,
+                hub: OnceLock::new(),
+                dead: RwLock::new(HashSet::new()),
+                out_tx,
+                out_rx: Mutex::new(Some(out_rx)),
+                user_locks: (0..USER_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                stop,
+                started: AtomicBool::new(false),
+                missable_before: AtomicU64::new(u64::MAX),
+                published: AtomicU64::new(0),
+                received: AtomicU64::new(0),
+                lost: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Events published to other nodes (one per event and target node).
+    pub fn published_total(&self) -> u64 {
+        self.shared.published.load(Ordering::Relaxed)
+    }
+
+    /// Events received from other nodes.
+    pub fn received_total(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
+    }
+
+    /// Events whose remote delivery was lost (Redis unreachable or publish queue full).
+    pub fn lost_total(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// Starts the background tasks (subscriber, publisher, heartbeat and sweep) delivering
+    /// into `hub`; users found offline after a node died are sent on `offline`. Must run in a
+    /// Tokio runtime. Only the first call has an effect.
+    pub(crate) fn start(&self, hub: Arc<Hub>, offline: mpsc::UnboundedSender<UserId>) {
+        if self.shared.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.shared.hub.set(hub);
+        let rx = self
+            .shared
+            .out_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(rx) = rx {
+            tokio::spawn(publisher(self.shared.clone(), rx));
+        }
+        tokio::spawn(subscriber(self.shared.clone()));
+        tokio::spawn(heartbeat(self.shared.clone(), offline));
+    }
+
+    /// Leaves the cluster after a graceful shutdown: stops the background tasks and deletes
+    /// the heartbeat, so other nodes reap whatever this node still held at their next sweep.
+    pub async fn leave(&self) {
+        if self.shared.stop.send_replace(true) {
+            return;
+        }
+        let mut con = self.shared.con.clone();
+        let key = self.shared.keys.heartbeat(&self.shared.node);
+        if let Err(e) = con.del::<_, ()>(key).await {
+            tracing::warn!(error = %e, "could not delete the node heartbeat");
+        }
+    }
+
+    fn hub(&self) -> Option<&Arc<Hub>> {
+        self.shared.hub.get()
+    }
+
+    fn user_lock(&self, user: UserId) -> &tokio::sync::Mutex<()> {
+        let i = (user.0.as_u128() % self.shared.user_locks.len() as u128) as usize;
+        &self.shared.user_locks[i]
+    }
+}
+
+impl Shared {
+    /// (this node's count, whether another live node has a count above 0).
+    fn split_counts(&self, hash: &[(String, i64)]) -> (i64, bool) {
+        let dead = self.dead.read().unwrap_or_else(|e| e.into_inner());
+        let mut mine = 0;
+        let mut others = false;
+        for (node, count) in hash {
+            if *node == self.node {
+                mine = *count;
+            } else if *count > 0 && !dead.contains(node) {
+                others = true;
+            }
+        }
+        (mine, others)
+    }
+
+    /// Closes (4008) the local connections that existed before connection id `before`.
+    fn resync(&self, before: ConnId, why: &str) {
+        if let Some(hub) = self.hub.get() {
+            let n = hub.close_older(before, CLOSE_LAGGED);
+            tracing::warn!(
+                connections = n,
+                "{why}: closing local connections (4008) so they resume"
+            );
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish(&self, users: &[UserId], event: Arc<Event>, skip: Option<ConnId>) {
+        if let Some(hub) = self.hub() {
+            hub.deliver(users, &event, skip);
+        }
+        let out = Outgoing {
+            users: users.to_vec(),
+            event,
+        };
+        if self.shared.out_tx.try_send(out).is_err() {
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("cross-node publish queue full or closed: remote delivery dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_checked() {
+        assert!(valid_node_id("node-a_1.x"));
+        assert!(!valid_node_id(""));
+        assert!(!valid_node_id("a}b"));
+        assert!(!valid_node_id(&"x".repeat(65)));
+        assert!(valid_node_id(&random_node_id()));
+    }
+}

@@ -1,0 +1,318 @@
+//! The broker's background tasks: the publisher (batched cross-node delivery), the subscriber
+//! (this node's channel, with gap detection), the heartbeat and the dead-node sweep.
+
+use super::envelope::{decode, encode};
+use super::{BATCH, Outgoing, Shared};
+use crate::hub::{CLOSE_LAGGED, ConnId};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use zajel_core::UserId;
+
+/// Reaps a dead node's entry from one user's presence hash.
+const REAP_LUA: &str = include_str!("reap.lua");
+
+pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut stop = shared.stop.subscribe();
+    let mut con = shared.con.clone();
+    loop {
+        let first = tokio::select! {
+            _ = stop.changed() => return,
+            ev = rx.recv() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+        // 1. Where are the recipients? One pipelined round trip.
+        let mut users: Vec<UserId> = batch.iter().flat_map(|o| o.users.iter().copied()).collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut pipe = redis::pipe();
+        for &u in &users {
+            pipe.hkeys(shared.keys.presence(u));
+        }
+        let nodes: Vec<Vec<String>> = match pipe.query_async(&mut con).await {
+            Ok(n) => n,
+            Err(e) => {
+                shared.lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, events = batch.len(), "cross-node lookup failed; remote delivery lost");
+                continue;
+            }
+        };
+        let dead = shared
+            .dead
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let located: HashMap<UserId, Vec<String>> = users
+            .into_iter()
+            .zip(nodes)
+            .map(|(u, ns)| {
+                let remote = ns
+                    .into_iter()
+                    .filter(|n| *n != shared.node && !dead.contains(n))
+                    .collect();
+                (u, remote)
+            })
+            .collect();
+        // 2. Each event once to each other node holding a recipient, in publish order.
+        let mut pipe = redis::pipe();
+        let mut count = 0u64;
+        // (target node, recipients on it), one per PUBLISH, to mark missed deliveries.
+        let mut sent: Vec<(&str, Vec<UserId>)> = Vec::new();
+        for out in &batch {
+            let mut targets: Vec<&str> = out
+                .users
+                .iter()
+                .filter_map(|u| located.get(u))
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            targets.sort_unstable();
+            targets.dedup();
+            let payload = encode(&shared.node, &out.users, &out.event);
+            for t in targets {
+                pipe.publish(shared.keys.channel(t), &payload[..]);
+                let on_t = out
+                    .users
+                    .iter()
+                    .filter(|u| located.get(u).is_some_and(|ns| ns.iter().any(|n| n == t)))
+                    .copied()
+                    .collect();
+                sent.push((t, on_t));
+                count += 1;
+            }
+        }
+        if count == 0 {
+            continue;
+        }
+        match pipe.query_async::<Vec<i64>>(&mut con).await {
+            Ok(receivers) => {
+                shared.published.fetch_add(count, Ordering::Relaxed);
+                // A node that holds recipients but was not subscribed (its subscription is
+                // reconnecting) missed the event: tell it which users to resync.
+                let mut missed = redis::pipe();
+                let mut any = false;
+                for ((t, users), n) in sent.iter().zip(receivers) {
+                    if n == 0 && !users.is_empty() {
+                        let key = shared.keys.missed(t);
+                        let ids: Vec<String> = users.iter().map(UserId::to_string).collect();
+                        missed.sadd(&key, ids).ignore();
+                        missed.pexpire(&key, 60_000).ignore();
+                        any = true;
+                    }
+                }
+                if any && let Err(e) = missed.query_async::<()>(&mut con).await {
+                    tracing::warn!(error = %e, "could not record missed cross-node deliveries");
+                }
+            }
+            Err(e) => {
+                shared.lost.fetch_add(count, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cross-node publish failed; remote delivery lost");
+            }
+        }
+    }
+}
+
+pub(super) async fn subscriber(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    let channel = shared.keys.channel(&shared.node);
+    let mut backoff = Duration::from_millis(100);
+    // Set when a subscription is lost: connections older than this may have missed events.
+    let mut gap_from: Option<ConnId> = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let attempt = async {
+            let mut ps = shared.client.get_async_pubsub().await?;
+            ps.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(ps)
+        };
+        let ps = tokio::select! {
+            _ = stop.changed() => return,
+            r = attempt => r,
+        };
+        match ps {
+            Ok(ps) => {
+                backoff = Duration::from_millis(100);
+                if let Some(h) = shared.hub.get() {
+                    shared
+                        .missable_before
+                        .store(h.next_conn_id(), Ordering::Release);
+                }
+                if let Some(before) = gap_from.take() {
+                    // Events published to this node while it was not subscribed are lost.
+                    shared.resync(before, "cross-node subscription restored after a gap");
+                }
+                tracing::debug!(channel = %channel, "subscribed");
+                let mut stream = ps.into_on_message();
+                loop {
+                    let msg = tokio::select! {
+                        _ = stop.changed() => return,
+                        m = stream.next() => m,
+                    };
+                    let Some(msg) = msg else { break };
+                    match decode(msg.get_payload_bytes()) {
+                        Some(env) if env.origin != shared.node => {
+                            shared.received.fetch_add(1, Ordering::Relaxed);
+                            if let Some(hub) = shared.hub.get() {
+                                hub.deliver(&env.users, &env.event, None);
+                            }
+                        }
+                        Some(_) => {}
+                        None => tracing::warn!("ignoring a malformed cross-node event"),
+                    }
+                }
+                tracing::warn!("cross-node subscription lost; reconnecting");
+                shared.missable_before.store(u64::MAX, Ordering::Release);
+                if gap_from.is_none() {
+                    gap_from = shared.hub.get().map(|h| h.next_conn_id());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to Redis");
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSender<UserId>) {
+    let mut stop = shared.stop.subscribe();
+    let mut beat = tokio::time::interval(Duration::from_millis(shared.config.heartbeat_ms.max(1)));
+    let mut sweep = tokio::time::interval(Duration::from_millis(shared.config.sweep_ms.max(1)));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut con = shared.con.clone();
+    let mut registered = false;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = beat.tick() => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(shared.keys.heartbeat(&shared.node))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(shared.config.node_ttl_ms.max(1))
+                    .ignore()
+                    .sadd(shared.keys.nodes(), &shared.node);
+                match pipe.query_async::<(i64,)>(&mut con).await {
+                    Ok((added,)) => {
+                        if added == 1 && registered {
+                            // Another node declared this one dead (or Redis lost its data):
+                            // our presence entries are gone; make clients re-register.
+                            let before = shared.hub.get().map_or(0, |h| h.next_conn_id());
+                            shared.resync(before, "this node was missing from the node registry");
+                        }
+                        registered = true;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+                let key = shared.keys.missed(&shared.node);
+                let taken = redis::pipe()
+                    .atomic()
+                    .smembers(&key)
+                    .del(&key)
+                    .ignore()
+                    .query_async::<(Vec<String>,)>(&mut con)
+                    .await;
+                if let (Ok((users,)), Some(hub)) = (taken, shared.hub.get()) {
+                    // Connections registered after the (re)subscription receive every later
+                    // publish, and a resume reads history after registering: spare them.
+                    let before = shared.missable_before.load(Ordering::Acquire);
+                    for u in users.iter().filter_map(|u| u.parse::<UserId>().ok()) {
+                        tracing::info!(user = %u, "missed a cross-node event: closing (4008) to resume");
+                        hub.close_user_older(u, before, CLOSE_LAGGED);
+                    }
+                }
+            }
+            _ = sweep.tick() => {
+                if let Err(e) = sweep_dead(&shared, &mut con, &offline).await {
+                    tracing::warn!(error = %e, "dead-node sweep failed");
+                }
+            }
+        }
+    }
+}
+
+/// Finds nodes whose heartbeat expired, claims each (one node wins the `SREM`), removes its
+/// presence entries and reports users now offline everywhere.
+async fn sweep_dead(
+    shared: &Shared,
+    con: &mut ConnectionManager,
+    offline: &mpsc::UnboundedSender<UserId>,
+) -> redis::RedisResult<()> {
+    let members: Vec<String> = con.smembers(shared.keys.nodes()).await?;
+    let others: Vec<String> = members.into_iter().filter(|n| *n != shared.node).collect();
+    if others.is_empty() {
+        shared
+            .dead
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for n in &others {
+        pipe.exists(shared.keys.heartbeat(n));
+    }
+    let alive: Vec<bool> = pipe.query_async(con).await?;
+    let dead: Vec<String> = others
+        .into_iter()
+        .zip(alive)
+        .filter(|(_, a)| !a)
+        .map(|(n, _)| n)
+        .collect();
+    *shared.dead.write().unwrap_or_else(|e| e.into_inner()) = dead.iter().cloned().collect();
+    for node in dead {
+        let claimed: i64 = con.srem(shared.keys.nodes(), &node).await?;
+        if claimed != 1 {
+            continue;
+        }
+        tracing::info!(node = %node, "node is dead (heartbeat expired); reaping its presence");
+        let users: Vec<String> = con.smembers(shared.keys.node_users(&node)).await?;
+        for chunk in users.chunks(BATCH) {
+            let ids: Vec<UserId> = chunk.iter().filter_map(|u| u.parse().ok()).collect();
+            let mut pipe = redis::pipe();
+            for &u in &ids {
+                // EVAL (not EVALSHA): runs once per dead node, no NOSCRIPT handling needed.
+                pipe.cmd("EVAL")
+                    .arg(REAP_LUA)
+                    .arg(1)
+                    .arg(shared.keys.presence(u))
+                    .arg(&node);
+            }
+            let hashes: Vec<Vec<(String, i64)>> = pipe.query_async(con).await?;
+            for (u, h) in ids.into_iter().zip(hashes) {
+                let (mine, others) = shared.split_counts(&h);
+                if mine <= 0 && !others {
+                    let _ = offline.send(u);
+                }
+            }
+        }
+        con.del::<_, ()>(&[shared.keys.node_users(&node), shared.keys.missed(&node)])
+            .await?;
+    }
+    Ok(())
+}

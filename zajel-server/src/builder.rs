@@ -1,0 +1,76 @@
+//! [`EngineBuilder`]: assembles an [`Engine`] (single node, or one of several on a Redis).
+
+use crate::broker::RedisBroker;
+use crate::config::ServerConfig;
+use crate::engine::{Engine, Parts};
+use crate::hub::{Broker, Hub, LocalBroker};
+use crate::presence::{LocalPresence, Presence};
+use std::sync::Arc;
+use zajel_core::{Store, UserId};
+
+/// Builds an [`Engine`]; see [`Engine::builder`].
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    redis: Option<RedisBroker>,
+}
+
+impl Engine {
+    /// An engine over `store` with `config`, delivering through the local hub (one node).
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Engine {
+        Self::builder(store, config).build()
+    }
+
+    /// A builder, for options beyond [`Engine::new`] (e.g. [`EngineBuilder::redis_broker`]
+    /// to run several nodes on one Redis).
+    pub fn builder(store: Arc<dyn Store>, config: ServerConfig) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            config,
+            redis: None,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Delivers across nodes and keeps presence cluster-wide through `broker` (many nodes
+    /// sharing one Redis). Without it the engine is single-node.
+    pub fn redis_broker(mut self, broker: RedisBroker) -> Self {
+        self.redis = Some(broker);
+        self
+    }
+
+    /// The engine. With a Redis broker this starts its background tasks, so it must be called
+    /// inside a Tokio runtime.
+    pub fn build(self) -> Engine {
+        let hub = Arc::new(Hub::new(self.config.queue_capacity));
+        let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &self.redis {
+            Some(r) => (Arc::new(r.clone()), Arc::new(r.clone())),
+            None => (
+                Arc::new(LocalBroker::new(hub.clone())),
+                Arc::new(LocalPresence::new(hub.clone())),
+            ),
+        };
+        let engine = Engine::from_parts(Parts {
+            store: self.store,
+            config: self.config,
+            hub: hub.clone(),
+            broker,
+            presence,
+            cluster: self.redis.clone(),
+        });
+        if let Some(redis) = &self.redis {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<UserId>();
+            redis.start(hub, tx);
+            // Users whose node died: record last seen and tell their friends.
+            let weak = Arc::downgrade(&engine.inner);
+            tokio::spawn(async move {
+                while let Some(user) = rx.recv().await {
+                    let Some(inner) = weak.upgrade() else { return };
+                    Engine { inner }.chat().went_offline(user).await;
+                }
+            });
+        }
+        engine
+    }
+}

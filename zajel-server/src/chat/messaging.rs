@@ -1,0 +1,150 @@
+//! Messaging: send, history, conversation list, read marks, typing.
+
+use super::{Actor, ChatService, Outcome};
+use crate::error::EngineError;
+use std::sync::atomic::Ordering;
+use zajel_core::friends::UserPair;
+use zajel_core::messaging::prepare_send;
+use zajel_core::protocol::ServerFrame;
+use zajel_core::{
+    Appended, ConversationId, ConversationSummary, ErrorCode, HistoryPage, HistoryQuery, ReadMark,
+    Timestamp, UserId,
+};
+
+fn not_member() -> EngineError {
+    EngineError::new(ErrorCode::ConversationNotFound, "conversation not found")
+}
+
+fn not_friends() -> EngineError {
+    EngineError::new(ErrorCode::NotFriends, "you can only message friends")
+}
+
+impl ChatService {
+    /// The other member of `conversation`, if `me` is a member.
+    fn peer(me: UserId, conversation: &ConversationId) -> Result<UserId, EngineError> {
+        conversation.peer_of(me).ok_or_else(not_member)
+    }
+
+    /// Whether `a` and `b` are friends now.
+    async fn are_friends(&self, a: UserId, b: UserId) -> Result<bool, EngineError> {
+        let pair = UserPair::new(a, b).ok_or_else(not_member)?;
+        Ok(self.engine.store().edge(pair).await?.are_friends())
+    }
+
+    /// Stores a message from `actor` in `conversation` (friends only) and returns the ack;
+    /// the event goes to both members' devices. A retry with the same idempotency key
+    /// returns the stored message with `duplicate: true`.
+    pub async fn send(
+        &self,
+        actor: Actor,
+        conversation: &ConversationId,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<Outcome<Appended>, EngineError> {
+        let me = actor.user;
+        let peer = Self::peer(me, conversation)?;
+        let store = self.engine.store();
+        // The friendship check, the append and the publication happen under the
+        // conversation's lock, which friendship changes of the pair also take: a block that
+        // lands first is seen by the check, one that lands later orders after the message.
+        let order = self.engine.lock_conversation(conversation).await;
+        let new = prepare_send(
+            store,
+            me,
+            conversation,
+            body,
+            idempotency_key,
+            self.engine.config().effective_max_body(),
+            Timestamp::now(),
+        )
+        .await?;
+        let appended = store
+            .append(vec![new])
+            .await
+            .pop()
+            .ok_or_else(|| EngineError::internal("append returned nothing"))??;
+        if !appended.duplicate {
+            self.engine
+                .inner
+                .metrics
+                .messages_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let event = ServerFrame::Message {
+            message: appended.message.clone(),
+        };
+        let mut out = Outcome::new(actor, appended);
+        if !out.reply.duplicate {
+            out = out.event(vec![peer, me], event, true);
+        }
+        out.order = Some(order);
+        Ok(out)
+    }
+
+    /// A page of `conversation`'s history, for a member.
+    pub async fn history(
+        &self,
+        user: UserId,
+        conversation: &ConversationId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, EngineError> {
+        if !conversation.has_member(user) {
+            return Err(not_member());
+        }
+        Ok(self.engine.store().history(conversation, query).await?)
+    }
+
+    /// `user`'s conversations, most recently active first.
+    pub async fn conversations(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> Result<Vec<ConversationSummary>, EngineError> {
+        Ok(self.engine.store().conversations(user, limit).await?)
+    }
+
+    /// Moves `actor`'s read mark in `conversation` to `seq` (never backwards); a change is
+    /// told to both members' devices.
+    pub async fn mark_read(
+        &self,
+        actor: Actor,
+        conversation: &ConversationId,
+        seq: u64,
+    ) -> Result<Outcome<ReadMark>, EngineError> {
+        let me = actor.user;
+        let peer = Self::peer(me, conversation)?;
+        let mark = self.engine.store().mark_read(conversation, me, seq).await?;
+        let event = ServerFrame::Read {
+            conversation: conversation.clone(),
+            user: me,
+            seq: mark.seq,
+        };
+        let changed = mark.changed;
+        let out = Outcome::new(actor, mark);
+        Ok(if changed {
+            out.event(vec![peer, me], event, true)
+        } else {
+            out
+        })
+    }
+
+    /// A typing indicator from `actor` to their friend in `conversation` (never stored).
+    pub async fn typing(
+        &self,
+        actor: Actor,
+        conversation: &ConversationId,
+        active: bool,
+    ) -> Result<Outcome<()>, EngineError> {
+        let me = actor.user;
+        let peer = Self::peer(me, conversation)?;
+        if !self.are_friends(me, peer).await? {
+            return Err(not_friends());
+        }
+        let event = ServerFrame::Typing {
+            conversation: conversation.clone(),
+            user: me,
+            active,
+        };
+        Ok(Outcome::new(actor, ()).event(vec![peer], event, false))
+    }
+}

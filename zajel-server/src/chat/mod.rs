@@ -1,0 +1,143 @@
+//! The chat service: every chat rule, with no transport in it.
+//!
+//! [`ChatService`] performs an operation for an [`Actor`] and returns an [`Outcome`]: the
+//! reply plus the events to fan out. The WebSocket loop, HTTP handlers and server-side Rust
+//! code all go through it, so one set of rules (friends only, blocks, ordering) serves all.
+//! [`ChatService::commit`] publishes the events and hands back the reply; an operation whose
+//! events must leave in order (a send) keeps its conversation's ordering lock inside the
+//! outcome until then.
+//!
+//! * `messaging.rs`: send, history, conversations, read marks, typing;
+//! * `friends.rs`: friend requests, answers, removal, blocks, the friends list;
+//! * `presence.rs`: online/offline announcements;
+//! * `frames.rs`: a client frame to the matching operation and its answer frame.
+
+mod frames;
+mod friends;
+mod messaging;
+mod presence;
+
+use crate::engine::Engine;
+use crate::hub::{ConnId, Event};
+use tokio::sync::OwnedMutexGuard;
+use zajel_core::UserId;
+use zajel_core::protocol::ServerFrame;
+
+/// Who performs an operation: a user, and the connection the request came from (which gets
+/// the reply directly and is skipped when the operation's events are fanned out to the
+/// user's devices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// The acting user.
+    pub user: UserId,
+    /// The originating connection, if the request came over one.
+    pub conn: Option<ConnId>,
+}
+
+impl Actor {
+    /// `user`, acting from no connection (e.g. server-side code): every device of theirs
+    /// gets the events.
+    pub fn user(user: UserId) -> Self {
+        Self { user, conn: None }
+    }
+
+    /// `user`, acting over connection `conn`.
+    pub fn connection(user: UserId, conn: ConnId) -> Self {
+        Self {
+            user,
+            conn: Some(conn),
+        }
+    }
+}
+
+/// An event for some users' connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fanout {
+    /// Recipients.
+    pub users: Vec<UserId>,
+    /// The event.
+    pub frame: ServerFrame,
+    /// Skip the actor's originating connection (it got the reply instead).
+    pub skip_origin: bool,
+}
+
+/// The result of an operation: the reply and the events it causes.
+#[must_use = "events are only delivered by ChatService::commit"]
+pub struct Outcome<T> {
+    /// What the actor gets back.
+    pub reply: T,
+    /// What others (and the actor's other devices) must be told.
+    pub events: Vec<Fanout>,
+    origin: Option<ConnId>,
+    /// Held until the events are published (keeps a conversation's events in order).
+    order: Option<OwnedMutexGuard<()>>,
+}
+
+impl<T> Outcome<T> {
+    fn new(actor: Actor, reply: T) -> Self {
+        Self {
+            reply,
+            events: Vec::new(),
+            origin: actor.conn,
+            order: None,
+        }
+    }
+
+    fn event(mut self, users: Vec<UserId>, frame: ServerFrame, skip_origin: bool) -> Self {
+        self.events.push(Fanout {
+            users,
+            frame,
+            skip_origin,
+        });
+        self
+    }
+
+    /// The same outcome with its reply transformed.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        Outcome {
+            reply: f(self.reply),
+            events: self.events,
+            origin: self.origin,
+            order: self.order,
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Outcome<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcome")
+            .field("reply", &self.reply)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The chat operations of an [`Engine`] (see [`Engine::chat`] and the module docs).
+#[derive(Clone)]
+pub struct ChatService {
+    engine: Engine,
+}
+
+impl Engine {
+    /// The transport-free chat service.
+    pub fn chat(&self) -> ChatService {
+        ChatService {
+            engine: self.clone(),
+        }
+    }
+}
+
+impl ChatService {
+    /// Publishes `outcome`'s events (then releases its ordering lock) and returns the reply.
+    pub fn commit<T>(&self, outcome: Outcome<T>) -> T {
+        for ev in &outcome.events {
+            let skip = if ev.skip_origin { outcome.origin } else { None };
+            self.engine
+                .inner
+                .broker
+                .publish(&ev.users, Event::new(&ev.frame), skip);
+        }
+        drop(outcome.order);
+        outcome.reply
+    }
+}

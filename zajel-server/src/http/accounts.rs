@@ -1,0 +1,130 @@
+//! Accounts over HTTP: register, login, logout, logout-all, me. The rules live in
+//! [`crate::sessions`]; this file reads requests and writes answers (body, cookie).
+
+use super::{ClientAddr, SESSION_COOKIE, parse_json, request_token};
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::sessions::IssuedSession;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use zajel_core::{Timestamp, User};
+
+/// `{"username", "password"}`.
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// The answer to register and login.
+#[derive(Serialize)]
+struct SessionBody {
+    user: User,
+    token: String,
+    expires_at: Timestamp,
+}
+
+#[derive(Serialize)]
+pub(super) struct MeBody {
+    user: User,
+}
+
+pub(crate) fn session_response(
+    engine: &Engine,
+    status: StatusCode,
+    user: User,
+    session: IssuedSession,
+) -> Response {
+    let cfg = engine.config();
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        session.token,
+        cfg.token_ttl_secs,
+        if cfg.cookie_secure { "; Secure" } else { "" }
+    );
+    let mut res = (
+        status,
+        Json(SessionBody {
+            user,
+            token: session.token,
+            expires_at: session.expires_at,
+        }),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+pub(super) async fn register(
+    State(engine): State<Engine>,
+    body: Bytes,
+) -> Result<Response, EngineError> {
+    let creds: Credentials = parse_json(&body)?;
+    let (user, session) = engine
+        .sessions()
+        .register(&creds.username, creds.password)
+        .await?;
+    Ok(session_response(
+        &engine,
+        StatusCode::CREATED,
+        user,
+        session,
+    ))
+}
+
+pub(super) async fn login(
+    State(engine): State<Engine>,
+    ClientAddr(addr): ClientAddr,
+    body: Bytes,
+) -> Result<Response, EngineError> {
+    let creds: Credentials = parse_json(&body)?;
+    let (user, session) = engine
+        .sessions()
+        .login(&creds.username, creds.password, addr)
+        .await?;
+    Ok(session_response(&engine, StatusCode::OK, user, session))
+}
+
+fn clear_cookie() -> [(header::HeaderName, String); 1] {
+    [(
+        header::SET_COOKIE,
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    )]
+}
+
+pub(super) async fn logout(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+) -> Result<Response, EngineError> {
+    let token = request_token(&headers).ok_or_else(EngineError::unauthenticated)?;
+    let sessions = engine.sessions();
+    let info = sessions.resolve(&token).await?;
+    sessions.revoke(info.user.id, &info.hash).await?;
+    Ok((StatusCode::NO_CONTENT, clear_cookie()).into_response())
+}
+
+pub(super) async fn logout_all(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+) -> Result<Response, EngineError> {
+    let token = request_token(&headers).ok_or_else(EngineError::unauthenticated)?;
+    let sessions = engine.sessions();
+    let info = sessions.resolve(&token).await?;
+    sessions.revoke_all(info.user.id).await?;
+    Ok((StatusCode::NO_CONTENT, clear_cookie()).into_response())
+}
+
+pub(super) async fn me(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+) -> Result<Json<MeBody>, EngineError> {
+    let token = request_token(&headers).ok_or_else(EngineError::unauthenticated)?;
+    let user = engine.sessions().resolve(&token).await?.user;
+    Ok(Json(MeBody { user }))
+}

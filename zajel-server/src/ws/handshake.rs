@@ -1,0 +1,182 @@
+//! The WebSocket upgrade (origin check for cookie authentication, transport limits) and the
+//! handshake: the first frame must be `auth`.
+
+use super::socket::{Conn, Incoming, error};
+use super::{CLOSE_POLICY, CLOSE_UNAUTHENTICATED, close_reason};
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::http::{SESSION_COOKIE, cookie_value};
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use zajel_core::protocol::{ClientFrame, PROTOCOL_VERSION, RequestId, ResumeState, ServerFrame};
+use zajel_core::{ErrorCode, User};
+
+/// Per-connection WebSocket read buffer (see the upgrade handler).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// What the upgrade request carried for authentication.
+pub(crate) struct Upgrade {
+    /// The `zajel_session` cookie, if any.
+    pub(crate) cookie_token: Option<String>,
+    /// Whether the cookie may be used (Origin allowlisted or same-origin).
+    pub(crate) cookie_allowed: bool,
+}
+
+/// An authenticated handshake.
+pub(super) struct Authed {
+    pub(super) user: User,
+    /// The session's key (token hash): logout of that session closes this connection.
+    pub(super) session: Arc<str>,
+    /// The `auth` request's id.
+    pub(super) re: RequestId,
+    pub(super) resume: Option<ResumeState>,
+}
+
+impl Conn {
+    pub(super) async fn authenticate(&mut self, upgrade: &Upgrade) -> Option<Authed> {
+        let deadline = Instant::now() + Duration::from_millis(self.engine.config().auth_timeout_ms);
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => {
+                    self.going_away().await;
+                    return None;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    self.close(CLOSE_POLICY, "auth timeout").await;
+                    return None;
+                }
+                msg = self.socket.recv() => msg,
+            };
+            let frame = match self.classify(msg) {
+                Incoming::Frame(f) => f,
+                other => {
+                    if !self.handle_non_frame(other).await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            let answer = match frame {
+                ClientFrame::Auth {
+                    id,
+                    protocol,
+                    token,
+                    resume,
+                } => {
+                    if protocol != PROTOCOL_VERSION {
+                        error(
+                            Some(id),
+                            ErrorCode::UnsupportedVersion,
+                            format!(
+                                "protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
+                            ),
+                        )
+                    } else {
+                        let token = match token {
+                            Some(t) => Some(t),
+                            None if upgrade.cookie_allowed => upgrade.cookie_token.clone(),
+                            None => None,
+                        };
+                        let result = match token {
+                            Some(t) => self.engine.sessions().resolve(&t).await,
+                            None => Err(EngineError::new(
+                                ErrorCode::Unauthenticated,
+                                "no token given (a session cookie is only accepted from an allowed origin)",
+                            )),
+                        };
+                        match result {
+                            Ok(info) => {
+                                return Some(Authed {
+                                    user: info.user,
+                                    session: info.hash.into(),
+                                    re: id,
+                                    resume,
+                                });
+                            }
+                            Err(e) if e.code == ErrorCode::Unauthenticated => {
+                                // The client must sign in again: say so, then close 4001.
+                                let answer = error(Some(id), e.code, e.message);
+                                if self.answer(&answer).await {
+                                    self.close(
+                                        CLOSE_UNAUTHENTICATED,
+                                        close_reason(CLOSE_UNAUTHENTICATED),
+                                    )
+                                    .await;
+                                }
+                                return None;
+                            }
+                            // A store failure: the client may retry on this connection.
+                            Err(e) => e.to_frame(Some(id)),
+                        }
+                    }
+                }
+                ClientFrame::Ping { id } => ServerFrame::Pong { re: id },
+                other => error(
+                    other.id().cloned(),
+                    ErrorCode::Unauthenticated,
+                    "authenticate first: the first frame must be auth",
+                ),
+            };
+            if !self.answer(&answer).await {
+                return None;
+            }
+        }
+    }
+}
+
+/// Whether a cookie-authenticated upgrade from this `Origin` is allowed: listed in the
+/// configuration, or same-origin (the Origin's host equals the Host header).
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+pub(crate) async fn ws_upgrade(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return EngineError::new(ErrorCode::BadFrame, format!("not a WebSocket upgrade: {e}"))
+                .into_response();
+        }
+    };
+    if engine.is_shutting_down() {
+        return EngineError::shutting_down().into_response();
+    }
+    let cfg = &engine.inner.config;
+    let upgrade = Upgrade {
+        cookie_token: cookie_value(&headers, SESSION_COOKIE),
+        cookie_allowed: origin_allowed(&headers, &cfg.allowed_origins),
+    };
+    // The transport limit sits well above the protocol limit so an oversized frame still gets
+    // a `frame_too_large` answer and a 1009 close instead of a dropped connection.
+    let hard = (cfg.max_frame_bytes as usize)
+        .saturating_mul(4)
+        .max(1 << 20);
+    ws.protocols([zajel_core::protocol::SUBPROTOCOL])
+        // tungstenite's default 128 KiB read buffer is allocated per connection; chat frames
+        // are small, and larger ones are still read in several chunks. Memory per idle
+        // connection is what lets one node hold tens of thousands of them.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| super::socket::run(engine, socket, upgrade))
+}

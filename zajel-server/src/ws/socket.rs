@@ -1,0 +1,322 @@
+//! The socket loop of one authenticated connection, and the socket helpers the handshake and
+//! replay share.
+
+use super::handshake::{Authed, Upgrade};
+use super::{CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_TOO_LARGE, close_reason};
+use crate::chat::Actor;
+use crate::engine::Engine;
+use crate::hub::Event;
+use crate::ratelimit::TokenBucket;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+use zajel_core::protocol::{ClientFrame, ErrorFrame, PROTOCOL_VERSION, RequestId, ServerFrame};
+use zajel_core::{ConversationId, ErrorCode};
+
+/// A received WebSocket message, classified.
+pub(super) enum Incoming {
+    Frame(ClientFrame),
+    Answer(ServerFrame),
+    Close(Option<ServerFrame>, u16, &'static str),
+    Nothing,
+    Gone,
+}
+
+pub(super) struct Conn {
+    pub(super) engine: Engine,
+    pub(super) socket: WebSocket,
+    pub(super) bucket: TokenBucket,
+    pub(super) strikes: u32,
+    pub(super) idle: Pin<Box<Sleep>>,
+    pub(super) idle_for: Duration,
+    pub(super) write_timeout: Duration,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+/// Runs one upgraded connection to its end.
+pub(crate) async fn run(engine: Engine, socket: WebSocket, upgrade: Upgrade) {
+    let _active = engine.enter_connection();
+    let shutdown = engine.shutdown_signal();
+    let cfg = engine.config().clone();
+    let idle_for = Duration::from_millis(cfg.idle_timeout_ms.max(1));
+    let mut conn = Conn {
+        socket,
+        bucket: TokenBucket::new(
+            f64::from(cfg.rate_per_second),
+            f64::from(cfg.rate_burst),
+            std::time::Instant::now(),
+        ),
+        strikes: 0,
+        idle: Box::pin(tokio::time::sleep(idle_for)),
+        idle_for,
+        write_timeout: Duration::from_millis(cfg.write_timeout_ms.max(1)),
+        shutdown,
+        engine,
+    };
+    if *conn.shutdown.borrow() {
+        conn.going_away().await;
+        return;
+    }
+    let Some(authed) = conn.authenticate(&upgrade).await else {
+        return;
+    };
+    conn.live(authed).await;
+}
+
+impl Conn {
+    pub(super) fn touch(&mut self) {
+        let at = Instant::now() + self.idle_for;
+        self.idle.as_mut().reset(at);
+    }
+
+    pub(super) async fn send_text(&mut self, text: Utf8Bytes) -> bool {
+        matches!(
+            tokio::time::timeout(self.write_timeout, self.socket.send(Message::Text(text))).await,
+            Ok(Ok(()))
+        )
+    }
+
+    pub(super) async fn feed_text(&mut self, text: Utf8Bytes) -> bool {
+        matches!(
+            tokio::time::timeout(self.write_timeout, self.socket.feed(Message::Text(text))).await,
+            Ok(Ok(()))
+        )
+    }
+
+    pub(super) async fn flush(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout(self.write_timeout, SinkExt::flush(&mut self.socket)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    pub(super) fn count_error(&self, frame: &ServerFrame) {
+        if let ServerFrame::Error(e) = frame {
+            self.engine.inner.metrics.error(e.code);
+        }
+    }
+
+    pub(super) async fn answer(&mut self, frame: &ServerFrame) -> bool {
+        self.count_error(frame);
+        self.send_text(Utf8Bytes::from(frame.encode())).await
+    }
+
+    /// Sends a close frame, then waits briefly for the peer's close so that unread input does
+    /// not turn our close into a TCP reset (which could hide the close code from the client).
+    pub(super) async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        if !matches!(
+            tokio::time::timeout(self.write_timeout, self.socket.send(frame)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(msg)) = self.socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    pub(super) async fn going_away(&mut self) {
+        let frame = ServerFrame::GoingAway {
+            reason: "server shutting down".into(),
+            reconnect_after_ms: self.engine.config().reconnect_after_ms,
+        };
+        if self.answer(&frame).await {
+            self.close(CLOSE_GOING_AWAY, close_reason(CLOSE_GOING_AWAY))
+                .await;
+        }
+    }
+
+    pub(super) fn classify(&mut self, msg: Option<Result<Message, axum::Error>>) -> Incoming {
+        let Some(Ok(msg)) = msg else {
+            return Incoming::Gone;
+        };
+        self.touch();
+        match msg {
+            Message::Text(text) => self.classify_text(text.as_str()),
+            Message::Binary(_) => Incoming::Answer(error(
+                None,
+                ErrorCode::BadFrame,
+                "binary frames are not supported; send JSON text frames",
+            )),
+            Message::Ping(_) | Message::Pong(_) => Incoming::Nothing,
+            Message::Close(_) => Incoming::Gone,
+        }
+    }
+
+    pub(super) fn classify_text(&mut self, text: &str) -> Incoming {
+        let cfg = self.engine.config();
+        if text.len() > cfg.max_frame_bytes as usize {
+            let e = error(
+                None,
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "frame is {} bytes; the maximum is {}",
+                    text.len(),
+                    cfg.max_frame_bytes
+                ),
+            );
+            return Incoming::Close(Some(e), CLOSE_TOO_LARGE, "frame too large");
+        }
+        let decoded = ClientFrame::decode(text);
+        if let Err(wait) = self.bucket.try_take(std::time::Instant::now()) {
+            self.strikes += 1;
+            let re = match &decoded {
+                Ok(f) => f.id().cloned(),
+                Err(e) => e.re.clone(),
+            };
+            let e = ServerFrame::Error(ErrorFrame {
+                re,
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "more than {} frames per second; slow down",
+                    cfg.rate_per_second
+                ),
+                retry_after_ms: Some(wait.as_millis().max(1) as u64),
+            });
+            if self.strikes > cfg.rate_burst.max(1) {
+                return Incoming::Close(Some(e), CLOSE_POLICY, "rate limit exceeded");
+            }
+            return Incoming::Answer(e);
+        }
+        self.strikes = 0;
+        match decoded {
+            Ok(f) => Incoming::Frame(f),
+            Err(e) => Incoming::Answer(ServerFrame::error(e.re.clone(), &e)),
+        }
+    }
+
+    /// Handles an `Incoming` that is not a frame; returns false when the connection ends.
+    pub(super) async fn handle_non_frame(&mut self, incoming: Incoming) -> bool {
+        match incoming {
+            Incoming::Answer(f) => self.answer(&f).await,
+            Incoming::Close(f, code, reason) => {
+                if let Some(f) = f {
+                    self.answer(&f).await;
+                }
+                self.close(code, reason).await;
+                false
+            }
+            Incoming::Nothing | Incoming::Frame(_) => true,
+            Incoming::Gone => false,
+        }
+    }
+
+    pub(super) async fn live(&mut self, authed: Authed) {
+        let engine = self.engine.clone();
+        let hub = engine.inner.hub.clone();
+        let user = authed.user.clone();
+        // Register first: events published from here on wait in the queue while we replay.
+        let mut sub = hub.subscribe(user.id, authed.session.clone());
+        tracing::debug!(user = %user.id, conn = sub.id, "connection authenticated");
+        let chat = engine.chat();
+        let actor = Actor::connection(user.id, sub.id);
+        let ok = ServerFrame::AuthOk {
+            re: authed.re.clone(),
+            user: user.clone(),
+            protocol: PROTOCOL_VERSION,
+            limits: engine.config().limits(),
+        };
+        // Highest sequence the client is known to hold, per conversation (resume de-dup).
+        let mut known: HashMap<ConversationId, u64> = HashMap::new();
+        // Registered cluster-wide before auth_ok: from then on, events reach this node.
+        let came_online = chat.connected(user.id, sub.first).await;
+        let mut alive = self.answer(&ok).await;
+        if alive && came_online {
+            chat.announce(user.id, true, None).await;
+        }
+        if alive && let Some(resume) = authed.resume {
+            alive = self.replay(user.id, authed.re, resume, &mut known).await;
+        }
+        while alive {
+            alive = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => {
+                    self.going_away().await;
+                    false
+                }
+                code = sub.control.closed() => {
+                    tracing::debug!(user = %user.id, code, "closing connection on hub request");
+                    self.close(code, close_reason(code)).await;
+                    false
+                }
+                ev = sub.rx.recv() => match ev {
+                    Some(ev) => self.forward(ev, &mut sub.rx, &known).await,
+                    None => false,
+                },
+                msg = self.socket.recv() => match self.classify(msg) {
+                    Incoming::Frame(frame) => {
+                        let t0 = std::time::Instant::now();
+                        let reply = chat.execute(actor, frame).await;
+                        let ok = match reply {
+                            Some(r) => self.answer(&r).await,
+                            None => true,
+                        };
+                        engine.inner.metrics.ws_latency.observe(t0.elapsed());
+                        ok
+                    }
+                    other => self.handle_non_frame(other).await,
+                },
+                () = &mut self.idle => {
+                    self.close(CLOSE_IDLE, "idle timeout").await;
+                    false
+                }
+            };
+        }
+        let last_local = hub.unsubscribe(user.id, sub.id);
+        chat.disconnected(user.id, last_local).await;
+        tracing::debug!(user = %user.id, conn = sub.id, "connection closed");
+    }
+
+    /// Writes `first` and whatever else is already queued, then flushes once.
+    async fn forward(
+        &mut self,
+        first: Arc<Event>,
+        rx: &mut tokio::sync::mpsc::Receiver<Arc<Event>>,
+        known: &HashMap<ConversationId, u64>,
+    ) -> bool {
+        let wanted = |ev: &Event| match ev.message_seq() {
+            Some((c, seq)) => known.get(c).is_none_or(|&k| seq > k),
+            None => true,
+        };
+        let mut wrote = false;
+        if wanted(&first) {
+            if !self.feed_text(first.wire()).await {
+                return false;
+            }
+            wrote = true;
+        }
+        // Bounded so a busy queue cannot starve reads.
+        for _ in 0..64 {
+            let Ok(ev) = rx.try_recv() else { break };
+            if wanted(&ev) {
+                if !self.feed_text(ev.wire()).await {
+                    return false;
+                }
+                wrote = true;
+            }
+        }
+        !wrote || self.flush().await
+    }
+}
+
+pub(super) fn error(
+    re: Option<RequestId>,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> ServerFrame {
+    ServerFrame::Error(ErrorFrame::new(re, code, message))
+}
