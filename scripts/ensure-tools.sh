@@ -50,6 +50,11 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] || { echo "==> installing chromium"; apt_install chromium; }
 }
 
+ensure_chromedriver() {
+  # wasm-bindgen-test-runner drives Debian's Chromium through it (zajel-wasm's browser tests).
+  [ -x /usr/bin/chromedriver ] || { echo "==> installing chromium-driver"; apt_install chromium-driver; }
+}
+
 ensure_node_modules() {
   # One `npm ci` for the npm workspaces (bindings/js, examples/web-chat), skipped while
   # node_modules matches package-lock.json.
@@ -92,4 +97,14 @@ ensure_python_venv() {
     "$ZAJEL_VENV/bin/pip" install --quiet --disable-pip-version-check "pytest>=7" wheel
   fi
   export ZAJEL_VENV
+}
+
+ensure_oidc_provider() {
+  # The real OpenID Connect provider the identity tests start (npm oidc-provider), installed
+  # next to its script, outside the npm workspaces; skipped while it matches its lock file.
+  local dir=zajel-server/tests/oidc-provider
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "==> npm ci (OpenID Connect test provider)"
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  fi
 }
