@@ -104,3 +104,34 @@ impl DirectLimiter {
             .map_err(|nu| nu.wait_time_from(clock.now()).max(Duration::from_millis(1)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_quotas_count_as_one_and_do_not_panic() {
+        let l = KeyedLimiter::per_second(0, 0);
+        assert!(l.take("k").is_ok());
+        let wait = l.take("k").expect_err("second take within a second");
+        assert!(wait <= Duration::from_secs(1));
+        let d = DirectLimiter::per_second(0, 0);
+        assert!(d.take().is_ok() && d.take().is_err());
+    }
+
+    #[test]
+    fn keys_are_fixed_size_and_idle_ones_are_dropped() {
+        // Refills in a microsecond: every key is idle again by the time the map is pruned.
+        let l = KeyedLimiter::per_second(1_000_000, 1);
+        let huge = "x".repeat(1 << 10);
+        for i in 0..PRUNE_EVERY {
+            let _ = l.take((i, &huge));
+        }
+        assert!(l.len() < 64, "{} keys kept", l.len());
+        // Pairs and plain keys live side by side.
+        let login = KeyedLimiter::per_minute(1);
+        assert!(login.take(("alice", 1u8)).is_ok());
+        assert!(login.take(("alice", 2u8)).is_ok());
+        assert!(login.take(("alice", 1u8)).is_err());
+    }
+}
