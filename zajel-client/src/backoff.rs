@@ -42,9 +42,71 @@ impl Backoff {
     }
 }
 
+/// Why a connection ended, for choosing the delay before the next attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// The attempt failed or the connection dropped: the configured backoff.
+    Failure,
+    /// The server closed many connections at once (4008 lagged, 1012 restart, 1013 try
+    /// later): full jitter over a window of at least [`STORM_WINDOW`] so the population does
+    /// not return in lockstep.
+    Storm,
+    /// `going_away` with the server's suggested delay (already clamped): that delay plus full
+    /// jitter over as much again (at least [`STORM_WINDOW`]).
+    GoingAway(Duration),
+}
+
+/// The smallest window a mass reconnect is spread over.
+pub(crate) const STORM_WINDOW: Duration = Duration::from_secs(2);
+/// Largest server-suggested delay honoured (the value comes from the network).
+pub(crate) const MAX_SERVER_DELAY: Duration = Duration::from_secs(300);
+
+/// The delay before reconnect attempt `attempt` (1-based) after `cause`; `unit` is random in
+/// `[0, 1)`.
+pub(crate) fn reconnect_delay(
+    backoff: &Backoff,
+    cause: Cause,
+    attempt: u32,
+    unit: f64,
+) -> Duration {
+    let unit = unit.clamp(0.0, 1.0);
+    match cause {
+        Cause::Failure => backoff.delay(attempt, unit),
+        Cause::Storm => {
+            let window = backoff.delay(attempt, 0.0).max(STORM_WINDOW);
+            window.mul_f64(unit)
+        }
+        Cause::GoingAway(hint) => {
+            let hint = hint.min(MAX_SERVER_DELAY);
+            hint + hint.max(STORM_WINDOW).mul_f64(unit)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storms_spread_over_a_window_and_server_hints_are_clamped() {
+        let b = Backoff::default();
+        let delays: Vec<Duration> = (0..100)
+            .map(|i| reconnect_delay(&b, Cause::Storm, 1, f64::from(i) / 100.0))
+            .collect();
+        let max = delays.iter().max().copied().unwrap_or_default();
+        let min = delays.iter().min().copied().unwrap_or_default();
+        assert!(min < Duration::from_millis(50), "{min:?}");
+        assert!(max > Duration::from_millis(1900), "{max:?}");
+        let away = reconnect_delay(
+            &b,
+            Cause::GoingAway(Duration::from_secs(u64::MAX / 2)),
+            1,
+            0.99,
+        );
+        assert!(away <= MAX_SERVER_DELAY * 2, "{away:?}");
+        let away = reconnect_delay(&b, Cause::GoingAway(Duration::from_millis(100)), 1, 0.5);
+        assert_eq!(away, Duration::from_millis(1100));
+    }
 
     #[test]
     fn grows_and_is_bounded() {

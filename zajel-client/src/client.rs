@@ -2,11 +2,13 @@
 
 use crate::backoff::Backoff;
 use crate::cursor::Cursors;
-use crate::driver::{Command, Config, Driver, ReqKind, Shared, lock};
+use crate::driver::{Command, Config, Driver, ReqKind, Shared, check_body, lock};
 use crate::error::{Error, Result};
 use crate::event::{
-    ConnectionState, Event, FriendStatus, HistoryPage, HistoryQuery, Session, Target,
+    ConnectionState, Event, FriendStatus, HistoryPage, HistoryQuery, OutboxItem, SendState,
+    Session, Target,
 };
+use crate::storage::Storage;
 use crate::transport::{Connector, default_connector};
 use crate::url::ServerUrl;
 use crate::{http, rt};
@@ -52,6 +54,7 @@ pub struct ClientBuilder {
     config: Config,
     resume: ResumeState,
     connector: Option<Connector>,
+    storage: Option<Arc<dyn Storage>>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -105,6 +108,21 @@ impl ClientBuilder {
         self
     }
 
+    /// Keeps resume cursors and the outbox in `storage` so they survive a restart (or a page
+    /// reload): loaded before the first connection, saved after changes. See [`Storage`],
+    /// [`crate::FileStorage`], [`crate::MemoryStorage`]. Cursors given to
+    /// [`ClientBuilder::resume_from`] are merged with the stored ones.
+    pub fn storage(mut self, storage: impl Storage) -> Self {
+        self.storage = Some(Arc::new(storage));
+        self
+    }
+
+    /// Like [`ClientBuilder::storage`] for an already shared storage.
+    pub fn storage_arc(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
     #[cfg(test)]
     pub(crate) fn connector(mut self, connector: Connector) -> Self {
         self.connector = Some(connector);
@@ -129,6 +147,7 @@ impl ClientBuilder {
             url.ws(),
             self.token.clone(),
             self.config,
+            self.storage,
         );
         rt::spawn(driver.run());
         let client = Client {
@@ -208,6 +227,7 @@ impl Client {
             config: Config::default(),
             resume: ResumeState::default(),
             connector: None,
+            storage: None,
         }
     }
 
@@ -344,6 +364,69 @@ impl Client {
                 target: to.into(),
                 body: body.into(),
                 key: rt::random_key(),
+                reply: Some(reply),
+            })
+            .map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())?
+    }
+
+    /// Queues a message and returns its outbox entry at once (state `Queued`), without
+    /// waiting for the ack: follow it with [`Event::Outbox`] (and [`Event::Sent`]) by its
+    /// `key`. A body the server's rules refuse (empty, too long) is refused here with
+    /// [`Error::Rejected`] and never queued.
+    pub fn queue(&self, to: impl Into<Target>, body: impl Into<String>) -> Result<OutboxItem> {
+        let to = to.into();
+        let body = body.into();
+        check_body(*lock(&self.inner.shared.limits), &body)?;
+        let key = rt::random_key();
+        let item = OutboxItem {
+            key: key.clone(),
+            conversation: self.user().map(|me| to.resolve(me.id)),
+            to: to.clone(),
+            body: body.clone(),
+            state: SendState::Queued,
+        };
+        self.inner
+            .cmd
+            .send(Command::Send {
+                target: to,
+                body,
+                key,
+                reply: None,
+            })
+            .map_err(|_| self.stopped_error())?;
+        Ok(item)
+    }
+
+    /// The messages not yet acknowledged, oldest first: queued, sending, or failed (a failed
+    /// entry stays until [`Client::retry_send`] or [`Client::delete_send`]).
+    pub fn outbox(&self) -> Vec<OutboxItem> {
+        lock(&self.inner.shared.outbox).clone()
+    }
+
+    /// Queues a failed outbox entry again (same idempotency key, so it is stored at most
+    /// once). [`Error::InvalidArgument`] if no failed entry has `key`.
+    pub async fn retry_send(&self, key: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Retry {
+                key: key.to_owned(),
+                reply,
+            })
+            .map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())?
+    }
+
+    /// Removes a queued or failed outbox entry; it is never sent (its `send` call fails with
+    /// [`Error::Closed`]). A message already on the wire cannot be taken back:
+    /// [`Error::InvalidArgument`] then (and for an unknown `key`).
+    pub async fn delete_send(&self, key: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Delete {
+                key: key.to_owned(),
                 reply,
             })
             .map_err(|_| self.stopped_error())?;

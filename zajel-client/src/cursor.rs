@@ -15,12 +15,23 @@ use zajel_core::protocol::{ResumeState, Unlisted};
 struct Track {
     contiguous: u64,
     above: BTreeSet<u64>,
+    /// When this conversation last saw a message (a counter): resume sends the most recently
+    /// active cursors first.
+    touched: u64,
 }
 
 /// The cursor tracker.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Cursors {
     map: BTreeMap<ConversationId, Track>,
+    clock: u64,
+    /// Changed since the last [`Cursors::take_dirty`] (for the storage seam).
+    dirty: bool,
+}
+
+/// Rough wire size of one cursor in `auth.resume` (`"dm.<uuid>.<uuid>":18446744073709551615,`).
+fn cursor_bytes(c: &ConversationId, seq: u64) -> usize {
+    c.as_str().len() + 4 + seq.to_string().len()
 }
 
 impl Cursors {
@@ -35,22 +46,68 @@ impl Cursors {
                     Track {
                         contiguous: s,
                         above: BTreeSet::new(),
+                        touched: 0,
                     },
                 )
             })
             .collect();
-        Self { map }
+        Self {
+            map,
+            clock: 0,
+            dirty: false,
+        }
+    }
+
+    /// Adds cursors (keeping the higher watermark where both know a conversation).
+    pub(crate) fn merge(&mut self, cursors: &BTreeMap<ConversationId, u64>) {
+        for (c, &s) in cursors {
+            let t = self.map.entry(c.clone()).or_default();
+            if s > t.contiguous {
+                t.contiguous = s;
+                t.above.retain(|&x| x > s);
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Whether anything changed since the last call (and clears the flag).
+    pub(crate) fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Forgets everything (the stored cursors belonged to another account).
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+        self.dirty = true;
+    }
+
+    /// Whether no conversation is tracked (a fresh device).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The highest sequence seen above a gap, if `conversation` has a gap.
+    pub(crate) fn gap_end(&self, conversation: &ConversationId) -> Option<u64> {
+        self.map
+            .get(conversation)
+            .and_then(|t| t.above.last().copied())
     }
 
     /// Records `seq`; returns `false` when it was already seen (a duplicate to drop).
     pub(crate) fn record(&mut self, conversation: &ConversationId, seq: u64) -> bool {
+        self.clock += 1;
         let t = self.map.entry(conversation.clone()).or_default();
+        t.touched = self.clock;
         if seq <= t.contiguous || !t.above.insert(seq) {
             return false;
         }
-        while t.above.remove(&(t.contiguous + 1)) {
-            t.contiguous += 1;
+        // Sequences come from the network: never overflow.
+        while let Some(next) = t.contiguous.checked_add(1)
+            && t.above.remove(&next)
+        {
+            t.contiguous = next;
         }
+        self.dirty = true;
         true
     }
 
@@ -71,6 +128,41 @@ impl Cursors {
     /// "from now": unlisted conversations are not replayed, and [`Cursors::seed`] takes their
     /// ends from `synced`. Once it holds any cursor, every conversation it does not know is new
     /// since its last sync and is replayed.
+    /// What to send in `auth.resume` within `budget` bytes of cursors. When every cursor fits
+    /// this is [`Cursors::resume_state`]; otherwise the most recently active cursors that fit,
+    /// with `unlisted: skip` (the server replays nothing for the others and the driver pages
+    /// them in from `synced` with `history {after}`). The second value says whether cursors
+    /// were left out.
+    pub(crate) fn resume_within(&self, budget: usize) -> (ResumeState, bool) {
+        let full: usize = self
+            .map
+            .iter()
+            .map(|(c, t)| cursor_bytes(c, t.contiguous))
+            .sum();
+        if full <= budget {
+            return (self.resume_state(), false);
+        }
+        let mut by_recency: Vec<(&ConversationId, &Track)> = self.map.iter().collect();
+        by_recency.sort_by_key(|b| std::cmp::Reverse(b.1.touched));
+        let mut used = 0;
+        let mut cursors = BTreeMap::new();
+        for (c, t) in by_recency {
+            let size = cursor_bytes(c, t.contiguous);
+            if used + size > budget {
+                break;
+            }
+            used += size;
+            cursors.insert(c.clone(), t.contiguous);
+        }
+        (
+            ResumeState {
+                cursors,
+                unlisted: Unlisted::Skip,
+            },
+            true,
+        )
+    }
+
     pub(crate) fn resume_state(&self) -> ResumeState {
         ResumeState {
             cursors: self
@@ -97,8 +189,10 @@ impl Cursors {
             Track {
                 contiguous: last_seq,
                 above: BTreeSet::new(),
+                touched: 0,
             },
         );
+        self.dirty = true;
         true
     }
 }
@@ -153,6 +247,38 @@ mod tests {
         assert!(cur.record(&c, 11));
         assert!(!cur.record(&c, 12));
         assert_eq!(cur.watermark(&c), 12);
+    }
+
+    #[test]
+    fn resume_stays_within_the_budget_most_recent_first() {
+        let me: UserId = "00000000-0000-4000-8000-000000000001".parse().unwrap();
+        let mut cur = Cursors::default();
+        let convs: Vec<ConversationId> = (0..3000)
+            .map(|_| ConversationId::direct(me, UserId::new_random()))
+            .collect();
+        for c in &convs {
+            cur.record(c, 1);
+        }
+        let (state, partial) = cur.resume_within(16 * 1024);
+        assert!(partial);
+        assert_eq!(state.unlisted, Unlisted::Skip);
+        let wire = serde_json::to_string(&state).unwrap();
+        assert!(wire.len() <= 16 * 1024 + 64, "{}", wire.len());
+        assert!(state.cursors.len() > 100);
+        // The most recently active conversation is always in.
+        assert!(state.cursors.contains_key(&convs[2999]));
+        assert!(!state.cursors.contains_key(&convs[0]));
+        let (small, partial) = Cursors::default().resume_within(16 * 1024);
+        assert!(!partial && small.cursors.is_empty());
+    }
+
+    #[test]
+    fn hostile_sequences_do_not_overflow() {
+        let c = conv();
+        let mut cur = Cursors::default();
+        assert!(cur.record(&c, u64::MAX));
+        assert!(cur.record(&c, u64::MAX - 1));
+        assert_eq!(cur.gap_end(&c), Some(u64::MAX));
     }
 
     #[test]

@@ -50,6 +50,31 @@ pub enum Error {
     /// The request was not answered in time.
     #[error("timed out")]
     Timeout,
+    /// The storage seam failed to load or save (see [`crate::Storage`]).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// An argument the client refused before sending anything (an unknown outbox key, an id
+    /// that does not parse).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl serde::Serialize for Error {
+    /// `{ "code": "<code_name>", "message": "…", "retry_after_ms"? }`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let retry = match self {
+            Error::Rejected { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        };
+        let mut st = s.serialize_struct("Error", 3)?;
+        st.serialize_field("code", &self.code_name())?;
+        st.serialize_field("message", &self.to_string())?;
+        if let Some(ms) = retry {
+            st.serialize_field("retry_after_ms", &ms)?;
+        }
+        st.end()
+    }
 }
 
 impl Error {
@@ -60,6 +85,26 @@ impl Error {
             Error::Rejected { code, .. } => Some(*code),
             Error::SignedOut => Some(ErrorCode::Unauthenticated),
             _ => None,
+        }
+    }
+
+    /// A stable string code for every variant: the wire code for [`Error::Rejected`]
+    /// (`not_friends`, …), `unauthenticated` for [`Error::SignedOut`], else one of `closed`,
+    /// `connection_lost`, `transport`, `http`, `invalid_url`, `protocol`, `timeout`,
+    /// `storage`, `invalid_argument`. The bindings expose errors with this code.
+    pub fn code_name(&self) -> String {
+        match self {
+            Error::Rejected { code, .. } => code.to_string(),
+            Error::SignedOut => "unauthenticated".into(),
+            Error::Closed => "closed".into(),
+            Error::ConnectionLost => "connection_lost".into(),
+            Error::Transport(_) => "transport".into(),
+            Error::Http { .. } => "http".into(),
+            Error::InvalidUrl(_) => "invalid_url".into(),
+            Error::Protocol(_) => "protocol".into(),
+            Error::Timeout => "timeout".into(),
+            Error::Storage(_) => "storage".into(),
+            Error::InvalidArgument(_) => "invalid_argument".into(),
         }
     }
 

@@ -1,13 +1,17 @@
 //! What the client reports: events and the connection state.
 
+use crate::error::Error;
+use serde::{Deserialize, Serialize, Serializer};
 use std::time::Duration;
 use zajel_core::protocol::FriendEntry;
 use zajel_core::{
     ConversationId, ConversationSummary, FriendReason, Message, Relation, Timestamp, User, UserId,
 };
 
-/// The connection as a UI should show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The connection as a UI should show it. Serializes as `{ "status": "online" }`,
+/// `{ "status": "reconnecting", "attempt": 2, "retry_in_ms": 500 }`, …
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum ConnectionState {
     /// The first connection attempt is in progress.
     Connecting,
@@ -19,6 +23,7 @@ pub enum ConnectionState {
         /// Failed attempts since the client was last online (1 for the first retry).
         attempt: u32,
         /// Delay before the next attempt.
+        #[serde(rename = "retry_in_ms", serialize_with = "as_millis")]
         retry_in: Duration,
     },
     /// The session token is unknown, expired or revoked (or [`crate::Client::logout`] was
@@ -36,11 +41,46 @@ impl ConnectionState {
     }
 }
 
+fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn state_field<S: Serializer>(state: &ConnectionState, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct W<'a> {
+        state: &'a ConnectionState,
+    }
+    W { state }.serialize(s)
+}
+
+fn message_field<S: Serializer>(message: &Message, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct W<'a> {
+        message: &'a Message,
+    }
+    W { message }.serialize(s)
+}
+
+fn outbox_field<S: Serializer>(item: &OutboxItem, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct W<'a> {
+        item: &'a OutboxItem,
+    }
+    W { item }.serialize(s)
+}
+
 /// Something that happened, in the order the server reported it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The server's push frames (`message`, `friend`, `read`, `typing`, `presence`) keep their
+/// protocol names and fields; the client adds `state`, `sent`, `synced` and `outbox`. Events
+/// serialize (serde) as `{ "type": "<snake_case name>", …fields }`, which is what the
+/// bindings hand to JavaScript, so adding an event touches this enum only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
-    /// The connection state changed.
+    /// The connection state changed (`{ "type": "state", "state": { "status": … } }`).
+    #[serde(serialize_with = "state_field")]
     State(ConnectionState),
     /// A new message: from the other participant, or mine from another device. Delivered once
     /// per client, even across reconnects.
@@ -52,8 +92,13 @@ pub enum Event {
         replayed: bool,
     },
     /// A message this client sent was stored (the same value `send` returns; emitted even when
-    /// the `send` future was dropped).
+    /// the `send` future was dropped). `{ "type": "sent", "message": … }`.
+    #[serde(serialize_with = "message_field")]
     Sent(Message),
+    /// An outbox entry changed state (queued, sending, sent, failed) or was deleted.
+    /// `{ "type": "outbox", "item": … }`.
+    #[serde(serialize_with = "outbox_field")]
+    Outbox(OutboxItem),
     /// A (re)connection finished catching up; the lists are the server's state now.
     Synced {
         /// The conversation list (unread counts, read marks).
@@ -181,8 +226,9 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
-/// Where a message goes: a conversation, or a friend (their direct conversation).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a message goes: a conversation, or a friend (their direct conversation). Serializes
+/// as the id's string (`dm.…` or a user id).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// A conversation id.
     Conversation(ConversationId),
@@ -218,4 +264,83 @@ impl Target {
             Target::Peer(p) => ConversationId::direct(me, *p),
         }
     }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Conversation(c) => c.fmt(f),
+            Target::Peer(u) => u.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = Error;
+    /// A conversation id (`dm.…`) or a user id.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if let Ok(c) = s.parse::<ConversationId>() {
+            return Ok(Target::Conversation(c));
+        }
+        s.parse::<UserId>()
+            .map(Target::Peer)
+            .map_err(|_| Error::InvalidArgument(format!("not a conversation or user id: {s:?}")))
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One message in the outbox, as a UI shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutboxItem {
+    /// The idempotency key: the handle for [`crate::Client::retry_send`] and
+    /// [`crate::Client::delete_send`].
+    pub key: String,
+    /// Where it goes (as given to `send`).
+    pub to: Target,
+    /// The conversation, once the signed-in user is known (for a `Target::Peer`).
+    pub conversation: Option<ConversationId>,
+    /// The text.
+    pub body: String,
+    /// Where it is.
+    #[serde(flatten)]
+    pub state: SendState,
+}
+
+/// Where an outbox entry is. Serializes as `{ "state": "queued" }`, `{ "state": "sent",
+/// "message": … }`, `{ "state": "failed", "error": { "code", "message" }, "will_retry" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SendState {
+    /// Waiting: offline, paced, or behind an earlier message to the same conversation.
+    Queued,
+    /// On the wire, not yet acknowledged.
+    Sending,
+    /// Stored by the server (the entry leaves the outbox).
+    Sent {
+        /// The stored message (id, `seq`, time).
+        message: Message,
+    },
+    /// Refused. With `will_retry` the outbox tries again by itself (a retryable error such as
+    /// `rate_limited`); without, it stays here until [`crate::Client::retry_send`] or
+    /// [`crate::Client::delete_send`].
+    Failed {
+        /// Why.
+        error: Error,
+        /// Whether the outbox retries by itself.
+        will_retry: bool,
+    },
+    /// Removed with [`crate::Client::delete_send`]; never sent.
+    Deleted,
 }

@@ -83,12 +83,6 @@ async fn request(
     use hyper::body::Bytes;
 
     let url = ServerUrl::parse(full_url)?;
-    if url.secure {
-        return Err(Error::Transport(
-            "https is not supported by the native HTTP client yet; use http:// behind a TLS proxy"
-                .into(),
-        ));
-    }
     let path = full_url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
@@ -99,13 +93,13 @@ async fn request(
         .await
         .map_err(|e| t(&e))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+    let mut sender = if url.secure {
+        handshake(crate::tls::connect(&host, stream).await?)
             .await
-            .map_err(|e| t(&e))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+            .map_err(|e| t(&e))?
+    } else {
+        handshake(stream).await.map_err(|e| t(&e))?
+    };
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -129,6 +123,25 @@ async fn request(
         .map_err(|e| t(&e))?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// An HTTP/1.1 connection over any stream (TCP or TLS); its driver runs on a task.
+#[cfg(not(target_arch = "wasm32"))]
+async fn handshake<S>(
+    stream: S,
+) -> Result<
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    hyper::Error,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -534,3 +534,168 @@ fn client_is_a_cheap_shareable_handle() {
     fn assert_send<T: Send + 'static>() {}
     assert_send::<EventStream>();
 }
+
+/// Item 4: a 4008 ("lagged") close used to reconnect after a fixed 50–75 ms, so a node that
+/// dropped its whole population got it back within ~25 ms. Now the delay is full jitter over
+/// a window of seconds.
+#[tokio::test]
+async fn lagged_close_reconnects_with_full_jitter_not_at_once() {
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let (connector, mut server) = fake();
+        let (client, mut events) = started(connector).await;
+        let mut conn = server.accept().await;
+        conn.handshake(&user(1), vec![]).await;
+        client.wait_online().await.unwrap();
+        conn.close(4008);
+        let Event::State(ConnectionState::Reconnecting { retry_in, .. }) =
+            next_matching(&mut events, |e| {
+                matches!(e, Event::State(ConnectionState::Reconnecting { .. }))
+            })
+            .await
+        else {
+            unreachable!()
+        };
+        delays.push(retry_in);
+        client.close();
+    }
+    let max = delays.iter().max().copied().unwrap();
+    let min = delays.iter().min().copied().unwrap();
+    assert!(max - min > Duration::from_millis(500), "spread: {delays:?}");
+    assert!(
+        delays.iter().all(|d| *d <= Duration::from_secs(2)),
+        "{delays:?}"
+    );
+}
+
+/// Item 5: numbers from the network are untrusted: a `retry_after_ms` or
+/// `reconnect_after_ms` of u64::MAX neither panics nor stalls the client for ages.
+#[tokio::test]
+async fn hostile_retry_after_and_reconnect_after_are_clamped() {
+    let (connector, mut server) = fake();
+    let (client, mut events) = started(connector).await;
+    let mut conn = server.accept().await;
+    conn.handshake(&user(1), vec![]).await;
+    client.wait_online().await.unwrap();
+    let item = client.queue(user(2).id, "hi").unwrap();
+    let ClientFrame::Send { id, .. } = conn.frame().await else {
+        panic!("a send")
+    };
+    conn.push(ServerFrame::Error(ErrorFrame {
+        re: Some(id),
+        code: ErrorCode::RateLimited,
+        message: "slow down".into(),
+        retry_after_ms: Some(u64::MAX),
+    }));
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Outbox(i) if i.key == item.key
+            && matches!(i.state, crate::SendState::Failed { will_retry: true, .. }))
+    })
+    .await;
+    // Still alive and answering.
+    let ping = tokio::spawn({
+        let c = client.clone();
+        async move { c.ping().await }
+    });
+    conn.no_frame(Duration::from_millis(100)).await;
+    drop(ping);
+    conn.push(ServerFrame::GoingAway {
+        reason: "bye".into(),
+        reconnect_after_ms: u64::MAX,
+    });
+    conn.close(1001);
+    let Event::State(ConnectionState::Reconnecting { retry_in, .. }) =
+        next_matching(&mut events, |e| {
+            matches!(e, Event::State(ConnectionState::Reconnecting { .. }))
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    assert!(retry_in <= Duration::from_secs(600), "{retry_in:?}");
+    assert!(!client.state().is_terminal());
+}
+
+/// Item 2: the resume in `auth` stays under the frame limit whatever the number of
+/// conversations, and the ones left out are paged in after `synced`.
+#[tokio::test]
+async fn resume_is_bounded_and_the_rest_is_caught_up() {
+    let me = user(1);
+    let convs: Vec<ConversationId> = (0..3000)
+        .map(|_| ConversationId::direct(me.id, UserId::new_random()))
+        .collect();
+    let resume = zajel_core::protocol::ResumeState {
+        cursors: convs.iter().map(|c| (c.clone(), 5)).collect(),
+        ..Default::default()
+    };
+    let (connector, mut server) = fake();
+    let (client, mut events) = Client::builder("http://127.0.0.1:9", "zs1.token")
+        .backoff(fast())
+        .connector(connector)
+        .resume_from(resume)
+        .start()
+        .unwrap();
+    let mut conn = server.accept().await;
+    let auth = conn.frame().await;
+    assert!(auth.encode().len() < 20 * 1024, "{}", auth.encode().len());
+    let ClientFrame::Auth {
+        id,
+        resume: Some(r),
+        ..
+    } = auth
+    else {
+        panic!()
+    };
+    assert_eq!(r.unlisted, zajel_core::protocol::Unlisted::Skip);
+    let left_out = convs
+        .iter()
+        .find(|c| !r.cursors.contains_key(*c))
+        .unwrap()
+        .clone();
+    conn.push(ServerFrame::AuthOk {
+        re: id.clone(),
+        user: me.clone(),
+        protocol: 1,
+        limits: Limits {
+            max_frame_bytes: 65536,
+            max_body_bytes: 4096,
+            requests_per_second: 100,
+            idle_timeout_ms: 60_000,
+        },
+    });
+    let summary = zajel_core::ConversationSummary {
+        conversation: left_out.clone(),
+        peer: None,
+        last_seq: 6,
+        last_message: None,
+        unread: 1,
+        read_seq: 0,
+        peer_read_seq: 0,
+    };
+    conn.push(ServerFrame::Synced {
+        re: id,
+        state: SyncState {
+            conversations: vec![summary],
+            ..SyncState::default()
+        },
+    });
+    client.wait_online().await.unwrap();
+    let ClientFrame::History {
+        id,
+        conversation,
+        after,
+        ..
+    } = conn.frame().await
+    else {
+        panic!("a catch-up page")
+    };
+    assert_eq!((&conversation, after), (&left_out, Some(5)));
+    conn.push(ServerFrame::History {
+        re: id,
+        conversation: left_out.clone(),
+        messages: vec![msg(&left_out, 6, user(2).id, "k6")],
+        has_more: false,
+    });
+    let e = next_matching(&mut events, |e| matches!(e, Event::Message { .. })).await;
+    assert!(matches!(e, Event::Message { message, replayed: true } if message.seq == 6));
+}

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 use zajel_client::{
-    ConnectionState, ConversationId, ConversationSummary, Error, Event, FriendEntry, FriendReason,
-    FriendStatus, HistoryPage, Message, Relation, Session, Timestamp, User, UserId,
+    ConversationId, Error, FriendStatus, HistoryPage, Message, Relation, Session, Timestamp, User,
+    UserId,
 };
 
 /// Serializes to a plain JS value (objects for maps, numbers for integers, null for None).
@@ -26,21 +26,10 @@ pub(crate) fn arg_error(message: &str) -> JsValue {
     error_with_code("invalid_argument", message)
 }
 
-/// A client error as a JS `Error` with a `code` (and `retry_after_ms` when rate limited).
+/// A client error as a JS `Error` with a `code` ([`Error::code_name`]) and `retry_after_ms`
+/// when rate limited.
 pub(crate) fn js_error(e: Error) -> JsValue {
-    let code = match &e {
-        Error::Rejected { code, .. } => code.to_string(),
-        Error::SignedOut => "unauthenticated".into(),
-        Error::Closed => "closed".into(),
-        Error::ConnectionLost => "connection_lost".into(),
-        Error::Transport(_) => "transport".into(),
-        Error::Http { .. } => "http".into(),
-        Error::InvalidUrl(_) => "invalid_url".into(),
-        Error::Protocol(_) => "protocol".into(),
-        Error::Timeout => "timeout".into(),
-        _ => "error".into(),
-    };
-    let err = error_with_code(&code, &e.to_string());
+    let err = error_with_code(&e.code_name(), &e.to_string());
     if let Error::Rejected {
         retry_after_ms: Some(ms),
         ..
@@ -114,132 +103,5 @@ impl From<HistoryPage> for JsHistoryPage {
             messages: p.messages,
             has_more: p.has_more,
         }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub(crate) enum JsState {
-    Connecting,
-    Online,
-    Reconnecting { attempt: u32, retry_in_ms: u64 },
-    SignedOut,
-    Closed,
-}
-
-impl From<ConnectionState> for JsState {
-    fn from(s: ConnectionState) -> Self {
-        match s {
-            ConnectionState::Connecting => JsState::Connecting,
-            ConnectionState::Online => JsState::Online,
-            ConnectionState::Reconnecting { attempt, retry_in } => JsState::Reconnecting {
-                attempt,
-                retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
-            },
-            ConnectionState::SignedOut => JsState::SignedOut,
-            ConnectionState::Closed => JsState::Closed,
-        }
-    }
-}
-
-/// An event as JS sees it: `{ type: "message", message, replayed }`, … (`type` as in the
-/// protocol's event frames, plus `state`, `sent` and `synced` from the client).
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(crate) enum JsEvent {
-    State {
-        state: JsState,
-    },
-    Message {
-        message: Message,
-        replayed: bool,
-    },
-    Sent {
-        message: Message,
-    },
-    Synced {
-        conversations: Vec<ConversationSummary>,
-        friends: Vec<FriendEntry>,
-        first: bool,
-    },
-    Friend {
-        user: User,
-        relation: Relation,
-        reason: FriendReason,
-        at: Timestamp,
-    },
-    Read {
-        conversation: ConversationId,
-        user: UserId,
-        seq: u64,
-    },
-    Typing {
-        conversation: ConversationId,
-        user: UserId,
-        active: bool,
-    },
-    Presence {
-        user: UserId,
-        online: bool,
-        last_seen: Option<Timestamp>,
-    },
-}
-
-impl JsEvent {
-    /// `None` for event kinds this binding does not know yet (the enum is non-exhaustive).
-    pub(crate) fn from_event(e: Event) -> Option<Self> {
-        Some(match e {
-            Event::State(s) => JsEvent::State { state: s.into() },
-            Event::Message { message, replayed } => JsEvent::Message { message, replayed },
-            Event::Sent(message) => JsEvent::Sent { message },
-            Event::Synced {
-                conversations,
-                friends,
-                first,
-            } => JsEvent::Synced {
-                conversations,
-                friends,
-                first,
-            },
-            Event::Friend {
-                user,
-                relation,
-                reason,
-                at,
-            } => JsEvent::Friend {
-                user,
-                relation,
-                reason,
-                at,
-            },
-            Event::Read {
-                conversation,
-                user,
-                seq,
-            } => JsEvent::Read {
-                conversation,
-                user,
-                seq,
-            },
-            Event::Typing {
-                conversation,
-                user,
-                active,
-            } => JsEvent::Typing {
-                conversation,
-                user,
-                active,
-            },
-            Event::Presence {
-                user,
-                online,
-                last_seen,
-            } => JsEvent::Presence {
-                user,
-                online,
-                last_seen,
-            },
-            _ => return None,
-        })
     }
 }

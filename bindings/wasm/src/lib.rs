@@ -5,9 +5,24 @@
 //!
 //! * static `register` / `login(serverUrl, username, password)` → `Promise<Session>`,
 //!   `whoami(serverUrl, token)`, `logoutEverywhere(serverUrl, token)`;
-//! * static `connect(serverUrl, token, resume?)` → `Promise<ZajelClient>` once online;
+//! * static `connect(serverUrl, token, options?)` → `Promise<ZajelClient>` once online, and
+//!   static `start(serverUrl, token, options?)` → `ZajelClient` at once (connects in the
+//!   background: the way to open a client while the server is unreachable);
+//! * `options`: `{ storage?: "indexeddb" | { load(), save(json) }, storageKey?: string,
+//!   resume?: { cursors } }`. With `storage: "indexeddb"` the resume cursors and the outbox
+//!   live in IndexedDB (database `zajel`, one record per `storageKey`, default the server
+//!   URL): messages typed offline survive a reload, are re-sent with their original
+//!   idempotency key, and nothing is missed or doubled. Use one `storageKey` per account
+//!   (state stored for another user is discarded, never sent);
 //! * a method returning a `Promise` for every client call (`requestFriend`, `send`,
-//!   `history`, `conversations`, `markRead`, …), and `onEvent(callback)` for the events.
+//!   `history`, `conversations`, `markRead`, …), `queue(to, body)` (an outbox entry at once),
+//!   `outbox()`, `retrySend(key)`, `deleteSend(key)`, and `onEvent(callback)` for the events.
+//!
+//! Events are `zajel_client::Event` serialized by serde: `{ type: "message", message,
+//! replayed }`, `{ type: "state", state: { status, … } }`, `{ type: "outbox", item: { key, to,
+//! conversation, body, state: "queued" | "sending" | "sent" | "failed" | "deleted", message?,
+//! error?: { code, message }, will_retry? } }`, `sent`, `synced`, `friend`, `read`, `typing`,
+//! `presence`.
 //!
 //! Values cross as plain JS objects with the protocol's JSON field names (`snake_case`),
 //! through `serde-wasm-bindgen`. Failed calls reject with an `Error` whose `code` is the
@@ -17,13 +32,14 @@
 #![cfg(target_arch = "wasm32")]
 
 mod convert;
+mod idb;
 
-use convert::{JsEvent, JsSession, JsState, arg_error, conversation, js_error, to_js, user_id};
+use convert::{JsSession, arg_error, conversation, js_error, to_js, user_id};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
-use zajel_client::{Client, EventStream, HistoryQuery, ResumeState, Target};
+use zajel_client::{Client, ClientBuilder, EventStream, HistoryQuery, ResumeState, Target};
 
 /// A connected Zajel client (see the crate docs).
 #[wasm_bindgen]
@@ -77,23 +93,29 @@ impl ZajelClient {
         })
     }
 
-    /// Connects and resolves once online (authenticated and caught up). `resume` is an
-    /// optional `{ cursors: { [conversation]: seq } }` saved from `cursors()`.
-    pub fn connect(server_url: String, token: String, resume: JsValue) -> js_sys::Promise {
+    /// Connects and resolves once online (authenticated and caught up); rejects with the
+    /// first attempt's error. `options` as in the crate docs (a bare `{ cursors }` is taken
+    /// as `resume`).
+    pub fn connect(server_url: String, token: String, options: JsValue) -> js_sys::Promise {
         future_to_promise(async move {
-            let mut builder = Client::builder(server_url, token);
-            if !resume.is_undefined() && !resume.is_null() {
-                let state: ResumeState = serde_wasm_bindgen::from_value(resume)
-                    .map_err(|e| arg_error(&e.to_string()))?;
-                builder = builder.resume_from(state);
-            }
+            let builder = builder(server_url, token, &options)?;
             let (client, events) = builder.connect().await.map_err(js_error)?;
-            Ok(ZajelClient {
-                client,
-                events: Rc::new(RefCell::new(Some(events))),
-            }
-            .into())
+            Ok(ZajelClient::wrap(client, events).into())
         })
+    }
+
+    /// Starts a client that connects (and reconnects) in the background and returns at once;
+    /// follow `state()` / `state` events. Calls made meanwhile wait for the connection;
+    /// messages queue in the outbox (and, with storage, survive a reload).
+    pub fn start(
+        server_url: String,
+        token: String,
+        options: JsValue,
+    ) -> Result<ZajelClient, JsValue> {
+        let (client, events) = builder(server_url, token, &options)?
+            .start()
+            .map_err(js_error)?;
+        Ok(ZajelClient::wrap(client, events))
     }
 
     /// Calls `callback(event)` for every event, in order, from the start of the connection
@@ -108,9 +130,6 @@ impl ZajelClient {
             .ok_or_else(|| arg_error("onEvent was already called on this client"))?;
         wasm_bindgen_futures::spawn_local(async move {
             while let Some(event) = events.next().await {
-                let Some(event) = JsEvent::from_event(event) else {
-                    continue;
-                };
                 if let Ok(value) = to_js(&event) {
                     let _ = callback.call1(&JsValue::NULL, &value);
                 }
@@ -122,7 +141,7 @@ impl ZajelClient {
     /// The connection state now: `{ status: "online" }`, `{ status: "reconnecting",
     /// attempt, retry_in_ms }`, …
     pub fn state(&self) -> Result<JsValue, JsValue> {
-        to_js(&JsState::from(self.client.state()))
+        to_js(&self.client.state())
     }
 
     /// The signed-in user (known once connected).
@@ -213,6 +232,34 @@ impl ZajelClient {
         promise(async move { c.send(target?, body).await.map_err(js_error) })
     }
 
+    /// Queues `body` for a conversation id or a friend's user id and returns its outbox entry
+    /// at once (`{ key, to, conversation, body, state: "queued" }`); its progress arrives as
+    /// `outbox` events with the same `key`. An empty or too long body throws (code
+    /// `empty_body` / `body_too_long`) and is never queued.
+    pub fn queue(&self, to: &str, body: String) -> Result<JsValue, JsValue> {
+        let target: Target = to.parse().map_err(js_error)?;
+        to_js(&self.client.queue(target, body).map_err(js_error)?)
+    }
+
+    /// The messages not yet acknowledged, oldest first (queued, sending, failed).
+    pub fn outbox(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.client.outbox())
+    }
+
+    /// Queues a failed outbox entry again (same idempotency key).
+    #[wasm_bindgen(js_name = retrySend)]
+    pub fn retry_send(&self, key: String) -> js_sys::Promise {
+        let c = self.client.clone();
+        promise(async move { c.retry_send(&key).await.map_err(js_error) })
+    }
+
+    /// Removes a queued or failed outbox entry (never sent).
+    #[wasm_bindgen(js_name = deleteSend)]
+    pub fn delete_send(&self, key: String) -> js_sys::Promise {
+        let c = self.client.clone();
+        promise(async move { c.delete_send(&key).await.map_err(js_error) })
+    }
+
     /// A page of history, oldest first: `{ conversation, messages, has_more }`. `query` is
     /// `{ before?, after?, limit? }` (exclusive sequence bounds).
     pub fn history(&self, conversation_id: &str, query: JsValue) -> js_sys::Promise {
@@ -280,7 +327,56 @@ type FriendFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = zajel_client::Result<zajel_client::FriendStatus>>>,
 >;
 
+/// A client builder from the JS `options` object.
+fn builder(server_url: String, token: String, options: &JsValue) -> Result<ClientBuilder, JsValue> {
+    let mut builder = Client::builder(server_url.clone(), token);
+    if options.is_undefined() || options.is_null() {
+        return Ok(builder);
+    }
+    let get = |name: &str| {
+        js_sys::Reflect::get(options, &name.into())
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_null())
+    };
+    let resume = match get("resume") {
+        Some(r) => Some(r),
+        // The earlier signature took the resume state itself.
+        None => get("cursors").map(|_| options.clone()),
+    };
+    if let Some(r) = resume {
+        let state: ResumeState =
+            serde_wasm_bindgen::from_value(r).map_err(|e| arg_error(&e.to_string()))?;
+        builder = builder.resume_from(state);
+    }
+    let key = get("storageKey")
+        .and_then(|k| k.as_string())
+        .unwrap_or(server_url);
+    match get("storage") {
+        None => {}
+        Some(s) if s.as_string().as_deref() == Some("indexeddb") => {
+            builder = builder.storage(idb::IdbStorage { key });
+        }
+        Some(s) if s.is_object() => {
+            builder = builder.storage(idb::JsStorage { object: s });
+        }
+        Some(s) if s.as_bool() == Some(false) => {}
+        Some(_) => {
+            return Err(arg_error(
+                "storage must be \"indexeddb\" or an object with load() and save(json)",
+            ));
+        }
+    }
+    Ok(builder)
+}
+
 impl ZajelClient {
+    fn wrap(client: Client, events: EventStream) -> Self {
+        ZajelClient {
+            client,
+            events: Rc::new(RefCell::new(Some(events))),
+        }
+    }
+
     fn friend_op(
         &self,
         user: &str,

@@ -58,6 +58,8 @@ macro_rules! store_conformance_tests {
             conversation_list_and_unread,
             read_marks_move_forward_only,
             friends_only_messaging,
+            expired_sessions_are_pruned,
+            idempotency_window,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -876,4 +878,84 @@ pub async fn friends_only_messaging(store: DynStore) {
         code(send_one(&*store, a.id, &ab, "hi", "k5", T0).await),
         Err(ErrorCode::NotFriends)
     );
+}
+
+/// Expired sessions are deleted, not just hidden: after a later sign-in and a prune, a session
+/// that expired is gone even for a `now` at which it would still be valid; live ones stay.
+/// (Memory and embedded delete in `prune`; Redis deletes a user's expired sessions when the
+/// user signs in again and lets the whole hash expire after its longest session.)
+pub async fn expired_sessions_are_pruned(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let session = |user: &User, hash: &str, at: Timestamp, life: i64| Session {
+        user_id: user.id,
+        token_hash: hash.into(),
+        created_at: at,
+        expires_at: at.plus_millis(life),
+    };
+    let old = session(&a, "old", T0, 1_000);
+    let later = T0.plus_millis(5_000);
+    let new = session(&a, "new", later, 3_600_000);
+    let other = session(&b, "other", T0, 3_600_000);
+    for s in [&old, &other, &new] {
+        store.create_session(s).await.unwrap();
+    }
+    let pruned = store.prune(later).await.unwrap();
+    assert!(pruned.sessions <= 1, "{pruned:?}");
+    assert_eq!(
+        store.session(a.id, "old", T0).await.unwrap(),
+        None,
+        "deleted"
+    );
+    assert_eq!(store.session(a.id, "new", later).await.unwrap(), Some(new));
+    assert_eq!(
+        store.session(b.id, "other", later).await.unwrap(),
+        Some(other)
+    );
+    // Pruning again finds nothing more; deleting what was pruned is a no-op.
+    assert_eq!(store.prune(later).await.unwrap().sessions, 0);
+    assert!(!store.delete_session(a.id, "old").await.unwrap());
+    assert_eq!(store.delete_user_sessions(a.id).await.unwrap(), 1);
+}
+
+/// Idempotency records deduplicate for the dedupe window (24 h by default): a repeat inside it
+/// is a `duplicate`; once the window has passed (and a prune ran) the same key is a new message,
+/// while keys recorded inside the window still deduplicate. Times come from `sent_at` and the
+/// `now` given to `prune`, so the case does not wait a day.
+pub async fn idempotency_window(store: DynStore) {
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let conv = ConversationId::direct(a.id, b.id);
+    let at = |t: Timestamp, key: &str| NewMessage {
+        sent_at: t,
+        ..msg(&conv, a.id, "m", key)
+    };
+    let first = append1(&store, at(T0, "k1")).await.unwrap();
+    let repeat = append1(&store, at(T0.plus_millis(DAY - 1), "k1"))
+        .await
+        .unwrap();
+    assert!(
+        repeat.duplicate,
+        "a repeat inside the window is a duplicate"
+    );
+    assert_eq!(repeat.message, first.message);
+    let recent = append1(&store, at(T0.plus_millis(2 * DAY), "k2"))
+        .await
+        .unwrap();
+    let now = T0.plus_millis(2 * DAY + 1);
+    let pruned = store.prune(now).await.unwrap();
+    assert!(pruned.idempotency_records <= 1, "{pruned:?}");
+    let after = append1(&store, at(now, "k1")).await.unwrap();
+    assert!(!after.duplicate, "the window has passed: a new message");
+    assert_eq!(after.message.seq, 3);
+    let still = append1(&store, at(now, "k2")).await.unwrap();
+    assert!(
+        still.duplicate,
+        "recorded inside the window: still deduplicated"
+    );
+    assert_eq!(still.message, recent.message);
+    // The history is intact: pruning forgets keys, never messages.
+    let page = store.history(&conv, q(None, Some(0), 10)).await.unwrap();
+    assert_eq!(seqs(&page), vec![1, 2, 3]);
 }

@@ -445,3 +445,52 @@ impl Store for MemoryStore {
         Ok(pruned)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{Body, IdempotencyKey};
+
+    const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+    #[tokio::test]
+    async fn prune_deletes_expired_records() {
+        let store = MemoryStore::new().with_dedupe_window(1_000);
+        let a = store
+            .create_user(&Username::parse("alice").unwrap(), None, T0)
+            .await
+            .unwrap();
+        let b = UserId::new_random();
+        for (hash, life) in [("short", 10), ("long", 60_000)] {
+            let s = Session {
+                user_id: a.id,
+                token_hash: hash.into(),
+                created_at: T0,
+                expires_at: T0.plus_millis(life),
+            };
+            store.create_session(&s).await.unwrap();
+        }
+        let conv = ConversationId::direct(a.id, b);
+        let at = |key: &str, t: Timestamp| NewMessage {
+            conversation: conv.clone(),
+            sender: a.id,
+            body: Body::parse("m").unwrap(),
+            idempotency_key: IdempotencyKey::parse(key).unwrap(),
+            sent_at: t,
+        };
+        let batch = vec![at("k1", T0), at("k2", T0), at("k3", T0.plus_millis(5_000))];
+        for r in store.append(batch).await {
+            r.unwrap();
+        }
+        let now = T0.plus_millis(3_000);
+        let pruned = store.prune(now).await.unwrap();
+        assert_eq!((pruned.sessions, pruned.idempotency_records), (1, 2));
+        assert_eq!(store.prune(now).await.unwrap(), Pruned::default());
+        assert!(store.session(a.id, "long", now).await.unwrap().is_some());
+        assert_eq!(store.session(a.id, "short", T0).await.unwrap(), None);
+        let again = store.append(vec![at("k1", now)]).await.remove(0).unwrap();
+        assert_eq!((again.duplicate, again.message.seq), (false, 4));
+        let dup = store.append(vec![at("k3", now)]).await.remove(0).unwrap();
+        assert!(dup.duplicate);
+    }
+}

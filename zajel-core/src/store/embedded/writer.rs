@@ -929,6 +929,56 @@ mod tests {
         assert_eq!(later[1].as_ref().unwrap().message.seq, 2);
     }
 
+    /// A version-1 file (no expiry indexes) is migrated on open: the indexes are rebuilt from
+    /// the sessions and idempotency records, so pruning finds the old records.
+    #[test]
+    fn migrates_schema_v1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let Ok(db) = open_database(&path) else {
+            panic!("open")
+        };
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        let conv = ConversationId::direct(a, b);
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tx = Tx::open(&txn).unwrap();
+            let Ok(user) = tx.create_user("alice", "alice", None, Timestamp(1)) else {
+                panic!("create_user")
+            };
+            let session = Session {
+                user_id: user.id,
+                token_hash: "h".into(),
+                created_at: Timestamp(1),
+                expires_at: Timestamp(10),
+            };
+            assert!(tx.create_session(&session).is_ok());
+            assert!(tx.append(vec![msg(&conv, a, "k")]).is_ok());
+            // Make it look like a version-1 file.
+            tx.session_expiry.retain(|_, _| false).unwrap();
+            tx.idempotency_age.retain(|_, _| false).unwrap();
+            tx.counters.insert(SCHEMA_VERSION, 1).unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let Ok(db) = open_database(&path) else {
+            panic!("reopen")
+        };
+        let txn = db.begin_write().unwrap();
+        let mut tx = Tx::open(&txn).unwrap();
+        assert_eq!(
+            tx.counters.get(SCHEMA_VERSION).unwrap().map(|v| v.value()),
+            Some(CURRENT_SCHEMA)
+        );
+        let Ok((pruned, more)) = tx.prune(Timestamp(100), Some(Timestamp(100)), 10) else {
+            panic!("prune")
+        };
+        assert_eq!(
+            (pruned.sessions, pruned.idempotency_records, more),
+            (1, 1, false)
+        );
+    }
+
     /// Recovery closes and reopens the file; while an old handle is still in use the reopen is
     /// retried (health says `Unavailable`), and once it is released the store is healthy.
     #[test]

@@ -1,32 +1,31 @@
--- Appends one message to a conversation.
--- KEYS[1] conversation meta hash ('seq' = last sequence, 'r:<user>' = read marks)
--- KEYS[2] conversation stream (entry id '<seq>-0')
--- KEYS[3] idempotency hash ('<sender>:<key>' -> seq)
--- KEYS[4], KEYS[5] both members' conversation sorted sets (score = activity)
--- ARGV[1] idempotency field, ARGV[2] message id, ARGV[3] sender, ARGV[4] body,
--- ARGV[5] sent_at, ARGV[6] idempotency key, ARGV[7] sender's read-mark field,
--- ARGV[8] conversation id (member of the sorted sets)
--- Returns {0, seq} for a new message, {1, seq, fields of the stored entry} for a repeat.
-local dup = redis.call('HGET', KEYS[3], ARGV[1])
-if dup then
-  local e = redis.call('XRANGE', KEYS[2], dup .. '-0', dup .. '-0')
-  return {1, tonumber(dup), e[1] and e[1][2] or false}
+-- Appends messages: one or many, possibly to several conversations (one script call per
+-- batch on a single node; per conversation on a Cluster). Each message is its own atomic step.
+-- Message i (0-based) uses KEYS[4i+1..4i+4]: conversation meta hash ('seq' = last sequence,
+-- 'r:<user>' = read marks), conversation stream (entry id '<seq>-0'), the idempotency bucket
+-- of the message's time window and the one before it ('<sender>:<key>' -> seq).
+-- ARGV[1] = bucket lifetime in ms; then 7 per message from ARGV[2+7i]: idempotency field,
+-- message id, sender, body, sent_at, idempotency key, sender's read-mark field.
+-- Returns, per message, {0, seq} for a new message or {1, seq, fields of the stored entry}
+-- for a repeat.
+local ttl = ARGV[1]
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local meta, log, cur, prev = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+  local a = 2 + 7 * i
+  local field = ARGV[a]
+  local dup = redis.call('HGET', cur, field) or redis.call('HGET', prev, field)
+  if dup then
+    local e = redis.call('XRANGE', log, dup .. '-0', dup .. '-0')
+    out[i + 1] = {1, tonumber(dup), e[1] and e[1][2] or false}
+  else
+    local seq = string.format('%d', redis.call('HINCRBY', meta, 'seq', 1))
+    redis.call('XADD', log, seq .. '-0', 'id', ARGV[a + 1], 'sender', ARGV[a + 2],
+      'body', ARGV[a + 3], 'sent_at', ARGV[a + 4], 'key', ARGV[a + 5])
+    redis.call('HSET', cur, field, seq)
+    redis.call('PEXPIRE', cur, ttl)
+    -- The new message is the newest, so the sender's mark moves to it (never backwards).
+    redis.call('HSET', meta, ARGV[a + 6], seq)
+    out[i + 1] = {0, tonumber(seq)}
+  end
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local sseq = string.format('%d', seq)
-redis.call('XADD', KEYS[2], sseq .. '-0', 'id', ARGV[2], 'sender', ARGV[3], 'body', ARGV[4],
-  'sent_at', ARGV[5], 'key', ARGV[6])
-redis.call('HSET', KEYS[3], ARGV[1], sseq)
--- The new message is the newest, so the sender's mark moves to it (never backwards).
-redis.call('HSET', KEYS[1], ARGV[7], sseq)
--- Activity score: Redis time in microseconds, forced strictly above the set's current top so
--- each member's list orders by append order even within one microsecond or if the clock steps.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-for i = 4, 5 do
-  local score = now
-  local top = redis.call('ZREVRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-  if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
-  redis.call('ZADD', KEYS[i], string.format('%.0f', score), ARGV[8])
-end
-return {0, seq}
+return out

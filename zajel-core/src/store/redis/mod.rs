@@ -26,6 +26,11 @@ use std::time::Duration;
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "zajel";
 
+/// How long a user's session hash outlives the expiry of its longest-lived session (Redis
+/// deletes it then, with `PEXPIRE`). Generous so clock differences between the server (which
+/// sets `expires_at`) and Redis (which counts the TTL) never cut a session short.
+const SESSION_GRACE_MS: i64 = 60 * 60 * 1000;
+
 /// Connection settings for [`RedisStore::connect_with`].
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
@@ -72,6 +77,35 @@ pub struct RedisStore {
     keys: Arc<Keys>,
     breaker: Arc<Breaker>,
     options: Arc<RedisOptions>,
+    activity: Arc<ActivityClock>,
+}
+
+/// Scores for the per-user conversation lists: wall-clock microseconds, strictly increasing
+/// within this process (so two appends in one microsecond still order). Across nodes the
+/// order follows their clocks; `ZADD GT` keeps each entry from moving backwards.
+#[derive(Default)]
+struct ActivityClock {
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl ActivityClock {
+    fn next(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut last = self.last.load(Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last
+                .compare_exchange_weak(last, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -173,8 +207,9 @@ impl Keys {
     fn log(&self, c: &ConversationId) -> String {
         format!("{}:{{c:{c}}}:log", self.prefix)
     }
-    fn idempotency(&self, c: &ConversationId) -> String {
-        format!("{}:{{c:{c}}}:idem", self.prefix)
+    /// The idempotency records of one dedupe window (`bucket` = `sent_at / window`).
+    fn idempotency(&self, c: &ConversationId, bucket: u64) -> String {
+        format!("{}:{{c:{c}}}:idem:{bucket}", self.prefix)
     }
 }
 
@@ -311,6 +346,7 @@ impl RedisStore {
             }),
             breaker: Arc::new(Breaker::new(options.breaker_cooldown)),
             options: Arc::new(options),
+            activity: Arc::default(),
         })
     }
 
@@ -360,7 +396,7 @@ impl RedisStore {
 
     /// Runs one script call; see [`RedisStore::eval_many`].
     async fn eval(&self, call: Call, retry: Retry) -> StoreResult<Value> {
-        let mut results = self.eval_many(&[call], retry).await?;
+        let mut results = self.eval_many(&[call], &[], retry).await?;
         match results.pop() {
             Some(r) => r.map_err(redis_err),
             None => Err(StoreError::Backend("no reply to a script call".into())),
@@ -373,12 +409,16 @@ impl RedisStore {
     /// If only some calls of a pipeline hit `NOSCRIPT` (another task refilled the cache in
     /// between), the retried ones run after the others, so their sequences may not follow the
     /// input order; each result still belongs to its input.
+    ///
+    /// `side` commands ride along in the same pipeline, after the calls; their replies are
+    /// ignored and they are not re-sent after `NOSCRIPT`.
     async fn eval_many(
         &self,
         calls: &[Call],
+        side: &[Cmd],
         retry: Retry,
     ) -> StoreResult<Vec<Result<Value, RedisError>>> {
-        let mut results = self.pipeline(calls.iter().collect(), retry).await?;
+        let mut results = self.pipeline(calls.iter().collect(), side, retry).await?;
         let missing: Vec<usize> = results
             .iter()
             .enumerate()
@@ -397,7 +437,7 @@ impl RedisStore {
         let mut con = self.con.clone();
         self.guarded(load.query_async::<()>(&mut con)).await?;
         let again = self
-            .pipeline(missing.iter().map(|&i| &calls[i]).collect(), retry)
+            .pipeline(missing.iter().map(|&i| &calls[i]).collect(), &[], retry)
             .await?;
         for (i, r) in missing.into_iter().zip(again) {
             results[i] = r;
@@ -408,12 +448,16 @@ impl RedisStore {
     async fn pipeline(
         &self,
         calls: Vec<&Call>,
+        side: &[Cmd],
         retry: Retry,
     ) -> StoreResult<Vec<Result<Value, RedisError>>> {
         let mut pipe = ::redis::pipe();
         pipe.ignore_errors();
         for c in &calls {
             pipe.add_command(c.evalsha());
+        }
+        for cmd in side {
+            pipe.add_command(cmd.clone()).ignore();
         }
         let mut con = self.con.clone();
         let results: Vec<Result<Value, RedisError>> = self
@@ -690,7 +734,14 @@ impl SessionStore for RedisStore {
             .key(self.keys.sessions(session.user_id))
             .arg(&session.token_hash)
             .arg(to_json(session)?)
-            .arg(session.created_at.0);
+            .arg(session.created_at.0)
+            .arg(
+                session
+                    .expires_at
+                    .0
+                    .saturating_sub(session.created_at.0)
+                    .saturating_add(SESSION_GRACE_MS),
+            );
         match int::<u8>(self.eval(call, Retry::Once).await?, "create_session reply")? {
             1 => Ok(()),
             _ => Err(StoreError::UserNotFound),
@@ -810,7 +861,11 @@ impl MessageStore for RedisStore {
         }
         // Membership is decided by the conversation id alone; refused items never reach Redis.
         let mut results: Vec<Option<StoreResult<Appended>>> = Vec::with_capacity(batch.len());
-        let mut calls = Vec::new();
+        let window = self.options.dedupe_window_ms.max(1);
+        // One script call for the whole batch (see append.lua), plus the conversation-list
+        // updates as plain `ZADD GT` commands in the same pipeline: one round trip in all.
+        let mut call = Call::new(&SCRIPTS.append).arg(window.saturating_mul(2));
+        let mut lists = Vec::with_capacity(2 * batch.len());
         let mut pending = Vec::new(); // (index in batch, the message as it will be stored)
         for (i, m) in batch.iter().enumerate() {
             let members = m
@@ -832,34 +887,60 @@ impl MessageStore for RedisStore {
                 idempotency_key: m.idempotency_key.as_str().to_owned(),
             };
             let c = &m.conversation;
-            calls.push(
-                Call::new(&SCRIPTS.append)
-                    .key(self.keys.meta(c))
-                    .key(self.keys.log(c))
-                    .key(self.keys.idempotency(c))
-                    .key(self.keys.conversations(lo))
-                    .key(self.keys.conversations(hi))
-                    .arg(format!("{}:{}", m.sender, message.idempotency_key))
-                    .arg(message.id)
-                    .arg(m.sender)
-                    .arg(&message.body)
-                    .arg(m.sent_at.0)
-                    .arg(&message.idempotency_key)
-                    .arg(read_field(m.sender))
-                    .arg(c),
-            );
+            let bucket = (m.sent_at.0.max(0) as u64) / window;
+            call = call
+                .key(self.keys.meta(c))
+                .key(self.keys.log(c))
+                .key(self.keys.idempotency(c, bucket))
+                .key(self.keys.idempotency(c, bucket.saturating_sub(1)))
+                .arg(format!("{}:{}", m.sender, message.idempotency_key))
+                .arg(message.id)
+                .arg(m.sender)
+                .arg(&message.body)
+                .arg(m.sent_at.0)
+                .arg(&message.idempotency_key)
+                .arg(read_field(m.sender));
+            let score = self.activity.next();
+            for member in [lo, hi] {
+                let mut zadd = ::redis::cmd("ZADD");
+                zadd.arg(self.keys.conversations(member))
+                    .arg("GT")
+                    .arg(score)
+                    .arg(c.as_str());
+                lists.push(zadd);
+            }
             pending.push((i, message));
         }
+        if pending.is_empty() {
+            return results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("no reply".into()))))
+                .collect();
+        }
         // Retrying the whole pipeline after a connection failure is safe: the idempotency keys
-        // turn any message that did get stored into a `duplicate` answer.
-        match self.eval_many(&calls, Retry::Once).await {
-            Ok(replies) => {
+        // turn any message that did get stored into a `duplicate` answer, and `ZADD GT` is
+        // idempotent.
+        let reply = match self.eval_many(&[call], &lists, Retry::Once).await {
+            Ok(mut replies) => match replies.pop() {
+                Some(r) => r.map_err(redis_err).and_then(array),
+                None => Err(StoreError::Backend("no reply to the append script".into())),
+            },
+            Err(e) => Err(e),
+        };
+        match reply {
+            Ok(replies) if replies.len() == pending.len() => {
                 for ((i, message), reply) in pending.into_iter().zip(replies) {
-                    results[i] = Some(
-                        reply
-                            .map_err(redis_err)
-                            .and_then(|v| decode_append(message, v)),
-                    );
+                    results[i] = Some(decode_append(message, reply));
+                }
+            }
+            Ok(replies) => {
+                let e = corrupt(format_args!(
+                    "append script answered {} of {} messages",
+                    replies.len(),
+                    pending.len()
+                ));
+                for (i, _) in pending {
+                    results[i] = Some(Err(e.clone()));
                 }
             }
             Err(e) => {
@@ -957,7 +1038,7 @@ impl MessageStore for RedisStore {
                     .arg(peer_field)
             })
             .collect();
-        let replies = self.eval_many(&calls, Retry::Once).await?;
+        let replies = self.eval_many(&calls, &[], Retry::Once).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (conversation, reply) in ids.into_iter().zip(replies) {
             let mut parts = array(reply.map_err(redis_err)?)?.into_iter();

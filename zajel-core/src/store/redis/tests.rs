@@ -154,7 +154,11 @@ async fn damaged_log_is_corrupt() {
     raw(
         &store,
         ::redis::cmd("HSET")
-            .arg(store.keys.idempotency(&conv))
+            .arg(
+                store
+                    .keys
+                    .idempotency(&conv, T0.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS),
+            )
             .arg(format!("{a}:gone"))
             .arg(99),
     )
