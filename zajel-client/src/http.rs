@@ -153,7 +153,7 @@ async fn request(
 ) -> Result<(u16, String), Error> {
     use wasm_bindgen::{JsCast, JsValue};
     use wasm_bindgen_futures::JsFuture;
-    let t = |e: JsValue| Error::Transport(format!("{method} {full_url}: {e:?}"));
+    let t = |e: JsValue| Error::Transport(format!("{method} {full_url}: {}", js_message(&e)));
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     init.set_mode(web_sys::RequestMode::Cors);
@@ -170,17 +170,8 @@ async fn request(
     }
     init.set_headers(&headers);
     let request = web_sys::Request::new_with_str_and_init(full_url, &init).map_err(t)?;
-    let global = js_sys::global();
-    let promise = if let Some(w) = global.dyn_ref::<web_sys::Window>() {
-        w.fetch_with_request(&request)
-    } else if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
-        w.fetch_with_request(&request)
-    } else {
-        return Err(Error::Transport(
-            "no fetch in this JavaScript context".into(),
-        ));
-    };
-    let resp: web_sys::Response = JsFuture::from(promise)
+    // The global `fetch`: the same function in a window, a worker and Node 18+.
+    let resp: web_sys::Response = JsFuture::from(global_fetch(&request))
         .await
         .map_err(t)?
         .dyn_into()
@@ -188,4 +179,22 @@ async fn request(
     let status = resp.status();
     let text = JsFuture::from(resp.text().map_err(t)?).await.map_err(t)?;
     Ok((status, text.as_string().unwrap_or_default()))
+}
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch(request: &web_sys::Request) -> js_sys::Promise;
+}
+
+/// A JS exception's message (`Failed to fetch`), never its stack or `JsValue(...)` debug form.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn js_message(e: &wasm_bindgen::JsValue) -> String {
+    use wasm_bindgen::JsCast;
+    if let Some(err) = e.dyn_ref::<js_sys::Error>() {
+        return String::from(err.message());
+    }
+    e.as_string()
+        .unwrap_or_else(|| "unknown JavaScript error".into())
 }
