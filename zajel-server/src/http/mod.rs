@@ -5,6 +5,9 @@
 mod accounts;
 mod client_addr;
 mod ops;
+mod options;
+
+pub use options::RouterOptions;
 
 pub(crate) use accounts::session_response;
 pub(crate) use client_addr::ClientAddr;
@@ -30,22 +33,38 @@ impl Engine {
     /// Routes: `POST /api/register`, `POST /api/login`, `POST /api/logout`,
     /// `POST /api/logout-all`, `GET /api/me`, `GET /healthz`, `GET /metrics`, `GET /ws`.
     pub fn router(&self) -> Router {
-        let router = Router::new()
+        self.router_with(RouterOptions::default())
+    }
+
+    /// Like [`Engine::router`], with [`RouterOptions`]: a mount prefix, and whether
+    /// `/metrics` and `/healthz` are served (an app with its own routes of those names turns
+    /// them off instead of colliding with them).
+    pub fn router_with(&self, options: RouterOptions) -> Router {
+        let mut router = Router::new()
             .route("/api/register", post(accounts::register))
             .route("/api/login", post(accounts::login))
             .route("/api/logout", post(accounts::logout))
             .route("/api/logout-all", post(accounts::logout_all))
             .route("/api/me", get(accounts::me))
-            .route("/healthz", get(ops::healthz))
-            .route("/metrics", get(ops::metrics))
-            .route("/ws", get(crate::ws::ws_upgrade))
+            .route("/ws", get(crate::ws::ws_upgrade));
+        if options.healthz {
+            router = router.route("/healthz", get(ops::healthz));
+        }
+        if options.metrics {
+            router = router.route("/metrics", get(ops::metrics));
+        }
+        let router = router
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .layer(middleware::from_fn(security_headers))
             .layer(middleware::from_fn_with_state(self.clone(), track))
             .with_state(self.clone());
         let cfg = &self.inner.config;
-        match crate::cors::layer(cfg.cors_origins.iter().chain(&cfg.allowed_origins)) {
+        let router = match crate::cors::layer(cfg.cors_origins.iter().chain(&cfg.allowed_origins)) {
             Some(cors) => router.layer(cors),
+            None => router,
+        };
+        match options.prefix {
+            Some(prefix) => Router::new().nest(&prefix, router),
             None => router,
         }
     }
