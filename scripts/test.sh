@@ -33,7 +33,8 @@ cargo nextest run --workspace --no-fail-fast
 
 step "benchmark pipeline smoke (seconds, not a measurement): Zajel + relay baseline, --find-max, --idle, chart"
 bench_start=$SECONDS
-cargo build -p zajel-benches
+# nextest built target/debug/zajel-benches for the benches' integration tests: reuse it.
+[[ -x target/debug/zajel-benches ]] || cargo build -p zajel-benches
 QUICK=1 BIN=target/debug/zajel-benches OUT=target/bench-smoke/results.jsonl \
     CHART=target/bench-smoke/chart.svg bash scripts/bench.sh > /dev/null
 echo "bench smoke: $((SECONDS - bench_start)) s"
