@@ -38,6 +38,9 @@ pub enum ErrorCode {
     Internal,
     ShuttingDown,
     Unavailable,
+    UnsupportedMediaType,
+    NotFound,
+    MethodNotAllowed,
     Unknown,
 }
 
@@ -74,6 +77,9 @@ impl From<zajel_client::ErrorCode> for ErrorCode {
             C::Internal => Self::Internal,
             C::ShuttingDown => Self::ShuttingDown,
             C::Unavailable => Self::Unavailable,
+            C::UnsupportedMediaType => Self::UnsupportedMediaType,
+            C::NotFound => Self::NotFound,
+            C::MethodNotAllowed => Self::MethodNotAllowed,
             // `Unknown`, and codes added to the (non-exhaustive) core enum later.
             _ => Self::Unknown,
         }
@@ -227,6 +233,9 @@ fn wire(code: ErrorCode) -> zajel_client::ErrorCode {
         ErrorCode::Internal => C::Internal,
         ErrorCode::ShuttingDown => C::ShuttingDown,
         ErrorCode::Unavailable => C::Unavailable,
+        ErrorCode::UnsupportedMediaType => C::UnsupportedMediaType,
+        ErrorCode::NotFound => C::NotFound,
+        ErrorCode::MethodNotAllowed => C::MethodNotAllowed,
         ErrorCode::Unknown => C::Unknown,
     }
 }
@@ -269,6 +278,9 @@ mod tests {
             "internal",
             "shutting_down",
             "unavailable",
+            "unsupported_media_type",
+            "not_found",
+            "method_not_allowed",
         ];
         for name in names {
             // Decoded the way the client decodes frames from the wire.
