@@ -50,6 +50,11 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] || { echo "==> installing chromium"; apt_install chromium; }
 }
 
+ensure_chromedriver() {
+  # wasm-bindgen-test-runner drives Debian's Chromium through it (zajel-wasm's browser tests).
+  [ -x /usr/bin/chromedriver ] || { echo "==> installing chromium-driver"; apt_install chromium-driver; }
+}
+
 ensure_node_modules() {
   # One `npm ci` for the npm workspaces (bindings/js, examples/web-chat), skipped while
   # node_modules matches package-lock.json.

@@ -39,12 +39,22 @@ echo "bench smoke: $((SECONDS - bench_start)) s"
 step "doc tests"
 cargo test --workspace --doc
 
-step "web: zajel-wasm -> @zajel/client -> examples/web-chat (type-checked), then the browser test"
+step "zajel-wasm in headless Chromium (wasm-bindgen-test): IndexedDB storage, outbox across a restart"
+wasm_test_start=$SECONDS
+ensure_wasm_bindgen
+ensure_chromedriver
+CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test -p zajel-wasm --lib --target wasm32-unknown-unknown
+echo "wasm browser tests: $((SECONDS - wasm_test_start)) s"
+
+step "web: zajel-wasm -> @zajel/client -> examples/web-chat (type-checked), then the web tests"
 web_start=$SECONDS
 bash scripts/build-web.sh
 cargo build -p zajel-server
 npm test --silent -w @zajel/client              # hook unit tests (Vitest, happy-dom)
-(cd examples/web-chat && npx playwright test)   # the browser test
+npm run --silent test:node -w @zajel/client     # the package under Node 20, real server
+(cd examples/web-chat && npx playwright test)   # browser tests: the demo at two sizes, the packed
+                                                # tarball in a fresh Vite app through CORS
 echo "web step: $((SECONDS - web_start)) s"
 
 echo

@@ -20,6 +20,9 @@ export default defineConfig({
         '--disable-background-networking',
         '--disable-component-update',
         '--disable-sync',
+        // offline-reload.spec.ts serves the app from disk (a cached app): Chromium then treats
+        // the page as public and would block its WebSocket to 127.0.0.1.
+        '--disable-features=LocalNetworkAccessChecks',
       ],
     },
   },

@@ -70,6 +70,11 @@ impl Cursors {
         }
     }
 
+    /// Whether anything changed since the last [`Cursors::take_dirty`].
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Whether anything changed since the last call (and clears the flag).
     pub(crate) fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)

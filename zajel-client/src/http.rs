@@ -83,12 +83,6 @@ async fn request(
     use hyper::body::Bytes;
 
     let url = ServerUrl::parse(full_url)?;
-    if url.secure {
-        return Err(Error::Transport(
-            "https is not supported by the native HTTP client yet; use http:// behind a TLS proxy"
-                .into(),
-        ));
-    }
     let path = full_url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
@@ -99,13 +93,13 @@ async fn request(
         .await
         .map_err(|e| t(&e))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+    let mut sender = if url.secure {
+        handshake(crate::tls::connect(&host, stream).await?)
             .await
-            .map_err(|e| t(&e))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+            .map_err(|e| t(&e))?
+    } else {
+        handshake(stream).await.map_err(|e| t(&e))?
+    };
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -131,6 +125,25 @@ async fn request(
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// An HTTP/1.1 connection over any stream (TCP or TLS); its driver runs on a task.
+#[cfg(not(target_arch = "wasm32"))]
+async fn handshake<S>(
+    stream: S,
+) -> Result<
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    hyper::Error,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 #[cfg(target_arch = "wasm32")]
 async fn request(
     method: &str,
@@ -140,7 +153,7 @@ async fn request(
 ) -> Result<(u16, String), Error> {
     use wasm_bindgen::{JsCast, JsValue};
     use wasm_bindgen_futures::JsFuture;
-    let t = |e: JsValue| Error::Transport(format!("{method} {full_url}: {e:?}"));
+    let t = |e: JsValue| Error::Transport(format!("{method} {full_url}: {}", js_message(&e)));
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     init.set_mode(web_sys::RequestMode::Cors);
@@ -157,17 +170,8 @@ async fn request(
     }
     init.set_headers(&headers);
     let request = web_sys::Request::new_with_str_and_init(full_url, &init).map_err(t)?;
-    let global = js_sys::global();
-    let promise = if let Some(w) = global.dyn_ref::<web_sys::Window>() {
-        w.fetch_with_request(&request)
-    } else if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
-        w.fetch_with_request(&request)
-    } else {
-        return Err(Error::Transport(
-            "no fetch in this JavaScript context".into(),
-        ));
-    };
-    let resp: web_sys::Response = JsFuture::from(promise)
+    // The global `fetch`: the same function in a window, a worker and Node 18+.
+    let resp: web_sys::Response = JsFuture::from(global_fetch(&request))
         .await
         .map_err(t)?
         .dyn_into()
@@ -175,4 +179,22 @@ async fn request(
     let status = resp.status();
     let text = JsFuture::from(resp.text().map_err(t)?).await.map_err(t)?;
     Ok((status, text.as_string().unwrap_or_default()))
+}
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch(request: &web_sys::Request) -> js_sys::Promise;
+}
+
+/// A JS exception's message (`Failed to fetch`), never its stack or `JsValue(...)` debug form.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn js_message(e: &wasm_bindgen::JsValue) -> String {
+    use wasm_bindgen::JsCast;
+    if let Some(err) = e.dyn_ref::<js_sys::Error>() {
+        return String::from(err.message());
+    }
+    e.as_string()
+        .unwrap_or_else(|| "unknown JavaScript error".into())
 }

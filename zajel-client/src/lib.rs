@@ -53,32 +53,42 @@
 //!   [`ClientBuilder::max_attempts`] exhausted). Each change is also an [`Event::State`].
 //! - **Reconnect.** Automatic, with jittered exponential backoff (250 ms doubling up to 30 s,
 //!   randomized by up to 50 %; see [`Backoff`]). The attempt counter resets once a connection
-//!   gets online. A server `going_away` suggests the delay; close code 4008 ("lagged")
-//!   reconnects at once. A connection that stops answering pings is dropped and reconnected.
+//!   gets online. Closes a whole population gets at once (4008 "lagged", 1012, 1013) wait a
+//!   full-jitter delay over at least 2 s; a server `going_away` delay (clamped to 5 min) gets
+//!   full jitter on top. Closes retrying cannot fix (1002, 1003, 1007, 1009, 1010) stop the
+//!   client (`Closed`, with the server's error in [`Client::last_error`]). A connection that
+//!   stops answering pings is dropped and reconnected.
 //! - **Resume.** The client tracks, per conversation, the highest sequence up to which it has
 //!   seen every message (from acks, `message` events, replays and history pages) and sends
-//!   these cursors in `auth.resume` on every connection. The server replays what was missed,
-//!   oldest first, then the client is `Online` and gets live events. Conversations the server
-//!   reports as truncated are paged in with `history` automatically. Every message is
-//!   delivered to the event stream **once** per client: sequences already seen are dropped,
-//!   even if an ack of a later message overtook them. Replayed messages carry
-//!   `replayed: true`. Save [`Client::cursors`] and pass them to
-//!   [`ClientBuilder::resume_from`] to resume across process restarts. A fresh client (no
-//!   cursors at all) starts **from now** (`unlisted: skip`): nothing old is replayed, each
+//!   these cursors in `auth.resume`, the most recently active first and never more than half
+//!   the server's frame limit; conversations left out are compared with `synced` and paged in
+//!   with `history`, as are conversations the server reports as truncated and gaps in the
+//!   live stream (seq 7 then 9). Every message is delivered to the event stream **once** per
+//!   client: sequences already seen are dropped, even if an ack of a later message overtook
+//!   them. Replayed and paged-in messages carry `replayed: true`. A fresh client (no cursors
+//!   at all) starts **from now** (`unlisted: skip`): nothing old is replayed, each
 //!   conversation's cursor is taken from `synced`, and older messages are read with
-//!   [`Client::history`]. From then on, a conversation the client has not seen is new since its
-//!   last sync and is replayed in full.
-//! - **Outbox.** [`Client::send`] gives each message a random 128-bit idempotency key at call
-//!   time and queues it. Queued messages are sent in order whenever the client is online, stay
-//!   queued across reconnects, and are re-sent with the **same key** until acknowledged, so the
-//!   server stores each exactly once. A message seen on resume whose key matches a queued
-//!   entry (its ack was lost) completes that entry without a resend. Retryable refusals
-//!   (`internal`, `shutting_down`, `rate_limited`, see `ErrorCode::is_retryable`) are retried
-//!   after `retry_after_ms` or a backoff (up to 8 times); other refusals (`not_friends`,
-//!   `body_too_long`, …) fail the call and drop the entry. Dropping the `send` future does not
-//!   cancel the message; its ack is also reported as [`Event::Sent`]. The outbox lives in
-//!   memory: it survives reconnects, not a process exit. When the client stops, queued
-//!   messages fail with [`Error::SignedOut`] or [`Error::Closed`].
+//!   [`Client::history`].
+//! - **Storage.** With [`ClientBuilder::storage`] ([`FileStorage`], [`MemoryStorage`], or
+//!   IndexedDB in the browser) the cursors and the outbox survive a restart or a page reload.
+//!   Without it, save [`Client::cursors`] and pass them to [`ClientBuilder::resume_from`].
+//! - **Outbox.** [`Client::send`] (or [`Client::queue`], which returns at once) gives each
+//!   message a random 128-bit idempotency key at call time and queues it. The outbox is a
+//!   per-conversation ordered queue: a message is not sent before the previous one to the
+//!   same conversation is acknowledged. Entries stay queued across reconnects and are re-sent
+//!   with the **same key** until acknowledged, so the server stores each exactly once; a
+//!   message seen on resume whose key matches a queued entry completes it without a resend.
+//!   Each entry's state (`queued`, `sending`, `sent`, `failed` with the typed error and
+//!   whether it will retry) is visible with [`Client::outbox`] and [`Event::Outbox`].
+//!   Retryable refusals (`internal`, `shutting_down`, `rate_limited`, see
+//!   `ErrorCode::is_retryable`) are retried after `retry_after_ms` or a backoff (up to 8
+//!   times); other refusals (`not_friends`, …) fail the `send` call and leave the entry
+//!   `failed` until [`Client::retry_send`] or [`Client::delete_send`]. Dropping the `send`
+//!   future does not cancel the message; its ack is also reported as [`Event::Sent`].
+//! - **Pacing.** Every frame the client sends takes a token from a bucket refilled at 90 % of
+//!   the server's advertised `requests_per_second`; a `rate_limited` answer pauses sending for
+//!   its `retry_after_ms`. A large backlog after a reconnect flows at the server's pace
+//!   instead of being closed with 1008.
 //! - **Other requests.** Calls made while offline wait for the next connection (up to the
 //!   request timeout, 30 s by default). If the connection drops after a request was sent,
 //!   reads and idempotent writes (friends list, history, conversations, `mark_read`, ping) are
@@ -87,9 +97,10 @@
 //!
 //! ## Platforms
 //!
-//! Natively the client needs a tokio runtime (it spawns its driver with `tokio::spawn`); the
-//! native HTTP client speaks plain `http://` (put TLS in a proxy for now; `wss://` needs a
-//! TLS-enabled tokio-tungstenite). On `wasm32-unknown-unknown` it uses the browser's
+//! Natively the client needs a tokio runtime (it spawns its driver with `tokio::spawn`); it
+//! speaks `http://`/`ws://` and, with rustls (ring provider, Mozilla's roots built in; no
+//! OpenSSL), `https://`/`wss://`. Trust a private CA or a test certificate with
+//! [`add_root_certificates_pem`]. On `wasm32-unknown-unknown` it uses the browser's
 //! `WebSocket`, `fetch` and timers and needs no runtime; the platform differences live in one
 //! small internal module.
 #![warn(missing_docs)]
@@ -105,6 +116,8 @@ mod event;
 mod http;
 mod rt;
 mod storage;
+#[cfg(not(target_arch = "wasm32"))]
+mod tls;
 mod transport;
 mod url;
 
@@ -118,6 +131,8 @@ pub use event::{
 #[cfg(not(target_arch = "wasm32"))]
 pub use storage::FileStorage;
 pub use storage::{MemoryStorage, Snapshot, Storage, StorageFuture, StoredSend};
+#[cfg(not(target_arch = "wasm32"))]
+pub use tls::add_root_certificates_pem;
 /// The protocol and model types the API uses, re-exported for convenience.
 pub use zajel_core::{
     self, ConversationId, ConversationSummary, ErrorCode, FriendReason, Message, MessageId,

@@ -699,3 +699,56 @@ async fn resume_is_bounded_and_the_rest_is_caught_up() {
     let e = next_matching(&mut events, |e| matches!(e, Event::Message { .. })).await;
     assert!(matches!(e, Event::Message { message, replayed: true } if message.seq == 6));
 }
+
+/// Storage seam: a burst of messages is a handful of saves (cursor saves are coalesced), the
+/// outbox is saved at once, and everything is in the last snapshot when the client stops.
+#[tokio::test]
+async fn storage_saves_are_coalesced_and_complete_at_stop() {
+    #[derive(Clone, Default)]
+    struct Counting {
+        inner: crate::MemoryStorage,
+        saves: Arc<AtomicU32>,
+    }
+    impl crate::Storage for Counting {
+        fn load(&self) -> crate::StorageFuture<Option<crate::Snapshot>> {
+            self.inner.load()
+        }
+        fn save(&self, s: crate::Snapshot) -> crate::StorageFuture<()> {
+            self.saves.fetch_add(1, Ordering::SeqCst);
+            self.inner.save(s)
+        }
+    }
+    let storage = Counting::default();
+    let (connector, mut server) = fake();
+    let (client, _events) = Client::builder("http://127.0.0.1:9", "zs1.token")
+        .backoff(fast())
+        .connector(connector)
+        .storage(storage.clone())
+        .start()
+        .unwrap();
+    let mut conn = server.accept().await;
+    conn.handshake(&user(1), vec![]).await;
+    client.wait_online().await.unwrap();
+    let conv = ConversationId::direct(user(1).id, user(2).id);
+    for seq in 1..=300 {
+        conn.push(ServerFrame::Message {
+            message: msg(&conv, seq, user(2).id, &format!("k{seq}")),
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let item = client.queue(user(2).id, "typed").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let snap = storage.inner.snapshot().expect("saved");
+    assert_eq!(snap.outbox.len(), 1, "the outbox is saved at once");
+    assert_eq!(snap.outbox[0].key, item.key);
+    assert!(
+        storage.saves.load(Ordering::SeqCst) <= 6,
+        "{} saves for 300 messages",
+        storage.saves.load(Ordering::SeqCst)
+    );
+    client.close();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let snap = storage.inner.snapshot().expect("saved");
+    assert_eq!(snap.cursors.get(&conv), Some(&300));
+    assert_eq!(snap.user, Some(user(1).id));
+}

@@ -618,3 +618,57 @@ async fn outbox_states_are_visible_and_refusals_are_reported() {
     assert!(ca.outbox().is_empty());
     server.stop().await;
 }
+
+/// Item 4: a node that closes all its sockets at once (shutdown: `going_away` with the
+/// server's delay) must not get its whole population back within a few milliseconds: the
+/// earlier client spread them over [delay, 1.5 × delay] (100–150 ms here); now the delay plus
+/// full jitter over at least 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutdown_spreads_the_reconnects() {
+    let store = Arc::new(MemoryStore::new());
+    let server = Server::start(store.clone(), None, config()).await;
+    let url = server.url();
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let s = register(&url, &format!("user{i:02}")).await;
+        let (c, e) = Client::builder(&url, s.token.clone())
+            .backoff(fast())
+            .connect()
+            .await
+            .expect("connect");
+        clients.push((c, e));
+    }
+    server.stop().await;
+    let mut delays = Vec::new();
+    for (_, events) in &mut clients {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                events.next(),
+            )
+            .await
+            {
+                Ok(Some(Event::State(ConnectionState::Reconnecting { retry_in, .. }))) => {
+                    delays.push(retry_in);
+                    break;
+                }
+                Ok(Some(_)) => {}
+                _ => panic!("no reconnect scheduled"),
+            }
+        }
+    }
+    let min = delays.iter().min().copied().unwrap_or_default();
+    let max = delays.iter().max().copied().unwrap_or_default();
+    assert!(
+        min >= Duration::from_millis(100),
+        "never before the server's delay: {delays:?}"
+    );
+    assert!(
+        max - min >= Duration::from_millis(600),
+        "spread out: {delays:?}"
+    );
+    for (c, _) in &clients {
+        c.close();
+    }
+}

@@ -40,6 +40,9 @@ pub struct ServerConfig {
     /// Origins (e.g. `https://chat.example.com`) whose WebSocket upgrades may authenticate with
     /// the `zajel_session` cookie. A same-origin upgrade (Origin matches Host) is always allowed.
     pub allowed_origins: Vec<String>,
+    /// Origins (e.g. `https://app.example`) whose pages may call the HTTP API cross-origin
+    /// (CORS, see `docs/web.md`); `*` allows any. `allowed_origins` are allowed too.
+    pub cors_origins: Vec<String>,
     /// Mark the session cookie `Secure` (set this when serving over HTTPS).
     pub cookie_secure: bool,
     /// Failed logins allowed per account per minute (token bucket of that size).
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             replay_conversations: 1000,
             token_ttl_secs: 30 * 24 * 3600,
             allowed_origins: Vec::new(),
+            cors_origins: Vec::new(),
             cookie_secure: false,
             login_failures_per_minute: 10,
             login_attempts_per_address_per_minute: 60,
@@ -199,6 +203,10 @@ mod standalone {
         /// Origins allowed to authenticate WebSockets with the session cookie (comma-separated).
         #[arg(long, env = "ZAJEL_ALLOWED_ORIGINS", value_delimiter = ',')]
         pub allowed_origins: Option<Vec<String>>,
+        /// Origins whose pages may call the HTTP API cross-origin (CORS; comma-separated, `*`
+        /// for any).
+        #[arg(long, env = "ZAJEL_CORS_ORIGINS", value_delimiter = ',')]
+        pub cors_origins: Option<Vec<String>>,
         /// Mark the session cookie Secure [default: false].
         #[arg(long, env = "ZAJEL_COOKIE_SECURE", num_args = 0..=1, default_missing_value = "true")]
         pub cookie_secure: Option<bool>,
@@ -355,6 +363,7 @@ mod standalone {
                 replay_conversations,
                 token_ttl_secs,
                 allowed_origins,
+                cors_origins,
                 cookie_secure,
                 login_failures_per_minute,
                 login_attempts_per_address_per_minute,

@@ -48,6 +48,7 @@ pub mod broker;
 mod builder;
 pub mod chat;
 pub mod config;
+mod cors;
 mod engine;
 pub mod error;
 mod http;

@@ -1,13 +1,5 @@
+// @zajel/client: the client (no React needed). React hooks: `@zajel/client/react`.
 export * from './types.js';
-export { ZajelClient, loadZajel, type Listener } from './client.js';
-export {
-  ZajelProvider,
-  useZajel,
-  useZajelEvent,
-  useFriends,
-  useConversations,
-  useMessages,
-  useTyping,
-  type ZajelContextValue,
-  type ZajelProviderProps,
-} from './react.js';
+export * from './errors.js';
+export { ZajelClient, loadZajel, type Listener, type LoadOptions } from './client.js';
+export { Outbox, outboxOf, type OutboxEntry, type OutboxState } from './outbox.js';

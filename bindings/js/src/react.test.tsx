@@ -4,8 +4,9 @@ import { act, renderHook, waitFor } from '@testing-library/react';
 import type { ReactNode } from 'react';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Listener, ZajelClient } from './client.js';
-import { ZajelProvider, useFriends, useMessages, useTyping } from './react.js';
-import type { FriendEntry, HistoryPage, Message, ZajelEvent } from './types.js';
+import { ZajelError } from './errors.js';
+import { ZajelProvider, useFriends, useMessages, useTyping, useZajel } from './react.js';
+import type { FriendEntry, HistoryPage, Message, OutboxItem, ZajelEvent } from './types.js';
 
 const ME = { id: 'me', username: 'me', created_at: 0 };
 const BOB = { id: 'bob', username: 'bob', created_at: 0 };
@@ -36,6 +37,10 @@ class FakeClient {
   conversations = vi.fn(async () => []);
   markRead = vi.fn(async (_c: string, seq: number) => seq);
   typing = vi.fn();
+  queue = vi.fn<(to: string, body: string) => OutboxItem>();
+  outbox = vi.fn<() => OutboxItem[]>(() => []);
+  retrySend = vi.fn(async (_key: string) => {});
+  deleteSend = vi.fn(async (_key: string) => {});
   on(l: Listener) {
     this.listeners.add(l);
     return () => this.listeners.delete(l);
@@ -95,6 +100,135 @@ describe('useMessages', () => {
     fake.emit({ type: 'read', conversation: CONV, user: BOB.id, seq: 3 });
     fake.emit({ type: 'read', conversation: CONV, user: BOB.id, seq: 2 });
     expect(result.current.peerReadSeq).toBe(3);
+  });
+});
+
+describe('useMessages outbox', () => {
+  const item = (key: string, state: OutboxItem['state'], extra: Partial<OutboxItem> = {}): OutboxItem => ({
+    key,
+    to: CONV,
+    conversation: CONV,
+    body: 'hello',
+    state,
+    ...extra,
+  });
+  async function chat() {
+    fake.history.mockResolvedValue({ conversation: CONV, messages: [], has_more: false });
+    const hook = renderHook(() => useMessages(CONV), { wrapper });
+    await waitFor(() => expect(fake.history).toHaveBeenCalled());
+    return hook;
+  }
+
+  it('follows a message from queued to sending to stored', async () => {
+    fake.queue.mockReturnValue(item('k1', 'queued'));
+    const { result } = await chat();
+    let sent!: Promise<Message>;
+    act(() => {
+      sent = result.current.send('hello');
+    });
+    expect(fake.queue).toHaveBeenCalledWith(CONV, 'hello');
+    expect(result.current.outbox).toMatchObject([{ key: 'k1', body: 'hello', state: 'queued' }]);
+    fake.emit({ type: 'outbox', item: item('k1', 'sending') });
+    expect(result.current.outbox).toMatchObject([{ key: 'k1', state: 'sending' }]);
+    const stored = { ...msg(1, ME.id), body: 'hello' };
+    fake.emit({ type: 'outbox', item: item('k1', 'sent', { message: stored }) });
+    fake.emit({ type: 'sent', message: stored });
+    await act(async () => expect(await sent).toEqual(stored));
+    expect(result.current.outbox).toEqual([]);
+    expect(result.current.messages.map((m) => m.body)).toEqual(['hello']);
+  });
+
+  it('keeps a message refused before queueing (too long) as failed; retry and discard', async () => {
+    fake.queue.mockImplementationOnce(() => {
+      throw Object.assign(new Error('body_too_long: at most 4096 bytes'), { code: 'body_too_long' });
+    });
+    const { result } = await chat();
+    await act(async () => {
+      await expect(result.current.send('x'.repeat(5000))).rejects.toBeInstanceOf(ZajelError);
+    });
+    expect(result.current.outbox).toHaveLength(1);
+    const failed = result.current.outbox[0];
+    expect(failed).toMatchObject({ state: 'failed', body: 'x'.repeat(5000) });
+    expect(failed.error?.code).toBe('body_too_long');
+
+    // Retry queues it again (here it is accepted); discard drops a local entry.
+    fake.queue.mockReturnValueOnce(item('k2', 'queued', { body: 'x'.repeat(5000) }));
+    act(() => void result.current.retry(failed.key).catch(() => {}));
+    expect(result.current.outbox).toMatchObject([{ key: 'k2', state: 'queued' }]);
+    fake.queue.mockImplementationOnce(() => {
+      throw Object.assign(new Error('empty'), { code: 'empty_body' });
+    });
+    await act(async () => {
+      await result.current.send('').catch(() => {});
+    });
+    const local = result.current.outbox.find((e) => e.key.startsWith('local-'))!;
+    await act(async () => result.current.discard(local.key));
+    expect(result.current.outbox.map((e) => e.key)).toEqual(['k2']);
+  });
+
+  it('a refusal from the server: failed with its typed error, retried by key, deleted by key', async () => {
+    fake.queue.mockReturnValue(item('k3', 'queued'));
+    const { result } = await chat();
+    let sent!: Promise<Message>;
+    act(() => {
+      sent = result.current.send('hello');
+    });
+    const refused = expect(sent).rejects.toMatchObject({ code: 'not_friends' });
+    fake.emit({
+      type: 'outbox',
+      item: item('k3', 'failed', { error: { code: 'not_friends', message: 'nope' }, will_retry: false }),
+    });
+    await refused;
+    expect(result.current.outbox[0]).toMatchObject({ key: 'k3', state: 'failed', will_retry: false });
+    expect(result.current.outbox[0].error).toBeInstanceOf(ZajelError);
+    act(() => void result.current.retry('k3').catch(() => {}));
+    expect(fake.retrySend).toHaveBeenCalledWith('k3');
+    fake.emit({ type: 'outbox', item: item('k3', 'queued') });
+    expect(result.current.outbox[0].state).toBe('queued');
+    await act(async () => result.current.discard('k3'));
+    expect(fake.deleteSend).toHaveBeenCalledWith('k3');
+    fake.emit({ type: 'outbox', item: item('k3', 'deleted') });
+    expect(result.current.outbox).toEqual([]);
+  });
+
+  it('shows what the client restored from storage (typed before a reload)', async () => {
+    fake.outbox.mockReturnValue([item('old1', 'queued', { body: 'typed offline' })]);
+    const { result } = await chat();
+    expect(result.current.outbox).toMatchObject([{ key: 'old1', body: 'typed offline', state: 'queued' }]);
+  });
+
+  it('keeps the outbox when the chat is closed and opened again', async () => {
+    fake.queue.mockReturnValue(item('k4', 'queued', { body: 'later' }));
+    const first = await chat();
+    act(() => void first.result.current.send('later'));
+    first.unmount();
+    const again = renderHook(() => useMessages(CONV), { wrapper });
+    await waitFor(() =>
+      expect(again.result.current.outbox).toMatchObject([{ body: 'later', state: 'queued' }]),
+    );
+  });
+});
+
+describe('ZajelProvider', () => {
+  it('reports a failed connection as a typed error without a stack trace', async () => {
+    const trace = new TypeError('Failed to fetch\n    at wasm://zajel_wasm.wasm:1:2\n    at x');
+    const { result } = renderHook(() => useZajel(), {
+      wrapper: ({ children }: { children: ReactNode }) => (
+        <ZajelProvider
+          serverUrl="http://test"
+          storageKey="zajel.test"
+          retryMs={60_000}
+          connect={() => Promise.reject(trace)}
+        >
+          {children}
+        </ZajelProvider>
+      ),
+    });
+    await waitFor(() => expect(result.current.error).not.toBeNull());
+    expect(result.current.error).toBeInstanceOf(ZajelError);
+    expect(result.current.error?.code).toBe('transport');
+    expect(result.current.error?.message).toBe('Failed to fetch');
+    expect(result.current.state.status).toBe('reconnecting');
   });
 });
 

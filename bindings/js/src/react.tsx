@@ -9,21 +9,25 @@ import {
   useMemo,
   useRef,
   useState,
+  useSyncExternalStore,
   type ReactNode,
 } from 'react';
 import { ZajelClient } from './client.js';
-import {
-  isZajelError,
-  type ConnectionState,
-  type ConversationId,
-  type ConversationSummary,
-  type FriendEntry,
-  type Message,
-  type Session,
-  type User,
-  type UserId,
-  type ZajelError,
-  type ZajelEvent,
+import { toZajelError, ZajelError } from './errors.js';
+import { outboxOf, type OutboxEntry } from './outbox.js';
+
+export type { OutboxEntry, OutboxState } from './outbox.js';
+import type {
+  ConnectOptions,
+  ConnectionState,
+  ConversationId,
+  ConversationSummary,
+  FriendEntry,
+  Message,
+  Session,
+  User,
+  UserId,
+  ZajelEvent,
 } from './types.js';
 
 export interface ZajelContextValue {
@@ -52,13 +56,30 @@ export interface ZajelProviderProps {
   storageKey?: string | null;
   /** Delay before retrying a first connection that failed for a network reason. */
   retryMs?: number;
-  /** How to connect a session (default `ZajelClient.connect`); e.g. to resume from saved
-   * cursors, or a stand-in client in unit tests. */
-  connect?: (serverUrl: string, token: string) => Promise<ZajelClient>;
+  /** Where the client keeps resume cursors and the outbox across page loads: `"indexeddb"`
+   * (the default where IndexedDB exists; one record per account), an adapter, or `false`
+   * (memory only). */
+  storage?: ConnectOptions['storage'];
+  /** How to open a client for a session (default: `ZajelClient.start` with `storage`, so a
+   * reload while offline shows the stored outbox at once); e.g. a stand-in client in unit
+   * tests. */
+  connect?: (serverUrl: string, token: string, session: Session) => Promise<ZajelClient>;
   children?: ReactNode;
 }
 
-const defaultConnect = (serverUrl: string, token: string) => ZajelClient.connect(serverUrl, token);
+const hasIndexedDb = () => typeof indexedDB !== 'undefined';
+
+function startWith(storage: ConnectOptions['storage'] | undefined) {
+  return (serverUrl: string, token: string, session: Session) => {
+    const store = storage ?? (hasIndexedDb() ? 'indexeddb' : false);
+    return ZajelClient.start(
+      serverUrl,
+      token,
+      store ? { storage: store, storageKey: `${serverUrl}#${session.user.id}` } : undefined,
+      session.user,
+    );
+  };
+}
 
 function readSession(key: string | null): Session | null {
   if (!key || typeof localStorage === 'undefined') return null;
@@ -77,21 +98,18 @@ function writeSession(key: string | null, s: Session | null) {
   else localStorage.removeItem(key);
 }
 
-function asError(e: unknown): ZajelError {
-  if (isZajelError(e)) return e;
-  const err = new Error(String(e)) as ZajelError;
-  err.code = 'error';
-  return err;
-}
+const asError = toZajelError;
 
 /** Holds the session (persisted in localStorage) and one connected client for it. */
 export function ZajelProvider({
   serverUrl,
   storageKey = 'zajel.session',
   retryMs = 2000,
-  connect = defaultConnect,
+  storage,
+  connect: connectProp,
   children,
 }: ZajelProviderProps) {
+  const connect = useMemo(() => connectProp ?? startWith(storage), [connectProp, storage]);
   const url = serverUrl ?? window.location.origin;
   const [session, setSessionState] = useState<Session | null>(() => readSession(storageKey));
   const [client, setClient] = useState<ZajelClient | null>(null);
@@ -119,7 +137,7 @@ export function ZajelProvider({
     let off: (() => void) | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     setState({ status: 'connecting' });
-    connect(url, session.token).then(
+    connect(url, session.token, session).then(
       (c) => {
         if (cancelled) {
           c.close();
@@ -177,7 +195,13 @@ export function ZajelProvider({
 
   const logout = useCallback(async () => {
     try {
-      await client?.logout();
+      // Offline, the server cannot be told; do not keep the user waiting for it.
+      await Promise.race([
+        client?.logout(),
+        new Promise((resolve) => setTimeout(resolve, 3000)),
+      ]);
+    } catch {
+      // Signed out here anyway; the token expires on the server.
     } finally {
       setSession(null);
     }
@@ -203,7 +227,7 @@ export function ZajelProvider({
 /** The session, the client and the connection state. */
 export function useZajel(): ZajelContextValue {
   const ctx = useContext(ZajelContext);
-  if (!ctx) throw new Error('useZajel must be used inside <ZajelProvider>');
+  if (!ctx) throw new ZajelError('error', 'useZajel must be used inside <ZajelProvider>');
   return ctx;
 }
 
@@ -277,7 +301,7 @@ export function useFriends() {
   );
   const op = useCallback(
     (fn: (c: ZajelClient) => Promise<unknown>) => async () => {
-      if (!client) throw new Error('not connected');
+      if (!client) throw new ZajelError('closed', 'not connected');
       await fn(client);
       await reload();
     },
@@ -316,6 +340,10 @@ export function useConversations() {
   const totalUnread = conversations.reduce((n, c) => n + c.unread, 0);
   return { conversations, totalUnread, reload };
 }
+
+const noSubscribe = () => () => {};
+const EMPTY: OutboxEntry[] = [];
+const noEntries = () => EMPTY;
 
 /** One conversation's messages, oldest first: the latest history page plus live messages,
  * each exactly once (keyed by sequence), with read marks for "seen" ticks. */
@@ -396,15 +424,35 @@ export function useMessages(conversation: ConversationId | null, pageSize = 50) 
     setHasMore(page.has_more);
   }, [client, conversation, messages, pageSize, merge]);
 
+  // This page's sends that are not stored yet (sending, or failed with the reason).
+  const box = client ? outboxOf(client) : null;
+  const allPending = useSyncExternalStore(
+    box?.subscribe ?? noSubscribe,
+    box?.snapshot ?? noEntries,
+    box?.snapshot ?? noEntries,
+  );
+  const outbox = useMemo(
+    () => allPending.filter((e) => e.conversation === conversation),
+    [allPending, conversation],
+  );
+
   const send = useCallback(
     async (body: string) => {
-      if (!client || !conversation) throw new Error('not connected');
-      const m = await client.send(conversation, body);
+      if (!box || !conversation) throw new ZajelError('closed', 'not connected');
+      const m = await box.send(conversation, body);
       merge([m]);
       return m;
     },
-    [client, conversation, merge],
+    [box, conversation, merge],
   );
+  const retry = useCallback(
+    async (key: string) => {
+      const m = await box?.retry(key);
+      if (m) merge([m]);
+    },
+    [box, merge],
+  );
+  const discard = useCallback(async (key: string) => box?.discard(key), [box]);
 
   const markRead = useCallback(
     async (seq: number) => {
@@ -415,7 +463,24 @@ export function useMessages(conversation: ConversationId | null, pageSize = 50) 
     [client, conversation, readSeq],
   );
 
-  return { messages, hasMore, loading, loadOlder, send, readSeq, peerReadSeq, markRead };
+  return {
+    messages,
+    /** My sends not stored yet, oldest first: `sending` or `failed` (with `error`). */
+    outbox,
+    hasMore,
+    loading,
+    loadOlder,
+    /** Sends; the message shows in `outbox` until stored, then in `messages`. Rejects with
+     * the refusal (the entry stays in `outbox` as `failed`). */
+    send,
+    /** Sends a failed outbox entry again. */
+    retry,
+    /** Drops a failed outbox entry. */
+    discard,
+    readSeq,
+    peerReadSeq,
+    markRead,
+  };
 }
 
 /** Who else is typing in a conversation, and `onInput`/`stop` to report my own typing

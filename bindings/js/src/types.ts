@@ -93,6 +93,41 @@ export type ConnectionState =
   | { status: 'signed_out' }
   | { status: 'closed' };
 
+/** One of my messages in the client's outbox (until the server stores it). */
+export interface OutboxItem {
+  /** The idempotency key: the handle for `retrySend` / `deleteSend`. */
+  key: string;
+  /** Where it goes, as given to `queue`/`send`. */
+  to: unknown;
+  conversation: ConversationId | null;
+  body: string;
+  /** `queued`: waiting (offline, paced, or behind an earlier message of the conversation);
+   * `sending`: on the wire; `sent`: stored (`message`), leaves the outbox; `failed`: refused
+   * (`error`; `will_retry` when the client tries again by itself); `deleted`: removed. */
+  state: 'queued' | 'sending' | 'sent' | 'failed' | 'deleted';
+  message?: Message;
+  error?: { code: string; message: string };
+  will_retry?: boolean;
+}
+
+/** Where the client keeps resume cursors and the outbox between page loads. */
+export interface StorageAdapter {
+  /** The JSON saved last, or null. */
+  load(): Promise<string | null> | string | null;
+  save(json: string): Promise<void> | void;
+}
+
+/** Options of `ZajelClient.connect` / `start`. */
+export interface ConnectOptions {
+  /** `"indexeddb"` (browser; survives reloads), your own adapter, or nothing (memory). */
+  storage?: 'indexeddb' | StorageAdapter | false;
+  /** One key per account (default: the server URL). State stored for another user is
+   * discarded, never sent. */
+  storageKey?: string;
+  /** Cursors saved from `cursors()` (without storage). */
+  resume?: ResumeState;
+}
+
 /** Resume cursors: conversation → every message up to this sequence is held. */
 export interface ResumeState {
   cursors: Record<ConversationId, number>;
@@ -103,6 +138,7 @@ export type ZajelEvent =
   | { type: 'state'; state: ConnectionState }
   | { type: 'message'; message: Message; replayed: boolean }
   | { type: 'sent'; message: Message }
+  | { type: 'outbox'; item: OutboxItem }
   | {
       type: 'synced';
       conversations: ConversationSummary[];
@@ -113,16 +149,3 @@ export type ZajelEvent =
   | { type: 'read'; conversation: ConversationId; user: UserId; seq: number }
   | { type: 'typing'; conversation: ConversationId; user: UserId; active: boolean }
   | { type: 'presence'; user: UserId; online: boolean; last_seen: Timestamp | null };
-
-/** What every failed call rejects with. */
-export interface ZajelError extends Error {
-  /** The protocol's error code (`not_friends`, `unauthenticated`, `username_taken`, …) or
-   * `closed`, `connection_lost`, `transport`, `http`, `invalid_url`, `invalid_argument`,
-   * `protocol`, `timeout`. */
-  code: string;
-  retry_after_ms?: number;
-}
-
-export function isZajelError(e: unknown): e is ZajelError {
-  return e instanceof Error && typeof (e as Partial<ZajelError>).code === 'string';
-}

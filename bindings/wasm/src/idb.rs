@@ -135,3 +135,90 @@ impl Storage for JsStorage {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! In headless Chromium (`wasm-bindgen-test`, see `scripts/test.sh`): the real IndexedDB.
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+    use zajel_client::{StoredSend, Target, UserId};
+
+    wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+    #[wasm_bindgen_test]
+    async fn snapshots_round_trip_through_indexeddb() {
+        let storage = IdbStorage {
+            key: "test-round-trip".into(),
+        };
+        let other = IdbStorage {
+            key: "test-never-written".into(),
+        };
+        assert_eq!(other.load().await.unwrap(), None);
+        let me: UserId = "00000000-0000-4000-8000-000000000001".parse().unwrap();
+        let peer: UserId = "00000000-0000-4000-8000-000000000002".parse().unwrap();
+        let conv = zajel_client::ConversationId::direct(me, peer);
+        let snapshot = Snapshot {
+            user: Some(me),
+            cursors: [(conv, 7)].into_iter().collect(),
+            outbox: vec![StoredSend {
+                key: "k1".into(),
+                to: Target::Peer(peer),
+                body: "typed offline".into(),
+                failed: None,
+            }],
+        };
+        storage.save(snapshot.clone()).await.unwrap();
+        assert_eq!(storage.load().await.unwrap(), Some(snapshot.clone()));
+        // A later save replaces the earlier one.
+        let emptied = Snapshot {
+            outbox: vec![],
+            ..snapshot
+        };
+        storage.save(emptied.clone()).await.unwrap();
+        assert_eq!(storage.load().await.unwrap(), Some(emptied));
+    }
+
+    /// The JS-facing path: a client started offline with `storage: "indexeddb"` keeps a
+    /// queued message across a "reload" (a second client on the same key).
+    #[wasm_bindgen_test]
+    async fn a_queued_message_survives_a_restart_of_the_client() {
+        let options = js_sys::Object::new();
+        Reflect::set(&options, &"storage".into(), &"indexeddb".into()).unwrap();
+        Reflect::set(&options, &"storageKey".into(), &"test-reload".into()).unwrap();
+        // Nothing listens on port 9: the client stays offline.
+        let first = crate::ZajelClient::start(
+            "http://127.0.0.1:9".into(),
+            "t".into(),
+            options.clone().into(),
+        )
+        .unwrap();
+        let peer = "00000000-0000-4000-8000-000000000002";
+        let item = first.queue(peer, "typed offline".into()).unwrap();
+        let key = Reflect::get(&item, &"key".into())
+            .unwrap()
+            .as_string()
+            .unwrap();
+        gloo_timers::future::TimeoutFuture::new(300).await;
+        first.close();
+        gloo_timers::future::TimeoutFuture::new(300).await;
+        let second =
+            crate::ZajelClient::start("http://127.0.0.1:9".into(), "t".into(), options.into())
+                .unwrap();
+        gloo_timers::future::TimeoutFuture::new(300).await;
+        let outbox: js_sys::Array = second.outbox().unwrap().dyn_into().unwrap();
+        assert_eq!(outbox.length(), 1);
+        let restored = outbox.get(0);
+        assert_eq!(
+            Reflect::get(&restored, &"key".into()).unwrap().as_string(),
+            Some(key)
+        );
+        assert_eq!(
+            Reflect::get(&restored, &"state".into())
+                .unwrap()
+                .as_string()
+                .as_deref(),
+            Some("queued")
+        );
+        second.close();
+    }
+}

@@ -1,4 +1,7 @@
 //! `ECHO_BOT_PASSWORD=… cargo run -p example-echo-bot -- --server http://127.0.0.1:8080 --username echo`
+//!
+//! Behind TLS: `--server https://chat.example.com` (public CAs are built in); a private CA or a
+//! self-signed certificate with `--ca-file ca.pem`.
 
 use anyhow::{Context, bail};
 use zajel_client::Client;
@@ -15,10 +18,16 @@ async fn main() -> anyhow::Result<()> {
             "--server" => server = value()?,
             "--username" => username = value()?,
             "--password" => password = Some(value()?),
+            "--ca-file" => {
+                let path = value()?;
+                let pem = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+                zajel_client::add_root_certificates_pem(&pem)
+                    .with_context(|| format!("certificates in {path}"))?;
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: echo-bot [--server URL] [--username NAME] --password PASS\n\
-                     (or ECHO_BOT_PASSWORD in the environment)"
+                    "usage: echo-bot [--server URL] [--username NAME] [--ca-file PEM] --password PASS\n\
+                     (or ECHO_BOT_PASSWORD in the environment; URL may be https://)"
                 );
                 return Ok(());
             }

@@ -23,7 +23,7 @@ export function serverBinary(): string {
   return path.join(targetDir, 'debug', 'zajel-server')
 }
 
-export async function startServer(dataDir: string, listen = '127.0.0.1:0'): Promise<Server> {
+export async function startServer(dataDir: string, listen = '127.0.0.1:0', extraArgs: string[] = []): Promise<Server> {
   const bin = serverBinary()
   if (!existsSync(bin)) throw new Error(`${bin} not found: run cargo build -p zajel-server`)
   if (!existsSync(path.join(dist, 'index.html'))) throw new Error(`${dist} not built: run scripts/build-web.sh`)
@@ -36,6 +36,7 @@ export async function startServer(dataDir: string, listen = '127.0.0.1:0'): Prom
       // Cheap password hashing: this test is about the browser, not argon2's cost.
       '--argon2-memory-kib', '1024',
       '--argon2-iterations', '1',
+      ...extraArgs,
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
   )

@@ -190,6 +190,8 @@ const MAX_RETRIES: u32 = 8;
 /// Resume cursors sent before the server's `max_frame_bytes` is known (the protocol's frames
 /// are far smaller than any sensible server limit).
 const FIRST_RESUME_BUDGET: usize = 16 * 1024;
+/// Least time between two saves that only move cursors.
+const CURSOR_SAVE_INTERVAL_MS: u64 = 500;
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,
@@ -217,6 +219,8 @@ pub(crate) struct Driver {
     partial_resume: bool,
     /// The resume carried no cursor at all (a fresh device: start from now).
     fresh_resume: bool,
+    /// When the last save started (ms).
+    last_save: u64,
 }
 
 /// One live connection.
@@ -237,6 +241,8 @@ enum Wake {
     Sock(Option<Incoming>),
     Cmd(Option<Command>),
     Timer,
+    /// A storage save finished.
+    Saved,
 }
 
 impl Driver {
@@ -271,6 +277,7 @@ impl Driver {
             outbox_dirty: false,
             partial_resume: false,
             fresh_resume: false,
+            last_save: 0,
         }
     }
 
@@ -334,7 +341,10 @@ impl Driver {
         }
     }
 
-    /// Starts a save if something changed and none is running.
+    /// Starts a save if something changed and none is running. Outbox changes are saved at
+    /// once (a message typed offline must survive a reload); cursor-only changes at most every
+    /// [`CURSOR_SAVE_INTERVAL_MS`] (a burst of messages is one save, and a lost cursor save only
+    /// means a replay the cursors then de-duplicate).
     fn maybe_save(&mut self) {
         let Some(storage) = &self.storage else {
             return;
@@ -342,15 +352,31 @@ impl Driver {
         if self.saving.is_some() {
             return;
         }
-        let cursors_dirty = lock(&self.shared.cursors).take_dirty();
-        if !(cursors_dirty || std::mem::take(&mut self.outbox_dirty)) {
+        let now = rt::now_ms();
+        let cursors_due = {
+            let mut cursors = lock(&self.shared.cursors);
+            if self.outbox_dirty || now >= self.last_save.saturating_add(CURSOR_SAVE_INTERVAL_MS) {
+                cursors.take_dirty()
+            } else {
+                false
+            }
+        };
+        if !(cursors_due || std::mem::take(&mut self.outbox_dirty)) {
             return;
         }
+        self.last_save = now;
         self.saving = Some(storage.save(self.snapshot()));
     }
 
-    /// Drives a running save (called from every poll of the driver).
-    fn poll_save(&mut self, cx: &mut Context<'_>) {
+    /// When a postponed cursor save is due (for the timer).
+    fn save_due(&self) -> Option<u64> {
+        (self.storage.is_some() && self.saving.is_none() && lock(&self.shared.cursors).is_dirty())
+            .then(|| self.last_save.saturating_add(CURSOR_SAVE_INTERVAL_MS))
+    }
+
+    /// Drives a running save (called from every poll of the driver). True when one finished
+    /// (the loop then looks for postponed changes).
+    fn poll_save(&mut self, cx: &mut Context<'_>) -> bool {
         if let Some(f) = self.saving.as_mut()
             && let Poll::Ready(r) = f.as_mut().poll(cx)
         {
@@ -358,7 +384,9 @@ impl Driver {
             if let Err(e) = r {
                 self.shared.set_error(e);
             }
+            return true;
         }
+        false
     }
 
     async fn flush_storage(&mut self) {
@@ -417,7 +445,9 @@ impl Driver {
         loop {
             self.maybe_save();
             let wake = poll_fn(|cx| {
-                self.poll_save(cx);
+                if self.poll_save(cx) {
+                    return Poll::Ready(Wake::Saved);
+                }
                 if let Poll::Ready(c) = self.cmd_rx.poll_recv(cx) {
                     return Poll::Ready(Wake::Cmd(c));
                 }
@@ -428,6 +458,7 @@ impl Driver {
             })
             .await;
             match wake {
+                Wake::Saved => {}
                 Wake::Cmd(None) => return Some(ConnectionState::Closed),
                 Wake::Cmd(Some(Command::Stop(s))) => return Some(s),
                 Wake::Cmd(Some(cmd)) => self.queue_command(cmd),
@@ -526,7 +557,7 @@ impl Driver {
             let mut timer = rt::sleep(self.config.connect_timeout);
             self.maybe_save();
             poll_fn(|cx| {
-                self.poll_save(cx);
+                let _ = self.poll_save(cx);
                 if let Poll::Ready(r) = connect.as_mut().poll(cx) {
                     return Poll::Ready(Some(r));
                 }
@@ -604,7 +635,9 @@ impl Driver {
             let deadline = self.next_deadline(conn, now);
             let mut timer = rt::sleep(Duration::from_millis(deadline.saturating_sub(now).max(1)));
             let wake = poll_fn(|cx| {
-                self.poll_save(cx);
+                if self.poll_save(cx) {
+                    return Poll::Ready(Wake::Saved);
+                }
                 if let Poll::Ready(i) = conn.socket.rx.poll_recv(cx) {
                     return Poll::Ready(Wake::Sock(i));
                 }
@@ -652,6 +685,7 @@ impl Driver {
                     None
                 }
                 Wake::Timer => self.on_timer(conn),
+                Wake::Saved => None,
             };
             if let Some(end) = flow {
                 return end;
@@ -689,6 +723,9 @@ impl Driver {
         }
         if let Some(dl) = self.requests.next_wake().1 {
             d = d.min(dl);
+        }
+        if let Some(at) = self.save_due() {
+            d = d.min(at);
         }
         for i in self.inflight.values() {
             if let Inflight::Request(p) = i {

@@ -1,17 +1,44 @@
-//! Native transport: tokio-tungstenite.
+//! Native transport: tokio-tungstenite over a TCP stream, with rustls for `wss://`.
 
 use super::{Incoming, Socket};
 use crate::error::Error;
+use crate::url::ServerUrl;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 pub(crate) async fn connect(url: String) -> Result<Socket, Error> {
-    let (mut ws, _resp) = tokio_tungstenite::connect_async(url.as_str())
+    let err =
+        |e: &dyn std::fmt::Display| Error::Transport(format!("websocket connect to {url}: {e}"));
+    let parsed = ServerUrl::parse(&url)?;
+    let (host, port) = parsed.host_port();
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| Error::Transport(format!("websocket connect to {url}: {e}")))?;
+        .map_err(|e| err(&e))?;
+    let _ = tcp.set_nodelay(true);
+    if parsed.secure {
+        let tls = crate::tls::connect(&host, tcp).await?;
+        let (ws, _resp) = tokio_tungstenite::client_async(url.as_str(), tls)
+            .await
+            .map_err(|e| err(&e))?;
+        Ok(pump(ws))
+    } else {
+        let (ws, _resp) = tokio_tungstenite::client_async(url.as_str(), tcp)
+            .await
+            .map_err(|e| err(&e))?;
+        Ok(pump(ws))
+    }
+}
+
+/// Moves frames between the socket and the driver's channels on a task of its own.
+fn pump<S>(mut ws: WebSocketStream<S>) -> Socket
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -58,8 +85,8 @@ pub(crate) async fn connect(url: String) -> Result<Socket, Error> {
             let _ = in_tx.send(c);
         }
     });
-    Ok(Socket {
+    Socket {
         tx: out_tx,
         rx: in_rx,
-    })
+    }
 }

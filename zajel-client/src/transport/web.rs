@@ -28,7 +28,7 @@ impl Drop for Handlers {
 }
 
 pub(crate) async fn connect(url: String) -> Result<Socket, Error> {
-    let ws = WebSocket::new(&url).map_err(|e| Error::Transport(format!("{e:?}")))?;
+    let ws = WebSocket::new(&url).map_err(|e| Error::Transport(crate::http::js_message(&e)))?;
     ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
     let (in_tx, in_rx) = mpsc::unbounded_channel::<Incoming>();
     let (open_tx, open_rx) = oneshot::channel::<Result<(), String>>();

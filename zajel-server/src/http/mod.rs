@@ -29,7 +29,7 @@ impl Engine {
     /// Routes: `POST /api/register`, `POST /api/login`, `POST /api/logout`,
     /// `POST /api/logout-all`, `GET /api/me`, `GET /healthz`, `GET /metrics`, `GET /ws`.
     pub fn router(&self) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/api/register", post(accounts::register))
             .route("/api/login", post(accounts::login))
             .route("/api/logout", post(accounts::logout))
@@ -40,7 +40,12 @@ impl Engine {
             .route("/ws", get(crate::ws::ws_upgrade))
             .layer(DefaultBodyLimit::max(16 * 1024))
             .layer(middleware::from_fn_with_state(self.clone(), track))
-            .with_state(self.clone())
+            .with_state(self.clone());
+        let cfg = &self.inner.config;
+        match crate::cors::layer(cfg.cors_origins.iter().chain(&cfg.allowed_origins)) {
+            Some(cors) => router.layer(cors),
+            None => router,
+        }
     }
 }
 
