@@ -53,8 +53,24 @@ impl RedisServer {
             appendonly,
             cluster,
         };
-        server.spawn(free_port()?)?;
-        Ok(server)
+        if !cluster {
+            server.spawn(free_port()?)?;
+            return Ok(server);
+        }
+        // A cluster node also listens on port + 10000 (the cluster bus): both must be free,
+        // and another process may grab either before the server binds it, so retry.
+        let mut last = None;
+        for _ in 0..5 {
+            let port = cluster_port()?;
+            match server.spawn(port) {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    server.kill();
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RedisServerError::Io(std::io::Error::other("no port"))))
     }
 
     fn spawn(&mut self, port: u16) -> Result<(), RedisServerError> {
@@ -152,6 +168,17 @@ impl Drop for RedisServer {
 
 fn redis_server_binary() -> PathBuf {
     std::env::var_os("REDIS_SERVER").map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
+}
+
+/// A free port `p` on 127.0.0.1 with `p + 10000` free too (a cluster node's bus port).
+fn cluster_port() -> std::io::Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no free port pair for a cluster node"))
 }
 
 /// A currently free TCP port on 127.0.0.1.
