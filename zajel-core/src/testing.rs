@@ -178,7 +178,9 @@ fn cluster_port() -> std::io::Result<u16> {
             return Ok(port);
         }
     }
-    Err(std::io::Error::other("no free port pair for a cluster node"))
+    Err(std::io::Error::other(
+        "no free port pair for a cluster node",
+    ))
 }
 
 /// A currently free TCP port on 127.0.0.1.

@@ -1,13 +1,15 @@
-//! Redis store: every trait on one Redis node, laid out for a later Redis Cluster.
+//! Redis store: every trait on one Redis node ([`RedisStore::connect_with`]) or a Redis Cluster
+//! ([`RedisStore::connect_cluster`]).
 //!
-//! Each multi-key change is one Lua script (`*.lua` next to this file), so it is atomic on a
-//! single node; keys carry hash tags (`{u:<id>}`, `{c:<conversation>}`, `{p:<lo>:<hi>}`,
-//! `{n:<name>}`, `{i:<identity>}`) so the per-entity data already sits in one Cluster slot.
-//! `docs/storage-redis.md` has the key table, which script touches which keys, and the plan
-//! for Cluster mode.
+//! Each multi-key change is one Lua script (`*.lua` next to this file) over keys of one hash
+//! tag (`{u:<id>}`, `{c:<conversation>}`, `{p:<lo>:<hi>}`, `{n:<name>}`, `{i:<identity>}`), so it
+//! is atomic and stays in one Cluster slot; changes spanning entities are ordered single-slot
+//! steps with a commit point. `docs/storage-redis.md` has the key table, which script touches
+//! which keys, and what a Cluster failover can lose.
 //!
-//! One [`::redis::aio::ConnectionManager`] (multiplexed, reconnecting) carries all traffic, so
-//! [`RedisStore`] is cheap to clone and concurrent calls share the connection.
+//! One multiplexed connection (a reconnecting [`::redis::aio::ConnectionManager`], or the
+//! cluster client's) carries all traffic, so [`RedisStore`] is cheap to clone and concurrent
+//! calls share it. Every round trip runs under a timeout and a circuit breaker (`breaker.rs`).
 
 mod breaker;
 
