@@ -8,7 +8,8 @@
 #
 # Knobs (environment): OUT, CHART, PAIRS (500 = the issue's 1,000 users), DURATION, WARMUP (s
 # per run or find-max step), IDLE (idle connections for the memory/connect-time runs), BIG_IDLE
-# (0 = skip the 100,000-connection run), BIN (a prebuilt zajel-benches).
+# (0 = skip the 100,000-connection run), BIN (a prebuilt zajel-benches), PARTS (a subset of
+# "sweep fixed idle big"), APPEND=1 (add to $OUT instead of starting it afresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,10 +25,16 @@ else
     FIXED_RATE=${FIXED_RATE:-5}   # 5/s per user x 1,000 users = the issue's 5,000 msgs/s
 fi
 
-# Every WebSocket is a descriptor in the client and, in-process, another in the server.
-want=$(( 4 * (2 * PAIRS + (BIG_IDLE > IDLE ? BIG_IDLE : IDLE)) + 1024 ))
+# Every WebSocket is a descriptor in the client and another in the server. The idle runs serve
+# from a process of their own, so each process holds one side. Raising the hard limit needs
+# CAP_SYS_RESOURCE; where it is missing (a container), the big run is capped to what fits.
+want=$(( 2 * PAIRS + (BIG_IDLE > IDLE ? BIG_IDLE : IDLE) + 2048 ))
 if (( $(ulimit -Hn) < want )); then ulimit -Hn "$want" 2>/dev/null || true; fi
 ulimit -n "$(ulimit -Hn)"
+if (( BIG_IDLE > $(ulimit -n) - 2048 )); then
+    echo "open-file hard limit $(ulimit -Hn) cannot be raised here: --idle $BIG_IDLE capped" >&2
+    BIG_IDLE=$(( $(ulimit -n) - 2048 ))
+fi
 echo "open files: $(ulimit -n)" >&2
 
 if [[ -z "${BIN:-}" ]]; then
@@ -35,29 +42,57 @@ if [[ -z "${BIN:-}" ]]; then
     BIN=target/release/zajel-benches
 fi
 mkdir -p "$(dirname "$OUT")" "$(dirname "$CHART")"
-: > "$OUT"
+[[ -n "${APPEND:-}" ]] || : > "$OUT"
+PARTS=${PARTS:-sweep fixed idle big}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 run() {
     echo "+ zajel-benches $*  (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     "$BIN" "$@" | tee -a "$OUT"
 }
+# Serves Zajel (`serve`) or the relay (`relay`) over STORE in a process of its own, runs
+# `load --url` against it (server RSS from /proc/PID: nothing of the client is counted), stops it.
+external() { # KIND STORE LOAD-ARGS...
+    local kind=$1 store=$2; shift 2
+    local dir port pid
+    dir=$(mktemp -d); port=$(( 20000 + RANDOM % 20000 ))
+    mkfifo "$dir/stdin"
+    "$BIN" "$kind" --store "$store" --listen "127.0.0.1:$port" < "$dir/stdin" > "$dir/log" 2>&1 &
+    pid=$!
+    exec 3> "$dir/stdin"   # the server stops when this closes
+    for _ in $(seq 300); do grep -q "listening on" "$dir/log" && break; sleep 0.1; done
+    run load --url "http://127.0.0.1:$port" --server-pid "$pid" --baseline none \
+        --label "$kind:$store" "$@"
+    exec 3>&-
+    wait "$pid"
+    rm -rf "$dir"
+}
 common=(--pairs "$PAIRS" --duration "$DURATION" --warmup "$WARMUP")
 sweep=(--find-max --rate "$START_RATE" --max-steps "$MAX_STEPS")
 
 # Max sustained rate (p99 <= 50 ms, nothing lost): Zajel, then its relay in the same run.
-run load --spawn embedded "${common[@]}" "${sweep[@]}"      # baseline: relay-redb
-run load --spawn redis    "${common[@]}" "${sweep[@]}"      # baseline: relay-redis
+if part sweep; then
+    run load --spawn embedded "${common[@]}" "${sweep[@]}"      # baseline: relay-redb
+    run load --spawn redis    "${common[@]}" "${sweep[@]}"      # baseline: relay-redis
+fi
 # Latency at the issue's fixed rate, with the baseline at the same rate.
-run load --spawn embedded "${common[@]}" --rate "$FIXED_RATE"
-run load --spawn redis    "${common[@]}" --rate "$FIXED_RATE"
-# Idle authenticated connections: memory per connection and connect time (no baseline in the
-# same process, so freed memory of one run cannot hide the next run's growth).
-run load --spawn embedded    --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$IDLE" --baseline none
-run load --spawn relay-redb  --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$IDLE"
-if (( BIG_IDLE > 0 )); then
-    run load --spawn memory --pairs 10 --rate 1 --duration 1 --warmup 0 --idle "$BIG_IDLE" \
-        --baseline none --setup-concurrency 64
+if part fixed; then
+    run load --spawn embedded "${common[@]}" --rate "$FIXED_RATE"
+    run load --spawn redis    "${common[@]}" --rate "$FIXED_RATE"
+fi
+# Idle authenticated connections: server RSS per connection and connect time, each server in
+# a fresh process of its own.
+idle_args=(--pairs 10 --rate 1 --duration 1 --warmup 0)
+if part idle; then
+    external serve embedded "${idle_args[@]}" --idle "$IDLE"
+    external serve redis    "${idle_args[@]}" --idle "$IDLE"
+    external relay redb     "${idle_args[@]}" --idle "$IDLE"
+fi
+if part big && (( BIG_IDLE > 0 )); then
+    external serve memory "${idle_args[@]}" --idle "$BIG_IDLE" --setup-concurrency 64
 fi
 
-"$BIN" chart --in "$OUT" --out "$CHART"
+if part sweep || [[ -n "${APPEND:-}" ]]; then
+    "$BIN" chart --in "$OUT" --out "$CHART"
+fi
 echo "lines: $OUT, chart: $CHART" >&2

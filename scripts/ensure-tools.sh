@@ -63,3 +63,13 @@ ensure_node_modules() {
     npm ci --no-audit --no-fund
   fi
 }
+
+ensure_oidc_provider() {
+  # The real OpenID Connect provider the identity tests start (npm oidc-provider), installed
+  # next to its script, outside the npm workspaces; skipped while it matches its lock file.
+  local dir=zajel-server/tests/oidc-provider
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "==> npm ci (OpenID Connect test provider)"
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  fi
+}

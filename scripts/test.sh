@@ -12,6 +12,7 @@ ensure_redis
 ensure_wasm_target
 ensure_nextest
 ensure_chromium
+ensure_oidc_provider
 
 step() { echo; echo "==> $*"; }
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 
-LINE = re.compile(r"^\s*([\d,]+)\s+(?:\([\d.]+%\)\s+)?(.*?)\s*$")
+LINE = re.compile(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(.*?)\s*$")
 HASH = re.compile(r"::h[0-9a-f]{16}")
 
 

@@ -30,6 +30,7 @@ pub async fn run_command(cfg: LoadConfig) -> Result<Value> {
         target: t,
         idle: 0,
         server_pid: None,
+        label: None,
         ..cfg.clone()
     });
     if cfg.find_max {
@@ -158,6 +159,7 @@ pub async fn find_max(cfg: &LoadConfig) -> Result<Value> {
         "bench": "load",
         "mode": "find-max",
         "target": cfg.target.name(),
+        "label": cfg.label,
         "same_host": true,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "config": {

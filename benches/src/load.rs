@@ -157,6 +157,8 @@ pub struct LoadConfig {
     pub body_bytes: usize,
     /// What to compare with in the same invocation (see [`crate::compare`]).
     pub baseline: Baseline,
+    /// A name for the line (`label`), e.g. which store an external `--url` server runs on.
+    pub label: Option<String>,
     /// Step the rate up to the highest sustained one instead of one run at `rate`.
     pub find_max: bool,
     /// find-max: a step is sustained when e2e p99 is at most this (and nothing is lost).
@@ -196,6 +198,7 @@ impl Default for LoadConfig {
             setup_concurrency: 16,
             body_bytes: 64,
             baseline: Baseline::Auto,
+            label: None,
             find_max: false,
             max_p99_ms: 50.0,
             step_factor: 1.5,
@@ -206,7 +209,7 @@ impl Default for LoadConfig {
 }
 
 /// Usage line of the `load` benchmark.
-pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|relay-memory|relay-redis|relay-redb | --url http://HOST:PORT] [--baseline auto|none|relay-memory|relay-redis|relay-redb] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
+pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|relay-memory|relay-redis|relay-redb | --url http://HOST:PORT] [--baseline auto|none|relay-memory|relay-redis|relay-redb] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--label NAME] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
 
 impl LoadConfig {
     /// Parses the flags that follow `load` on the command line.
@@ -241,6 +244,7 @@ impl LoadConfig {
                         },
                     }
                 }
+                "--label" => cfg.label = Some(value),
                 "--max-p99-ms" => cfg.max_p99_ms = value.parse()?,
                 "--step-factor" => cfg.step_factor = value.parse()?,
                 "--refine-steps" => cfg.refine_steps = value.parse()?,
@@ -708,6 +712,30 @@ fn vm_rss_kib(status_path: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Descriptors a run holds at once: one per WebSocket here and, with an in-process server,
+/// one more per WebSocket there, plus registrations in flight and a margin.
+pub fn open_files_needed(cfg: &LoadConfig) -> u64 {
+    let sockets = (cfg.idle + 2 * cfg.pairs + cfg.setup_concurrency.max(32)) as u64;
+    let sides = match cfg.target {
+        Target::Spawn(_) | Target::Relay(_) => 2,
+        Target::Url(_) => 1,
+    };
+    sides * sockets + 256
+}
+
+/// Refuses a run that would run out of descriptors half-way (with a way out in the message).
+fn check_open_files(cfg: &LoadConfig) -> Result<()> {
+    let needed = open_files_needed(cfg);
+    match nofile_limit() {
+        Some(limit) if limit < needed => bail!(
+            "this run needs about {needed} open files and the limit is {limit}: raise it \
+             (ulimit -n, up to ulimit -Hn) or serve from another process and use --url \
+             (then this process holds one side only)"
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The 1/5/15-minute load averages from `/proc/loadavg` (how busy the machine was).
 pub fn loadavg() -> Value {
     let Ok(text) = std::fs::read_to_string("/proc/loadavg") else {
@@ -972,6 +1000,7 @@ fn round2(x: f64) -> f64 {
 /// Runs the load benchmark and returns its report (the caller prints `report.json`).
 pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let started = Instant::now();
+    check_open_files(&cfg)?;
     let loadavg_before = loadavg();
     let target_name = cfg.target.name();
     let (host, spawned) = match &cfg.target {
@@ -1224,6 +1253,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let json = json!({
         "bench": "load",
         "target": target_name,
+        "label": cfg.label,
         "same_host": true,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "nofile_limit": nofile_limit(),
@@ -1360,6 +1390,14 @@ mod tests {
         assert!(LoadConfig::from_args(["--baseline", "redis"].map(String::from)).is_err());
         assert!(LoadConfig::from_args(["--spawn", "relay-sqlite"].map(String::from)).is_err());
         assert!(LoadConfig::from_args(["--pairs".to_owned()]).is_err());
+        // In-process, both ends of every WebSocket are descriptors of this process.
+        let spawned = LoadConfig::from_args(["--idle", "10000"].map(String::from)).expect("ok");
+        let url = LoadConfig::from_args(
+            ["--idle", "10000", "--url", "http://127.0.0.1:1"].map(String::from),
+        )
+        .expect("ok");
+        assert!(open_files_needed(&spawned) > 20_000);
+        assert!(open_files_needed(&url) < 11_000);
         assert!(LoadConfig::from_args(["--bogus", "1"].map(String::from)).is_err());
     }
 }

@@ -35,8 +35,8 @@ pub use ids::{ConversationId, MessageId, Timestamp, UserId};
 pub use limits::{Body, IdempotencyKey, Username};
 pub use model::*;
 pub use store::{
-    FriendStore, MessageStore, Pruned, RelationEntry, SessionStore, Store, StoreError, StoreHealth,
-    StoreResult, UserStore,
+    ExternalIdentity, FriendStore, IdentityStore, MessageStore, Pruned, RelationEntry,
+    SessionStore, Store, StoreError, StoreHealth, StoreResult, UserStore,
 };
 
 #[cfg(feature = "embedded")]

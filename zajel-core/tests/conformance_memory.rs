@@ -8,3 +8,14 @@ zajel_core::store_conformance_tests!(async {
         Box::new(()) as Guard,
     )
 });
+
+/// The identity-link cases ([`zajel_core::IdentityStore`]) on the same backend.
+mod identity {
+    use super::*;
+    zajel_core::identity_conformance_tests!(async {
+        (
+            Arc::new(zajel_core::MemoryStore::new()) as DynStore,
+            Box::new(()) as Guard,
+        )
+    });
+}

@@ -11,3 +11,15 @@ zajel_core::store_conformance_tests!(async {
         .expect("connect to redis");
     (Arc::new(store) as DynStore, Box::new(server) as Guard)
 });
+
+/// The identity-link cases ([`zajel_core::IdentityStore`]) on the same backend.
+mod identity {
+    use super::*;
+    zajel_core::identity_conformance_tests!(async {
+        let server = RedisServer::start().expect("start redis-server");
+        let store = RedisStore::connect(&server.url())
+            .await
+            .expect("connect to redis");
+        (Arc::new(store) as DynStore, Box::new(server) as Guard)
+    });
+}

@@ -159,6 +159,16 @@ mod standalone {
         /// Log filter (tracing `EnvFilter` syntax) [default: info]; `RUST_LOG` wins if set.
         #[arg(long, env = "ZAJEL_LOG")]
         pub log: Option<String>,
+        /// Externally visible base URL, for OpenID Connect redirect URLs
+        /// (`<url>/api/auth/oidc/<id>/callback`); overrides `[oidc] public_url`.
+        #[arg(long, env = "ZAJEL_PUBLIC_URL")]
+        pub public_url: Option<String>,
+        /// Google sign-in: OAuth client id (with `--google-client-secret`).
+        #[arg(long, env = "ZAJEL_GOOGLE_CLIENT_ID")]
+        pub google_client_id: Option<String>,
+        /// Google sign-in: OAuth client secret.
+        #[arg(long, env = "ZAJEL_GOOGLE_CLIENT_SECRET", hide_env_values = true)]
+        pub google_client_secret: Option<String>,
         /// Engine limits and policies.
         #[command(flatten)]
         pub engine: EngineArgs,
@@ -259,6 +269,8 @@ mod standalone {
         pub log: Option<String>,
         /// Engine options.
         pub engine: ServerConfig,
+        /// OpenID Connect sign-in (`[oidc]` with `[[oidc.providers]]`, see `docs/identity.md`).
+        pub oidc: Option<crate::identity::oidc::OidcConfig>,
     }
 
     /// The resolved configuration.
@@ -280,6 +292,8 @@ mod standalone {
         pub log: String,
         /// Engine configuration.
         pub engine: ServerConfig,
+        /// OpenID Connect sign-in, when a provider is configured.
+        pub oidc: Option<crate::identity::oidc::OidcConfig>,
     }
 
     /// Settings of this node among several sharing one Redis (see
@@ -393,14 +407,69 @@ mod standalone {
                 memory: cli.memory.or(file.memory).unwrap_or(false),
                 log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
                 engine,
+                oidc: oidc_settings(
+                    file.oidc,
+                    cli.public_url,
+                    cli.google_client_id,
+                    cli.google_client_secret,
+                ),
             }
         }
+    }
+
+    /// The file's `[oidc]` with the flags applied; `None` when no provider is configured.
+    fn oidc_settings(
+        file: Option<crate::identity::oidc::OidcConfig>,
+        public_url: Option<String>,
+        google_id: Option<String>,
+        google_secret: Option<String>,
+    ) -> Option<crate::identity::oidc::OidcConfig> {
+        use crate::identity::oidc::OidcProvider;
+        let mut oidc = file.unwrap_or_default();
+        if let Some(url) = public_url {
+            oidc.public_url = url;
+        }
+        if let (Some(id), Some(secret)) = (google_id, google_secret) {
+            oidc.providers.retain(|p| p.id != "google");
+            oidc.providers.insert(0, OidcProvider::google(id, secret));
+        }
+        (!oidc.providers.is_empty()).then_some(oidc)
     }
 
     #[cfg(test)]
     mod tests {
         use super::*;
         use clap::Parser;
+
+        #[test]
+        fn oidc_from_file_and_flags() {
+            let file: FileConfig = toml::from_str(
+                "[oidc]\npublic_url = \"https://f.example\"\n[[oidc.providers]]\nid = \"corp\"\nname = \"Corp\"\nissuer = \"https://sso.example\"\nclient_id = \"c\"\n",
+            )
+            .unwrap();
+            let cli = Cli::try_parse_from([
+                "zajel-server",
+                "--public-url",
+                "https://chat.example",
+                "--google-client-id",
+                "gid",
+                "--google-client-secret",
+                "gsecret",
+            ])
+            .unwrap();
+            let s = Standalone::resolve(cli, file);
+            let oidc = s.oidc.expect("oidc configured");
+            assert_eq!(oidc.public_url, "https://chat.example");
+            let ids: Vec<&str> = oidc.providers.iter().map(|p| p.id.as_str()).collect();
+            assert_eq!(ids, ["google", "corp"]);
+            assert_eq!(oidc.providers[1].scopes, ["email", "profile"]);
+            let none = Standalone::resolve(
+                Cli::try_parse_from(["zajel-server"]).unwrap(),
+                FileConfig::default(),
+            );
+            assert!(none.oidc.is_none());
+            assert!(toml::from_str::<FileConfig>("[oidc]\npublic_ur = \"x\"").is_err());
+        }
 
         #[test]
         fn defaults_without_options() {

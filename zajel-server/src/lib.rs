@@ -37,6 +37,8 @@
 //! * `builder` ([`EngineBuilder`]) and `serve` ([`serve`], [`serve_router`]) put it together.
 //! * `auth`: argon2id passwords and session tokens; `ratelimit`: limiters; `metrics`:
 //!   Prometheus exposition.
+//! * [`identity`]: OpenID Connect sign-in, an embedding app's own users
+//!   ([`identity::Authenticator`], signed JWTs) and the server-side account API.
 //!
 //! See `docs/server.md` for configuration, limits, close codes and deployment.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -53,6 +55,7 @@ mod engine;
 pub mod error;
 mod http;
 pub mod hub;
+pub mod identity;
 mod metrics;
 pub mod presence;
 mod ratelimit;

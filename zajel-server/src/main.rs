@@ -37,6 +37,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let engine = builder.build();
     let mut app = engine.router();
+    if let Some(oidc) = &config.oidc {
+        let sign_in = zajel_server::identity::oidc::OidcSignIn::new(engine.clone(), oidc.clone())
+            .map_err(|e| anyhow::anyhow!("invalid [oidc] configuration: {e}"))?;
+        for p in &oidc.providers {
+            tracing::info!(provider = %p.id, redirect_url = sign_in.redirect_url(&p.id).unwrap_or(""),
+                "OpenID Connect sign-in on");
+        }
+        app = app.merge(sign_in.router());
+    }
     if let Some(dir) = &config.static_dir {
         tracing::info!(dir = %dir.display(), "serving static files at /");
         app = app

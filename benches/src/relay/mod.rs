@@ -22,7 +22,7 @@ pub mod redb_log;
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -530,6 +530,20 @@ async fn handle(state: &State, me: UserId, text: &str, outbox: &Outbox) -> Resul
     Ok(())
 }
 
+/// A message as stored (without conversation and seq: the key says them) and as sent.
+#[derive(Serialize)]
+struct Stored<'a> {
+    id: MessageId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    sender: UserId,
+    body: &'a str,
+    sent_at: u64,
+    idempotency_key: Option<&'a str>,
+}
+
 /// The per-message path: friend check, store, ack, deliver.
 async fn send(state: &State, me: UserId, frame: Frame, outbox: &Outbox) -> Result<(), Message> {
     let re = frame.id.as_deref();
@@ -560,18 +574,26 @@ async fn send(state: &State, me: UserId, frame: Frame, outbox: &Outbox) -> Resul
         Err(e) => return Err(error_frame(re, "internal", &e.to_string())),
     }
     let conv = conversation.to_string();
-    let id = MessageId::new_v7();
-    let sent_at = now_ms();
-    let stored = json!({"id": id, "sender": me, "body": body, "sent_at": sent_at,
-        "idempotency_key": frame.idempotency_key});
+    let mut message = Stored {
+        id: MessageId::new_v7(),
+        conversation: None,
+        seq: None,
+        sender: me,
+        body: &body,
+        sent_at: now_ms(),
+        idempotency_key: frame.idempotency_key.as_deref(),
+    };
+    let stored =
+        serde_json::to_vec(&message).map_err(|e| error_frame(re, "internal", &e.to_string()))?;
     let seq = state
-        .store(&conv, stored.to_string().into_bytes())
+        .store(&conv, stored)
         .await
         .map_err(|e| error_frame(re, "internal", &e.to_string()))?;
     // Serialized once, shared by the ack and the event.
-    let message = json!({"id": id, "conversation": conv, "seq": seq, "sender": me,
-        "body": body, "sent_at": sent_at, "idempotency_key": frame.idempotency_key})
-    .to_string();
+    message.conversation = Some(&conv);
+    message.seq = Some(seq);
+    let message =
+        serde_json::to_string(&message).map_err(|e| error_frame(re, "internal", &e.to_string()))?;
     let re = serde_json::to_string(&re).unwrap_or_else(|_| "null".into());
     let _ = outbox.send(Message::Text(
         format!(r#"{{"type":"sent","re":{re},"duplicate":false,"message":{message}}}"#).into(),

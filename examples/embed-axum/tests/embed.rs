@@ -9,10 +9,22 @@ use tokio_tungstenite::tungstenite::Message;
 use zajel_server::ServerConfig;
 
 async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (status, _, body) = http_with(addr, method, path, body, "").await;
+    (status, body)
+}
+
+/// Like [`http`], with extra header lines; also returns the response head.
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra: &str,
+) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.expect("write");
@@ -24,7 +36,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    (status, body.to_owned())
+    (status, head.to_owned(), body.to_owned())
 }
 
 async fn next_json<S>(ws: &mut S) -> Value
@@ -69,7 +81,7 @@ async fn app_routes_and_zajel_work_side_by_side() {
         addr,
         "POST",
         "/api/register",
-        Some(r#"{"username":"alice","password":"correct horse battery"}"#),
+        Some(r#"{"username":"carol","password":"correct horse battery"}"#),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -85,7 +97,7 @@ async fn app_routes_and_zajel_work_side_by_side() {
         .expect("send");
     let ok = next_json(&mut ws).await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
-    assert_eq!(ok["user"]["username"], "alice");
+    assert_eq!(ok["user"]["username"], "carol");
 
     // Graceful shutdown reaches the WebSocket through the app's own server loop.
     stop.send(()).expect("stop");
@@ -95,4 +107,135 @@ async fn app_routes_and_zajel_work_side_by_side() {
         .expect("server stops")
         .expect("join")
         .expect("serve ok");
+}
+
+/// The cookie `name` from a response head's Set-Cookie lines.
+fn set_cookie(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, v)| v.trim().split(';').next()?.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The app's own user signs in to the app, trades the app's session for a Zajel session, and
+/// chats with another app user the app made a friend through the engine API.
+async fn app_sign_in(addr: SocketAddr, user: &str, password: &str) -> String {
+    let (status, head, body) = http_with(
+        addr,
+        "POST",
+        "/login",
+        Some(&json!({"username": user, "password": password}).to_string()),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sid = set_cookie(&head, "app_session").expect("app cookie");
+    let (status, _, body) = http_with(
+        addr,
+        "POST",
+        "/api/auth/app",
+        None,
+        &format!("Cookie: app_session={sid}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["user"]["username"], user);
+    v["token"].as_str().expect("token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_own_users_chat_without_zajel_passwords() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let engine = example_embed_axum::engine(ServerConfig::default());
+    tokio::spawn(example_embed_axum::run(
+        listener,
+        engine,
+        std::future::pending(),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Without the app's session there is no Zajel session.
+    let (status, _, _) = http_with(addr, "POST", "/api/auth/app", None, "").await;
+    assert_eq!(status, 401);
+    let (status, _, _) = http_with(
+        addr,
+        "POST",
+        "/api/auth/app",
+        None,
+        "Cookie: app_session=forged\r\n",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _, _) = http_with(
+        addr,
+        "POST",
+        "/login",
+        Some(r#"{"username":"alice","password":"wrong"}"#),
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let alice = app_sign_in(addr, "alice", "wonderland").await;
+    let bob = app_sign_in(addr, "bob", "builder").await;
+    // The app's users have no Zajel password: Zajel's own login cannot open them.
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/api/login",
+        Some(r#"{"username":"alice","password":"wonderland"}"#),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let connect = |token: String| async move {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .expect("ws");
+        let auth = json!({"type": "auth", "id": "a", "protocol": 1, "token": token});
+        ws.send(Message::Text(auth.to_string().into()))
+            .await
+            .expect("send");
+        let ok = next_json(&mut ws).await;
+        assert_eq!(ok["type"], "auth_ok", "{ok}");
+        (ws, ok)
+    };
+    let (mut a, a_ok) = connect(alice).await;
+    let (mut b, b_ok) = connect(bob).await;
+    let a_id: zajel_core::UserId = a_ok["user"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let b_id: zajel_core::UserId = b_ok["user"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let conversation = zajel_core::ConversationId::direct(a_id, b_id).to_string();
+    let send = json!({"type": "send", "id": "s1", "conversation": conversation,
+        "body": "hi bob, from the app", "idempotency_key": "k1"});
+    a.send(Message::Text(send.to_string().into()))
+        .await
+        .expect("send");
+    loop {
+        let f = next_json(&mut a).await;
+        if f["type"] == "sent" {
+            break;
+        }
+        assert_ne!(f["type"], "error", "{f}");
+    }
+    loop {
+        let f = next_json(&mut b).await;
+        if f["type"] == "message" {
+            assert_eq!(f["message"]["body"], "hi bob, from the app");
+            break;
+        }
+    }
 }

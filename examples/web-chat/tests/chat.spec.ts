@@ -186,6 +186,8 @@ for (const size of SIZES) {
       await expect(pending(alice)).toHaveAttribute('data-state', 'failed')
       await expect(alice.getByTestId('send-error')).toContainText('Not sent. This message is too long.')
       await expect(alice.getByTestId('composer')).toHaveValue('')
+      await expect(alice.getByTestId('retry')).toHaveCount(0) // the same text would fail again
+      await expect(alice.getByTestId('delete')).toBeVisible()
       await expectFits(alice)
       await screenshots(alice, size.name, 'chat-with-error')
       await alice.getByTestId('edit').click()

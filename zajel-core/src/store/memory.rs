@@ -10,6 +10,8 @@ use crate::model::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
+mod identity;
+
 /// The in-memory store. Cheap to create; data lives as long as the value.
 ///
 /// ```
@@ -39,6 +41,10 @@ struct State {
     users: HashMap<UserId, UserRow>,
     usernames: HashMap<String, UserId>,
     identities: HashMap<(String, String), UserId>,
+    /// External identity → owner ([`IdentityStore`]).
+    externals: HashMap<ExternalIdentity, UserId>,
+    /// Owner → their external identities and when each was linked.
+    user_externals: HashMap<UserId, BTreeMap<ExternalIdentity, Timestamp>>,
     sessions: HashMap<UserId, HashMap<String, Session>>,
     edges: HashMap<UserPair, Edge>,
     relations: HashMap<UserId, BTreeMap<UserId, RelationEntry>>,

@@ -6,8 +6,9 @@
 //! | [`SessionStore`] | sign-in sessions (token hashes) |
 //! | [`FriendStore`] | one [`Edge`] per pair, compare-and-swap, and each user's derived relation list |
 //! | [`MessageStore`] | per-conversation logs with gap-free sequences, idempotency, read marks, conversation lists |
+//! | [`IdentityStore`] | external identities (OpenID Connect, an embedding app's users) linked to users |
 //!
-//! [`Store`] bundles all four; the server holds an `Arc<dyn Store>` so the backend is a runtime
+//! [`Store`] bundles all five; the server holds an `Arc<dyn Store>` so the backend is a runtime
 //! choice. Implementations: `memory::MemoryStore`, `embedded::EmbeddedStore` (redb, the
 //! default) and `redis::RedisStore` (each behind its cargo feature). All of them pass the same conformance suite
 //! (`conformance`, feature `test-suite`).
@@ -28,12 +29,19 @@ use crate::model::{
     Session, User,
 };
 use async_trait::async_trait;
+pub use identity::{
+    ExternalIdentity, ExternalUser, IdentityKind, IdentityStore, InvalidIdentity, LinkedIdentity,
+    Unlink,
+};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "test-suite")]
 pub mod conformance;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod identity;
+#[cfg(feature = "test-suite")]
+pub mod identity_conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -265,7 +273,9 @@ pub const DEFAULT_DEDUPE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Everything a server needs, as one object.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + FriendStore + MessageStore + 'static {
+pub trait Store:
+    UserStore + SessionStore + FriendStore + MessageStore + IdentityStore + 'static
+{
     /// Whether the store can write right now. Cheap (no I/O): it reports state the store
     /// already tracks, so `/healthz` can call it on every probe.
     fn health(&self) -> StoreHealth {

@@ -33,7 +33,7 @@ pub(super) struct MeBody {
     user: User,
 }
 
-fn session_response(
+pub(crate) fn session_response(
     engine: &Engine,
     status: StatusCode,
     user: User,

@@ -6,6 +6,7 @@ mod accounts;
 mod client_addr;
 mod ops;
 
+pub(crate) use accounts::session_response;
 pub(crate) use client_addr::ClientAddr;
 
 use crate::engine::Engine;

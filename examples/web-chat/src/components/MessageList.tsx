@@ -96,8 +96,11 @@ export function MessageList({ me, peer, chat, onEdit }: Props) {
                 <span className="failure" role="alert" data-testid="send-error" title={o.error?.code}>
                   <span>Not sent. {friendly(o.error)}</span>
                   <span className="actions">
-                    <button type="button" className="link" data-testid="retry"
-                      onClick={() => void chat.retry(o.key).catch(() => {})}>Retry</button>
+                    {/* Sending the same text again cannot cure these: offer Edit instead. */}
+                    {o.error?.code !== 'body_too_long' && o.error?.code !== 'empty_body' && (
+                      <button type="button" className="link" data-testid="retry"
+                        onClick={() => void chat.retry(o.key).catch(() => {})}>Retry</button>
+                    )}
                     <button type="button" className="link" data-testid="edit"
                       onClick={() => {
                         void chat.discard(o.key).catch(() => {})

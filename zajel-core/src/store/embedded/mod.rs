@@ -38,6 +38,7 @@
 //!
 //! The table layout is in `docs/storage-embedded.md`.
 
+mod identity;
 mod tables;
 mod writer;
 

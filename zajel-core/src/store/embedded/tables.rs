@@ -18,6 +18,11 @@ pub(super) const USERNAMES: TableDefinition<&str, u128> = TableDefinition::new("
 /// (issuer, subject) → user id.
 pub(super) const IDENTITIES: TableDefinition<(&str, &str), u128> =
     TableDefinition::new("identities");
+/// External identity (provider, subject) → user id ([`crate::store::IdentityStore`]).
+pub(super) const EXTERNALS: TableDefinition<(&str, &str), u128> = TableDefinition::new("externals");
+/// (user id, provider, subject) → when it was linked (ms): each user's identity list.
+pub(super) const USER_EXTERNALS: TableDefinition<(u128, &str, &str), i64> =
+    TableDefinition::new("user_externals");
 /// (user id, token hash) → [`crate::model::Session`] (JSON). Keyed by user first so
 /// "log out everywhere" is one range delete.
 pub(super) const SESSIONS: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("sessions");

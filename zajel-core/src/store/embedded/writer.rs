@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+mod identity;
+
 /// Why an operation did not produce a value.
 pub(super) enum OpError {
     /// Refused before mutating anything: only this operation fails.
@@ -47,6 +49,8 @@ pub(super) struct Tx<'t> {
     users: Table<'t, u128, &'static [u8]>,
     usernames: Table<'t, &'static str, u128>,
     identities: Table<'t, (&'static str, &'static str), u128>,
+    externals: Table<'t, (&'static str, &'static str), u128>,
+    user_externals: Table<'t, (u128, &'static str, &'static str), i64>,
     sessions: Table<'t, (u128, &'static str), &'static [u8]>,
     edges: Table<'t, (u128, u128), &'static [u8]>,
     relations: Table<'t, (u128, u128), &'static [u8]>,
@@ -67,6 +71,8 @@ impl<'t> Tx<'t> {
             users: txn.open_table(USERS).map_err(be)?,
             usernames: txn.open_table(USERNAMES).map_err(be)?,
             identities: txn.open_table(IDENTITIES).map_err(be)?,
+            externals: txn.open_table(EXTERNALS).map_err(be)?,
+            user_externals: txn.open_table(USER_EXTERNALS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
             edges: txn.open_table(EDGES).map_err(be)?,
             relations: txn.open_table(RELATIONS).map_err(be)?,

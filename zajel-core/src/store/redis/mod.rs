@@ -25,6 +25,8 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+mod identity;
+
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "zajel";
 

@@ -1,0 +1,215 @@
+//! The server-side API an embedding application calls on [`Engine`]: users for its own user
+//! ids, sessions, friendships. (HTTP and WebSocket clients reach the same operations through
+//! the router.)
+
+use super::IdentityError;
+use super::username::{base_name, candidate};
+use crate::chat::Actor;
+use crate::engine::Engine;
+use axum::http::StatusCode;
+use axum::response::Response;
+use zajel_core::{
+    ErrorCode, ExternalIdentity, FriendOp, StoreError, Timestamp, User, UserId,
+    store::{ExternalUser, LinkedIdentity, Unlink},
+};
+
+/// How many usernames a first sign-in tries before giving up (the later ones carry a random
+/// suffix, so reaching the limit means the store is failing, not that names ran out).
+const NAME_ATTEMPTS: u32 = 12;
+
+/// A session issued by [`Engine::issue_session`]: the same token a password login returns.
+#[derive(Clone, Debug)]
+pub struct SessionGrant {
+    /// The signed-in user.
+    pub user: User,
+    /// The bearer token (`Authorization: Bearer …`, the WebSocket `auth` frame, or the cookie).
+    pub token: String,
+    /// When it stops being valid.
+    pub expires_at: Timestamp,
+}
+
+impl SessionGrant {
+    /// The login answer: JSON `{user, token, expires_at}` with the session cookie set, exactly
+    /// like `POST /api/login`.
+    pub fn into_response(self, engine: &Engine, status: StatusCode) -> Response {
+        crate::http::session_response(
+            engine,
+            status,
+            self.user,
+            crate::sessions::IssuedSession {
+                token: self.token,
+                expires_at: self.expires_at,
+            },
+        )
+    }
+}
+
+impl Engine {
+    /// The Zajel user for an embedding app's own user id, created on first sight (password-less,
+    /// named after `username_hint` made valid and unique) and linked as
+    /// (`app:<app>`, `app_user_id`). Racing first calls create one user.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: zajel_server::Engine) -> Result<(), zajel_server::identity::IdentityError> {
+    /// let alice = engine.app_user("shop", "customer-42", Some("alice")).await?;
+    /// let session = engine.issue_session(alice.id).await?;
+    /// // hand `session.token` to the app's client for the WebSocket `auth` frame
+    /// # Ok(()) }
+    /// ```
+    pub async fn app_user(
+        &self,
+        app: &str,
+        app_user_id: &str,
+        username_hint: Option<&str>,
+    ) -> Result<User, IdentityError> {
+        let identity = ExternalIdentity::app(app, app_user_id)
+            .map_err(|e| IdentityError::BadRequest(e.to_string()))?;
+        Ok(self
+            .user_for_identity(&identity, &[username_hint])
+            .await?
+            .user)
+    }
+
+    /// The user linked to `identity`, or a new password-less one linked to it (named from the
+    /// first usable of `hints`). One atomic store step per attempt: never half-created.
+    pub async fn user_for_identity(
+        &self,
+        identity: &ExternalIdentity,
+        hints: &[Option<&str>],
+    ) -> Result<ExternalUser, IdentityError> {
+        let store = &self.store();
+        if let Some(id) = store
+            .external_user(identity)
+            .await
+            .map_err(IdentityError::store)?
+            && let Some(user) = store.user(id).await.map_err(IdentityError::store)?
+        {
+            return Ok(ExternalUser {
+                user,
+                created: false,
+            });
+        }
+        let base = base_name(hints);
+        for n in 0..NAME_ATTEMPTS {
+            let Some(name) = candidate(&base, n) else {
+                continue;
+            };
+            match store
+                .create_external_user(&name, identity, Timestamp::now())
+                .await
+            {
+                Ok(u) => {
+                    if u.created {
+                        tracing::info!(user = %u.user.id, username = %u.user.username,
+                            provider = %identity.provider, "account created from external identity");
+                    }
+                    return Ok(u);
+                }
+                Err(StoreError::UsernameTaken) => continue,
+                Err(e) => return Err(IdentityError::store(e)),
+            }
+        }
+        Err(IdentityError::internal(
+            "no free username after several attempts",
+        ))
+    }
+
+    /// Issues a session for `user`: the same token and expiry as a password login.
+    pub async fn issue_session(&self, user: UserId) -> Result<SessionGrant, IdentityError> {
+        let user = self
+            .inner
+            .store
+            .user(user)
+            .await
+            .map_err(IdentityError::store)?
+            .ok_or(IdentityError::Unauthenticated)?;
+        let session = self.sessions().issue(user.id).await?;
+        Ok(SessionGrant {
+            user,
+            token: session.token,
+            expires_at: session.expires_at,
+        })
+    }
+
+    /// Revokes every session of `user` and closes their WebSockets on this node with 4001
+    /// ("log out everywhere"). Returns how many sessions there were.
+    pub async fn revoke_sessions(&self, user: UserId) -> Result<u64, IdentityError> {
+        Ok(self.sessions().revoke_all(user).await?)
+    }
+
+    /// Makes `a` and `b` friends (an app deciding who may talk, e.g. a buyer and a seller),
+    /// whatever their current relation short of a block; idempotent.
+    pub async fn make_friends(&self, a: UserId, b: UserId) -> Result<(), IdentityError> {
+        let chat = self.chat();
+        for (from, to, op) in [(a, b, FriendOp::Request), (b, a, FriendOp::Accept)] {
+            // Through the chat service, so both users' devices get the friend events.
+            match chat.friend(Actor::user(from), to, op).await {
+                Ok(outcome) => {
+                    chat.commit(outcome);
+                }
+                Err(e) if e.code == ErrorCode::AlreadyFriends => return Ok(()),
+                Err(e) => return Err(IdentityError::BadRequest(e.message)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `body` from `user` to their friend `to` (the direct conversation), as if they had
+    /// sent it from a device: stored before it returns, delivered to both users' devices. A
+    /// repeat with the same `idempotency_key` stores nothing new (`duplicate: true`).
+    pub async fn send_as(
+        &self,
+        user: UserId,
+        to: UserId,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<zajel_core::Appended, crate::EngineError> {
+        let chat = self.chat();
+        let conversation = zajel_core::ConversationId::direct(user, to);
+        let outcome = chat
+            .send(Actor::user(user), &conversation, body, idempotency_key)
+            .await?;
+        Ok(chat.commit(outcome))
+    }
+
+    /// The external identities linked to `user`.
+    pub async fn identities(&self, user: UserId) -> Result<Vec<LinkedIdentity>, IdentityError> {
+        self.inner
+            .store
+            .external_identities(user)
+            .await
+            .map_err(IdentityError::store)
+    }
+
+    /// Links `identity` to `user` (an explicit action of a signed-in user).
+    pub async fn link_identity(
+        &self,
+        user: UserId,
+        identity: &ExternalIdentity,
+    ) -> Result<(), IdentityError> {
+        self.inner
+            .store
+            .link_external(identity, user, Timestamp::now())
+            .await
+            .map_err(IdentityError::store)
+    }
+
+    /// Unlinks `identity` from `user`, refusing to remove the last way to sign in.
+    pub async fn unlink_identity(
+        &self,
+        user: UserId,
+        identity: &ExternalIdentity,
+    ) -> Result<(), IdentityError> {
+        match self
+            .inner
+            .store
+            .unlink_external(identity, user)
+            .await
+            .map_err(IdentityError::store)?
+        {
+            Unlink::Removed => Ok(()),
+            Unlink::NotLinked => Err(IdentityError::NotLinked),
+            Unlink::LastSignInMethod => Err(IdentityError::LastSignInMethod),
+        }
+    }
+}
