@@ -64,6 +64,41 @@ ensure_node_modules() {
   fi
 }
 
+# The Kotlin SDK test: kotlinc 2.4 from npm (installed outside the npm workspaces, into the
+# gitignored .tools/), JNA and kotlinx-coroutines from Debian. Debian's own `kotlin` (1.3) is
+# too old for uniffi's output. Sets KOTLINC.
+KOTLIN_COMPILER_VERSION=2.4.20
+ensure_kotlin() {
+  KOTLINC="$PWD/.tools/kotlin/node_modules/kotlin-compiler/bin/kotlinc"
+  if [ ! -x "$KOTLINC" ] || ! grep -q "\"version\": \"$KOTLIN_COMPILER_VERSION\"" \
+      .tools/kotlin/node_modules/kotlin-compiler/package.json 2>/dev/null; then
+    echo "==> installing kotlin-compiler $KOTLIN_COMPILER_VERSION (npm, ~1 min)"
+    mkdir -p .tools/kotlin
+    npm install --prefix .tools/kotlin --no-audit --no-fund --no-save \
+      "kotlin-compiler@$KOTLIN_COMPILER_VERSION" >/dev/null
+  fi
+  command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+  [ -f /usr/share/java/jna.jar ] && [ -f /usr/share/java/kotlinx-coroutines-core.jar ] \
+    && [ -f /usr/share/java/atomicfu.jar ] \
+    || apt_install libjna-java libkotlinx-coroutines-java libkotlinx-atomicfu-java
+  export KOTLINC
+}
+
+# A virtualenv for the Python SDK tests (target/uniffi-venv, so nothing touches the system
+# Python), with pytest from PyPI. Sets ZAJEL_VENV.
+ensure_python_venv() {
+  ZAJEL_VENV="${CARGO_TARGET_DIR:-$PWD/target}/uniffi-venv"
+  if ! "$ZAJEL_VENV/bin/python" -c 'import pytest, wheel' >/dev/null 2>&1; then
+    echo "==> creating the Python test venv with pytest"
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv
+    rm -rf "$ZAJEL_VENV"
+    python3 -m venv "$ZAJEL_VENV"
+    # wheel: lets pip build the local package with the venv's setuptools (no build isolation).
+    "$ZAJEL_VENV/bin/pip" install --quiet --disable-pip-version-check "pytest>=7" wheel
+  fi
+  export ZAJEL_VENV
+}
+
 ensure_oidc_provider() {
   # The real OpenID Connect provider the identity tests start (npm oidc-provider), installed
   # next to its script, outside the npm workspaces; skipped while it matches its lock file.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the repository. Installs what is missing first (redis-server,
 # the wasm32 target, rustfmt/clippy, cargo-nextest, chromium, wasm-bindgen-cli, the npm
-# packages). Tests start their own redis-server and zajel-server on free loopback ports;
+# packages, kotlinc from npm, JNA/coroutines jars, a Python venv with pytest). Tests start
+# their own redis-server and zajel-server on free loopback ports;
 # nothing needs to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,8 @@ cargo nextest run --workspace --no-fail-fast
 
 step "benchmark pipeline smoke (seconds, not a measurement): Zajel + relay baseline, --find-max, --idle, chart"
 bench_start=$SECONDS
-cargo build -p zajel-benches
+# nextest built target/debug/zajel-benches for the benches' integration tests: reuse it.
+[[ -x target/debug/zajel-benches ]] || cargo build -p zajel-benches
 QUICK=1 BIN=target/debug/zajel-benches OUT=target/bench-smoke/results.jsonl \
     CHART=target/bench-smoke/chart.svg bash scripts/bench.sh > /dev/null
 echo "bench smoke: $((SECONDS - bench_start)) s"
@@ -57,6 +59,11 @@ npm run --silent test:node -w @zajel/client     # the package under Node 20, rea
 (cd examples/web-chat && npx playwright test)   # browser tests: the demo at two sizes, the packed
                                                 # tarball in a fresh Vite app through CORS
 echo "web step: $((SECONDS - web_start)) s"
+
+step "uniffi: Kotlin/Swift/Python bindings generated; the Python (pytest) and Kotlin tests against the real server"
+uniffi_start=$SECONDS
+bash scripts/test-uniffi.sh
+echo "uniffi step: $((SECONDS - uniffi_start)) s"
 
 echo
 echo "All checks passed."

@@ -23,6 +23,12 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// The `protocol` version in `auth` is not supported.
     UnsupportedVersion,
+    /// HTTP only: a request body that is not declared `application/json`.
+    UnsupportedMediaType,
+    /// HTTP only: no such route.
+    NotFound,
+    /// HTTP only: the route exists but not with this method.
+    MethodNotAllowed,
     // -- authentication
     /// A request before `auth`, or an unknown/expired/revoked token.
     Unauthenticated,
@@ -90,6 +96,9 @@ impl ErrorCode {
             InvalidField => "invalid_field",
             FrameTooLarge => "frame_too_large",
             UnsupportedVersion => "unsupported_version",
+            UnsupportedMediaType => "unsupported_media_type",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
             Unauthenticated => "unauthenticated",
             AlreadyAuthenticated => "already_authenticated",
             InvalidCredentials => "invalid_credentials",

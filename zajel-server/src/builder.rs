@@ -8,6 +8,9 @@ use crate::presence::{LocalPresence, Presence};
 use std::sync::Arc;
 use zajel_core::{Store, UserId};
 
+/// How often expired sessions and old idempotency records are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Builds an [`Engine`]; see [`Engine::builder`].
 pub struct EngineBuilder {
     store: Arc<dyn Store>,
@@ -59,6 +62,31 @@ impl EngineBuilder {
             presence,
             cluster: self.redis.clone(),
         });
+        // Expired sessions and idempotency records older than the store's dedupe window are
+        // deleted in the background. The task holds the engine weakly: it ends with it (and
+        // never keeps an embedded store's file open after the engine is gone).
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let weak = Arc::downgrade(&engine.inner);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PRUNE_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let store = inner.store.clone();
+                    drop(inner);
+                    match store.prune(zajel_core::Timestamp::now()).await {
+                        Ok(p) => tracing::debug!(
+                            sessions = p.sessions,
+                            idempotency_records = p.idempotency_records,
+                            "pruned expired records"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "pruning failed; retrying later"),
+                    }
+                }
+            });
+        }
         if let Some(redis) = &self.redis {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<UserId>();
             redis.start(hub, tx);

@@ -17,9 +17,9 @@ pub struct ServerConfig {
     pub max_frame_bytes: u32,
     /// Largest message body in bytes (capped at the protocol ceiling of 16 KiB).
     pub max_body_bytes: u32,
-    /// Sustained frames per second per connection (token bucket refill rate).
+    /// Sustained frames per second per user, all their connections together (at least 1).
     pub rate_per_second: u32,
-    /// Token bucket size: frames a connection may send in a burst.
+    /// Frames a user may send in a burst (at least 1).
     pub rate_burst: u32,
     /// A connection that sends nothing for this long is closed (code 4000). Clients `ping`.
     pub idle_timeout_ms: u64,
@@ -45,13 +45,32 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Mark the session cookie `Secure` (set this when serving over HTTPS).
     pub cookie_secure: bool,
-    /// Failed logins allowed per account per minute (token bucket of that size).
+    /// Failed logins allowed per (account, client address) pair per minute.
     pub login_failures_per_minute: u32,
     /// Login attempts allowed per client address per minute.
     pub login_attempts_per_address_per_minute: u32,
-    /// Use the first `X-Forwarded-For` address as the client address (only behind a trusted
-    /// reverse proxy that sets it).
+    /// Take the client address from `X-Forwarded-For` when the connection comes from a trusted
+    /// proxy (the directly connected peer, or one in `trusted_proxies`): the rightmost
+    /// address that is not a trusted proxy. Only behind a reverse proxy that appends to it.
     pub trust_forwarded_for: bool,
+    /// Failed logins allowed per account per minute from all addresses together: a looser bound
+    /// than `login_failures_per_minute` (which counts per account *and* address), so guessing
+    /// from many addresses is bounded while one attacker cannot lock the owner out.
+    pub login_failures_per_account_per_minute: u32,
+    /// Registrations allowed per client address per minute.
+    pub register_per_address_per_minute: u32,
+    /// Reverse proxies (IP addresses or CIDR ranges, e.g. `10.0.0.0/8`) whose `X-Forwarded-For`
+    /// is believed when `trust_forwarded_for` is on: the client is the rightmost address that
+    /// is not one of them. Empty: only the directly connected peer is trusted.
+    pub trusted_proxies: Vec<String>,
+    /// Most WebSocket connections this node holds; more are refused with 503 `unavailable`.
+    pub max_connections: u32,
+    /// Most WebSocket connections from one client address (authenticated or not); more are
+    /// refused with 429 `rate_limited`.
+    pub max_connections_per_address: u32,
+    /// Most authenticated WebSocket connections of one user on this node; the `auth` of one more
+    /// gets `rate_limited` and a 1008 close.
+    pub max_connections_per_user: u32,
     /// Argon2id memory cost in KiB (OWASP: 19456).
     pub argon2_memory_kib: u32,
     /// Argon2id iterations (OWASP: 2).
@@ -82,6 +101,12 @@ impl Default for ServerConfig {
             login_failures_per_minute: 10,
             login_attempts_per_address_per_minute: 60,
             trust_forwarded_for: false,
+            login_failures_per_account_per_minute: 100,
+            register_per_address_per_minute: 10,
+            trusted_proxies: Vec::new(),
+            max_connections: 10_000,
+            max_connections_per_address: 64,
+            max_connections_per_user: 16,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             shutdown_grace_ms: 10_000,
@@ -220,7 +245,7 @@ mod standalone {
         /// Mark the session cookie Secure [default: false].
         #[arg(long, env = "ZAJEL_COOKIE_SECURE", num_args = 0..=1, default_missing_value = "true")]
         pub cookie_secure: Option<bool>,
-        /// Failed logins per account per minute [default: 10].
+        /// Failed logins per (account, client address) pair per minute [default: 10].
         #[arg(long, env = "ZAJEL_LOGIN_FAILURES_PER_MINUTE")]
         pub login_failures_per_minute: Option<u32>,
         /// Login attempts per client address per minute [default: 60].
@@ -229,6 +254,24 @@ mod standalone {
         /// Trust X-Forwarded-For for the client address [default: false].
         #[arg(long, env = "ZAJEL_TRUST_FORWARDED_FOR", num_args = 0..=1, default_missing_value = "true")]
         pub trust_forwarded_for: Option<bool>,
+        /// Failed logins per account per minute, all addresses together [default: 100].
+        #[arg(long, env = "ZAJEL_LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE")]
+        pub login_failures_per_account_per_minute: Option<u32>,
+        /// Registrations per client address per minute [default: 10].
+        #[arg(long, env = "ZAJEL_REGISTER_PER_ADDRESS_PER_MINUTE")]
+        pub register_per_address_per_minute: Option<u32>,
+        /// Trusted reverse proxies, IPs or CIDRs (comma-separated).
+        #[arg(long, env = "ZAJEL_TRUSTED_PROXIES", value_delimiter = ',')]
+        pub trusted_proxies: Option<Vec<String>>,
+        /// Most WebSocket connections on this node [default: 10000].
+        #[arg(long, env = "ZAJEL_MAX_CONNECTIONS")]
+        pub max_connections: Option<u32>,
+        /// Most WebSocket connections per client address [default: 64].
+        #[arg(long, env = "ZAJEL_MAX_CONNECTIONS_PER_ADDRESS")]
+        pub max_connections_per_address: Option<u32>,
+        /// Most WebSocket connections per user on this node [default: 16].
+        #[arg(long, env = "ZAJEL_MAX_CONNECTIONS_PER_USER")]
+        pub max_connections_per_user: Option<u32>,
         /// Argon2id memory cost in KiB [default: 19456].
         #[arg(long, env = "ZAJEL_ARGON2_MEMORY_KIB")]
         pub argon2_memory_kib: Option<u32>,
@@ -382,6 +425,12 @@ mod standalone {
                 login_failures_per_minute,
                 login_attempts_per_address_per_minute,
                 trust_forwarded_for,
+                login_failures_per_account_per_minute,
+                register_per_address_per_minute,
+                trusted_proxies,
+                max_connections,
+                max_connections_per_address,
+                max_connections_per_user,
                 argon2_memory_kib,
                 argon2_iterations,
                 shutdown_grace_ms,

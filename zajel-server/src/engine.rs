@@ -45,8 +45,16 @@ pub(crate) struct Inner {
     pub(crate) presence: Arc<dyn Presence>,
     pub(crate) cluster: Option<RedisBroker>,
     pub(crate) metrics: Metrics,
+    /// Login attempts per (account, address) pair (`login_failures_per_minute`).
+    pub(crate) login_by_pair: KeyedLimiter,
+    /// Login attempts per account from all addresses (the looser bound).
     pub(crate) login_by_account: KeyedLimiter,
     pub(crate) login_by_address: KeyedLimiter,
+    pub(crate) register_by_address: KeyedLimiter,
+    /// Frames per user, all their connections together.
+    pub(crate) frames_by_user: KeyedLimiter,
+    /// Open WebSocket connections by client address (see `ws/limits.rs`).
+    pub(crate) conns_by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
     shutting_down: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     active: AtomicUsize,
@@ -76,7 +84,18 @@ impl Engine {
         let (shutdown_tx, _) = watch::channel(false);
         Engine {
             inner: Arc::new(Inner {
-                login_by_account: KeyedLimiter::per_minute(p.config.login_failures_per_minute),
+                login_by_pair: KeyedLimiter::per_minute(p.config.login_failures_per_minute),
+                login_by_account: KeyedLimiter::per_minute(
+                    p.config.login_failures_per_account_per_minute,
+                ),
+                register_by_address: KeyedLimiter::per_minute(
+                    p.config.register_per_address_per_minute,
+                ),
+                frames_by_user: KeyedLimiter::per_second(
+                    p.config.rate_per_second,
+                    p.config.rate_burst,
+                ),
+                conns_by_address: std::sync::Mutex::new(std::collections::HashMap::new()),
                 login_by_address: KeyedLimiter::per_minute(
                     p.config.login_attempts_per_address_per_minute,
                 ),
@@ -162,6 +181,11 @@ impl Engine {
     /// [`Engine::is_shutting_down`] so the signal cannot be missed.
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.inner.shutdown_tx.subscribe()
+    }
+
+    /// Open WebSocket connections on this node.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.inner.active.load(Ordering::Acquire)
     }
 
     /// Counts a live connection until the guard drops (metrics and shutdown drain).

@@ -100,6 +100,9 @@ impl EngineError {
             | InvalidIdempotencyKey
             | InvalidCursor => StatusCode::BAD_REQUEST,
             FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Unauthenticated | InvalidCredentials => StatusCode::UNAUTHORIZED,
             UsernameTaken | AlreadyAuthenticated | AlreadyFriends | AlreadyRequested
             | AlreadyBlocked => StatusCode::CONFLICT,

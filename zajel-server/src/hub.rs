@@ -232,6 +232,15 @@ impl Hub {
         n
     }
 
+    /// How many connections `user` has on this node.
+    pub fn connections_of(&self, user: UserId) -> usize {
+        self.shard(user)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .map_or(0, Vec::len)
+    }
+
     /// Whether `user` has a connection on this node.
     pub fn is_online(&self, user: UserId) -> bool {
         self.shard(user)
@@ -306,6 +315,11 @@ pub trait Broker: Send + Sync + 'static {
     /// (the one the request came from, which gets a direct answer instead). At most once per
     /// connection; a connection that cannot keep up is closed (4008) and recovers by resuming.
     fn publish(&self, users: &[UserId], event: Arc<Event>, skip: Option<ConnId>);
+
+    /// Asks every connection of `user` on every node (all of them, or only those of the
+    /// session whose token hash is `session`) to close with `code`, e.g. 4001 after logout.
+    /// Must not block; a cross-node implementation delivers it in the background.
+    fn close_user(&self, user: UserId, session: Option<&str>, code: u16);
 }
 
 /// Single-node delivery through the local [`Hub`].
@@ -323,6 +337,10 @@ impl LocalBroker {
 impl Broker for LocalBroker {
     fn publish(&self, users: &[UserId], event: Arc<Event>, skip: Option<ConnId>) {
         self.hub.deliver(users, &event, skip);
+    }
+
+    fn close_user(&self, user: UserId, session: Option<&str>, code: u16) {
+        self.hub.close_user(user, session, code);
     }
 }
 

@@ -67,7 +67,7 @@ pub use builder::EngineBuilder;
 pub use config::ServerConfig;
 pub use engine::Engine;
 pub use error::{ApiError, EngineError};
-pub use http::SESSION_COOKIE;
+pub use http::{RouterOptions, SESSION_COOKIE};
 pub use serve::{serve, serve_router};
 
 /// WebSocket close codes the server uses.

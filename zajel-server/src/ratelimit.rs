@@ -1,106 +1,107 @@
-//! Token buckets: per connection (frames) and per key (login throttling).
+//! Rate limiters (the maintained `governor` crate, GCRA): per key (login and registration
+//! throttling, frames per user) and per connection (frames before `auth`).
 //!
-//! Login throttling is in memory and per node. With several nodes behind a load balancer each
-//! node counts on its own; shared counters come with the Redis broker.
+//! Keys are hashed with a per-process random seed to a `u64`, so memory per key is fixed
+//! whatever the client sends (a 10 MB "username" costs 8 bytes) and keys cannot be chosen to
+//! collide. The keyed state lives in a sharded map (no global lock); buckets that are full
+//! again are dropped every [`PRUNE_EVERY`] checks. Limits are in memory and per node.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// A token bucket: `burst` tokens, refilled at `per_second`.
-#[derive(Clone, Debug)]
-pub(crate) struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-    per_second: f64,
-    burst: f64,
+/// Keyed limiters drop their idle buckets once every this many checks.
+const PRUNE_EVERY: u64 = 4096;
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
-impl TokenBucket {
-    pub(crate) fn new(per_second: f64, burst: f64, now: Instant) -> Self {
-        let burst = burst.max(1.0);
-        Self {
-            tokens: burst,
-            last: now,
-            per_second: per_second.max(f64::MIN_POSITIVE),
-            burst,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.per_second).min(self.burst);
-        self.last = now;
-    }
-
-    /// Takes a token, or says how long until one is available.
-    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(self.wait(now))
-        }
-    }
-
-    /// Whether a token is available (without taking it), or how long to wait.
-    pub(crate) fn check(&mut self, now: Instant) -> Result<(), Duration> {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(self.wait(now))
-        }
-    }
-
-    fn wait(&self, _now: Instant) -> Duration {
-        Duration::from_secs_f64(((1.0 - self.tokens) / self.per_second).max(0.001))
-    }
-
-    fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.tokens >= self.burst
-    }
+/// `per_period` cells per `period`, bursting up to `burst` (zeros count as 1, never a panic).
+fn quota(per_period: u32, period: Duration, burst: u32) -> Quota {
+    let per_period = per_period.max(1);
+    let interval = (period / per_period).max(Duration::from_nanos(1));
+    Quota::with_period(interval)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(nonzero(burst))
 }
 
-/// Buckets by key (account name, client address).
+/// Limits by key (account, address, user).
 pub(crate) struct KeyedLimiter {
-    per_minute: u32,
-    buckets: Mutex<HashMap<String, TokenBucket>>,
+    limiter: RateLimiter<u64, DashMapStateStore<u64>, DefaultClock>,
+    seed: RandomState,
+    checks: AtomicU64,
 }
-
-const PRUNE_AT: usize = 10_000;
 
 impl KeyedLimiter {
+    /// `per_minute` per key, bursting to `per_minute`.
     pub(crate) fn per_minute(per_minute: u32) -> Self {
+        Self::new(quota(per_minute, Duration::from_secs(60), per_minute))
+    }
+
+    /// `per_second` per key, bursting to `burst`.
+    pub(crate) fn per_second(per_second: u32, burst: u32) -> Self {
+        Self::new(quota(per_second, Duration::from_secs(1), burst))
+    }
+
+    fn new(quota: Quota) -> Self {
         Self {
-            per_minute: per_minute.max(1),
-            buckets: Mutex::new(HashMap::new()),
+            limiter: RateLimiter::dashmap(quota),
+            seed: RandomState::new(),
+            checks: AtomicU64::new(0),
         }
     }
 
-    fn with<R>(&self, key: &str, f: impl FnOnce(&mut TokenBucket, Instant) -> R) -> R {
-        let now = Instant::now();
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= PRUNE_AT {
-            map.retain(|_, b| !b.is_full(now));
+    fn key(&self, key: impl Hash) -> u64 {
+        self.seed.hash_one(key)
+    }
+
+    fn prune(&self) {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.limiter.retain_recent();
         }
-        let per_minute = f64::from(self.per_minute);
-        let bucket = map
-            .entry(key.to_owned())
-            .or_insert_with(|| TokenBucket::new(per_minute / 60.0, per_minute, now));
-        f(bucket, now)
     }
 
-    /// Takes a token for `key`.
-    pub(crate) fn take(&self, key: &str) -> Result<(), Duration> {
-        self.with(key, |b, now| b.try_take(now))
+    /// Takes a cell for `key`, or says how long until one is available.
+    pub(crate) fn take(&self, key: impl Hash) -> Result<(), Duration> {
+        self.prune();
+        let clock = self.limiter.clock();
+        self.limiter
+            .check_key(&self.key(key))
+            .map_err(|nu| nu.wait_time_from(clock.now()).max(Duration::from_millis(1)))
     }
 
-    /// Checks `key` has a token left without taking it.
-    pub(crate) fn check(&self, key: &str) -> Result<(), Duration> {
-        self.with(key, |b, now| b.check(now))
+    /// Number of keys held (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// One connection's limiter (frames before `auth`).
+pub(crate) struct DirectLimiter {
+    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
+}
+
+impl DirectLimiter {
+    /// `per_second`, bursting to `burst`.
+    pub(crate) fn per_second(per_second: u32, burst: u32) -> Self {
+        Self {
+            limiter: RateLimiter::direct(quota(per_second, Duration::from_secs(1), burst)),
+        }
+    }
+
+    /// Takes a cell, or says how long until one is available.
+    pub(crate) fn take(&self) -> Result<(), Duration> {
+        let clock = self.limiter.clock();
+        self.limiter
+            .check()
+            .map_err(|nu| nu.wait_time_from(clock.now()).max(Duration::from_millis(1)))
     }
 }
 
@@ -109,14 +110,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bucket_allows_burst_then_refills() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(10.0, 3.0, t0);
-        assert!(b.try_take(t0).is_ok());
-        assert!(b.try_take(t0).is_ok());
-        assert!(b.try_take(t0).is_ok());
-        let wait = b.try_take(t0).unwrap_err();
-        assert!(wait <= Duration::from_millis(100));
-        assert!(b.try_take(t0 + Duration::from_millis(110)).is_ok());
+    fn zero_quotas_count_as_one_and_do_not_panic() {
+        let l = KeyedLimiter::per_second(0, 0);
+        assert!(l.take("k").is_ok());
+        let wait = l.take("k").expect_err("second take within a second");
+        assert!(wait <= Duration::from_secs(1));
+        let d = DirectLimiter::per_second(0, 0);
+        assert!(d.take().is_ok() && d.take().is_err());
+    }
+
+    #[test]
+    fn keys_are_fixed_size_and_idle_ones_are_dropped() {
+        // Refills in a microsecond: every key is idle again by the time the map is pruned.
+        let l = KeyedLimiter::per_second(1_000_000, 1);
+        let huge = "x".repeat(1 << 10);
+        for i in 0..PRUNE_EVERY {
+            let _ = l.take((i, &huge));
+        }
+        assert!(l.len() < 64, "{} keys kept", l.len());
+        // Pairs and plain keys live side by side.
+        let login = KeyedLimiter::per_minute(1);
+        assert!(login.take(("alice", 1u8)).is_ok());
+        assert!(login.take(("alice", 2u8)).is_ok());
+        assert!(login.take(("alice", 1u8)).is_err());
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct SessionInfo {
     pub(crate) user: User,
     /// SHA-256 (hex) of the token's secret: the session's key in the store.
     pub(crate) hash: String,
+    /// When the session ends.
+    pub(crate) expires_at: Timestamp,
 }
 
 /// Account and session operations of an [`Engine`] (see [`Engine::sessions`]).
@@ -53,18 +55,29 @@ impl Sessions {
     pub(crate) async fn resolve(&self, token: &str) -> Result<SessionInfo, EngineError> {
         let (user_id, hash) = auth::parse_token(token).ok_or_else(EngineError::unauthenticated)?;
         let store = self.engine.store();
-        if store
+        let session = store
             .session(user_id, &hash, Timestamp::now())
             .await?
-            .is_none()
-        {
-            return Err(EngineError::unauthenticated());
-        }
+            .ok_or_else(EngineError::unauthenticated)?;
         let user = store
             .user(user_id)
             .await?
             .ok_or_else(EngineError::unauthenticated)?;
-        Ok(SessionInfo { user, hash })
+        Ok(SessionInfo {
+            user,
+            hash,
+            expires_at: session.expires_at,
+        })
+    }
+
+    /// Whether the session `hash` of `user` is still valid now.
+    pub(crate) async fn is_valid(&self, user: UserId, hash: &str) -> Result<bool, EngineError> {
+        Ok(self
+            .engine
+            .store()
+            .session(user, hash, Timestamp::now())
+            .await?
+            .is_some())
     }
 
     /// The user a session token belongs to, if the session is valid.
@@ -92,11 +105,20 @@ impl Sessions {
     }
 
     /// Creates a password account and its first session.
+    /// `addr` is the client's address (for throttling), when known.
     pub async fn register(
         &self,
         username: &str,
         password: String,
+        addr: Option<IpAddr>,
     ) -> Result<(User, IssuedSession), EngineError> {
+        if let Some(addr) = addr {
+            self.engine
+                .inner
+                .register_by_address
+                .take(addr)
+                .map_err(EngineError::rate_limited)?;
+        }
         let username = Username::parse(username)?;
         if !auth::password_ok(&password) {
             return Err(EngineError::new(
@@ -141,18 +163,26 @@ impl Sessions {
         addr: Option<IpAddr>,
     ) -> Result<(User, IssuedSession), EngineError> {
         let inner = &self.engine.inner;
+        // Throttling (docs/server.md, "Throttling"): per address, per (account, address)
+        // pair, and a looser per-account bound over all addresses. Every attempt takes a cell
+        // before any password work, so a flood costs no argon2. Someone guessing at a victim's
+        // account from one address exhausts only their own pair's budget; the owner, from
+        // another address, still gets in unless the per-account bound is exhausted too.
+        // Account keys are the canonical (lower-case) name, hashed to a fixed size.
+        let account_key = username.to_ascii_lowercase();
         if let Some(addr) = addr {
             inner
                 .login_by_address
-                .take(&addr.to_string())
+                .take(addr)
                 .map_err(EngineError::rate_limited)?;
         }
-        // Unknown usernames share the throttle key space (their canonical form) so probing
-        // them costs the same as probing real accounts.
-        let account_key = username.to_ascii_lowercase();
+        inner
+            .login_by_pair
+            .take((&account_key, addr))
+            .map_err(EngineError::rate_limited)?;
         inner
             .login_by_account
-            .check(&account_key)
+            .take(&account_key)
             .map_err(EngineError::rate_limited)?;
         let store = self.engine.store();
         let user = match Username::parse(username) {
@@ -173,7 +203,6 @@ impl Sessions {
         };
         let verified = self.verify(password, phc).await? && has_password;
         let Some(user) = user.filter(|_| verified) else {
-            let _ = inner.login_by_account.take(&account_key);
             return Err(invalid_credentials());
         };
         let session = self.issue(user.id).await?;
@@ -183,9 +212,10 @@ impl Sessions {
     /// Ends one session (by its key) and closes its WebSockets with 4001.
     pub(crate) async fn revoke(&self, user: UserId, hash: &str) -> Result<(), EngineError> {
         self.engine.store().delete_session(user, hash).await?;
+        // Every node: the broker closes this node's sockets and tells the others.
         self.engine
             .inner
-            .hub
+            .broker
             .close_user(user, Some(hash), crate::ws::CLOSE_UNAUTHENTICATED);
         Ok(())
     }
@@ -196,7 +226,7 @@ impl Sessions {
         let n = self.engine.store().delete_user_sessions(user).await?;
         self.engine
             .inner
-            .hub
+            .broker
             .close_user(user, None, crate::ws::CLOSE_UNAUTHENTICATED);
         tracing::info!(user = %user, sessions = n, "logged out everywhere");
         Ok(n as u64)

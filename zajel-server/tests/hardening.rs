@@ -29,3 +29,385 @@ async fn passwordless_account_cannot_log_in_with_a_password() {
     }
     server.stop().await;
 }
+
+/// A config with every throttle wide open except the ones a test sets.
+fn open_config() -> zajel_server::ServerConfig {
+    zajel_server::ServerConfig {
+        register_per_address_per_minute: 1000,
+        login_attempts_per_address_per_minute: 1000,
+        ..test_config()
+    }
+}
+
+async fn login_status(addr: std::net::SocketAddr, user: &str, password: &str, xff: &str) -> u16 {
+    let body = json!({"username": user, "password": password}).to_string();
+    http(
+        addr,
+        "POST",
+        "/api/login",
+        Some(&body),
+        &[("X-Forwarded-For", xff)],
+    )
+    .await
+    .status
+}
+
+/// Item 4 (and 5): wrong passwords from one address throttle that address's attempts on the
+/// account, not the owner's logins from elsewhere. Item 5: a forged leftmost
+/// `X-Forwarded-For` entry does not give the attacker a fresh address.
+#[tokio::test]
+async fn a_guesser_cannot_lock_the_owner_out() {
+    let server = TestServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        zajel_server::ServerConfig {
+            login_failures_per_minute: 3,
+            trust_forwarded_for: true,
+            ..open_config()
+        },
+    )
+    .await;
+    register(server.addr, "victim").await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        // The attacker forges a new leftmost entry each time; the proxy appended the real one.
+        let xff = format!("6.6.6.{i}, 203.0.113.66");
+        statuses.push(login_status(server.addr, "victim", "wrong password!", &xff).await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    // The owner, from another address, still logs in.
+    let s = login_status(
+        server.addr,
+        "victim",
+        "correct horse battery",
+        "198.51.100.7",
+    )
+    .await;
+    assert_eq!(s, 200);
+    server.stop().await;
+}
+
+/// Item 3: registration is throttled per address (it runs argon2).
+#[tokio::test]
+async fn register_is_throttled_per_address() {
+    let server = TestServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        zajel_server::ServerConfig {
+            register_per_address_per_minute: 2,
+            ..test_config()
+        },
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let body = json!({"username": format!("user{i}"), "password": "correct horse battery"})
+            .to_string();
+        let r = http(server.addr, "POST", "/api/register", Some(&body), &[]).await;
+        if r.status == 429 {
+            assert_eq!(r.json()["code"], "rate_limited");
+            assert!(r.json()["retry_after_ms"].as_u64().is_some());
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [201, 201, 429, 429]);
+    server.stop().await;
+}
+
+/// Item 8: JSON endpoints refuse other content types (a cross-site `text/plain` form cannot
+/// log a victim in) and answers carry the careful headers; framework refusals have the JSON
+/// error body.
+#[tokio::test]
+async fn login_csrf_and_headers() {
+    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), open_config()).await;
+    let acc = register(server.addr, "carol").await;
+    let _ = acc;
+    // A raw request with text/plain (what an HTML form can send without a preflight).
+    let body = r#"{"username":"carol","password":"correct horse battery"}"#;
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("tcp");
+    let req = format!(
+        "POST /api/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("read");
+    assert!(raw.starts_with("HTTP/1.1 415"), "{raw}");
+    assert!(raw.contains("\"code\":\"unsupported_media_type\""), "{raw}");
+    assert!(!raw.to_ascii_lowercase().contains("set-cookie"), "{raw}");
+    let r = http(server.addr, "GET", "/healthz", None, &[]).await;
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    let r = http(server.addr, "GET", "/api/nothing-here", None, &[]).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let r = http(server.addr, "GET", "/api/login", None, &[]).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let big = format!(r#"{{"username":"{}","password":"x"}}"#, "a".repeat(20_000));
+    let r = http(server.addr, "POST", "/api/login", Some(&big), &[]).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (413, Some("frame_too_large"))
+    );
+    server.stop().await;
+}
+
+/// Item 9: `rate_per_second = 0` (and a zero burst) no longer panics: it counts as 1.
+#[tokio::test]
+async fn zero_rates_do_not_panic() {
+    let server = TestServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        zajel_server::ServerConfig {
+            rate_per_second: 0,
+            rate_burst: 0,
+            login_failures_per_minute: 0,
+            ..open_config()
+        },
+    )
+    .await;
+    let acc = register(server.addr, "dora").await;
+    let (mut c, _) = Client::login(server.addr, &acc).await;
+    let r = c.call(json!({"type": "ping"})).await;
+    assert!(r["type"] == "pong" || r["code"] == "rate_limited", "{r}");
+    server.stop().await;
+}
+
+/// Item 6: connection caps per address and per user.
+#[tokio::test]
+async fn connection_caps() {
+    let server = TestServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        zajel_server::ServerConfig {
+            max_connections_per_address: 3,
+            max_connections_per_user: 2,
+            ..open_config()
+        },
+    )
+    .await;
+    let acc = register(server.addr, "erin").await;
+    let (_c1, _) = Client::login(server.addr, &acc).await;
+    let (_c2, _) = Client::login(server.addr, &acc).await;
+    // The user's third connection is refused at auth with rate_limited and 1008.
+    let mut c3 = Client::connect(server.addr, "erin-3").await;
+    let r = c3.auth(&acc.token, None).await;
+    assert_eq!(r["code"], "rate_limited", "{r}");
+    let (code, _) = c3.expect_close().await;
+    assert_eq!(code, 1008);
+    drop(c3);
+    // Its address slot is released when the server's connection task ends.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Three open sockets from this address (two authenticated, one idle): a fourth upgrade
+    // is refused with 429 before any WebSocket exists.
+    let _idle = Client::connect(server.addr, "idle").await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status().as_u16(), 429);
+            let body = res.body().as_deref().unwrap_or_default();
+            assert!(String::from_utf8_lossy(body).contains("rate_limited"));
+        }
+        other => panic!("expected a 429 refusal, got {:?}", other.map(|_| ())),
+    }
+    server.stop().await;
+}
+
+/// Item 7: after a block, `mark_read` and `typing` are refused like `send`, and nothing moves.
+#[tokio::test]
+async fn a_block_stops_read_marks_and_typing() {
+    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), open_config()).await;
+    let alice = register(server.addr, "alice").await;
+    let bob = register(server.addr, "bob").await;
+    let (mut a, _) = Client::login(server.addr, &alice).await;
+    let (mut b, _) = Client::login(server.addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    let conv = dm(&alice, &bob);
+    a.send_message(&conv, "hi", "k1").await;
+    b.expect("message").await;
+    let r = a.call(json!({"type": "block", "user_id": bob.id})).await;
+    assert_eq!(r["type"], "friend_ok", "{r}");
+    b.expect("friend").await;
+    let r = b
+        .call(json!({"type": "mark_read", "conversation": conv, "seq": 1}))
+        .await;
+    assert_eq!(r["code"], "not_friends", "{r}");
+    let r = b
+        .call(json!({"type": "typing", "conversation": conv, "active": true}))
+        .await;
+    assert_eq!(r["code"], "not_friends", "{r}");
+    a.expect_silence(200).await;
+    let list = b.call(json!({"type": "conversations"})).await;
+    assert_eq!(list["conversations"][0]["read_seq"], 0, "{list}");
+    server.stop().await;
+}
+
+/// Item 13: a device resuming with a cursor ahead of the store gets `synced.ahead` and the
+/// next live messages (which reuse those sequence numbers) are delivered, not filtered.
+#[tokio::test]
+async fn resume_with_a_cursor_ahead_still_gets_new_messages() {
+    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), open_config()).await;
+    let alice = register(server.addr, "alice").await;
+    let bob = register(server.addr, "bob").await;
+    let (mut a, _) = Client::login(server.addr, &alice).await;
+    let (mut b, _) = Client::login(server.addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    let conv = dm(&alice, &bob);
+    a.send_message(&conv, "one", "k1").await;
+    b.expect("message").await;
+    b.close().await;
+    let mut b = Client::connect(server.addr, "bob-2").await;
+    let mut cursors = serde_json::Map::new();
+    cursors.insert(conv.clone(), json!(5));
+    let ok = b.auth(&bob.token, Some(json!({"cursors": cursors}))).await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    let synced = b.expect("synced").await;
+    assert_eq!(synced["ahead"], json!([conv.clone()]), "{synced}");
+    for (i, key) in ["k2", "k3"].iter().enumerate() {
+        a.send_message(&conv, "new", key).await;
+        let m = b.expect("message").await;
+        assert_eq!(m["message"]["seq"], i as u64 + 2, "{m}");
+    }
+    server.stop().await;
+}
+
+/// Item 2: the session ends when it expires, even on a connection that keeps pinging.
+#[tokio::test]
+async fn a_socket_does_not_outlive_its_session() {
+    let server = TestServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        zajel_server::ServerConfig {
+            token_ttl_secs: 2,
+            ..open_config()
+        },
+    )
+    .await;
+    let acc = register(server.addr, "frank").await;
+    let (mut c, _) = Client::login(server.addr, &acc).await;
+    // Pings keep it from idling; the session's end still closes it.
+    c.assert_alive().await;
+    let (code, _) = c.expect_close().await;
+    assert_eq!(code, 4001);
+    server.stop().await;
+}
+
+mod redis {
+    use super::*;
+    use std::time::{Duration, Instant};
+    use zajel_core::RedisStore;
+    use zajel_core::testing::RedisServer;
+    use zajel_server::Engine;
+    use zajel_server::broker::{RedisBroker, RedisBrokerConfig};
+
+    async fn node(url: &str, id: &str) -> TestServer {
+        let opts = zajel_core::store::redis::RedisOptions {
+            command_timeout: Duration::from_millis(1500),
+            ..Default::default()
+        };
+        let store = RedisStore::connect_with(url, opts).await.expect("store");
+        let broker = RedisBroker::connect(
+            url,
+            RedisBrokerConfig {
+                node_id: id.into(),
+                ..RedisBrokerConfig::default()
+            },
+        )
+        .await
+        .expect("broker");
+        let engine = Engine::builder(Arc::new(store), super::open_config())
+            .redis_broker(broker)
+            .build();
+        TestServer::serve(engine).await
+    }
+
+    /// Item 2: logout and logout-all on node A close the session's sockets on node B (4001).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revocation_reaches_every_node() {
+        let redis = RedisServer::start().expect("redis-server");
+        let (na, nb) = (node(&redis.url(), "a").await, node(&redis.url(), "b").await);
+        let acc = register(na.addr, "gina").await;
+        let (mut on_b, _) = Client::login(nb.addr, &acc).await;
+        let r = http(
+            na.addr,
+            "POST",
+            "/api/logout",
+            None,
+            &[("Authorization", &format!("Bearer {}", acc.token))],
+        )
+        .await;
+        assert_eq!(r.status, 204);
+        let (code, _) = on_b.expect_close().await;
+        assert_eq!(code, 4001);
+        // logout-all: a second session's socket on B closes too.
+        let body = json!({"username": "gina", "password": "correct horse battery"}).to_string();
+        let s1 = http(na.addr, "POST", "/api/login", Some(&body), &[])
+            .await
+            .json();
+        let s2 = http(na.addr, "POST", "/api/login", Some(&body), &[])
+            .await
+            .json();
+        let mut c = Client::connect(nb.addr, "gina-2").await;
+        assert_eq!(
+            c.auth(s2["token"].as_str().expect("token"), None).await["type"],
+            "auth_ok"
+        );
+        let bearer = format!("Bearer {}", s1["token"].as_str().expect("token"));
+        let r = http(
+            na.addr,
+            "POST",
+            "/api/logout-all",
+            None,
+            &[("Authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(r.status, 204);
+        let (code, _) = c.expect_close().await;
+        assert_eq!(code, 4001);
+        na.stop().await;
+        nb.stop().await;
+    }
+
+    /// Item 11: with Redis frozen, a send fails fast with `unavailable` and `retry_after_ms`,
+    /// and a `ping` sent after it is answered at once, not after the send.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ping_does_not_wait_behind_a_stuck_store() {
+        let redis = RedisServer::start().expect("redis-server");
+        let na = node(&redis.url(), "a").await;
+        let alice = register(na.addr, "alice").await;
+        let bob = register(na.addr, "bob").await;
+        let (mut a, _) = Client::login(na.addr, &alice).await;
+        let (mut b, _) = Client::login(na.addr, &bob).await;
+        befriend(&mut a, &alice, &mut b, &bob).await;
+        let conv = dm(&alice, &bob);
+        redis.signal("STOP").expect("SIGSTOP redis");
+        a.send_raw(
+            &json!({"type": "send", "id": "s1", "conversation": conv, "body": "x",
+                    "idempotency_key": "k1"})
+            .to_string(),
+        )
+        .await;
+        let t0 = Instant::now();
+        a.send_raw(r#"{"type":"ping","id":"p1"}"#).await;
+        let pong = a.answer("p1").await;
+        let ping_took = t0.elapsed();
+        let sent = a.answer("s1").await;
+        let send_took = t0.elapsed();
+        redis.signal("CONT").expect("SIGCONT redis");
+        assert_eq!(pong["type"], "pong");
+        assert!(
+            ping_took < Duration::from_millis(500),
+            "ping took {ping_took:?}"
+        );
+        assert_eq!(sent["code"], "unavailable", "{sent}");
+        assert!(sent["retry_after_ms"].as_u64().is_some(), "{sent}");
+        assert!(
+            send_took < Duration::from_secs(5),
+            "send took {send_took:?}"
+        );
+        na.stop().await;
+    }
+}

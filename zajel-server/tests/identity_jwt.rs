@@ -314,3 +314,90 @@ async fn engine_api_creates_app_users_sessions_and_friendships() {
     .await;
     assert_eq!(r.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_options_mount_under_a_prefix_without_metrics_or_healthz() {
+    use zajel_server::RouterOptions;
+    let engine = Engine::new(Arc::new(MemoryStore::new()), test_config());
+    // An app with its own /metrics and /healthz: merging the default router would panic
+    // (overlapping routes); with the options it does not.
+    let app = axum::Router::new()
+        .route("/metrics", get(|| async { "app metrics" }))
+        .route("/healthz", get(|| async { "app health" }))
+        .merge(
+            engine.router_with(
+                RouterOptions::default()
+                    .prefix("/chat/")
+                    .metrics(false)
+                    .healthz(false),
+            ),
+        )
+        .merge(
+            engine.router_with(
+                RouterOptions::default()
+                    .prefix("/ops")
+                    .metrics(true)
+                    .healthz(false),
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(zajel_server::serve_router(
+        listener,
+        app,
+        engine.clone(),
+        std::future::pending(),
+    ));
+    let r = http(addr, "GET", "/metrics", None, &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "app metrics"));
+    let r = http(addr, "GET", "/healthz", None, &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "app health"));
+    assert_eq!(
+        http(addr, "GET", "/chat/metrics", None, &[]).await.status,
+        404
+    );
+    assert_eq!(
+        http(addr, "GET", "/chat/healthz", None, &[]).await.status,
+        404
+    );
+    assert_eq!(
+        http(addr, "GET", "/ops/metrics", None, &[]).await.status,
+        200
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/register", None, &[]).await.status,
+        404
+    );
+    let reg = http(
+        addr,
+        "POST",
+        "/chat/api/register",
+        Some(r#"{"username":"pat","password":"correct horse battery"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    let token = reg.json()["token"].as_str().unwrap().to_owned();
+    // The WebSocket under the prefix.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{addr}/chat/ws"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "zajel.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    let auth = json!({"type": "auth", "id": "1", "protocol": 1, "token": token});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        auth.to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+    assert_eq!(v["type"], "auth_ok", "{v}");
+}

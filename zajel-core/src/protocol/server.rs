@@ -46,6 +46,12 @@ pub struct SyncState {
     /// Conversations whose backlog was larger than the replay bound; the client pages the rest
     /// with `history` (`after` = its cursor). Nothing is lost, only not pushed.
     pub truncated: Vec<ConversationId>,
+    /// Conversations whose resume cursor was *ahead* of the stored end (`last_seq`), e.g.
+    /// after the store lost acknowledged writes or a client bug. Nothing was replayed for
+    /// them; the client must lower its cursor to the conversation's `last_seq` (in
+    /// `conversations`): the next live messages reuse those sequence numbers and are delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ahead: Vec<ConversationId>,
 }
 
 /// The body of an `error` frame.

@@ -73,10 +73,10 @@ impl ChatService {
         let event = ServerFrame::Message {
             message: appended.message.clone(),
         };
-        let mut out = Outcome::new(actor, appended);
-        if !out.reply.duplicate {
-            out = out.event(vec![peer, me], event, true);
-        }
+        // Published on the duplicate path too: a retry after a lost ack may follow an append
+        // whose event never left (the node died between append and publish). Clients
+        // de-duplicate live messages by `seq`.
+        let mut out = Outcome::new(actor, appended).event(vec![peer, me], event, true);
         out.order = Some(order);
         Ok(out)
     }
@@ -113,6 +113,12 @@ impl ChatService {
     ) -> Result<Outcome<ReadMark>, EngineError> {
         let me = actor.user;
         let peer = Self::peer(me, conversation)?;
+        // Same rule as `send`, checked under the same lock: friends only (a read receipt is a
+        // message to the peer, so a block or removal stops it).
+        let order = self.engine.lock_conversation(conversation).await;
+        if !self.are_friends(me, peer).await? {
+            return Err(not_friends());
+        }
         let mark = self.engine.store().mark_read(conversation, me, seq).await?;
         let event = ServerFrame::Read {
             conversation: conversation.clone(),
@@ -120,12 +126,12 @@ impl ChatService {
             seq: mark.seq,
         };
         let changed = mark.changed;
-        let out = Outcome::new(actor, mark);
-        Ok(if changed {
-            out.event(vec![peer, me], event, true)
-        } else {
-            out
-        })
+        let mut out = Outcome::new(actor, mark);
+        if changed {
+            out = out.event(vec![peer, me], event, true);
+        }
+        out.order = Some(order);
+        Ok(out)
     }
 
     /// A typing indicator from `actor` to their friend in `conversation` (never stored).
@@ -137,6 +143,7 @@ impl ChatService {
     ) -> Result<Outcome<()>, EngineError> {
         let me = actor.user;
         let peer = Self::peer(me, conversation)?;
+        let order = self.engine.lock_conversation(conversation).await;
         if !self.are_friends(me, peer).await? {
             return Err(not_friends());
         }
@@ -145,6 +152,8 @@ impl ChatService {
             user: me,
             active,
         };
-        Ok(Outcome::new(actor, ()).event(vec![peer], event, false))
+        let mut out = Outcome::new(actor, ()).event(vec![peer], event, false);
+        out.order = Some(order);
+        Ok(out)
     }
 }

@@ -1,7 +1,7 @@
 //! Accounts over HTTP: register, login, logout, logout-all, me. The rules live in
 //! [`crate::sessions`]; this file reads requests and writes answers (body, cookie).
 
-use super::{ClientAddr, SESSION_COOKIE, parse_json, request_token};
+use super::{ClientAddr, SESSION_COOKIE, parse_json, request_token, require_json};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::sessions::IssuedSession;
@@ -63,12 +63,15 @@ pub(crate) fn session_response(
 
 pub(super) async fn register(
     State(engine): State<Engine>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, EngineError> {
+    require_json(&headers)?;
     let creds: Credentials = parse_json(&body)?;
     let (user, session) = engine
         .sessions()
-        .register(&creds.username, creds.password)
+        .register(&creds.username, creds.password, addr)
         .await?;
     Ok(session_response(
         &engine,
@@ -81,8 +84,10 @@ pub(super) async fn register(
 pub(super) async fn login(
     State(engine): State<Engine>,
     ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, EngineError> {
+    require_json(&headers)?;
     let creds: Credentials = parse_json(&body)?;
     let (user, session) = engine
         .sessions()

@@ -5,6 +5,9 @@
 mod accounts;
 mod client_addr;
 mod ops;
+mod options;
+
+pub use options::RouterOptions;
 
 pub(crate) use accounts::session_response;
 pub(crate) use client_addr::ClientAddr;
@@ -30,21 +33,38 @@ impl Engine {
     /// Routes: `POST /api/register`, `POST /api/login`, `POST /api/logout`,
     /// `POST /api/logout-all`, `GET /api/me`, `GET /healthz`, `GET /metrics`, `GET /ws`.
     pub fn router(&self) -> Router {
-        let router = Router::new()
+        self.router_with(RouterOptions::default())
+    }
+
+    /// Like [`Engine::router`], with [`RouterOptions`]: a mount prefix, and whether
+    /// `/metrics` and `/healthz` are served (an app with its own routes of those names turns
+    /// them off instead of colliding with them).
+    pub fn router_with(&self, options: RouterOptions) -> Router {
+        let mut router = Router::new()
             .route("/api/register", post(accounts::register))
             .route("/api/login", post(accounts::login))
             .route("/api/logout", post(accounts::logout))
             .route("/api/logout-all", post(accounts::logout_all))
             .route("/api/me", get(accounts::me))
-            .route("/healthz", get(ops::healthz))
-            .route("/metrics", get(ops::metrics))
-            .route("/ws", get(crate::ws::ws_upgrade))
-            .layer(DefaultBodyLimit::max(16 * 1024))
+            .route("/ws", get(crate::ws::ws_upgrade));
+        if options.healthz {
+            router = router.route("/healthz", get(ops::healthz));
+        }
+        if options.metrics {
+            router = router.route("/metrics", get(ops::metrics));
+        }
+        let router = router
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(middleware::from_fn(security_headers))
             .layer(middleware::from_fn_with_state(self.clone(), track))
             .with_state(self.clone());
         let cfg = &self.inner.config;
-        match crate::cors::layer(cfg.cors_origins.iter().chain(&cfg.allowed_origins)) {
+        let router = match crate::cors::layer(cfg.cors_origins.iter().chain(&cfg.allowed_origins)) {
             Some(cors) => router.layer(cors),
+            None => router,
+        };
+        match options.prefix {
+            Some(prefix) => Router::new().nest(&prefix, router),
             None => router,
         }
     }
@@ -59,6 +79,73 @@ async fn track(State(engine): State<Engine>, req: Request, next: Next) -> Respon
     }
     res
 }
+
+/// Refuses a body that is not declared `application/json` (415): a cross-site HTML form can
+/// only send `text/plain`, `multipart/form-data` or `application/x-www-form-urlencoded`
+/// without a CORS preflight, so this closes login CSRF.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), EngineError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as Content-Type: application/json",
+        ))
+    }
+}
+
+/// Headers every answer of the engine's router carries: no MIME sniffing, no caching of
+/// account answers, no framing, no referrer leaks.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = json_errors(next.run(req).await);
+    let h = res.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        h.entry(name)
+            .or_insert(axum::http::HeaderValue::from_static(value));
+    }
+    res
+}
+
+/// Gives the framework's own refusals (no route, wrong method, body over the limit) the same
+/// JSON error body as every other error.
+fn json_errors(res: Response) -> Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    if res.extensions().get::<ErrorCode>().is_some() {
+        return res;
+    }
+    let e = match res.status() {
+        StatusCode::NOT_FOUND => EngineError::new(ErrorCode::NotFound, "no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => EngineError::new(
+            ErrorCode::MethodNotAllowed,
+            "this endpoint does not take that method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => EngineError::new(
+            ErrorCode::FrameTooLarge,
+            format!("request body over the limit of {BODY_LIMIT} bytes"),
+        ),
+        _ => return res,
+    };
+    let allow = res.headers().get(header::ALLOW).cloned();
+    let mut out = e.into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+/// Largest accepted HTTP request body.
+const BODY_LIMIT: usize = 16 * 1024;
 
 /// Parses a JSON request body with a typed error.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EngineError> {

@@ -29,9 +29,34 @@ pub(super) async fn healthz(State(engine): State<Engine>) -> Response {
 
 pub(super) async fn metrics(State(engine): State<Engine>) -> Response {
     let hub = &engine.inner.hub;
-    let text = engine
+    let mut text = engine
         .inner
         .metrics
         .render(hub.lagged_total(), hub.delivered_total());
+    if let Some(b) = engine.redis_broker() {
+        use std::fmt::Write;
+        for (name, help, v) in [
+            (
+                "zajel_broker_published_total",
+                "Events published to other nodes.",
+                b.published_total(),
+            ),
+            (
+                "zajel_broker_received_total",
+                "Events received from other nodes.",
+                b.received_total(),
+            ),
+            (
+                "zajel_broker_lost_total",
+                "Events whose cross-node delivery was lost (their recipients are closed with 4008 to resume).",
+                b.lost_total(),
+            ),
+        ] {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

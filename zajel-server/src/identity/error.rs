@@ -115,6 +115,7 @@ impl IdentityError {
         }
     }
 
+    #[cfg(feature = "oidc")]
     /// An error page for a browser (the OAuth callback is a top-level navigation, so a JSON body
     /// would be shown raw). Carries the code in `X-Zajel-Error` for programs and tests.
     pub(crate) fn html_page(&self, back_to: &str) -> Response {

@@ -5,7 +5,7 @@ use super::socket::{Conn, Incoming, error};
 use super::{CLOSE_POLICY, CLOSE_UNAUTHENTICATED, close_reason};
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::http::{SESSION_COOKIE, cookie_value};
+use crate::http::{ClientAddr, SESSION_COOKIE, cookie_value};
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, header};
@@ -25,6 +25,8 @@ pub(crate) struct Upgrade {
     pub(crate) cookie_token: Option<String>,
     /// Whether the cookie may be used (Origin allowlisted or same-origin).
     pub(crate) cookie_allowed: bool,
+    /// The client address's connection slot, released when the connection ends.
+    pub(crate) address_slot: Option<super::limits::AddressSlot>,
 }
 
 /// An authenticated handshake.
@@ -34,6 +36,8 @@ pub(super) struct Authed {
     pub(super) session: Arc<str>,
     /// The `auth` request's id.
     pub(super) re: RequestId,
+    /// When the session ends: the connection closes with 4001 then.
+    pub(super) expires_at: zajel_core::Timestamp,
     pub(super) resume: Option<ResumeState>,
 }
 
@@ -95,6 +99,7 @@ impl Conn {
                                 return Some(Authed {
                                     user: info.user,
                                     session: info.hash.into(),
+                                    expires_at: info.expires_at,
                                     re: id,
                                     resume,
                                 });
@@ -148,6 +153,7 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 
 pub(crate) async fn ws_upgrade(
     State(engine): State<Engine>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -161,10 +167,15 @@ pub(crate) async fn ws_upgrade(
     if engine.is_shutting_down() {
         return EngineError::shutting_down().into_response();
     }
+    let address_slot = match super::limits::admit(&engine, addr) {
+        Ok(slot) => slot,
+        Err(e) => return e.into_response(),
+    };
     let cfg = &engine.inner.config;
     let upgrade = Upgrade {
         cookie_token: cookie_value(&headers, SESSION_COOKIE),
         cookie_allowed: origin_allowed(&headers, &cfg.allowed_origins),
+        address_slot,
     };
     // The transport limit sits well above the protocol limit so an oversized frame still gets
     // a `frame_too_large` answer and a 1009 close instead of a dropped connection.

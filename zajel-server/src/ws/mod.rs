@@ -14,6 +14,7 @@
 //! again, so an answer always precedes the events its request caused.
 
 mod handshake;
+mod limits;
 mod replay;
 mod socket;
 

@@ -37,6 +37,7 @@ impl Conn {
             }
         };
         let mut truncated = Vec::new();
+        let mut ahead = Vec::new();
         for summary in &conversations {
             let conv = &summary.conversation;
             let cursor = match (resume.cursors.get(conv), resume.unlisted) {
@@ -45,6 +46,13 @@ impl Conn {
                 // A fresh device starts from now; `synced` tells it each conversation's end.
                 (None, Unlisted::Skip) => summary.last_seq,
             };
+            // A cursor beyond the stored end must not hide the next live messages (they get
+            // the sequence numbers the client thinks it has): filter from the stored end, and
+            // say so in `synced.ahead`.
+            if cursor > summary.last_seq {
+                ahead.push(conv.clone());
+            }
+            let cursor = cursor.min(summary.last_seq);
             known.insert(conv.clone(), cursor);
             if summary.last_seq <= cursor {
                 continue;
@@ -104,6 +112,7 @@ impl Conn {
                 conversations,
                 friends,
                 truncated,
+                ahead,
             },
         };
         self.feed_text(Utf8Bytes::from(synced.encode())).await && self.flush().await

@@ -2,14 +2,20 @@
 //! replay share.
 
 use super::handshake::{Authed, Upgrade};
-use super::{CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_TOO_LARGE, close_reason};
+use super::{
+    CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_TOO_LARGE, CLOSE_UNAUTHENTICATED,
+    close_reason,
+};
 use crate::chat::Actor;
 use crate::engine::Engine;
 use crate::hub::Event;
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::DirectLimiter;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use std::collections::HashMap;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +36,10 @@ pub(super) enum Incoming {
 pub(super) struct Conn {
     pub(super) engine: Engine,
     pub(super) socket: WebSocket,
-    pub(super) bucket: TokenBucket,
+    /// Frames before `auth` (afterwards the user's shared limiter counts them).
+    pub(super) bucket: DirectLimiter,
+    /// The authenticated user, once known.
+    pub(super) user: Option<zajel_core::UserId>,
     pub(super) strikes: u32,
     pub(super) idle: Pin<Box<Sleep>>,
     pub(super) idle_for: Duration,
@@ -38,19 +47,33 @@ pub(super) struct Conn {
     pub(super) shutdown: watch::Receiver<bool>,
 }
 
+/// A request being performed: its answer and when it was received.
+type Lane = Pin<Box<dyn Future<Output = (Option<ServerFrame>, std::time::Instant)> + Send>>;
+
+fn lane(chat: &crate::chat::ChatService, actor: Actor, frame: ClientFrame) -> Lane {
+    let chat = chat.clone();
+    let t0 = std::time::Instant::now();
+    Box::pin(async move { (chat.execute(actor, frame).await, t0) })
+}
+
+/// Requests a connection may have waiting per lane; beyond this the socket is not read
+/// (backpressure) until one completes.
+const MAX_QUEUED: usize = 64;
+
+/// How often a live connection re-checks its session in the store.
+const SESSION_RECHECK: Duration = Duration::from_secs(60);
+
 /// Runs one upgraded connection to its end.
-pub(crate) async fn run(engine: Engine, socket: WebSocket, upgrade: Upgrade) {
+pub(crate) async fn run(engine: Engine, socket: WebSocket, mut upgrade: Upgrade) {
     let _active = engine.enter_connection();
+    let _address = upgrade.address_slot.take();
     let shutdown = engine.shutdown_signal();
     let cfg = engine.config().clone();
     let idle_for = Duration::from_millis(cfg.idle_timeout_ms.max(1));
     let mut conn = Conn {
         socket,
-        bucket: TokenBucket::new(
-            f64::from(cfg.rate_per_second),
-            f64::from(cfg.rate_burst),
-            std::time::Instant::now(),
-        ),
+        bucket: DirectLimiter::per_second(cfg.rate_per_second, cfg.rate_burst),
+        user: None,
         strikes: 0,
         idle: Box::pin(tokio::time::sleep(idle_for)),
         idle_for,
@@ -172,7 +195,11 @@ impl Conn {
             return Incoming::Close(Some(e), CLOSE_TOO_LARGE, "frame too large");
         }
         let decoded = ClientFrame::decode(text);
-        if let Err(wait) = self.bucket.try_take(std::time::Instant::now()) {
+        let taken = match self.user {
+            Some(user) => self.engine.inner.frames_by_user.take(user),
+            None => self.bucket.take(),
+        };
+        if let Err(wait) = taken {
             self.strikes += 1;
             let re = match &decoded {
                 Ok(f) => f.id().cloned(),
@@ -219,8 +246,49 @@ impl Conn {
         let engine = self.engine.clone();
         let hub = engine.inner.hub.clone();
         let user = authed.user.clone();
-        // Register first: events published from here on wait in the queue while we replay.
+        let max_per_user = engine.config().max_connections_per_user as usize;
+        if hub.connections_of(user.id) >= max_per_user {
+            let e = error(
+                Some(authed.re),
+                ErrorCode::RateLimited,
+                format!("at most {max_per_user} connections per user"),
+            );
+            if self.answer(&e).await {
+                self.close(CLOSE_POLICY, "too many connections").await;
+            }
+            return;
+        }
+        // Register first: events published from here on wait in the queue while we replay,
+        // and a revocation from here on closes this connection.
         let mut sub = hub.subscribe(user.id, authed.session.clone());
+        // A logout that raced the handshake (after `auth` resolved the token, before the
+        // registration) is caught here.
+        if !matches!(
+            engine.sessions().is_valid(user.id, &authed.session).await,
+            Ok(true)
+        ) {
+            let e = error(
+                Some(authed.re),
+                ErrorCode::Unauthenticated,
+                "the session ended during authentication",
+            );
+            if self.answer(&e).await {
+                self.close(CLOSE_UNAUTHENTICATED, close_reason(CLOSE_UNAUTHENTICATED))
+                    .await;
+            }
+            hub.unsubscribe(user.id, sub.id);
+            return;
+        }
+        self.user = Some(user.id);
+        // The session's end, and a periodic re-check (a revocation from another node can be
+        // lost while Redis is away; the store is the record).
+        let expires_in = Duration::from_millis(
+            u64::try_from(authed.expires_at.0 - zajel_core::Timestamp::now().0).unwrap_or(0),
+        );
+        let expiry = tokio::time::sleep(expires_in);
+        tokio::pin!(expiry);
+        let mut recheck =
+            tokio::time::interval_at(Instant::now() + SESSION_RECHECK, SESSION_RECHECK);
         tracing::debug!(user = %user.id, conn = sub.id, "connection authenticated");
         let chat = engine.chat();
         let actor = Actor::connection(user.id, sub.id);
@@ -241,7 +309,18 @@ impl Conn {
         if alive && let Some(resume) = authed.resume {
             alive = self.replay(user.id, authed.re, resume, &mut known).await;
         }
+        // Requests that touch the store run one at a time, in order, in the slow lane while the
+        // loop keeps reading: a `ping` is answered at once and a `typing` runs beside them,
+        // so neither waits behind a slow store round trip (e.g. Redis timing out).
+        let mut slow: VecDeque<ClientFrame> = VecDeque::new();
+        let mut inflight: Option<Lane> = None;
+        let mut side: FuturesUnordered<Lane> = FuturesUnordered::new();
         while alive {
+            if inflight.is_none()
+                && let Some(frame) = slow.pop_front()
+            {
+                inflight = Some(lane(&chat, actor, frame));
+            }
             alive = tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => {
@@ -257,28 +336,61 @@ impl Conn {
                     Some(ev) => self.forward(ev, &mut sub.rx, &known).await,
                     None => false,
                 },
-                msg = self.socket.recv() => match self.classify(msg) {
-                    Incoming::Frame(frame) => {
-                        let t0 = std::time::Instant::now();
-                        let reply = chat.execute(actor, frame).await;
-                        let ok = match reply {
-                            Some(r) => self.answer(&r).await,
-                            None => true,
-                        };
-                        engine.inner.metrics.ws_latency.observe(t0.elapsed());
-                        ok
+                (reply, t0) = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                    inflight = None;
+                    self.reply(reply, t0).await
+                }
+                Some((reply, t0)) = side.next(), if !side.is_empty() => self.reply(reply, t0).await,
+                msg = self.socket.recv(), if slow.len() < MAX_QUEUED && side.len() < MAX_QUEUED => {
+                    match self.classify(msg) {
+                        Incoming::Frame(ClientFrame::Ping { id }) => {
+                            let t0 = std::time::Instant::now();
+                            self.reply(Some(ServerFrame::Pong { re: id }), t0).await
+                        }
+                        Incoming::Frame(frame @ ClientFrame::Typing { .. }) => {
+                            side.push(lane(&chat, actor, frame));
+                            true
+                        }
+                        Incoming::Frame(frame) => {
+                            slow.push_back(frame);
+                            true
+                        }
+                        other => self.handle_non_frame(other).await,
                     }
-                    other => self.handle_non_frame(other).await,
                 },
                 () = &mut self.idle => {
                     self.close(CLOSE_IDLE, "idle timeout").await;
                     false
+                }
+                () = &mut expiry => {
+                    self.close(CLOSE_UNAUTHENTICATED, close_reason(CLOSE_UNAUTHENTICATED)).await;
+                    false
+                }
+                _ = recheck.tick() => {
+                    match engine.sessions().is_valid(user.id, &authed.session).await {
+                        Ok(false) => {
+                            self.close(CLOSE_UNAUTHENTICATED, close_reason(CLOSE_UNAUTHENTICATED)).await;
+                            false
+                        }
+                        // Valid, or the store cannot say right now: keep the connection.
+                        _ => true,
+                    }
                 }
             };
         }
         let last_local = hub.unsubscribe(user.id, sub.id);
         chat.disconnected(user.id, last_local).await;
         tracing::debug!(user = %user.id, conn = sub.id, "connection closed");
+    }
+
+    /// Writes a request's answer (if any) and records its latency.
+    async fn reply(&mut self, reply: Option<ServerFrame>, t0: std::time::Instant) -> bool {
+        let ok = match reply {
+            Some(r) => self.answer(&r).await,
+            None => true,
+        };
+        self.engine.inner.metrics.ws_latency.observe(t0.elapsed());
+        ok
     }
 
     /// Writes `first` and whatever else is already queued, then flushes once.

@@ -70,10 +70,81 @@ pub(super) fn decode(payload: &[u8]) -> Option<Envelope> {
     })
 }
 
+const CLOSE_MAGIC: &str = "z1c";
+
+/// A request to close a user's connections on the receiving node.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct CloseRequest {
+    pub(super) origin: String,
+    pub(super) user: UserId,
+    /// Only this session's connections (its token hash), or all.
+    pub(super) session: Option<String>,
+    pub(super) code: u16,
+}
+
+/// `z1c\n<origin>\n<uid>\n<session hash or empty>\n<code>`.
+pub(super) fn encode_close(
+    origin: &str,
+    user: UserId,
+    session: Option<&str>,
+    code: u16,
+) -> Vec<u8> {
+    format!(
+        "{CLOSE_MAGIC}\n{origin}\n{user}\n{}\n{code}",
+        session.unwrap_or("")
+    )
+    .into_bytes()
+}
+
+pub(super) fn decode_close(payload: &[u8]) -> Option<CloseRequest> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.split('\n');
+    if parts.next()? != CLOSE_MAGIC {
+        return None;
+    }
+    let origin = parts.next()?.to_owned();
+    let user = parts.next()?.parse().ok()?;
+    let session = Some(parts.next()?)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let code = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(CloseRequest {
+        origin,
+        user,
+        session,
+        code,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use zajel_core::protocol::ServerFrame;
+
+    #[test]
+    fn close_requests_round_trip() {
+        let a: UserId = "00000000-0000-4000-8000-000000000001"
+            .parse()
+            .expect("uuid");
+        for session in [None, Some("ab12")] {
+            let bytes = encode_close("n1", a, session, 4001);
+            let req = decode_close(&bytes).expect("decodes");
+            assert_eq!(
+                (
+                    req.origin.as_str(),
+                    req.user,
+                    req.session.as_deref(),
+                    req.code
+                ),
+                ("n1", a, session, 4001)
+            );
+            assert!(decode(&bytes).is_none(), "not an event");
+        }
+        assert!(decode_close(b"z1c\nn1\nnot-a-user\n\n4001").is_none());
+    }
 
     #[test]
     fn envelope_round_trips_without_reserializing() {

@@ -171,6 +171,10 @@ struct Shared {
     published: AtomicU64,
     received: AtomicU64,
     lost: AtomicU64,
+    /// Recipients of events whose cross-node delivery was lost (queue full, lookup or publish
+    /// failed): the heartbeat marks them missed on the nodes holding them, which close their
+    /// connections with 4008 so they resume.
+    lost_users: Mutex<HashSet<UserId>>,
 }
 
 /// Cross-node delivery and cluster-wide presence over one Redis (see the module docs).
@@ -247,6 +251,7 @@ impl RedisBroker {
                 published: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 lost: AtomicU64::new(0),
+                lost_users: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -316,6 +321,14 @@ impl RedisBroker {
 }
 
 impl Shared {
+    /// Remembers recipients whose cross-node delivery was lost (see `lost_users`).
+    fn lose(&self, users: &[UserId]) {
+        self.lost_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(users.iter().copied());
+    }
+
     /// (this node's count, whether another live node has a count above 0).
     fn split_counts(&self, hash: &[(String, i64)]) -> (i64, bool) {
         let dead = self.dead.read().unwrap_or_else(|e| e.into_inner());
@@ -352,10 +365,46 @@ impl Broker for RedisBroker {
             users: users.to_vec(),
             event,
         };
-        if self.shared.out_tx.try_send(out).is_err() {
+        if let Err(e) = self.shared.out_tx.try_send(out) {
             self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            let out = match e {
+                mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
+            };
+            self.shared.lose(&out.users);
             tracing::warn!("cross-node publish queue full or closed: remote delivery dropped");
         }
+    }
+
+    fn close_user(&self, user: UserId, session: Option<&str>, code: u16) {
+        if let Some(hub) = self.hub() {
+            hub.close_user(user, session, code);
+        }
+        let shared = self.shared.clone();
+        let session = session.map(str::to_owned);
+        // In the background (the trait must not block). If Redis is away the close is lost
+        // here, but connections re-check their session periodically (see `ws/socket.rs`).
+        tokio::spawn(async move {
+            let mut con = shared.con.clone();
+            let nodes: Vec<String> = match con.hkeys(shared.keys.presence(user)).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look up where a revoked session is connected");
+                    return;
+                }
+            };
+            let payload = envelope::encode_close(&shared.node, user, session.as_deref(), code);
+            let others: Vec<&String> = nodes.iter().filter(|n| **n != shared.node).collect();
+            if others.is_empty() {
+                return;
+            }
+            let mut pipe = redis::pipe();
+            for n in others {
+                pipe.publish(shared.keys.channel(n), &payload[..]).ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut con).await {
+                tracing::warn!(error = %e, "could not tell other nodes to close revoked sessions");
+            }
+        });
     }
 }
 

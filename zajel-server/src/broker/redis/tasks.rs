@@ -1,7 +1,7 @@
 //! The broker's background tasks: the publisher (batched cross-node delivery), the subscriber
 //! (this node's channel, with gap detection), the heartbeat and the dead-node sweep.
 
-use super::envelope::{decode, encode};
+use super::envelope::{decode, decode_close, encode};
 use super::{BATCH, Outgoing, Shared};
 use crate::hub::{CLOSE_LAGGED, ConnId};
 use futures_util::StreamExt;
@@ -47,6 +47,9 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
             Ok(n) => n,
             Err(e) => {
                 shared.lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for out in &batch {
+                    shared.lose(&out.users);
+                }
                 tracing::warn!(error = %e, events = batch.len(), "cross-node lookup failed; remote delivery lost");
                 continue;
             }
@@ -123,6 +126,9 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
             }
             Err(e) => {
                 shared.lost.fetch_add(count, Ordering::Relaxed);
+                for out in &batch {
+                    shared.lose(&out.users);
+                }
                 tracing::warn!(error = %e, "cross-node publish failed; remote delivery lost");
             }
         }
@@ -176,7 +182,15 @@ pub(super) async fn subscriber(shared: Arc<Shared>) {
                             }
                         }
                         Some(_) => {}
-                        None => tracing::warn!("ignoring a malformed cross-node event"),
+                        None => match decode_close(msg.get_payload_bytes()) {
+                            Some(req) if req.origin != shared.node => {
+                                if let Some(hub) = shared.hub.get() {
+                                    hub.close_user(req.user, req.session.as_deref(), req.code);
+                                }
+                            }
+                            Some(_) => {}
+                            None => tracing::warn!("ignoring a malformed cross-node event"),
+                        },
                     }
                 }
                 tracing::warn!("cross-node subscription lost; reconnecting");
@@ -229,6 +243,9 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSende
                     }
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
+                if let Err(e) = mark_lost(&shared, &mut con).await {
+                    tracing::warn!(error = %e, "could not mark lost cross-node deliveries");
+                }
                 let key = shared.keys.missed(&shared.node);
                 let taken = redis::pipe()
                     .atomic()
@@ -254,6 +271,47 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSende
             }
         }
     }
+}
+
+/// Marks the recipients of lost cross-node events as missed on every node holding them
+/// (including this one: its hub got the event, but the recipients' other nodes did not, and
+/// marking is cheaper than telling the two apart). Those nodes close the users' connections
+/// with 4008 at their next heartbeat, and the clients resume from history.
+async fn mark_lost(shared: &Shared, con: &mut ConnectionManager) -> redis::RedisResult<()> {
+    let users: Vec<UserId> = {
+        let mut set = shared.lost_users.lock().unwrap_or_else(|e| e.into_inner());
+        set.drain().collect()
+    };
+    if users.is_empty() {
+        return Ok(());
+    }
+    let result = async {
+        let mut pipe = redis::pipe();
+        for &u in &users {
+            pipe.hkeys(shared.keys.presence(u));
+        }
+        let nodes: Vec<Vec<String>> = pipe.query_async(con).await?;
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (u, ns) in users.iter().zip(nodes) {
+            for n in ns.iter().filter(|n| **n != shared.node) {
+                let key = shared.keys.missed(n);
+                pipe.sadd(&key, u.to_string()).ignore();
+                pipe.pexpire(&key, 60_000).ignore();
+                any = true;
+            }
+        }
+        if any {
+            pipe.query_async::<()>(con).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        // Try again at the next heartbeat.
+        shared.lose(&users);
+    }
+    result
 }
 
 /// Finds nodes whose heartbeat expired, claims each (one node wins the `SREM`), removes its
