@@ -14,6 +14,7 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     appendonly: bool,
+    cluster: bool,
 }
 
 /// Why a Redis server could not be started.
@@ -40,15 +41,36 @@ impl RedisServer {
     }
 
     fn start_with(appendonly: bool) -> Result<Self, RedisServerError> {
+        Self::start_node(appendonly, false)
+    }
+
+    fn start_node(appendonly: bool, cluster: bool) -> Result<Self, RedisServerError> {
         let dir = tempfile::tempdir()?;
         let mut server = Self {
             child: None,
             port: 0,
             dir,
             appendonly,
+            cluster,
         };
-        server.spawn(free_port()?)?;
-        Ok(server)
+        if !cluster {
+            server.spawn(free_port()?)?;
+            return Ok(server);
+        }
+        // A cluster node also listens on port + 10000 (the cluster bus): both must be free,
+        // and another process may grab either before the server binds it, so retry.
+        let mut last = None;
+        for _ in 0..5 {
+            let port = cluster_port()?;
+            match server.spawn(port) {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    server.kill();
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RedisServerError::Io(std::io::Error::other("no port"))))
     }
 
     fn spawn(&mut self, port: u16) -> Result<(), RedisServerError> {
@@ -71,6 +93,11 @@ impl RedisServer {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
+        }
+        if self.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .arg("--cluster-config-file")
+                .arg(dir.join("nodes.conf"));
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -143,6 +170,19 @@ fn redis_server_binary() -> PathBuf {
     std::env::var_os("REDIS_SERVER").map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
 }
 
+/// A free port `p` on 127.0.0.1 with `p + 10000` free too (a cluster node's bus port).
+fn cluster_port() -> std::io::Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(
+        "no free port pair for a cluster node",
+    ))
+}
+
 /// A currently free TCP port on 127.0.0.1.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -167,4 +207,173 @@ fn wait_ready(port: u16, log: &Path) -> Result<(), RedisServerError> {
     }
     let text = std::fs::read_to_string(log).unwrap_or_default();
     Err(RedisServerError::NotReady(port, text))
+}
+
+/// A throwaway Redis Cluster on loopback: `masters` primaries sharing the 16384 slots evenly,
+/// each with `replicas_per_master` replicas (node timeout 1 s, so a failover takes a few
+/// seconds). Every node is a [`RedisServer`], killed on drop.
+pub struct RedisCluster {
+    /// Primaries first (in slot order), then replicas.
+    nodes: Vec<RedisServer>,
+    masters: usize,
+}
+
+impl RedisCluster {
+    /// Starts the nodes and forms the cluster: slots assigned with `CLUSTER ADDSLOTSRANGE`,
+    /// nodes joined with `CLUSTER MEET`, replicas attached with `CLUSTER REPLICATE` (no
+    /// `redis-cli --cluster create`, which sleeps between steps). Returns once every node
+    /// reports `cluster_state:ok`.
+    pub fn start(masters: usize, replicas_per_master: usize) -> Result<Self, RedisServerError> {
+        let total = masters * (1 + replicas_per_master);
+        let nodes = (0..total)
+            .map(|_| RedisServer::start_node(false, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cluster = Self { nodes, masters };
+        let per = 16384 / masters;
+        for i in 0..masters {
+            let first = i * per;
+            let last = if i + 1 == masters {
+                16383
+            } else {
+                first + per - 1
+            };
+            cluster.cli(
+                i,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ],
+            )?;
+        }
+        for i in 1..total {
+            let port = cluster.nodes[i].port().to_string();
+            cluster.cli(0, &["CLUSTER", "MEET", "127.0.0.1", &port])?;
+        }
+        cluster.wait_for(|c| c.all_know(total))?;
+        for r in masters..total {
+            let master = (r - masters) % masters;
+            let id = cluster.cli(master, &["CLUSTER", "MYID"])?;
+            // A replica can only follow a master it already knows: retry until gossip has it.
+            cluster.wait_for(|c| {
+                Ok(c.cli(r, &["CLUSTER", "REPLICATE", id.trim()])?
+                    .starts_with("OK"))
+            })?;
+        }
+        cluster.wait_for(|c| c.all_ok())?;
+        Ok(cluster)
+    }
+
+    /// `redis://127.0.0.1:<port>/` of every node (the seed list).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The node at `index` (primaries first).
+    pub fn node(&mut self, index: usize) -> &mut RedisServer {
+        &mut self.nodes[index]
+    }
+
+    /// Index of the primary currently serving `key`'s slot, as the live nodes see it.
+    pub fn master_of(&self, key: &str) -> Result<usize, RedisServerError> {
+        let bad = |what: &str| RedisServerError::Io(std::io::Error::other(what.to_owned()));
+        let slot: u32 = self
+            .cli_any(&["CLUSTER", "KEYSLOT", key])?
+            .trim()
+            .parse()
+            .map_err(|_| bad("bad CLUSTER KEYSLOT reply"))?;
+        // Lines: <id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <state> <slots>…
+        for line in self.cli_any(&["CLUSTER", "NODES"])?.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let serves = f[8..].iter().any(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            });
+            let port = f[1]
+                .split(['@', ','])
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let (true, Some(port)) = (serves, port) {
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port() == port)
+                    .ok_or_else(|| bad("primary is not one of ours"));
+            }
+        }
+        Err(bad(&format!("no live primary serves slot {slot}")))
+    }
+
+    /// Waits (up to 20 s) until every live node reports `cluster_state:ok`, e.g. after a
+    /// failover.
+    pub fn wait_until_ok(&self) -> Result<(), RedisServerError> {
+        self.wait_for(|c| c.all_ok())
+    }
+
+    fn all_know(&self, total: usize) -> Result<bool, RedisServerError> {
+        for i in 0..self.nodes.len() {
+            let info = self.cli(i, &["CLUSTER", "INFO"])?;
+            if !info.contains(&format!("cluster_known_nodes:{total}")) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn all_ok(&self) -> Result<bool, RedisServerError> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.child.is_some()
+                && !self
+                    .cli(i, &["CLUSTER", "INFO"])?
+                    .contains("cluster_state:ok")
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn wait_for(
+        &self,
+        mut done: impl FnMut(&Self) -> Result<bool, RedisServerError>,
+    ) -> Result<(), RedisServerError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if done(self)? {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(RedisServerError::NotReady(
+                    self.nodes[0].port(),
+                    format!("cluster did not converge (masters: {})", self.masters),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn cli_any(&self, args: &[&str]) -> Result<String, RedisServerError> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.child.is_some())
+            .ok_or_else(|| RedisServerError::Io(std::io::Error::other("no node is running")))?;
+        self.cli(i, args)
+    }
+
+    fn cli(&self, node: usize, args: &[&str]) -> Result<String, RedisServerError> {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.nodes[node].port().to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }

@@ -326,3 +326,47 @@ async fn prune_deletes_expired_records() {
     let far = T0.plus_millis(1_000_000);
     assert_eq!(store.prune(far).await.unwrap().sessions, 0);
 }
+
+/// Group commit groups: 1,000 concurrent senders, each sending its next message as soon as the
+/// previous one is acknowledged (like a client with one message in flight), share fsyncs
+/// instead of queueing behind one fsync each. Counted, not timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_senders_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    const SENDERS: usize = 1_000;
+    const EACH: usize = 5;
+    let users: Vec<UserId> = (0..SENDERS).map(|_| UserId::new_random()).collect();
+    let before = store.commit_count();
+    let barrier = Arc::new(tokio::sync::Barrier::new(SENDERS));
+    let tasks: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            let (me, peer) = (users[i], users[i ^ 1]);
+            tokio::spawn(async move {
+                let conv = ConversationId::direct(me, peer);
+                barrier.wait().await;
+                for j in 0..EACH {
+                    let m = msg(&conv, me, "m", &format!("{i}-{j}"));
+                    store.append(vec![m]).await.pop().unwrap().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let appends = (SENDERS * EACH) as u64;
+    let commits = store.commit_count() - before;
+    eprintln!(
+        "{appends} appends from {SENDERS} concurrent senders: {commits} commits ({:.1} appends per fsync)",
+        appends as f64 / commits as f64
+    );
+    // Every round of 1,000 in-flight sends should take a handful of commits, not 1,000.
+    assert!(
+        commits * 50 <= appends,
+        "{commits} commits for {appends} appends"
+    );
+    let conv = ConversationId::direct(users[0], users[1]);
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 2 * EACH as u64);
+}

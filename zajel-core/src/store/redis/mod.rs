@@ -1,13 +1,15 @@
-//! Redis store: every trait on one Redis node, laid out for a later Redis Cluster.
+//! Redis store: every trait on one Redis node ([`RedisStore::connect_with`]) or a Redis Cluster
+//! ([`RedisStore::connect_cluster`]).
 //!
-//! Each multi-key change is one Lua script (`*.lua` next to this file), so it is atomic on a
-//! single node; keys carry hash tags (`{u:<id>}`, `{c:<conversation>}`, `{p:<lo>:<hi>}`,
-//! `{n:<name>}`, `{i:<identity>}`) so the per-entity data already sits in one Cluster slot.
-//! `docs/storage-redis.md` has the key table, which script touches which keys, and the plan
-//! for Cluster mode.
+//! Each multi-key change is one Lua script (`*.lua` next to this file) over keys of one hash
+//! tag (`{u:<id>}`, `{c:<conversation>}`, `{p:<lo>:<hi>}`, `{n:<name>}`, `{i:<identity>}`), so it
+//! is atomic and stays in one Cluster slot; changes spanning entities are ordered single-slot
+//! steps with a commit point. `docs/storage-redis.md` has the key table, which script touches
+//! which keys, and what a Cluster failover can lose.
 //!
-//! One [`::redis::aio::ConnectionManager`] (multiplexed, reconnecting) carries all traffic, so
-//! [`RedisStore`] is cheap to clone and concurrent calls share the connection.
+//! One multiplexed connection (a reconnecting [`::redis::aio::ConnectionManager`], or the
+//! cluster client's) carries all traffic, so [`RedisStore`] is cheap to clone and concurrent
+//! calls share it. Every round trip runs under a timeout and a circuit breaker (`breaker.rs`).
 
 mod breaker;
 
@@ -75,11 +77,47 @@ impl Default for RedisOptions {
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    con: ConnectionManager,
+    con: Conn,
     keys: Arc<Keys>,
     breaker: Arc<Breaker>,
     options: Arc<RedisOptions>,
     activity: Arc<ActivityClock>,
+}
+
+/// One Redis node (a reconnecting multiplexed connection) or a Redis Cluster (redis-rs routes
+/// each command to its slot's primary and follows `MOVED`/`ASK` after a failover).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(::redis::cluster_async::ClusterConnection),
+}
+
+impl ::redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> ::redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a ::redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> ::redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// Scores for the per-user conversation lists: wall-clock microseconds, strictly increasing
@@ -135,11 +173,11 @@ impl Lua {
 
 /// The scripts, hashed once per process.
 struct Scripts {
-    create_user: Lua,
     update_user: Lua,
     create_session: Lua,
     delete_sessions: Lua,
     swap_edge: Lua,
+    set_relation: Lua,
     append: Lua,
     mark_read: Lua,
     summary: Lua,
@@ -148,11 +186,11 @@ struct Scripts {
 impl Scripts {
     fn all(&self) -> [&Lua; 8] {
         [
-            &self.create_user,
             &self.update_user,
             &self.create_session,
             &self.delete_sessions,
             &self.swap_edge,
+            &self.set_relation,
             &self.append,
             &self.mark_read,
             &self.summary,
@@ -161,11 +199,11 @@ impl Scripts {
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    create_user: Lua::new(include_str!("create_user.lua")),
     update_user: Lua::new(include_str!("update_user.lua")),
     create_session: Lua::new(include_str!("create_session.lua")),
     delete_sessions: Lua::new(include_str!("delete_sessions.lua")),
     swap_edge: Lua::new(include_str!("swap_edge.lua")),
+    set_relation: Lua::new(include_str!("set_relation.lua")),
     append: Lua::new(include_str!("append.lua")),
     mark_read: Lua::new(include_str!("mark_read.lua")),
     summary: Lua::new(include_str!("summary.lua")),
@@ -186,6 +224,9 @@ impl Keys {
     fn relations(&self, u: UserId) -> String {
         format!("{}:{{u:{u}}}:rel", self.prefix)
     }
+    fn relation_versions(&self, u: UserId) -> String {
+        format!("{}:{{u:{u}}}:relv", self.prefix)
+    }
     fn conversations(&self, u: UserId) -> String {
         format!("{}:{{u:{u}}}:convs", self.prefix)
     }
@@ -202,6 +243,9 @@ impl Keys {
     }
     fn edge(&self, pair: UserPair) -> String {
         format!("{}:{{p:{}:{}}}:edge", self.prefix, pair.lo, pair.hi)
+    }
+    fn edge_version(&self, pair: UserPair) -> String {
+        format!("{}:{{p:{}:{}}}:ver", self.prefix, pair.lo, pair.hi)
     }
     fn meta(&self, c: &ConversationId) -> String {
         format!("{}:{{c:{c}}}:meta", self.prefix)
@@ -341,6 +385,42 @@ impl RedisStore {
             true => StoreError::unavailable(format!("cannot connect to Redis: {e}"), 0),
             false => redis_err(e),
         })?;
+        Self::with_connection(Conn::Single(con), options)
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`seeds`: `redis://host:port/`
+    /// URLs; the client discovers the rest and follows slot moves and failovers). Every
+    /// script touches one slot (see `docs/storage-redis.md`), so the whole store works on a
+    /// Cluster.
+    pub async fn connect_cluster(seeds: &[String], options: RedisOptions) -> StoreResult<Self> {
+        let client = ::redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(options.command_timeout)
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(200)
+            .build()
+            .map_err(StoreError::backend)?;
+        let con = tokio::time::timeout(
+            options.connect_timeout + options.command_timeout,
+            client.get_async_connection(),
+        )
+        .await
+        .map_err(|_| StoreError::unavailable("cannot connect to the Redis Cluster: timed out", 0))?
+        .map_err(|e| match is_connection_error(&e) {
+            true => StoreError::unavailable(format!("cannot connect to the Redis Cluster: {e}"), 0),
+            false => redis_err(e),
+        })?;
+        Self::with_connection(Conn::Cluster(con), options)
+    }
+
+    fn with_connection(con: Conn, options: RedisOptions) -> StoreResult<Self> {
+        if options.prefix.contains(['{', '}']) {
+            return Err(StoreError::Backend(format!(
+                "invalid key prefix {:?}: braces are reserved for hash tags",
+                options.prefix
+            )));
+        }
         Ok(Self {
             con,
             keys: Arc::new(Keys {
@@ -432,12 +512,19 @@ impl RedisStore {
         // Load every script, not just the missing ones: the cache is empty as a whole after a
         // restart, and refilling it in one go keeps other in-flight calls from hitting
         // NOSCRIPT one script at a time.
-        let mut load = ::redis::pipe();
-        for lua in SCRIPTS.all() {
-            load.cmd("SCRIPT").arg("LOAD").arg(lua.source).ignore();
+        let load: Vec<Cmd> = SCRIPTS
+            .all()
+            .iter()
+            .map(|lua| {
+                let mut cmd = ::redis::cmd("SCRIPT");
+                cmd.arg("LOAD").arg(lua.source);
+                cmd
+            })
+            .collect();
+        let n = load.len();
+        for r in self.send_all(load, n, Retry::Once).await? {
+            r.map_err(redis_err)?;
         }
-        let mut con = self.con.clone();
-        self.guarded(load.query_async::<()>(&mut con)).await?;
         let again = self
             .pipeline(missing.iter().map(|&i| &calls[i]).collect(), &[], retry)
             .await?;
@@ -453,25 +540,9 @@ impl RedisStore {
         side: &[Cmd],
         retry: Retry,
     ) -> StoreResult<Vec<Result<Value, RedisError>>> {
-        let mut pipe = ::redis::pipe();
-        pipe.ignore_errors();
-        for c in &calls {
-            pipe.add_command(c.evalsha());
-        }
-        for cmd in side {
-            pipe.add_command(cmd.clone()).ignore();
-        }
-        let mut con = self.con.clone();
-        let results: Vec<Result<Value, RedisError>> = self
-            .guarded(async move {
-                match pipe.query_async(&mut con).await {
-                    Err(e) if retry == Retry::Once && is_connection_error(&e) => {
-                        pipe.query_async(&mut con).await
-                    }
-                    r => r,
-                }
-            })
-            .await?;
+        let mut cmds: Vec<Cmd> = calls.iter().map(|c| c.evalsha()).collect();
+        cmds.extend(side.iter().cloned());
+        let results = self.send_all(cmds, calls.len(), retry).await?;
         if results.len() != calls.len() {
             return Err(StoreError::Backend(format!(
                 "expected {} replies, got {}",
@@ -480,6 +551,68 @@ impl RedisStore {
             )));
         }
         Ok(results)
+    }
+
+    /// Sends `cmds` in one round trip and returns the replies of the first `keep` of them
+    /// (the rest are fire-and-forget side commands). On one node that is one pipeline; on a
+    /// Cluster, where a pipeline must stay in one slot, each command goes on its own,
+    /// concurrently (still about one round trip).
+    async fn send_all(
+        &self,
+        cmds: Vec<Cmd>,
+        keep: usize,
+        retry: Retry,
+    ) -> StoreResult<Vec<Result<Value, RedisError>>> {
+        match &self.con {
+            Conn::Single(_) => {
+                let mut pipe = ::redis::pipe();
+                pipe.ignore_errors();
+                for (i, cmd) in cmds.into_iter().enumerate() {
+                    pipe.add_command(cmd);
+                    if i >= keep {
+                        pipe.ignore();
+                    }
+                }
+                let mut con = self.con.clone();
+                self.guarded(async move {
+                    match pipe.query_async(&mut con).await {
+                        Err(e) if retry == Retry::Once && is_connection_error(&e) => {
+                            pipe.query_async(&mut con).await
+                        }
+                        r => r,
+                    }
+                })
+                .await
+            }
+            Conn::Cluster(_) => {
+                let tasks: Vec<_> = cmds
+                    .into_iter()
+                    .map(|cmd| {
+                        let mut con = self.con.clone();
+                        tokio::spawn(async move { cmd.query_async::<Value>(&mut con).await })
+                    })
+                    .collect();
+                let all = async move {
+                    let mut out = Vec::with_capacity(tasks.len());
+                    for t in tasks {
+                        out.push(t.await.map_err(|e| {
+                            RedisError::from(std::io::Error::other(format!("task failed: {e}")))
+                        })?);
+                    }
+                    Ok::<_, RedisError>(out)
+                };
+                let mut results = self.guarded(all).await?;
+                // A dead connection surfaces per command: let the breaker see it.
+                if let Some(Err(e)) = results
+                    .iter()
+                    .find(|r| matches!(r, Err(e) if is_connection_error(e)))
+                {
+                    return Err(self.breaker.trip(format!("Redis connection failed: {e}")));
+                }
+                results.truncate(keep);
+                Ok(results)
+            }
+        }
     }
 
     async fn user_field(&self, id: UserId, field: &str) -> StoreResult<Value> {
@@ -614,17 +747,42 @@ impl UserStore for RedisStore {
             username: username.as_str().to_owned(),
             created_at: at,
         };
-        let call = Call::new(&SCRIPTS.create_user)
-            .key(self.keys.username(&username.canonical()))
-            .key(self.keys.user(user.id))
-            .arg(user.id)
+        // Two single-slot steps (the name and the user live in different Cluster slots):
+        // write the user record, then claim the name. The claim is the commit point: a record
+        // whose claim failed is deleted, and a crash in between leaves a record nobody can
+        // reach (no name points to it, nobody has its id).
+        let mut record = ::redis::cmd("HSET");
+        record
+            .arg(self.keys.user(user.id))
+            .arg("id")
+            .arg(user.id.to_string())
+            .arg("username")
             .arg(&user.username)
-            .arg(at.0)
-            .arg(if password_hash.is_some() { "1" } else { "0" })
-            .arg(password_hash.unwrap_or(""));
-        match int::<u8>(self.eval(call, Retry::Once).await?, "create_user reply")? {
-            1 => Ok(user),
-            _ => Err(StoreError::UsernameTaken),
+            .arg("created_at")
+            .arg(at.0);
+        if let Some(hash) = password_hash {
+            record.arg("pw").arg(hash);
+        }
+        self.query(&record).await?;
+        // SET NX GET: claims the name or returns its owner, atomically. A retry after a lost
+        // reply finds its own claim.
+        let owner = self
+            .query(
+                ::redis::cmd("SET")
+                    .arg(self.keys.username(&username.canonical()))
+                    .arg(user.id.to_string())
+                    .arg("NX")
+                    .arg("GET"),
+            )
+            .await?;
+        match opt_string(owner)? {
+            None => Ok(user),
+            Some(owner) if owner == user.id.to_string() => Ok(user),
+            Some(_) => {
+                self.query(::redis::cmd("DEL").arg(self.keys.user(user.id)))
+                    .await?;
+                Err(StoreError::UsernameTaken)
+            }
         }
     }
 
@@ -812,34 +970,50 @@ impl FriendStore for RedisStore {
                 }),
             }
         };
+        // The edge (one slot) is authoritative and swapped atomically; each user's relation
+        // list (another slot each) is derived from it afterwards, stamped with the edge's
+        // version so a late or repeated write never moves a list backwards.
         let call = Call::new(&SCRIPTS.swap_edge)
             .key(self.keys.edge(pair))
-            .key(self.keys.relations(pair.lo))
-            .key(self.keys.relations(pair.hi))
+            .key(self.keys.edge_version(pair))
             .arg(to_json(&expected)?)
             .arg(to_json(&Edge::default())?)
-            .arg(to_json(&new)?)
-            .arg(pair.hi)
-            .arg(entry(pair.hi, true)?)
-            .arg(pair.lo)
-            .arg(entry(pair.lo, false)?);
+            .arg(to_json(&new)?);
         let mut reply = array(self.eval(call, Retry::Never).await?)?.into_iter();
-        match reply
+        let swapped = reply
             .next()
             .map(|v| int::<u8>(v, "swap_edge reply"))
-            .transpose()?
-        {
-            Some(1) => Ok(true),
+            .transpose()?;
+        let version: u64 = match swapped {
+            Some(1) => int(reply.next().unwrap_or_default(), "edge version")?,
             Some(0) => {
                 // Not swapped: make sure what is there is a readable edge, not garbage.
                 let current = string(reply.next().unwrap_or_default())?;
                 json::<Edge>(&current, "edge")?;
-                Ok(false)
+                return Ok(false);
             }
-            other => Err(corrupt(format_args!(
-                "unexpected swap_edge reply {other:?}"
-            ))),
+            other => {
+                return Err(corrupt(format_args!(
+                    "unexpected swap_edge reply {other:?}"
+                )));
+            }
+        };
+        let sides = [(pair.lo, pair.hi, true), (pair.hi, pair.lo, false)];
+        let mut calls = Vec::with_capacity(2);
+        for (me, peer, me_is_lo) in sides {
+            calls.push(
+                Call::new(&SCRIPTS.set_relation)
+                    .key(self.keys.relations(me))
+                    .key(self.keys.relation_versions(me))
+                    .arg(peer)
+                    .arg(entry(peer, me_is_lo)?)
+                    .arg(version),
+            );
         }
+        for r in self.eval_many(&calls, &[], Retry::Once).await? {
+            r.map_err(redis_err)?;
+        }
+        Ok(true)
     }
 
     async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
@@ -866,9 +1040,11 @@ impl MessageStore for RedisStore {
         let window = self.options.dedupe_window_ms.max(1);
         // One script call for the whole batch (see append.lua), plus the conversation-list
         // updates as plain `ZADD GT` commands in the same pipeline: one round trip in all.
-        let mut call = Call::new(&SCRIPTS.append).arg(window.saturating_mul(2));
+        // On a Cluster a script may only touch one slot: one call per conversation there.
+        let per_conversation = matches!(self.con, Conn::Cluster(_));
+        let mut groups: Vec<(Call, Vec<(usize, Message)>)> = Vec::new();
+        let mut group_of: HashMap<&ConversationId, usize> = HashMap::new();
         let mut lists = Vec::with_capacity(2 * batch.len());
-        let mut pending = Vec::new(); // (index in batch, the message as it will be stored)
         for (i, m) in batch.iter().enumerate() {
             let members = m
                 .conversation
@@ -889,8 +1065,27 @@ impl MessageStore for RedisStore {
                 idempotency_key: m.idempotency_key.as_str().to_owned(),
             };
             let c = &m.conversation;
+            let g = if per_conversation {
+                *group_of.entry(c).or_insert_with(|| {
+                    groups.push((
+                        Call::new(&SCRIPTS.append).arg(window.saturating_mul(2)),
+                        Vec::new(),
+                    ));
+                    groups.len() - 1
+                })
+            } else {
+                if groups.is_empty() {
+                    groups.push((
+                        Call::new(&SCRIPTS.append).arg(window.saturating_mul(2)),
+                        Vec::new(),
+                    ));
+                }
+                0
+            };
             let bucket = (m.sent_at.0.max(0) as u64) / window;
-            call = call
+            let (call, members_of_group) = &mut groups[g];
+            let taken = std::mem::replace(call, Call::new(&SCRIPTS.append));
+            *call = taken
                 .key(self.keys.meta(c))
                 .key(self.keys.log(c))
                 .key(self.keys.idempotency(c, bucket))
@@ -911,43 +1106,47 @@ impl MessageStore for RedisStore {
                     .arg(c.as_str());
                 lists.push(zadd);
             }
-            pending.push((i, message));
+            members_of_group.push((i, message));
         }
-        if pending.is_empty() {
+        if groups.is_empty() {
             return results
                 .into_iter()
                 .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("no reply".into()))))
                 .collect();
         }
-        // Retrying the whole pipeline after a connection failure is safe: the idempotency keys
-        // turn any message that did get stored into a `duplicate` answer, and `ZADD GT` is
-        // idempotent.
-        let reply = match self.eval_many(&[call], &lists, Retry::Once).await {
-            Ok(mut replies) => match replies.pop() {
-                Some(r) => r.map_err(redis_err).and_then(array),
-                None => Err(StoreError::Backend("no reply to the append script".into())),
-            },
-            Err(e) => Err(e),
-        };
-        match reply {
-            Ok(replies) if replies.len() == pending.len() => {
-                for ((i, message), reply) in pending.into_iter().zip(replies) {
-                    results[i] = Some(decode_append(message, reply));
+        let (calls, pending): (Vec<Call>, Vec<Vec<(usize, Message)>>) = groups.into_iter().unzip();
+        // Retrying after a connection failure is safe: the idempotency keys turn any message
+        // that did get stored into a `duplicate` answer, and `ZADD GT` is idempotent.
+        let replies = self.eval_many(&calls, &lists, Retry::Once).await;
+        for (g, group) in pending.into_iter().enumerate() {
+            let reply = match &replies {
+                Ok(r) => match r.get(g) {
+                    Some(Ok(v)) => array(v.clone()),
+                    Some(Err(e)) => Err(redis_err(e.clone())),
+                    None => Err(StoreError::Backend("no reply to the append script".into())),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            match reply {
+                Ok(values) if values.len() == group.len() => {
+                    for ((i, message), v) in group.into_iter().zip(values) {
+                        results[i] = Some(decode_append(message, v));
+                    }
                 }
-            }
-            Ok(replies) => {
-                let e = corrupt(format_args!(
-                    "append script answered {} of {} messages",
-                    replies.len(),
-                    pending.len()
-                ));
-                for (i, _) in pending {
-                    results[i] = Some(Err(e.clone()));
+                Ok(values) => {
+                    let e = corrupt(format_args!(
+                        "append script answered {} of {} messages",
+                        values.len(),
+                        group.len()
+                    ));
+                    for (i, _) in group {
+                        results[i] = Some(Err(e.clone()));
+                    }
                 }
-            }
-            Err(e) => {
-                for (i, _) in pending {
-                    results[i] = Some(Err(e.clone()));
+                Err(e) => {
+                    for (i, _) in group {
+                        results[i] = Some(Err(e.clone()));
+                    }
                 }
             }
         }
