@@ -351,15 +351,23 @@ impl Spawned {
     }
 }
 
-/// The engine configuration used with `--spawn`: cheap password hashing (the benchmark
-/// registers many users; login cost is not what it measures) and no per-connection rate limit
-/// (the benchmark measures the message path, not the limiter).
+/// The engine configuration used with `--spawn` and `serve`: cheap password hashing (the
+/// benchmark registers many users; login cost is not what it measures), and neither request
+/// rates nor the account throttles and connection caps in the way (the benchmark measures the
+/// message path, from a few loopback addresses, not the limiters).
 pub fn spawn_config() -> zajel_server::ServerConfig {
     zajel_server::ServerConfig {
         argon2_memory_kib: 256,
         argon2_iterations: 1,
         rate_per_second: 1_000_000,
         rate_burst: 1_000_000,
+        login_failures_per_minute: 1_000_000,
+        login_attempts_per_address_per_minute: 1_000_000,
+        login_failures_per_account_per_minute: 1_000_000,
+        register_per_address_per_minute: 1_000_000,
+        max_connections: 1_000_000,
+        max_connections_per_address: 1_000_000,
+        max_connections_per_user: 1_000,
         ..zajel_server::ServerConfig::default()
     }
 }
