@@ -34,6 +34,9 @@ export const PROTOCOL_ERROR_CODES = [
   'internal',
   'shutting_down',
   'unavailable',
+  'unsupported_media_type',
+  'not_found',
+  'method_not_allowed',
   'unknown',
 ] as const;
 
