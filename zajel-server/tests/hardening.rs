@@ -277,7 +277,10 @@ async fn a_request_to_a_blocker_looks_like_any_request() {
     c.expect("friend").await;
     a.expect_silence(300).await;
     let after = a.call(json!({"type": "friends_list"})).await;
-    assert_eq!(before["friends"], after["friends"], "alice's list is untouched");
+    assert_eq!(
+        before["friends"], after["friends"],
+        "alice's list is untouched"
+    );
     let bobs = b.call(json!({"type": "friends_list"})).await;
     let relations: Vec<_> = bobs["friends"]
         .as_array()
@@ -285,7 +288,10 @@ async fn a_request_to_a_blocker_looks_like_any_request() {
         .iter()
         .map(|f| f["relation"].clone())
         .collect();
-    assert_eq!(relations, vec![json!("request_sent"), json!("request_sent")]);
+    assert_eq!(
+        relations,
+        vec![json!("request_sent"), json!("request_sent")]
+    );
     // Alice cannot accept what she cannot see; once she unblocks, it is there.
     let r = a
         .call(json!({"type": "friend_accept", "user_id": bob.id}))

@@ -308,24 +308,6 @@ impl UserStore for EmbeddedStore {
         self.write(move |tx| tx.set_password_hash(id, hash)).await
     }
 
-    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()> {
-        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
-        self.write(move |tx| tx.link_identity(&issuer, &subject, user))
-            .await
-    }
-
-    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>> {
-        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
-        self.read(move |txn| {
-            let ids = txn.open_table(IDENTITIES).map_err(be)?;
-            Ok(ids
-                .get((issuer.as_str(), subject.as_str()))
-                .map_err(be)?
-                .map(|v| from_uid(v.value())))
-        })
-        .await
-    }
-
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {
         self.write(move |tx| tx.set_last_seen(id, at)).await
     }

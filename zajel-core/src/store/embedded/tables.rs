@@ -15,9 +15,6 @@ use serde::{Deserialize, Serialize};
 pub(super) const USERS: TableDefinition<u128, &[u8]> = TableDefinition::new("users");
 /// canonical (lower-case) username → user id.
 pub(super) const USERNAMES: TableDefinition<&str, u128> = TableDefinition::new("usernames");
-/// (issuer, subject) → user id.
-pub(super) const IDENTITIES: TableDefinition<(&str, &str), u128> =
-    TableDefinition::new("identities");
 /// External identity (provider, subject) → user id ([`crate::store::IdentityStore`]).
 pub(super) const EXTERNALS: TableDefinition<(&str, &str), u128> = TableDefinition::new("externals");
 /// (user id, provider, subject) → when it was linked (ms): each user's identity list.

@@ -49,7 +49,6 @@ pub(super) type OpResult<T> = Result<T, OpError>;
 pub(super) struct Tx<'t> {
     users: Table<'t, u128, &'static [u8]>,
     usernames: Table<'t, &'static str, u128>,
-    identities: Table<'t, (&'static str, &'static str), u128>,
     externals: Table<'t, (&'static str, &'static str), u128>,
     user_externals: Table<'t, (u128, &'static str, &'static str), i64>,
     sessions: Table<'t, (u128, &'static str), &'static [u8]>,
@@ -72,7 +71,6 @@ impl<'t> Tx<'t> {
         Ok(Self {
             users: txn.open_table(USERS).map_err(be)?,
             usernames: txn.open_table(USERNAMES).map_err(be)?,
-            identities: txn.open_table(IDENTITIES).map_err(be)?,
             externals: txn.open_table(EXTERNALS).map_err(be)?,
             user_externals: txn.open_table(USER_EXTERNALS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
@@ -248,30 +246,6 @@ impl<'t> Tx<'t> {
         let mut row = self.existing_user(id)?;
         row.last_seen = Some(row.last_seen.map_or(at, |t| t.max(at)));
         self.put_user(&row)
-    }
-
-    pub(super) fn link_identity(
-        &mut self,
-        issuer: &str,
-        subject: &str,
-        user: UserId,
-    ) -> OpResult<()> {
-        self.existing_user(user)?;
-        let linked = self
-            .identities
-            .get((issuer, subject))
-            .map_err(be)?
-            .map(|v| v.value());
-        match linked {
-            Some(existing) if existing == uid(user) => Ok(()),
-            Some(_) => Err(StoreError::IdentityTaken.into()),
-            None => {
-                self.identities
-                    .insert((issuer, subject), uid(user))
-                    .map_err(fatal)?;
-                Ok(())
-            }
-        }
     }
 
     pub(super) fn create_session(&mut self, session: &Session) -> OpResult<()> {
