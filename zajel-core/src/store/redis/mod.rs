@@ -202,14 +202,6 @@ impl Keys {
     fn username(&self, canonical: &str) -> String {
         format!("{}:{{n:{canonical}}}:name", self.prefix)
     }
-    fn identity(&self, issuer: &str, subject: &str) -> String {
-        format!(
-            "{}:{{i:{}|{}}}:identity",
-            self.prefix,
-            tag_safe(issuer),
-            tag_safe(subject)
-        )
-    }
     fn edge(&self, pair: UserPair) -> String {
         format!("{}:{{p:{}:{}}}:edge", self.prefix, pair.lo, pair.hi)
     }
@@ -804,40 +796,6 @@ impl UserStore for RedisStore {
         }
     }
 
-    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()> {
-        // Users are never deleted, so checking existence before the claim is race-free.
-        let exists = self
-            .query(::redis::cmd("EXISTS").arg(self.keys.user(user)))
-            .await?;
-        if int::<u64>(exists, "EXISTS reply")? == 0 {
-            return Err(StoreError::UserNotFound);
-        }
-        // SET NX GET: claims the identity or returns its current owner, atomically.
-        let previous = self
-            .query(
-                ::redis::cmd("SET")
-                    .arg(self.keys.identity(issuer, subject))
-                    .arg(user.to_string())
-                    .arg("NX")
-                    .arg("GET"),
-            )
-            .await?;
-        match opt_string(previous)? {
-            None => Ok(()),
-            Some(owner) if parse::<UserId>(&owner, "identity owner")? == user => Ok(()),
-            Some(_) => Err(StoreError::IdentityTaken),
-        }
-    }
-
-    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>> {
-        let reply = self
-            .query(::redis::cmd("GET").arg(self.keys.identity(issuer, subject)))
-            .await?;
-        opt_string(reply)?
-            .map(|s| parse(&s, "identity owner"))
-            .transpose()
-    }
-
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {
         let call = Call::new(&SCRIPTS.update_user)
             .key(self.keys.user(id))
@@ -935,7 +893,7 @@ impl FriendStore for RedisStore {
                 relation => to_json(&RelationEntry {
                     peer,
                     relation,
-                    since: new.since,
+                    since: new.since_for(me_is_lo),
                 }),
             }
         };
