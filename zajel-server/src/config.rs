@@ -133,7 +133,9 @@ impl ServerConfig {
 }
 
 #[cfg(feature = "cli")]
-pub use standalone::{Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone};
+pub use standalone::{
+    Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone, StoreSettings,
+};
 
 /// The standalone binary's configuration: clap flags > `ZAJEL_*` environment > TOML file >
 /// defaults (feature `cli`).
@@ -162,6 +164,23 @@ mod standalone {
         /// Use Redis (e.g. redis://127.0.0.1:6379/) instead of the embedded store.
         #[arg(long, env = "ZAJEL_REDIS_URL")]
         pub redis_url: Option<String>,
+        /// Use a Redis Cluster (Redis 7+): seed nodes, comma-separated
+        /// (e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000); the rest are discovered.
+        #[arg(long, env = "ZAJEL_REDIS_CLUSTER", value_delimiter = ',')]
+        pub redis_cluster: Option<Vec<String>>,
+        /// Longest wait for one Redis reply, in ms [default: 2000].
+        #[arg(long, env = "ZAJEL_REDIS_COMMAND_TIMEOUT_MS")]
+        pub redis_command_timeout_ms: Option<u64>,
+        /// Longest wait for a Redis connection, in ms [default: 1000].
+        #[arg(long, env = "ZAJEL_REDIS_CONNECT_TIMEOUT_MS")]
+        pub redis_connect_timeout_ms: Option<u64>,
+        /// Embedded store: writes that may wait for the writer thread [default: 4096].
+        #[arg(long, env = "ZAJEL_EMBEDDED_QUEUE_CAPACITY")]
+        pub embedded_queue_capacity: Option<usize>,
+        /// How long a retried send is recognised as a duplicate, in ms (either store)
+        /// [default: 86400000 = 24 h].
+        #[arg(long, env = "ZAJEL_DEDUPE_WINDOW_MS")]
+        pub dedupe_window_ms: Option<u64>,
         /// This node's id when several nodes share the Redis of `--redis-url` (1-64 of
         /// `A-Z a-z 0-9 _ - .`) [default: random].
         #[arg(long, env = "ZAJEL_NODE_ID")]
@@ -298,6 +317,16 @@ mod standalone {
         pub redis_url: Option<String>,
         /// See `--static-dir`.
         pub static_dir: Option<PathBuf>,
+        /// See `--redis-cluster` (a list of URLs).
+        pub redis_cluster: Option<Vec<String>>,
+        /// See `--redis-command-timeout-ms`.
+        pub redis_command_timeout_ms: Option<u64>,
+        /// See `--redis-connect-timeout-ms`.
+        pub redis_connect_timeout_ms: Option<u64>,
+        /// See `--embedded-queue-capacity`.
+        pub embedded_queue_capacity: Option<usize>,
+        /// See `--dedupe-window-ms`.
+        pub dedupe_window_ms: Option<u64>,
         /// See `--node-id`.
         pub node_id: Option<String>,
         /// See `--node-heartbeat-ms`.
@@ -327,6 +356,8 @@ mod standalone {
         pub redis_url: Option<String>,
         /// Static web app directory.
         pub static_dir: Option<PathBuf>,
+        /// Store settings: Redis Cluster seeds, timeouts, embedded store options.
+        pub store: StoreSettings,
         /// Node settings used with `redis_url` (several nodes on one Redis).
         pub node: NodeSettings,
         /// In-memory store.
@@ -373,6 +404,50 @@ mod standalone {
         }
     }
 
+    /// Store settings beyond the choice of store; `None` = the store's default.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct StoreSettings {
+        /// Redis Cluster seed nodes (empty: no Cluster).
+        pub redis_cluster: Vec<String>,
+        /// Redis reply timeout, ms.
+        pub redis_command_timeout_ms: Option<u64>,
+        /// Redis connect timeout, ms.
+        pub redis_connect_timeout_ms: Option<u64>,
+        /// Embedded store write queue, in operations.
+        pub embedded_queue_capacity: Option<usize>,
+        /// Idempotency window, ms (either store).
+        pub dedupe_window_ms: Option<u64>,
+    }
+
+    impl StoreSettings {
+        /// The Redis store options these settings describe.
+        pub fn redis_options(&self) -> zajel_core::store::redis::RedisOptions {
+            let mut o = zajel_core::store::redis::RedisOptions::default();
+            if let Some(ms) = self.redis_command_timeout_ms {
+                o.command_timeout = std::time::Duration::from_millis(ms.max(1));
+            }
+            if let Some(ms) = self.redis_connect_timeout_ms {
+                o.connect_timeout = std::time::Duration::from_millis(ms.max(1));
+            }
+            if let Some(ms) = self.dedupe_window_ms {
+                o.dedupe_window_ms = ms;
+            }
+            o
+        }
+
+        /// The embedded store options these settings describe.
+        pub fn embedded_options(&self) -> zajel_core::store::embedded::EmbeddedOptions {
+            let mut o = zajel_core::store::embedded::EmbeddedOptions::default();
+            if let Some(n) = self.embedded_queue_capacity {
+                o.queue_capacity = n.max(1);
+            }
+            if let Some(ms) = self.dedupe_window_ms {
+                o.dedupe_window_ms = ms;
+            }
+            o
+        }
+    }
+
     /// A configuration file that cannot be used.
     #[derive(Debug, thiserror::Error)]
     pub enum ConfigError {
@@ -382,6 +457,9 @@ mod standalone {
         /// Invalid TOML or unknown keys.
         #[error("invalid config file {0}: {1}")]
         Parse(PathBuf, toml::de::Error),
+        /// Options that exclude each other.
+        #[error("invalid configuration: {0}")]
+        Conflict(&'static str),
     }
 
     impl Standalone {
@@ -395,7 +473,13 @@ mod standalone {
                 }
                 None => FileConfig::default(),
             };
-            Ok(Self::resolve(cli, file))
+            let s = Self::resolve(cli, file);
+            if s.redis_url.is_some() && !s.store.redis_cluster.is_empty() {
+                return Err(ConfigError::Conflict(
+                    "give either a Redis URL (redis_url) or Redis Cluster seeds (redis_cluster), not both",
+                ));
+            }
+            Ok(s)
         }
 
         /// Flags/env (already merged by clap) over the file over the defaults.
@@ -447,6 +531,26 @@ mod standalone {
                     .unwrap_or_else(|| PathBuf::from("zajel-data")),
                 redis_url: cli.redis_url.or(file.redis_url),
                 static_dir: cli.static_dir.or(file.static_dir),
+                store: StoreSettings {
+                    redis_cluster: cli
+                        .redis_cluster
+                        .or(file.redis_cluster)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                    redis_command_timeout_ms: cli
+                        .redis_command_timeout_ms
+                        .or(file.redis_command_timeout_ms),
+                    redis_connect_timeout_ms: cli
+                        .redis_connect_timeout_ms
+                        .or(file.redis_connect_timeout_ms),
+                    embedded_queue_capacity: cli
+                        .embedded_queue_capacity
+                        .or(file.embedded_queue_capacity),
+                    dedupe_window_ms: cli.dedupe_window_ms.or(file.dedupe_window_ms),
+                },
                 node: NodeSettings {
                     id: cli.node_id.or(file.node_id),
                     heartbeat_ms: cli.node_heartbeat_ms.or(file.node_heartbeat_ms),
@@ -558,6 +662,50 @@ mod standalone {
                 s.engine.allowed_origins,
                 vec!["https://b.example", "https://c.example"]
             );
+        }
+
+        #[test]
+        fn redis_cluster_seeds_and_store_options() {
+            let file: FileConfig = toml::from_str(
+                "redis_cluster = [\"redis://f1:7000\"]\nredis_command_timeout_ms = 500\nembedded_queue_capacity = 64\n",
+            )
+            .unwrap();
+            let s =
+                Standalone::resolve(Cli::try_parse_from(["zajel-server"]).unwrap(), file.clone());
+            assert_eq!(s.store.redis_cluster, ["redis://f1:7000"]);
+            assert_eq!(
+                s.store.redis_options().command_timeout,
+                std::time::Duration::from_millis(500)
+            );
+            assert_eq!(s.store.embedded_options().queue_capacity, 64);
+            let cli = Cli::try_parse_from([
+                "zajel-server",
+                "--redis-cluster",
+                "redis://a:7000, redis://b:7000,",
+                "--dedupe-window-ms",
+                "1000",
+            ])
+            .unwrap();
+            let s = Standalone::resolve(cli, file);
+            assert_eq!(s.store.redis_cluster, ["redis://a:7000", "redis://b:7000"]);
+            assert_eq!(s.store.redis_options().dedupe_window_ms, 1000);
+            assert_eq!(s.store.embedded_options().dedupe_window_ms, 1000);
+            // A URL and seeds together are refused.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("z.toml");
+            std::fs::write(&path, "redis_url = \"redis://x:6379\"\n").unwrap();
+            let cli = Cli::try_parse_from([
+                "zajel-server",
+                "--config",
+                path.to_str().unwrap(),
+                "--redis-cluster",
+                "redis://a:7000",
+            ])
+            .unwrap();
+            assert!(matches!(
+                Standalone::load(cli),
+                Err(ConfigError::Conflict(_))
+            ));
         }
 
         #[test]

@@ -24,11 +24,14 @@ async fn main() -> anyhow::Result<()> {
 
     let store = open_store(&config).await?;
     let mut builder = Engine::builder(store, config.engine.clone());
-    if let (Some(url), false) = (&config.redis_url, config.memory) {
+    let seeds = &config.store.redis_cluster;
+    if !config.memory && (config.redis_url.is_some() || !seeds.is_empty()) {
         // Several nodes may share this Redis: cross-node delivery and cluster-wide presence.
-        let broker = RedisBroker::connect(url, config.node.broker_config())
-            .await
-            .context("cannot start the Redis broker")?;
+        let broker = match &config.redis_url {
+            Some(url) => RedisBroker::connect(url, config.node.broker_config()).await,
+            None => RedisBroker::connect_cluster(seeds, config.node.broker_config()).await,
+        }
+        .context("cannot start the Redis broker")?;
         tracing::info!(
             node = broker.node_id(),
             "Redis broker on: this node shares the Redis with others"
@@ -68,17 +71,26 @@ async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
         return Ok(Arc::new(zajel_core::MemoryStore::new()));
     }
     if let Some(url) = &config.redis_url {
-        let store = zajel_core::RedisStore::connect(url)
+        let store = zajel_core::RedisStore::connect_with(url, config.store.redis_options())
             .await
             .context("cannot connect to Redis")?;
         tracing::info!("Redis store connected");
         return Ok(Arc::new(store));
     }
+    let seeds = &config.store.redis_cluster;
+    if !seeds.is_empty() {
+        let store = zajel_core::RedisStore::connect_cluster(seeds, config.store.redis_options())
+            .await
+            .context("cannot connect to the Redis Cluster")?;
+        tracing::info!(seeds = seeds.len(), "Redis Cluster store connected");
+        return Ok(Arc::new(store));
+    }
     let dir = config.data_dir.clone();
+    let options = config.store.embedded_options();
     let store = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        zajel_core::EmbeddedStore::open(&dir)
+        zajel_core::EmbeddedStore::open_with(&dir, options)
             .with_context(|| format!("cannot open the embedded store in {}", dir.display()))
     })
     .await??;
