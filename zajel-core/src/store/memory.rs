@@ -105,7 +105,7 @@ fn index_edge(
                 RelationEntry {
                     peer,
                     relation,
-                    since: edge.since,
+                    since: edge.since_for(me_is_lo),
                 },
             );
         }

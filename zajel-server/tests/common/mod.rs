@@ -334,6 +334,32 @@ impl Client {
         }
     }
 
+    /// The frame answering `id` if it arrives within `ms` (requests that answer nothing on
+    /// success, like `typing`, give `None`).
+    pub async fn answer_within(&mut self, id: &str, ms: u64) -> Option<Value> {
+        tokio::time::timeout(Duration::from_millis(ms), self.answer(id))
+            .await
+            .ok()
+    }
+
+    /// Every frame but presence that arrives within `ms` (plus any kept from before).
+    pub async fn frames_within(&mut self, ms: u64) -> Vec<Value> {
+        let mut out: Vec<Value> = self.pending.drain(..).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        while let Ok(next) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    out.push(serde_json::from_str(t.as_str()).expect("json"));
+                }
+                Some(Ok(Message::Close(c))) => panic!("{}: closed: {c:?}", self.name),
+                Some(Ok(_)) => {}
+                other => panic!("{}: connection ended: {other:?}", self.name),
+            }
+        }
+        out.retain(|f| f["type"] != "presence");
+        out
+    }
+
     /// Asserts nothing but presence arrives within `ms`.
     pub async fn expect_silence(&mut self, ms: u64) {
         self.pending.retain(|f| f["type"] == "presence");

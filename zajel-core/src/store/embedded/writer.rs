@@ -392,7 +392,7 @@ impl<'t> Tx<'t> {
                 Some(encode(&RelationEntry {
                     peer,
                     relation,
-                    since: new.since,
+                    since: new.since_for(me_is_lo),
                 })?)
             };
             sides.push(((uid(me), uid(peer)), entry));

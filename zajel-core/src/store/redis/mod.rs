@@ -966,7 +966,7 @@ impl FriendStore for RedisStore {
                 relation => to_json(&RelationEntry {
                     peer,
                     relation,
-                    since: new.since,
+                    since: new.since_for(me_is_lo),
                 }),
             }
         };
