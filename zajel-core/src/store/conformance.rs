@@ -41,7 +41,6 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@cases $factory;
             users_create_and_lookup,
             users_reject_bad_input,
-            identities_link_once,
             sessions_lifecycle,
             edges_swap_atomically,
             friend_flow_updates_both_lists,
@@ -181,41 +180,8 @@ pub async fn users_reject_bad_input(store: DynStore) {
         "nothing was created for the unknown id"
     );
     assert_eq!(store.last_seen(ghost).await.unwrap(), None);
-    assert_eq!(
-        store.link_identity("https://idp", "sub", ghost).await,
-        Err(StoreError::UserNotFound)
-    );
-    assert_eq!(store.identity("https://idp", "sub").await.unwrap(), None);
     assert_eq!(store.relations(ghost).await.unwrap(), vec![]);
     assert_eq!(store.conversations(ghost, 10).await.unwrap(), vec![]);
-}
-
-/// External identities link to one account only.
-pub async fn identities_link_once(store: DynStore) {
-    let a = user(&store, "alice").await;
-    let b = user(&store, "bob").await;
-    store
-        .link_identity("https://accounts.google.com", "123", a.id)
-        .await
-        .unwrap();
-    store
-        .link_identity("https://accounts.google.com", "123", a.id)
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .link_identity("https://accounts.google.com", "123", b.id)
-            .await,
-        Err(StoreError::IdentityTaken)
-    );
-    assert_eq!(
-        store
-            .identity("https://accounts.google.com", "123")
-            .await
-            .unwrap(),
-        Some(a.id)
-    );
-    assert_eq!(store.identity("https://other", "123").await.unwrap(), None);
 }
 
 /// Sessions: lookup by (user, hash), expiry, delete one, delete all.

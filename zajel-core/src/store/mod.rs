@@ -156,11 +156,6 @@ pub trait UserStore: Send + Sync {
     async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>>;
     /// Sets or replaces the password hash. `UserNotFound` for unknown ids.
     async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()>;
-    /// Links an external identity (OpenID Connect issuer + subject) to a user.
-    /// Idempotent for the same user; `IdentityTaken` if linked to another.
-    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()>;
-    /// The user an external identity is linked to.
-    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>>;
     /// Records when the user was last online. `UserNotFound` for unknown ids.
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()>;
     /// When the user was last online.
