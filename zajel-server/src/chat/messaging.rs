@@ -5,7 +5,7 @@ use crate::error::EngineError;
 use std::sync::atomic::Ordering;
 use zajel_core::friends::UserPair;
 use zajel_core::messaging::prepare_send;
-use zajel_core::protocol::ServerFrame;
+use zajel_core::protocol::{EncodedMessage, ServerFrame};
 use zajel_core::{
     Appended, ConversationId, ConversationSummary, ErrorCode, HistoryPage, HistoryQuery, ReadMark,
     Timestamp, UserId,
@@ -76,8 +76,10 @@ impl ChatService {
         // Published on the duplicate path too: a retry after a lost ack may follow an append
         // whose event never left (the node died between append and publish). Clients
         // de-duplicate live messages by `seq`.
+        let encoded = EncodedMessage::new(&appended.message);
         let mut out = Outcome::new(actor, appended).event(vec![peer, me], event, true);
         out.order = Some(order);
+        out.encoded = Some(encoded);
         Ok(out)
     }
 
