@@ -417,16 +417,7 @@ mod redis {
             c.auth(s2["token"].as_str().expect("token"), None).await["type"],
             "auth_ok"
         );
-        let bearer = format!("Bearer {}", s1["token"].as_str().expect("token"));
-        let r = http(
-            na.addr,
-            "POST",
-            "/api/logout-all",
-            None,
-            &[("Authorization", &bearer)],
-        )
-        .await;
-        assert_eq!(r.status, 204);
+        logout_all(na.addr, s1["token"].as_str().expect("token")).await;
         let (code, _) = c.expect_close().await;
         assert_eq!(code, 4001);
         na.stop().await;

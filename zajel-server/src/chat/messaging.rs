@@ -2,6 +2,7 @@
 
 use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
+use crate::events::EngineEvent;
 use std::sync::atomic::Ordering;
 use zajel_core::friends::UserPair;
 use zajel_core::messaging::prepare_send;
@@ -77,7 +78,11 @@ impl ChatService {
         // whose event never left (the node died between append and publish). Clients
         // de-duplicate live messages by `seq`.
         let encoded = EncodedMessage::new(&appended.message);
-        let mut out = Outcome::new(actor, appended).event(vec![peer, me], event, true);
+        let mut out = Outcome::new(actor, appended.clone()).event(vec![peer, me], event, true);
+        if !appended.duplicate {
+            let message = appended.message;
+            out = out.notice(move || EngineEvent::MessageStored { message });
+        }
         out.order = Some(order);
         out.encoded = Some(encoded);
         Ok(out)

@@ -18,6 +18,7 @@ mod messaging;
 mod presence;
 
 use crate::engine::Engine;
+use crate::events::EngineEvent;
 use crate::hub::{ConnId, Event};
 use tokio::sync::OwnedMutexGuard;
 use zajel_core::protocol::{EncodedMessage, ServerFrame};
@@ -73,6 +74,9 @@ pub struct Outcome<T> {
     order: Option<OwnedMutexGuard<()>>,
     /// The message of a send, serialized once for its event and its `sent` answer.
     encoded: Option<EncodedMessage>,
+    /// What the embedding app's subscribers are told ([`Engine::subscribe`]); built only
+    /// when someone listens.
+    notices: Vec<Box<dyn FnOnce() -> EngineEvent + Send>>,
 }
 
 impl<T> Outcome<T> {
@@ -83,6 +87,7 @@ impl<T> Outcome<T> {
             origin: actor.conn,
             order: None,
             encoded: None,
+            notices: Vec::new(),
         }
     }
 
@@ -95,6 +100,13 @@ impl<T> Outcome<T> {
         self
     }
 
+    /// Adds an engine event for the app's subscribers, built (only if someone listens) when
+    /// the outcome is committed.
+    fn notice(mut self, event: impl FnOnce() -> EngineEvent + Send + 'static) -> Self {
+        self.notices.push(Box::new(event));
+        self
+    }
+
     /// The same outcome with its reply transformed.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
         Outcome {
@@ -103,6 +115,7 @@ impl<T> Outcome<T> {
             origin: self.origin,
             order: self.order,
             encoded: self.encoded,
+            notices: self.notices,
         }
     }
 }
@@ -153,7 +166,9 @@ impl Answer {
 }
 
 impl ChatService {
-    /// Publishes `outcome`'s events (then releases its ordering lock) and returns the reply.
+    /// Publishes `outcome`'s events (then releases its ordering lock), tells the engine's
+    /// subscribers ([`Engine::subscribe`]) and returns the reply. Every operation of every
+    /// transport ends here, so this is the one place engine events come from.
     pub fn commit<T>(&self, outcome: Outcome<T>) -> T {
         self.commit_encoded(outcome).0
     }
@@ -174,6 +189,9 @@ impl ChatService {
             self.engine.inner.broker.publish(&ev.users, event, skip);
         }
         drop(outcome.order);
+        for notice in outcome.notices {
+            self.engine.emit(notice);
+        }
         (outcome.reply, outcome.encoded)
     }
 }

@@ -12,6 +12,11 @@
 //! calls share it. Every round trip runs under a timeout and a circuit breaker (`breaker.rs`).
 
 mod breaker;
+mod conn;
+
+pub use conn::RedisConnection;
+/// The store's connection (short name inside this module).
+use conn::RedisConnection as Conn;
 
 use super::*;
 use crate::friends::{Edge, UserPair};
@@ -82,42 +87,6 @@ pub struct RedisStore {
     breaker: Arc<Breaker>,
     options: Arc<RedisOptions>,
     activity: Arc<ActivityClock>,
-}
-
-/// One Redis node (a reconnecting multiplexed connection) or a Redis Cluster (redis-rs routes
-/// each command to its slot's primary and follows `MOVED`/`ASK` after a failover).
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(::redis::cluster_async::ClusterConnection),
-}
-
-impl ::redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> ::redis::RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a ::redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> ::redis::RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 /// Scores for the per-user conversation lists: wall-clock microseconds, strictly increasing
