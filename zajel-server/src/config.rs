@@ -133,8 +133,9 @@ impl ServerConfig {
 }
 
 #[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub use standalone::{
-    Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone, StoreSettings,
+    Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone, StoreChoice, StoreSettings,
 };
 
 /// The standalone binary's configuration: clap flags > `ZAJEL_*` environment > TOML file >
@@ -357,7 +358,7 @@ mod standalone {
         /// Static web app directory.
         pub static_dir: Option<PathBuf>,
         /// Store settings: Redis Cluster seeds, timeouts, embedded store options.
-        pub store: StoreSettings,
+        pub store_options: StoreSettings,
         /// Node settings used with `redis_url` (several nodes on one Redis).
         pub node: NodeSettings,
         /// In-memory store.
@@ -370,8 +371,8 @@ mod standalone {
         pub oidc: Option<crate::identity::oidc::OidcConfig>,
     }
 
-    /// Settings of this node among several sharing one Redis (see
-    /// [`crate::broker::RedisBrokerConfig`]); `None` = that config's default.
+    /// Settings of this node among several sharing one Redis (see `RedisBrokerConfig` in
+    /// [`crate::broker`], feature `redis`); `None` = that config's default.
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
     pub struct NodeSettings {
         /// Node id (random when absent).
@@ -386,6 +387,7 @@ mod standalone {
 
     impl NodeSettings {
         /// The broker configuration these settings describe.
+        #[cfg(feature = "redis")]
         pub fn broker_config(&self) -> crate::broker::RedisBrokerConfig {
             let mut c = crate::broker::RedisBrokerConfig::default();
             if let Some(id) = &self.id {
@@ -421,6 +423,7 @@ mod standalone {
 
     impl StoreSettings {
         /// The Redis store options these settings describe.
+        #[cfg(feature = "redis")]
         pub fn redis_options(&self) -> zajel_core::store::redis::RedisOptions {
             let mut o = zajel_core::store::redis::RedisOptions::default();
             if let Some(ms) = self.redis_command_timeout_ms {
@@ -436,6 +439,7 @@ mod standalone {
         }
 
         /// The embedded store options these settings describe.
+        #[cfg(feature = "embedded")]
         pub fn embedded_options(&self) -> zajel_core::store::embedded::EmbeddedOptions {
             let mut o = zajel_core::store::embedded::EmbeddedOptions::default();
             if let Some(n) = self.embedded_queue_capacity {
@@ -448,7 +452,42 @@ mod standalone {
         }
     }
 
-    /// A configuration file that cannot be used.
+    /// The store a configuration asks for: `memory` wins over `redis_url`, which wins over
+    /// `redis_cluster`, which wins over the embedded store in `data_dir` (`load` refuses a URL
+    /// and seeds together).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum StoreChoice {
+        /// The in-memory store (feature `memory`).
+        Memory,
+        /// Redis at this URL, store and broker (feature `redis`).
+        Redis(String),
+        /// A Redis Cluster through these seed nodes, store and broker (feature `redis`).
+        RedisCluster(Vec<String>),
+        /// The embedded store in this directory (feature `embedded`).
+        Embedded(PathBuf),
+    }
+
+    impl StoreChoice {
+        /// The cargo feature that compiles this store in.
+        pub fn feature(&self) -> &'static str {
+            match self {
+                StoreChoice::Memory => "memory",
+                StoreChoice::Redis(_) | StoreChoice::RedisCluster(_) => "redis",
+                StoreChoice::Embedded(_) => "embedded",
+            }
+        }
+
+        /// Whether this binary was built with that feature.
+        pub fn is_compiled(&self) -> bool {
+            match self {
+                StoreChoice::Memory => cfg!(feature = "memory"),
+                StoreChoice::Redis(_) | StoreChoice::RedisCluster(_) => cfg!(feature = "redis"),
+                StoreChoice::Embedded(_) => cfg!(feature = "embedded"),
+            }
+        }
+    }
+
+    /// A configuration that cannot be used.
     #[derive(Debug, thiserror::Error)]
     pub enum ConfigError {
         /// Unreadable file.
@@ -457,6 +496,12 @@ mod standalone {
         /// Invalid TOML or unknown keys.
         #[error("invalid config file {0}: {1}")]
         Parse(PathBuf, toml::de::Error),
+        /// The configuration asks for a store this binary was built without.
+        #[error(
+            "the configuration asks for the {0} store, but this zajel-server was built without \
+             the `{0}` feature (reinstall with `--features {0}`, or choose another store)"
+        )]
+        StoreNotCompiled(&'static str),
         /// Options that exclude each other.
         #[error("invalid configuration: {0}")]
         Conflict(&'static str),
@@ -473,13 +518,35 @@ mod standalone {
                 }
                 None => FileConfig::default(),
             };
-            let s = Self::resolve(cli, file);
-            if s.redis_url.is_some() && !s.store.redis_cluster.is_empty() {
+            let config = Self::resolve(cli, file);
+            if config.redis_url.is_some() && !config.store_options.redis_cluster.is_empty() {
                 return Err(ConfigError::Conflict(
                     "give either a Redis URL (redis_url) or Redis Cluster seeds (redis_cluster), not both",
                 ));
             }
-            Ok(s)
+            config.check_store()?;
+            Ok(config)
+        }
+
+        /// The store this configuration asks for.
+        pub fn store(&self) -> StoreChoice {
+            let seeds = &self.store_options.redis_cluster;
+            match (&self.redis_url, self.memory) {
+                (_, true) => StoreChoice::Memory,
+                (Some(url), false) => StoreChoice::Redis(url.clone()),
+                (None, false) if !seeds.is_empty() => StoreChoice::RedisCluster(seeds.clone()),
+                (None, false) => StoreChoice::Embedded(self.data_dir.clone()),
+            }
+        }
+
+        /// Refuses a store this binary was built without, naming the feature.
+        pub fn check_store(&self) -> Result<(), ConfigError> {
+            let store = self.store();
+            if store.is_compiled() {
+                Ok(())
+            } else {
+                Err(ConfigError::StoreNotCompiled(store.feature()))
+            }
         }
 
         /// Flags/env (already merged by clap) over the file over the defaults.
@@ -531,7 +598,7 @@ mod standalone {
                     .unwrap_or_else(|| PathBuf::from("zajel-data")),
                 redis_url: cli.redis_url.or(file.redis_url),
                 static_dir: cli.static_dir.or(file.static_dir),
-                store: StoreSettings {
+                store_options: StoreSettings {
                     redis_cluster: cli
                         .redis_cluster
                         .or(file.redis_cluster)
@@ -664,7 +731,39 @@ mod standalone {
             );
         }
 
+        /// Each store is accepted exactly when its feature is compiled in; otherwise the error
+        /// names the feature (CI's feature check runs this lean: `scripts/test.sh`).
         #[test]
+        fn a_store_not_compiled_in_is_refused_with_its_feature() {
+            for (args, feature) in [
+                (&["zajel-server", "--memory"][..], "memory"),
+                (
+                    &["zajel-server", "--redis-url", "redis://127.0.0.1:1/"][..],
+                    "redis",
+                ),
+                (
+                    &["zajel-server", "--redis-cluster", "redis://127.0.0.1:1/"][..],
+                    "redis",
+                ),
+                (&["zajel-server", "--data-dir", "/tmp/z"][..], "embedded"),
+            ] {
+                let s = Standalone::resolve(Cli::try_parse_from(args).unwrap(), Default::default());
+                assert_eq!(s.store().feature(), feature);
+                match s.check_store() {
+                    Ok(()) => assert!(s.store().is_compiled(), "{feature}"),
+                    Err(e) => {
+                        assert!(!s.store().is_compiled(), "{feature}");
+                        assert!(
+                            e.to_string().contains(&format!("`{feature}` feature")),
+                            "{e}"
+                        );
+                    }
+                }
+            }
+        }
+
+        #[test]
+        #[cfg(all(feature = "redis", feature = "embedded"))]
         fn redis_cluster_seeds_and_store_options() {
             let file: FileConfig = toml::from_str(
                 "redis_cluster = [\"redis://f1:7000\"]\nredis_command_timeout_ms = 500\nembedded_queue_capacity = 64\n",
@@ -672,12 +771,12 @@ mod standalone {
             .unwrap();
             let s =
                 Standalone::resolve(Cli::try_parse_from(["zajel-server"]).unwrap(), file.clone());
-            assert_eq!(s.store.redis_cluster, ["redis://f1:7000"]);
+            assert_eq!(s.store_options.redis_cluster, ["redis://f1:7000"]);
             assert_eq!(
-                s.store.redis_options().command_timeout,
+                s.store_options.redis_options().command_timeout,
                 std::time::Duration::from_millis(500)
             );
-            assert_eq!(s.store.embedded_options().queue_capacity, 64);
+            assert_eq!(s.store_options.embedded_options().queue_capacity, 64);
             let cli = Cli::try_parse_from([
                 "zajel-server",
                 "--redis-cluster",
@@ -687,9 +786,12 @@ mod standalone {
             ])
             .unwrap();
             let s = Standalone::resolve(cli, file);
-            assert_eq!(s.store.redis_cluster, ["redis://a:7000", "redis://b:7000"]);
-            assert_eq!(s.store.redis_options().dedupe_window_ms, 1000);
-            assert_eq!(s.store.embedded_options().dedupe_window_ms, 1000);
+            assert_eq!(
+                s.store_options.redis_cluster,
+                ["redis://a:7000", "redis://b:7000"]
+            );
+            assert_eq!(s.store_options.redis_options().dedupe_window_ms, 1000);
+            assert_eq!(s.store_options.embedded_options().dedupe_window_ms, 1000);
             // A URL and seeds together are refused.
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("z.toml");

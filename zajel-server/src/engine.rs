@@ -3,6 +3,7 @@
 //! ([`crate::chat`]), the WebSocket side ([`crate::ws`]) and the HTTP side ([`crate::http`])
 //! are built on it, never the other way round (see `docs/architecture.md`).
 
+#[cfg(feature = "redis")]
 use crate::broker::RedisBroker;
 use crate::config::ServerConfig;
 use crate::hub::{Broker, Event, Hub};
@@ -43,6 +44,7 @@ pub(crate) struct Inner {
     pub(crate) hub: Arc<Hub>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) presence: Arc<dyn Presence>,
+    #[cfg(feature = "redis")]
     pub(crate) cluster: Option<RedisBroker>,
     pub(crate) metrics: Metrics,
     /// Login attempts per (account, address) pair (`login_failures_per_minute`).
@@ -64,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
     /// The hash verified when a login names no usable account (computed once, off the runtime).
     pub(crate) dummy_hash: tokio::sync::OnceCell<String>,
+    /// Engine events for the embedding app (see `events.rs`).
+    pub(crate) events: crate::events::EventBus,
 }
 
 const CONV_LOCKS: usize = 256;
@@ -75,6 +79,7 @@ pub(crate) struct Parts {
     pub(crate) hub: Arc<Hub>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) presence: Arc<dyn Presence>,
+    #[cfg(feature = "redis")]
     pub(crate) cluster: Option<RedisBroker>,
 }
 
@@ -104,6 +109,7 @@ impl Engine {
                 hub: p.hub,
                 broker: p.broker,
                 presence: p.presence,
+                #[cfg(feature = "redis")]
                 cluster: p.cluster,
                 metrics: Metrics::default(),
                 shutting_down: AtomicBool::new(false),
@@ -115,6 +121,7 @@ impl Engine {
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
                 )),
                 dummy_hash: tokio::sync::OnceCell::new(),
+                events: crate::events::EventBus::new(),
             }),
         }
     }
@@ -125,6 +132,8 @@ impl Engine {
     }
 
     /// This engine's Redis broker, when it runs as one of several nodes.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_broker(&self) -> Option<&RedisBroker> {
         self.inner.cluster.as_ref()
     }
@@ -160,6 +169,7 @@ impl Engine {
         } else {
             tracing::info!("all connections drained");
         }
+        #[cfg(feature = "redis")]
         if let Some(redis) = &self.inner.cluster {
             redis.leave().await;
         }

@@ -36,15 +36,20 @@ pub use identity::{
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "test-suite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-suite")))]
 pub mod conformance;
 #[cfg(feature = "embedded")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded")))]
 pub mod embedded;
 pub mod identity;
 #[cfg(feature = "test-suite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-suite")))]
 pub mod identity_conformance;
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub mod memory;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 /// A storage failure or a refused store operation.
@@ -291,6 +296,7 @@ pub trait Store:
 /// Runs [`Store::prune`] every `interval` with the system clock, for as long as the returned
 /// task is not aborted (and the runtime runs). Failures are retried at the next tick.
 #[cfg(any(feature = "embedded", feature = "redis"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "embedded", feature = "redis"))))]
 pub fn spawn_pruner(
     store: std::sync::Arc<dyn Store>,
     interval: std::time::Duration,

@@ -8,7 +8,11 @@
 //! (cluster-wide presence), `redis/sharded.rs` (the subscription, plain or sharded),
 //! `redis/tasks.rs` (publisher, subscriber, heartbeat, dead-node sweep).
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 pub use crate::hub::{Broker, LocalBroker};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{BrokerError, RedisBroker, RedisBrokerConfig};

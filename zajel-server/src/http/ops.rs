@@ -27,12 +27,14 @@ pub(super) async fn healthz(State(engine): State<Engine>) -> Response {
     }
 }
 
+#[cfg_attr(not(feature = "redis"), allow(unused_mut))]
 pub(super) async fn metrics(State(engine): State<Engine>) -> Response {
     let hub = &engine.inner.hub;
     let mut text = engine
         .inner
         .metrics
         .render(hub.lagged_total(), hub.delivered_total());
+    #[cfg(feature = "redis")]
     if let Some(b) = engine.redis_broker() {
         use std::fmt::Write;
         for (name, help, v) in [
