@@ -2,6 +2,7 @@
 
 use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
+use crate::events::EngineEvent;
 use std::sync::atomic::Ordering;
 use zajel_core::friends::UserPair;
 use zajel_core::messaging::prepare_send;
@@ -89,7 +90,11 @@ impl ChatService {
         // Published on the duplicate path too: a retry after a lost ack may follow an append
         // whose event never left (the node died between append and publish). Clients
         // de-duplicate live messages by `seq`.
-        let mut out = Outcome::new(actor, appended).event(vec![peer, me], event, true);
+        let mut out = Outcome::new(actor, appended.clone()).event(vec![peer, me], event, true);
+        if !appended.duplicate {
+            let message = appended.message;
+            out = out.notice(move || EngineEvent::MessageStored { message });
+        }
         out.order = Some(order);
         Ok(out)
     }

@@ -18,6 +18,7 @@ mod messaging;
 mod presence;
 
 use crate::engine::Engine;
+use crate::events::EngineEvent;
 use crate::hub::{ConnId, Event};
 use tokio::sync::OwnedMutexGuard;
 use zajel_core::UserId;
@@ -71,6 +72,9 @@ pub struct Outcome<T> {
     origin: Option<ConnId>,
     /// Held until the events are published (keeps a conversation's events in order).
     order: Option<OwnedMutexGuard<()>>,
+    /// What the embedding app's subscribers are told ([`Engine::subscribe`]); built only
+    /// when someone listens.
+    notices: Vec<Box<dyn FnOnce() -> EngineEvent + Send>>,
 }
 
 impl<T> Outcome<T> {
@@ -80,6 +84,7 @@ impl<T> Outcome<T> {
             events: Vec::new(),
             origin: actor.conn,
             order: None,
+            notices: Vec::new(),
         }
     }
 
@@ -92,6 +97,13 @@ impl<T> Outcome<T> {
         self
     }
 
+    /// Adds an engine event for the app's subscribers, built (only if someone listens) when
+    /// the outcome is committed.
+    fn notice(mut self, event: impl FnOnce() -> EngineEvent + Send + 'static) -> Self {
+        self.notices.push(Box::new(event));
+        self
+    }
+
     /// The same outcome with its reply transformed.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
         Outcome {
@@ -99,6 +111,7 @@ impl<T> Outcome<T> {
             events: self.events,
             origin: self.origin,
             order: self.order,
+            notices: self.notices,
         }
     }
 }
@@ -128,7 +141,9 @@ impl Engine {
 }
 
 impl ChatService {
-    /// Publishes `outcome`'s events (then releases its ordering lock) and returns the reply.
+    /// Publishes `outcome`'s events (then releases its ordering lock), tells the engine's
+    /// subscribers ([`Engine::subscribe`]) and returns the reply. Every operation of every
+    /// transport ends here, so this is the one place engine events come from.
     pub fn commit<T>(&self, outcome: Outcome<T>) -> T {
         for ev in &outcome.events {
             let skip = if ev.skip_origin { outcome.origin } else { None };
@@ -138,6 +153,9 @@ impl ChatService {
                 .publish(&ev.users, Event::new(&ev.frame), skip);
         }
         drop(outcome.order);
+        for notice in outcome.notices {
+            self.engine.emit(notice);
+        }
         outcome.reply
     }
 }
