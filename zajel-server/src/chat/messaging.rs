@@ -6,7 +6,7 @@ use crate::events::EngineEvent;
 use std::sync::atomic::Ordering;
 use zajel_core::friends::UserPair;
 use zajel_core::messaging::prepare_send;
-use zajel_core::protocol::ServerFrame;
+use zajel_core::protocol::{EncodedMessage, ServerFrame};
 use zajel_core::{
     Appended, ConversationId, ConversationSummary, ErrorCode, HistoryPage, HistoryQuery, ReadMark,
     Relation, Timestamp, UserId,
@@ -90,12 +90,14 @@ impl ChatService {
         // Published on the duplicate path too: a retry after a lost ack may follow an append
         // whose event never left (the node died between append and publish). Clients
         // de-duplicate live messages by `seq`.
+        let encoded = EncodedMessage::new(&appended.message);
         let mut out = Outcome::new(actor, appended.clone()).event(vec![peer, me], event, true);
         if !appended.duplicate {
             let message = appended.message;
             out = out.notice(move || EngineEvent::MessageStored { message });
         }
         out.order = Some(order);
+        out.encoded = Some(encoded);
         Ok(out)
     }
 

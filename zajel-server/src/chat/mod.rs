@@ -21,8 +21,8 @@ use crate::engine::Engine;
 use crate::events::EngineEvent;
 use crate::hub::{ConnId, Event};
 use tokio::sync::OwnedMutexGuard;
-use zajel_core::UserId;
-use zajel_core::protocol::ServerFrame;
+use zajel_core::protocol::{EncodedMessage, ServerFrame};
+use zajel_core::{ErrorCode, UserId};
 
 /// Who performs an operation: a user, and the connection the request came from (which gets
 /// the reply directly and is skipped when the operation's events are fanned out to the
@@ -72,6 +72,8 @@ pub struct Outcome<T> {
     origin: Option<ConnId>,
     /// Held until the events are published (keeps a conversation's events in order).
     order: Option<OwnedMutexGuard<()>>,
+    /// The message of a send, serialized once for its event and its `sent` answer.
+    encoded: Option<EncodedMessage>,
     /// What the embedding app's subscribers are told ([`Engine::subscribe`]); built only
     /// when someone listens.
     notices: Vec<Box<dyn FnOnce() -> EngineEvent + Send>>,
@@ -84,6 +86,7 @@ impl<T> Outcome<T> {
             events: Vec::new(),
             origin: actor.conn,
             order: None,
+            encoded: None,
             notices: Vec::new(),
         }
     }
@@ -111,6 +114,7 @@ impl<T> Outcome<T> {
             events: self.events,
             origin: self.origin,
             order: self.order,
+            encoded: self.encoded,
             notices: self.notices,
         }
     }
@@ -140,22 +144,54 @@ impl Engine {
     }
 }
 
+/// An answer ready for the wire: its JSON text, and its error code if it is an `error` frame
+/// (for the metrics).
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub text: String,
+    pub error: Option<ErrorCode>,
+}
+
+impl Answer {
+    /// Serializes `frame`.
+    pub fn frame(frame: &ServerFrame) -> Self {
+        Self {
+            text: frame.encode(),
+            error: match frame {
+                ServerFrame::Error(e) => Some(e.code),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl ChatService {
     /// Publishes `outcome`'s events (then releases its ordering lock), tells the engine's
     /// subscribers ([`Engine::subscribe`]) and returns the reply. Every operation of every
     /// transport ends here, so this is the one place engine events come from.
     pub fn commit<T>(&self, outcome: Outcome<T>) -> T {
+        self.commit_encoded(outcome).0
+    }
+
+    /// [`ChatService::commit`], also handing back the serialized message of a send (so its
+    /// answer reuses it).
+    fn commit_encoded<T>(&self, outcome: Outcome<T>) -> (T, Option<EncodedMessage>) {
         for ev in &outcome.events {
             let skip = if ev.skip_origin { outcome.origin } else { None };
-            self.engine
-                .inner
-                .broker
-                .publish(&ev.users, Event::new(&ev.frame), skip);
+            let event = match (&ev.frame, &outcome.encoded) {
+                // The message was serialized once in `send`: splice it, do not re-encode.
+                (ServerFrame::Message { message }, Some(encoded)) => Event::from_serialized(
+                    encoded.message_frame(),
+                    Some((message.conversation.clone(), message.seq)),
+                ),
+                (frame, _) => Event::new(frame),
+            };
+            self.engine.inner.broker.publish(&ev.users, event, skip);
         }
         drop(outcome.order);
         for notice in outcome.notices {
             self.engine.emit(notice);
         }
-        outcome.reply
+        (outcome.reply, outcome.encoded)
     }
 }
