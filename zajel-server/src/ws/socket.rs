@@ -307,7 +307,7 @@ impl Conn {
             chat.announce(user.id, true, None).await;
         }
         if alive && let Some(resume) = authed.resume {
-            alive = self.replay(user.id, authed.re, resume, &mut known).await;
+            alive = self.replay(user.id, resume, &mut known).await;
         }
         // Requests that touch the store run one at a time, in order, in the slow lane while the
         // loop keeps reading: a `ping` is answered at once and a `typing` runs beside them,
