@@ -33,6 +33,35 @@ pub(super) async fn metrics(State(engine): State<Engine>) -> Response {
         .inner
         .metrics
         .render(hub.lagged_total(), hub.delivered_total());
+    {
+        use std::fmt::Write;
+        let gate = &engine.inner.replays;
+        for (name, kind, help, v) in [
+            (
+                "zajel_replays_active",
+                "gauge",
+                "Resume replays running now (at most max_concurrent_replays).",
+                gate.active() as u64,
+            ),
+            (
+                "zajel_replays_peak",
+                "gauge",
+                "The most resume replays that ran at once since start.",
+                gate.peak() as u64,
+            ),
+            (
+                "zajel_replays_waited_total",
+                "counter",
+                "Resume replays that waited for a slot (the node was at max_concurrent_replays).",
+                gate.waited(),
+            ),
+        ] {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
     if let Some(b) = engine.redis_broker() {
         use std::fmt::Write;
         for (name, help, v) in [
