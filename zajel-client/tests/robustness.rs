@@ -86,6 +86,7 @@ async fn befriend(store: &Arc<MemoryStore>, a: UserId, b: UserId) {
         lo_blocks: false,
         hi_blocks: false,
         since: Timestamp::now(),
+        ..Edge::default()
     };
     assert!(
         store

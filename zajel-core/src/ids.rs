@@ -20,6 +20,7 @@ pub struct UserId(pub Uuid);
 impl UserId {
     /// A new random id.
     #[cfg(feature = "ids")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ids")))]
     pub fn new_random() -> Self {
         Self(Uuid::new_v4())
     }
@@ -46,6 +47,7 @@ pub struct MessageId(pub Uuid);
 impl MessageId {
     /// A new time-ordered id.
     #[cfg(feature = "ids")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ids")))]
     pub fn new_v7() -> Self {
         Self(Uuid::now_v7())
     }

@@ -27,6 +27,7 @@ pub mod model;
 pub mod protocol;
 pub mod store;
 #[cfg(feature = "test-suite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-suite")))]
 pub mod testing;
 
 pub use error::{ErrorCode, HasErrorCode, ValidationError};
@@ -40,8 +41,11 @@ pub use store::{
 };
 
 #[cfg(feature = "embedded")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded")))]
 pub use store::embedded::EmbeddedStore;
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use store::memory::MemoryStore;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::redis::RedisStore;

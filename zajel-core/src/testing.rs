@@ -315,6 +315,47 @@ impl RedisCluster {
         self.wait_for(|c| c.all_ok())
     }
 
+    /// Waits (up to 20 s) until every replica of the primary at `index` has acknowledged all
+    /// of its writes (replica offset = the primary's `master_repl_offset`), so everything the
+    /// primary acknowledged until now survives its failover. Fails if it has no replica.
+    pub fn wait_replicated(&self, index: usize) -> Result<(), RedisServerError> {
+        self.wait_for(|c| {
+            let info = c.cli(index, &["INFO", "replication"])?;
+            let primary = info
+                .lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            // slave0:ip=127.0.0.1,port=…,state=online,offset=1234,lag=0
+            let replicas: Vec<Option<u64>> = info
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("offset="))
+                .map(|l| {
+                    l.split(',')
+                        .find_map(|kv| kv.strip_prefix("offset="))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect();
+            Ok(primary.is_some() && !replicas.is_empty() && replicas.iter().all(|&o| o == primary))
+        })
+    }
+
+    /// Kills (SIGKILL) the primary serving `key`'s slot and waits (up to 20 s) until one of its
+    /// replicas has been promoted in its place and every live node reports
+    /// `cluster_state:ok`. Returns (killed, promoted) node indices.
+    pub fn kill_master_of(&mut self, key: &str) -> Result<(usize, usize), RedisServerError> {
+        let old = self.master_of(key)?;
+        self.nodes[old].kill();
+        let mut promoted = old;
+        self.wait_for(|c| match c.master_of(key) {
+            Ok(i) if i != old => {
+                promoted = i;
+                c.all_ok()
+            }
+            _ => Ok(false),
+        })?;
+        Ok((old, promoted))
+    }
+
     fn all_know(&self, total: usize) -> Result<bool, RedisServerError> {
         for i in 0..self.nodes.len() {
             let info = self.cli(i, &["CLUSTER", "INFO"])?;

@@ -2,10 +2,11 @@
 //! and corrupt data surfacing as a typed error.
 use std::sync::Arc;
 use zajel_core::friends::UserPair;
+use zajel_core::store::IdentityStore;
 use zajel_core::{
-    Body, ConversationId, EmbeddedStore, FriendGraph, FriendOp, FriendStore, HistoryQuery,
-    IdempotencyKey, MessageStore, NewMessage, Relation, Session, SessionStore, StoreError,
-    Timestamp, UserId, UserStore, Username,
+    Body, ConversationId, EmbeddedStore, ExternalIdentity, FriendGraph, FriendOp, FriendStore,
+    HistoryQuery, IdempotencyKey, MessageStore, NewMessage, Relation, Session, SessionStore,
+    StoreError, Timestamp, UserId, UserStore, Username,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -43,10 +44,8 @@ async fn everything_survives_reopen_and_sequences_continue() {
         .unwrap();
     let b = store.create_user(&name("bob"), None, T0).await.unwrap();
     let c = store.create_user(&name("carol"), None, T0).await.unwrap();
-    store
-        .link_identity("https://idp", "sub-a", a.id)
-        .await
-        .unwrap();
+    let idp = ExternalIdentity::oidc("https://idp", "sub-a").unwrap();
+    store.link_external(&idp, a.id, T0).await.unwrap();
     store.set_last_seen(b.id, Timestamp(42)).await.unwrap();
     let session = Session {
         user_id: a.id,
@@ -88,10 +87,7 @@ async fn everything_survives_reopen_and_sequences_continue() {
         store.password_hash(a.id).await.unwrap().as_deref(),
         Some("$argon2id$a")
     );
-    assert_eq!(
-        store.identity("https://idp", "sub-a").await.unwrap(),
-        Some(a.id)
-    );
+    assert_eq!(store.external_user(&idp).await.unwrap(), Some(a.id));
     assert_eq!(store.last_seen(b.id).await.unwrap(), Some(Timestamp(42)));
     assert_eq!(
         store.session(a.id, "hash-a", T0).await.unwrap(),

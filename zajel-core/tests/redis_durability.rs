@@ -3,10 +3,12 @@
 //! (the connection manager reconnects; scripts are reloaded after `NOSCRIPT`).
 
 use zajel_core::friends::{Edge, FriendGraph, FriendOp, UserPair};
+use zajel_core::store::IdentityStore;
 use zajel_core::testing::RedisServer;
 use zajel_core::{
-    Body, ConversationId, FriendStore, HistoryQuery, IdempotencyKey, MessageStore, NewMessage,
-    RedisStore, Relation, Session, SessionStore, Timestamp, UserId, UserStore, Username,
+    Body, ConversationId, ExternalIdentity, FriendStore, HistoryQuery, IdempotencyKey,
+    MessageStore, NewMessage, RedisStore, Relation, Session, SessionStore, Timestamp, UserId,
+    UserStore, Username,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -35,10 +37,8 @@ async fn acknowledged_writes_survive_a_redis_kill() {
         .await
         .unwrap();
     store.set_last_seen(bob.id, Timestamp(42)).await.unwrap();
-    store
-        .link_identity("https://idp", "sub-1", alice.id)
-        .await
-        .unwrap();
+    let idp = ExternalIdentity::oidc("https://idp", "sub-1").unwrap();
+    store.link_external(&idp, alice.id, T0).await.unwrap();
     let session = Session {
         user_id: alice.id,
         token_hash: "hash".into(),
@@ -103,10 +103,7 @@ async fn acknowledged_writes_survive_a_redis_kill() {
         Some("$argon2id$a")
     );
     assert_eq!(store.last_seen(bob.id).await.unwrap(), Some(Timestamp(42)));
-    assert_eq!(
-        store.identity("https://idp", "sub-1").await.unwrap(),
-        Some(alice.id)
-    );
+    assert_eq!(store.external_user(&idp).await.unwrap(), Some(alice.id));
     assert_eq!(
         store.session(alice.id, "hash", T0).await.unwrap(),
         Some(session)

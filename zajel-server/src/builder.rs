@@ -1,12 +1,13 @@
 //! [`EngineBuilder`]: assembles an [`Engine`] (single node, or one of several on a Redis).
 
+#[cfg(feature = "redis")]
 use crate::broker::RedisBroker;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, Parts};
 use crate::hub::{Broker, Hub, LocalBroker};
 use crate::presence::{LocalPresence, Presence};
 use std::sync::Arc;
-use zajel_core::{Store, UserId};
+use zajel_core::Store;
 
 /// How often expired sessions and old idempotency records are pruned.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
@@ -15,6 +16,7 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 pub struct EngineBuilder {
     store: Arc<dyn Store>,
     config: ServerConfig,
+    #[cfg(feature = "redis")]
     redis: Option<RedisBroker>,
 }
 
@@ -30,6 +32,7 @@ impl Engine {
         EngineBuilder {
             store,
             config,
+            #[cfg(feature = "redis")]
             redis: None,
         }
     }
@@ -38,6 +41,8 @@ impl Engine {
 impl EngineBuilder {
     /// Delivers across nodes and keeps presence cluster-wide through `broker` (many nodes
     /// sharing one Redis). Without it the engine is single-node.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_broker(mut self, broker: RedisBroker) -> Self {
         self.redis = Some(broker);
         self
@@ -47,19 +52,26 @@ impl EngineBuilder {
     /// inside a Tokio runtime.
     pub fn build(self) -> Engine {
         let hub = Arc::new(Hub::new(self.config.queue_capacity));
-        let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &self.redis {
-            Some(r) => (Arc::new(r.clone()), Arc::new(r.clone())),
-            None => (
+        let local = || -> (Arc<dyn Broker>, Arc<dyn Presence>) {
+            (
                 Arc::new(LocalBroker::new(hub.clone())),
                 Arc::new(LocalPresence::new(hub.clone())),
-            ),
+            )
         };
+        #[cfg(feature = "redis")]
+        let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match &self.redis {
+            Some(r) => (Arc::new(r.clone()), Arc::new(r.clone())),
+            None => local(),
+        };
+        #[cfg(not(feature = "redis"))]
+        let (broker, presence) = local();
         let engine = Engine::from_parts(Parts {
             store: self.store,
             config: self.config,
             hub: hub.clone(),
             broker,
             presence,
+            #[cfg(feature = "redis")]
             cluster: self.redis.clone(),
         });
         // Expired sessions and idempotency records older than the store's dedupe window are
@@ -87,8 +99,9 @@ impl EngineBuilder {
                 }
             });
         }
+        #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<UserId>();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<zajel_core::UserId>();
             redis.start(hub, tx);
             // Users whose node died: record last seen and tell their friends.
             let weak = Arc::downgrade(&engine.inner);

@@ -144,7 +144,10 @@ impl ServerConfig {
 }
 
 #[cfg(feature = "cli")]
-pub use standalone::{Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone};
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub use standalone::{
+    Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone, StoreChoice,
+};
 
 /// The standalone binary's configuration: clap flags > `ZAJEL_*` environment > TOML file >
 /// defaults (feature `cli`).
@@ -356,8 +359,8 @@ mod standalone {
         pub oidc: Option<crate::identity::oidc::OidcConfig>,
     }
 
-    /// Settings of this node among several sharing one Redis (see
-    /// [`crate::broker::RedisBrokerConfig`]); `None` = that config's default.
+    /// Settings of this node among several sharing one Redis (see `RedisBrokerConfig` in
+    /// [`crate::broker`], feature `redis`); `None` = that config's default.
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
     pub struct NodeSettings {
         /// Node id (random when absent).
@@ -372,6 +375,7 @@ mod standalone {
 
     impl NodeSettings {
         /// The broker configuration these settings describe.
+        #[cfg(feature = "redis")]
         pub fn broker_config(&self) -> crate::broker::RedisBrokerConfig {
             let mut c = crate::broker::RedisBrokerConfig::default();
             if let Some(id) = &self.id {
@@ -390,7 +394,39 @@ mod standalone {
         }
     }
 
-    /// A configuration file that cannot be used.
+    /// The store a configuration asks for: `memory` wins over `redis_url`, which wins over the
+    /// embedded store in `data_dir`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum StoreChoice {
+        /// The in-memory store (feature `memory`).
+        Memory,
+        /// Redis at this URL, store and broker (feature `redis`).
+        Redis(String),
+        /// The embedded store in this directory (feature `embedded`).
+        Embedded(PathBuf),
+    }
+
+    impl StoreChoice {
+        /// The cargo feature that compiles this store in.
+        pub fn feature(&self) -> &'static str {
+            match self {
+                StoreChoice::Memory => "memory",
+                StoreChoice::Redis(_) => "redis",
+                StoreChoice::Embedded(_) => "embedded",
+            }
+        }
+
+        /// Whether this binary was built with that feature.
+        pub fn is_compiled(&self) -> bool {
+            match self {
+                StoreChoice::Memory => cfg!(feature = "memory"),
+                StoreChoice::Redis(_) => cfg!(feature = "redis"),
+                StoreChoice::Embedded(_) => cfg!(feature = "embedded"),
+            }
+        }
+    }
+
+    /// A configuration that cannot be used.
     #[derive(Debug, thiserror::Error)]
     pub enum ConfigError {
         /// Unreadable file.
@@ -399,6 +435,12 @@ mod standalone {
         /// Invalid TOML or unknown keys.
         #[error("invalid config file {0}: {1}")]
         Parse(PathBuf, toml::de::Error),
+        /// The configuration asks for a store this binary was built without.
+        #[error(
+            "the configuration asks for the {0} store, but this zajel-server was built without \
+             the `{0}` feature (reinstall with `--features {0}`, or choose another store)"
+        )]
+        StoreNotCompiled(&'static str),
     }
 
     impl Standalone {
@@ -412,7 +454,28 @@ mod standalone {
                 }
                 None => FileConfig::default(),
             };
-            Ok(Self::resolve(cli, file))
+            let config = Self::resolve(cli, file);
+            config.check_store()?;
+            Ok(config)
+        }
+
+        /// The store this configuration asks for.
+        pub fn store(&self) -> StoreChoice {
+            match (&self.redis_url, self.memory) {
+                (_, true) => StoreChoice::Memory,
+                (Some(url), false) => StoreChoice::Redis(url.clone()),
+                (None, false) => StoreChoice::Embedded(self.data_dir.clone()),
+            }
+        }
+
+        /// Refuses a store this binary was built without, naming the feature.
+        pub fn check_store(&self) -> Result<(), ConfigError> {
+            let store = self.store();
+            if store.is_compiled() {
+                Ok(())
+            } else {
+                Err(ConfigError::StoreNotCompiled(store.feature()))
+            }
         }
 
         /// Flags/env (already merged by clap) over the file over the defaults.
@@ -577,6 +640,33 @@ mod standalone {
                 s.engine.allowed_origins,
                 vec!["https://b.example", "https://c.example"]
             );
+        }
+
+        /// Each store is accepted exactly when its feature is compiled in; otherwise the error
+        /// names the feature (CI's feature check runs this lean: `scripts/test.sh`).
+        #[test]
+        fn a_store_not_compiled_in_is_refused_with_its_feature() {
+            for (args, feature) in [
+                (&["zajel-server", "--memory"][..], "memory"),
+                (
+                    &["zajel-server", "--redis-url", "redis://127.0.0.1:1/"][..],
+                    "redis",
+                ),
+                (&["zajel-server", "--data-dir", "/tmp/z"][..], "embedded"),
+            ] {
+                let s = Standalone::resolve(Cli::try_parse_from(args).unwrap(), Default::default());
+                assert_eq!(s.store().feature(), feature);
+                match s.check_store() {
+                    Ok(()) => assert!(s.store().is_compiled(), "{feature}"),
+                    Err(e) => {
+                        assert!(!s.store().is_compiled(), "{feature}");
+                        assert!(
+                            e.to_string().contains(&format!("`{feature}` feature")),
+                            "{e}"
+                        );
+                    }
+                }
+            }
         }
 
         #[test]

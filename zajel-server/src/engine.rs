@@ -3,6 +3,7 @@
 //! ([`crate::chat`]), the WebSocket side ([`crate::ws`]) and the HTTP side ([`crate::http`])
 //! are built on it, never the other way round (see `docs/architecture.md`).
 
+#[cfg(feature = "redis")]
 use crate::broker::RedisBroker;
 use crate::config::ServerConfig;
 use crate::hub::{Broker, Event, Hub};
@@ -43,6 +44,7 @@ pub(crate) struct Inner {
     pub(crate) hub: Arc<Hub>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) presence: Arc<dyn Presence>,
+    #[cfg(feature = "redis")]
     pub(crate) cluster: Option<RedisBroker>,
     pub(crate) metrics: Metrics,
     /// Login attempts per (account, address) pair (`login_failures_per_minute`).
@@ -77,6 +79,7 @@ pub(crate) struct Parts {
     pub(crate) hub: Arc<Hub>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) presence: Arc<dyn Presence>,
+    #[cfg(feature = "redis")]
     pub(crate) cluster: Option<RedisBroker>,
 }
 
@@ -107,6 +110,7 @@ impl Engine {
                 hub: p.hub,
                 broker: p.broker,
                 presence: p.presence,
+                #[cfg(feature = "redis")]
                 cluster: p.cluster,
                 metrics: Metrics::default(),
                 shutting_down: AtomicBool::new(false),
@@ -128,6 +132,8 @@ impl Engine {
     }
 
     /// This engine's Redis broker, when it runs as one of several nodes.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_broker(&self) -> Option<&RedisBroker> {
         self.inner.cluster.as_ref()
     }
@@ -163,6 +169,7 @@ impl Engine {
         } else {
             tracing::info!("all connections drained");
         }
+        #[cfg(feature = "redis")]
         if let Some(redis) = &self.inner.cluster {
             redis.leave().await;
         }

@@ -8,7 +8,7 @@
 //! use zajel_server::{Engine, ServerConfig};
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let store = Arc::new(zajel_core::MemoryStore::new());
+//! let store = Arc::new(zajel_server::MemoryStore::new());
 //! let engine = Engine::new(store, ServerConfig::default());
 //! let app = axum::Router::new()
 //!     .route("/hello", axum::routing::get(|| async { "hello" }))
@@ -41,6 +41,20 @@
 //!   ([`identity::Authenticator`], signed JWTs) and the server-side account API.
 //!
 //! See `docs/server.md` for configuration, limits, close codes and deployment.
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `embedded` | yes | [`EmbeddedStore`], the persistent single-file store (redb) |
+//! | `memory` | yes | [`MemoryStore`] (nothing persists; tests and demos) |
+//! | `redis` | yes | [`RedisStore`] and [`broker::RedisBroker`] (several nodes on one Redis) |
+//! | `cli` | yes | the `zajel-server` binary: flags, config file, logs; implies `oidc` |
+//! | `oidc` | with `cli` | OpenID Connect sign-in and the signed-JWT authenticator |
+//!
+//! An embedding app turns the defaults off and names what it uses, e.g.
+//! `zajel-server = { version = "0.1", default-features = false, features = ["embedded"] }`:
+//! no Redis client, clap or log subscriber in its dependency tree.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -69,6 +83,20 @@ pub use engine::Engine;
 pub use error::{ApiError, EngineError};
 pub use http::{RouterOptions, SESSION_COOKIE};
 pub use serve::{serve, serve_router};
+
+/// The protocol, model and storage crate this server is built on, re-exported so an embedder
+/// needs one dependency and always gets the matching version.
+pub use zajel_core;
+#[cfg(feature = "embedded")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded")))]
+pub use zajel_core::EmbeddedStore;
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use zajel_core::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use zajel_core::RedisStore;
+pub use zajel_core::{Store, StoreError, StoreHealth};
 
 /// WebSocket close codes the server uses.
 pub mod close {

@@ -6,10 +6,8 @@ use clap::Parser;
 use std::sync::Arc;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing_subscriber::EnvFilter;
-use zajel_core::Store;
-use zajel_server::broker::RedisBroker;
-use zajel_server::config::{Cli, Standalone};
-use zajel_server::{Engine, serve_router};
+use zajel_server::config::{Cli, Standalone, StoreChoice};
+use zajel_server::{Engine, Store, serve_router};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,10 +21,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let store = open_store(&config).await?;
+    #[allow(unused_mut)] // without the `redis` feature nothing is added
     let mut builder = Engine::builder(store, config.engine.clone());
-    if let (Some(url), false) = (&config.redis_url, config.memory) {
+    #[cfg(feature = "redis")]
+    if let StoreChoice::Redis(url) = config.store() {
         // Several nodes may share this Redis: cross-node delivery and cluster-wide presence.
-        let broker = RedisBroker::connect(url, config.node.broker_config())
+        let broker = zajel_server::broker::RedisBroker::connect(&url, config.node.broker_config())
             .await
             .context("cannot start the Redis broker")?;
         tracing::info!(
@@ -62,28 +62,38 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the configured store. `Standalone::load` already refused a store that is not
+/// compiled in; the `unreachable_patterns` arm keeps that a typed error, not a panic.
 async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
-    if config.memory {
-        tracing::warn!("using the in-memory store: nothing is persisted");
-        return Ok(Arc::new(zajel_core::MemoryStore::new()));
+    match config.store() {
+        #[cfg(feature = "memory")]
+        StoreChoice::Memory => {
+            tracing::warn!("using the in-memory store: nothing is persisted");
+            Ok(Arc::new(zajel_server::MemoryStore::new()))
+        }
+        #[cfg(feature = "redis")]
+        StoreChoice::Redis(url) => {
+            let store = zajel_server::RedisStore::connect(&url)
+                .await
+                .context("cannot connect to Redis")?;
+            tracing::info!("Redis store connected");
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "embedded")]
+        StoreChoice::Embedded(dir) => {
+            let store = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+                zajel_server::EmbeddedStore::open(&dir)
+                    .with_context(|| format!("cannot open the embedded store in {}", dir.display()))
+            })
+            .await??;
+            tracing::info!(file = %store.path().display(), "embedded store opened");
+            Ok(Arc::new(store))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(zajel_server::config::ConfigError::StoreNotCompiled(other.feature()).into()),
     }
-    if let Some(url) = &config.redis_url {
-        let store = zajel_core::RedisStore::connect(url)
-            .await
-            .context("cannot connect to Redis")?;
-        tracing::info!("Redis store connected");
-        return Ok(Arc::new(store));
-    }
-    let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        zajel_core::EmbeddedStore::open(&dir)
-            .with_context(|| format!("cannot open the embedded store in {}", dir.display()))
-    })
-    .await??;
-    tracing::info!(file = %store.path().display(), "embedded store opened");
-    Ok(Arc::new(store))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -499,16 +499,7 @@ async fn logout_closes_sockets_and_revokes_tokens() {
         },
     )
     .await;
-    let bearer = format!("Bearer {tok2}");
-    let r = http(
-        addr,
-        "POST",
-        "/api/logout-all",
-        None,
-        &[("Authorization", &bearer)],
-    )
-    .await;
-    assert_eq!(r.status, 204);
+    logout_all(addr, &tok2).await;
     assert_eq!(e.expect_close().await.0, 4001);
     for t in [tok1, tok2] {
         let bearer = format!("Bearer {t}");

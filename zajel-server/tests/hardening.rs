@@ -246,6 +246,68 @@ async fn a_block_stops_read_marks_and_typing() {
     server.stop().await;
 }
 
+/// Item 7: a friend request to someone who blocked you answers exactly like a request to
+/// anyone else, and the blocker's devices hear nothing; unblocking shows the request.
+#[tokio::test]
+async fn a_request_to_a_blocker_looks_like_any_request() {
+    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), open_config()).await;
+    let alice = register(server.addr, "alice").await;
+    let bob = register(server.addr, "bob").await;
+    let carol = register(server.addr, "carol").await;
+    let (mut a, _) = Client::login(server.addr, &alice).await;
+    let (mut b, _) = Client::login(server.addr, &bob).await;
+    let (mut c, _) = Client::login(server.addr, &carol).await;
+    let r = a.call(json!({"type": "block", "user_id": bob.id})).await;
+    assert_eq!(r["relation"], "blocked", "{r}");
+    let before = a.call(json!({"type": "friends_list"})).await;
+    // Bob asks alice (who blocks him) and carol (who does not): the same answer.
+    let to_blocker = b
+        .call(json!({"type": "friend_request", "username": "alice"}))
+        .await;
+    let to_carol = b
+        .call(json!({"type": "friend_request", "username": "carol"}))
+        .await;
+    for r in [&to_blocker, &to_carol] {
+        assert_eq!(
+            (&r["type"], &r["relation"]),
+            (&json!("friend_ok"), &json!("request_sent")),
+            "{r}"
+        );
+    }
+    c.expect("friend").await;
+    a.expect_silence(300).await;
+    let after = a.call(json!({"type": "friends_list"})).await;
+    assert_eq!(
+        before["friends"], after["friends"],
+        "alice's list is untouched"
+    );
+    let bobs = b.call(json!({"type": "friends_list"})).await;
+    let relations: Vec<_> = bobs["friends"]
+        .as_array()
+        .expect("friends")
+        .iter()
+        .map(|f| f["relation"].clone())
+        .collect();
+    assert_eq!(
+        relations,
+        vec![json!("request_sent"), json!("request_sent")]
+    );
+    // Alice cannot accept what she cannot see; once she unblocks, it is there.
+    let r = a
+        .call(json!({"type": "friend_accept", "user_id": bob.id}))
+        .await;
+    assert_eq!(r["code"], "no_pending_request", "{r}");
+    let r = a.call(json!({"type": "unblock", "user_id": bob.id})).await;
+    assert_eq!(r["relation"], "request_received", "{r}");
+    b.expect_silence(200).await;
+    let r = a
+        .call(json!({"type": "friend_accept", "user_id": bob.id}))
+        .await;
+    assert_eq!(r["relation"], "friends", "{r}");
+    assert_eq!(b.expect("friend").await["reason"], "accepted");
+    server.stop().await;
+}
+
 /// Item 13: a device resuming with a cursor ahead of the store gets `synced.ahead` and the
 /// next live messages (which reuse those sequence numbers) are delivered, not filtered.
 #[tokio::test]
@@ -355,16 +417,7 @@ mod redis {
             c.auth(s2["token"].as_str().expect("token"), None).await["type"],
             "auth_ok"
         );
-        let bearer = format!("Bearer {}", s1["token"].as_str().expect("token"));
-        let r = http(
-            na.addr,
-            "POST",
-            "/api/logout-all",
-            None,
-            &[("Authorization", &bearer)],
-        )
-        .await;
-        assert_eq!(r.status, 204);
+        logout_all(na.addr, s1["token"].as_str().expect("token")).await;
         let (code, _) = c.expect_close().await;
         assert_eq!(code, 4001);
         na.stop().await;

@@ -65,21 +65,12 @@ async fn events_cross_nodes_exactly_once() {
 
     let alice = register(na.addr, "alice").await;
     let bob = register(nb.addr, "bob").await;
-    let (mut a, _) = Client::login(na.addr, &alice).await;
-    let (mut b, _) = Client::login(nb.addr, &bob).await;
     // Friend request and accept events cross nodes in both directions.
-    befriend(&mut a, &alice, &mut b, &bob).await;
+    let (mut a, mut b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
     let conv = dm(&alice, &bob);
 
     // A -> B and B -> A, live.
-    let ack = a.send_message(&conv, "hello from A", "k1").await;
-    let m = b.expect("message").await;
-    assert_eq!(m["message"]["id"], ack["message"]["id"]);
-    assert_eq!(m["message"]["body"], "hello from A");
-    let ack = b.send_message(&conv, "hello from B", "k2").await;
-    let m = a.expect("message").await;
-    assert_eq!(m["message"]["id"], ack["message"]["id"]);
-    assert_eq!(m["message"]["seq"], 2);
+    exchange(&mut a, &mut b, &conv).await;
 
     // alice's second device is on node B: it sees her sends from node A, and node A sees the
     // sends of that device.
@@ -131,9 +122,7 @@ async fn presence_is_cluster_wide() {
 
     let alice = register(na.addr, "alice").await;
     let bob = register(nb.addr, "bob").await;
-    let (mut a, _) = Client::login(na.addr, &alice).await;
-    let (mut b, _) = Client::login(nb.addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
+    let (mut a, b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
     // Node A sees bob (on B) online in the friends list.
     let f = a.call(json!({"type": "friends_list"})).await;
     assert!(online_of(&f["friends"], &bob), "{f}");
@@ -185,9 +174,7 @@ async fn dead_node_users_go_offline_and_resume_elsewhere() {
 
     let alice = register(na.addr, "alice").await;
     let bob = register(nb.addr, "bob").await;
-    let (mut a, _) = Client::login(na.addr, &alice).await;
-    let (mut b, _) = Client::login(nb.addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
+    let (mut a, mut b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
     let conv = dm(&alice, &bob);
     a.send_message(&conv, "one", "k1").await;
     assert_eq!(b.expect("message").await["message"]["seq"], 1);
@@ -243,9 +230,7 @@ async fn pubsub_gap_closes_with_4008_and_resume_fills_it() {
     let nb = node(&url, "node-b").await;
     let alice = register(na.addr, "alice").await;
     let bob = register(nb.addr, "bob").await;
-    let (mut a, _) = Client::login(na.addr, &alice).await;
-    let (mut b, _) = Client::login(nb.addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
+    let (mut a, mut b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
     let conv = dm(&alice, &bob);
     a.send_message(&conv, "one", "k1").await;
     assert_eq!(b.expect("message").await["message"]["seq"], 1);

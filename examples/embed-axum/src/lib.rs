@@ -143,9 +143,10 @@ async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> Respon
 }
 
 /// The Zajel engine for this app (in-memory store here; use
-/// `zajel_core::EmbeddedStore::open(dir)` or `RedisStore::connect(url)` for persistence).
+/// `zajel_server::EmbeddedStore::open(dir)`, or `RedisStore::connect(url)` with the `redis`
+/// feature, for persistence).
 pub fn engine(config: ServerConfig) -> Engine {
-    Engine::new(Arc::new(zajel_core::MemoryStore::new()), config)
+    Engine::new(Arc::new(zajel_server::MemoryStore::new()), config)
 }
 
 /// The app's server-side use of the engine: its two demo users may talk to each other, so

@@ -208,17 +208,17 @@ async fn the_apps_own_users_chat_without_zajel_passwords() {
     };
     let (mut a, a_ok) = connect(alice).await;
     let (mut b, b_ok) = connect(bob).await;
-    let a_id: zajel_core::UserId = a_ok["user"]["id"]
+    let a_id: zajel_server::zajel_core::UserId = a_ok["user"]["id"]
         .as_str()
         .expect("id")
         .parse()
         .expect("uuid");
-    let b_id: zajel_core::UserId = b_ok["user"]["id"]
+    let b_id: zajel_server::zajel_core::UserId = b_ok["user"]["id"]
         .as_str()
         .expect("id")
         .parse()
         .expect("uuid");
-    let conversation = zajel_core::ConversationId::direct(a_id, b_id).to_string();
+    let conversation = zajel_server::zajel_core::ConversationId::direct(a_id, b_id).to_string();
     let send = json!({"type": "send", "id": "s1", "conversation": conversation,
         "body": "hi bob, from the app", "idempotency_key": "k1"});
     a.send(Message::Text(send.to_string().into()))

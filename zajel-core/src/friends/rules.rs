@@ -14,13 +14,20 @@
 //! | duplicate request (mine pending) | `already_requested`, nothing changes |
 //! | crossed request (theirs pending) | accepted: we become friends |
 //! | request while friends | `already_friends` |
-//! | request to/from a blocked user | `blocked` (same answer both ways, so a block is not revealed) |
+//! | request to a user I block | `blocked` (my own block: it reveals nothing to them) |
+//! | request to a user who blocks me | accepted like any request: I see `request_sent`, they see nothing (no event, their view stays `blocked`) |
 //! | accept/decline with no request from them | `no_pending_request` (e.g. it was cancelled) |
+//! | accept/decline while I block them | `no_pending_request`: a hidden request is invisible to the blocker |
 //! | cancel with no request of mine | `no_pending_request` |
 //! | remove a non-friend | `not_friends` |
 //! | block | clears friendship and requests; the blocked side sees "removed"/"declined"/"cancelled", never "blocked" |
 //! | block twice / unblock without block | `already_blocked` / `not_blocked` |
-
+//! | unblock while their hidden request is pending | the request appears: I see `request_received` (their view is unchanged) |
+//!
+//! A block is never revealed to the blocked user, through any channel the edge feeds: the
+//! answers to their operations, the events they get, and the `since` of their relation entry
+//! (each side has its own, moved only when that side's view changes, so the other side's block,
+//! unblock or hidden request does not touch it).
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::ids::{Timestamp, UserId};
 use crate::model::Relation;
@@ -52,6 +59,13 @@ pub struct Edge {
     pub hi_blocks: bool,
     /// When the edge last changed.
     pub since: Timestamp,
+    /// When the lower id's view last changed (`None` in edges stored before it existed:
+    /// then `since`). See [`Edge::since_for`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lo_since: Option<Timestamp>,
+    /// When the higher id's view last changed (`None`: `since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hi_since: Option<Timestamp>,
 }
 
 /// An ordered pair of distinct users: the key of an [`Edge`].
@@ -190,6 +204,18 @@ impl Edge {
         }
     }
 
+    /// Since when the user on side `me_is_lo` sees [`Edge::relation`]: the `since` of that
+    /// user's relation entry. Per side, so a change the other side cannot see (a block, an
+    /// unblock, a request hidden by a block) does not move it.
+    pub fn since_for(&self, me_is_lo: bool) -> Timestamp {
+        let side = if me_is_lo {
+            self.lo_since
+        } else {
+            self.hi_since
+        };
+        side.unwrap_or(self.since)
+    }
+
     /// Whether the two may message each other.
     pub fn are_friends(&self) -> bool {
         self.link == Link::Friends && !self.lo_blocks && !self.hi_blocks
@@ -198,6 +224,29 @@ impl Edge {
     /// Applies `op` by the actor on side `actor_is_lo`, returning the new edge and the reason
     /// each side's view changed. Pure: the caller persists with compare-and-swap.
     pub fn apply(
+        &self,
+        actor_is_lo: bool,
+        op: FriendOp,
+        at: Timestamp,
+    ) -> Result<(Edge, FriendReason), FriendError> {
+        let (mut next, reason) = self.apply_link(actor_is_lo, op, at)?;
+        for side in [true, false] {
+            let since = if next.relation(side) == self.relation(side) {
+                self.since_for(side)
+            } else {
+                at
+            };
+            match side {
+                true => next.lo_since = Some(since),
+                false => next.hi_since = Some(since),
+            }
+        }
+        Ok((next, reason))
+    }
+
+    /// The rules proper: the new link and block flags (`since` stamped, the per-side times
+    /// left to [`Edge::apply`]).
+    fn apply_link(
         &self,
         actor_is_lo: bool,
         op: FriendOp,
@@ -217,8 +266,18 @@ impl Edge {
         next.since = at;
         let reason = match op {
             FriendOp::Request => {
-                if i_block || they_block {
+                if i_block {
                     return Err(FriendError::Blocked);
+                }
+                if they_block {
+                    // Looks like any request to the requester; the blocker's view stays
+                    // `blocked` (so no event) until they unblock. A block clears the link, so
+                    // only "nothing" or "mine already pending" can be found here.
+                    if self.link == mine {
+                        return Err(FriendError::AlreadyRequested);
+                    }
+                    next.link = mine;
+                    return Ok((next, FriendReason::Requested));
                 }
                 match self.link {
                     Link::Friends => return Err(FriendError::AlreadyFriends),
@@ -234,6 +293,10 @@ impl Edge {
                 }
             }
             FriendOp::Accept | FriendOp::Decline => {
+                if i_block {
+                    // A request that arrived while I block them is not shown to me.
+                    return Err(FriendError::NoPendingRequest);
+                }
                 if self.link == Link::Friends && op == FriendOp::Accept {
                     return Err(FriendError::AlreadyFriends);
                 }
@@ -385,7 +448,6 @@ mod tests {
         assert_eq!(b.relation(false), Relation::Blocked);
         assert_eq!(b.relation(true), Relation::None);
         assert!(!b.are_friends());
-        assert_eq!(run(b, true, FriendOp::Request), Err(ErrorCode::Blocked));
         assert_eq!(run(b, false, FriendOp::Request), Err(ErrorCode::Blocked));
         assert_eq!(
             run(b, false, FriendOp::Block),
@@ -396,15 +458,102 @@ mod tests {
         let bb = run(b, true, FriendOp::Block).unwrap();
         let u = run(bb, false, FriendOp::Unblock).unwrap();
         assert_eq!(u.relation(true), Relation::Blocked);
-        assert_eq!(run(u, false, FriendOp::Request), Err(ErrorCode::Blocked));
+        assert_eq!(u.relation(false), Relation::None);
+        assert_eq!(run(u, true, FriendOp::Request), Err(ErrorCode::Blocked));
         let free = run(u, true, FriendOp::Unblock).unwrap();
         assert_eq!(
-            free,
-            Edge {
-                since: T,
-                ..Edge::default()
-            }
+            (free.link, free.lo_blocks, free.hi_blocks),
+            (Link::None, false, false)
         );
+    }
+
+    #[test]
+    fn a_request_to_a_blocker_looks_ordinary_and_stays_hidden() {
+        let t = |ms| Timestamp(ms);
+        // hi blocks lo at t=10.
+        let (b, _) = Edge::default()
+            .apply(false, FriendOp::Block, t(10))
+            .unwrap();
+        // lo asks at t=20: the ordinary answer, and nothing changes in hi's view.
+        let (h, reason) = b.apply(true, FriendOp::Request, t(20)).unwrap();
+        assert_eq!(reason, FriendReason::Requested);
+        assert_eq!(h.relation(true), Relation::RequestSent);
+        assert_eq!((h.since_for(true), h.since_for(false)), (t(20), t(10)));
+        assert_eq!(h.relation(false), Relation::Blocked);
+        assert_eq!(
+            target_reason(reason, b.relation(false), h.relation(false)),
+            None
+        );
+        // The same answers as to an ordinary pending request, on lo's side.
+        let plain = run(Edge::default(), true, FriendOp::Request).unwrap();
+        for op in [
+            FriendOp::Request,
+            FriendOp::Remove,
+            FriendOp::Accept,
+            FriendOp::Unblock,
+        ] {
+            assert_eq!(
+                run(h, true, op).map(|_| ()),
+                run(plain, true, op).map(|_| ()),
+                "{op:?}"
+            );
+        }
+        // hi cannot see or answer it while blocking.
+        assert_eq!(
+            run(h, false, FriendOp::Accept),
+            Err(ErrorCode::NoPendingRequest)
+        );
+        assert_eq!(
+            run(h, false, FriendOp::Decline),
+            Err(ErrorCode::NoPendingRequest)
+        );
+        assert_eq!(run(h, false, FriendOp::Request), Err(ErrorCode::Blocked));
+        // lo may withdraw it; hi hears nothing.
+        let (c, reason) = h.apply(true, FriendOp::Cancel, t(30)).unwrap();
+        assert_eq!(
+            target_reason(reason, h.relation(false), c.relation(false)),
+            None
+        );
+        assert_eq!(c.since_for(false), t(10));
+        // Unblocking shows the pending request to hi; lo's view (and its time) stay.
+        let (u, reason) = h.apply(false, FriendOp::Unblock, t(40)).unwrap();
+        assert_eq!(u.relation(false), Relation::RequestReceived);
+        assert_eq!(
+            (u.relation(true), u.since_for(true)),
+            (Relation::RequestSent, t(20))
+        );
+        assert_eq!(
+            target_reason(reason, h.relation(true), u.relation(true)),
+            None
+        );
+        assert!(run(u, false, FriendOp::Accept).unwrap().are_friends());
+    }
+
+    #[test]
+    fn the_blocked_side_time_never_moves_with_a_block() {
+        let t = |ms| Timestamp(ms);
+        let (f, _) = Edge::default()
+            .apply(true, FriendOp::Request, t(1))
+            .unwrap();
+        let (f, _) = f.apply(false, FriendOp::Accept, t(2)).unwrap();
+        // lo removes at 3 (hi's view changes: time moves), hi blocks at 4, unblocks at 5:
+        // lo's view stays `none` since 3.
+        let (r, _) = f.apply(true, FriendOp::Remove, t(3)).unwrap();
+        let (b, _) = r.apply(false, FriendOp::Block, t(4)).unwrap();
+        let (u, _) = b.apply(false, FriendOp::Unblock, t(5)).unwrap();
+        assert_eq!(
+            (r.since_for(true), b.since_for(true), u.since_for(true)),
+            (t(3), t(3), t(3))
+        );
+        // A blocker's entry keeps its time when the other side blocks back.
+        let (bb, _) = b.apply(true, FriendOp::Block, t(6)).unwrap();
+        assert_eq!((bb.since_for(false), bb.since_for(true)), (t(4), t(6)));
+        // Edges stored before the per-side times existed read as `since`.
+        let old: Edge = serde_json::from_str(
+            r#"{"link":"friends","lo_blocks":false,"hi_blocks":false,"since":7}"#,
+        )
+        .unwrap();
+        assert_eq!((old.since_for(true), old.since_for(false)), (t(7), t(7)));
     }
 
     #[test]

@@ -41,11 +41,11 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@cases $factory;
             users_create_and_lookup,
             users_reject_bad_input,
-            identities_link_once,
             sessions_lifecycle,
             edges_swap_atomically,
             friend_flow_updates_both_lists,
             friend_edge_cases,
+            request_to_a_blocker_is_hidden,
             racing_accepts_one_wins,
             racing_crossed_requests_make_friends,
             append_and_read_back,
@@ -180,41 +180,8 @@ pub async fn users_reject_bad_input(store: DynStore) {
         "nothing was created for the unknown id"
     );
     assert_eq!(store.last_seen(ghost).await.unwrap(), None);
-    assert_eq!(
-        store.link_identity("https://idp", "sub", ghost).await,
-        Err(StoreError::UserNotFound)
-    );
-    assert_eq!(store.identity("https://idp", "sub").await.unwrap(), None);
     assert_eq!(store.relations(ghost).await.unwrap(), vec![]);
     assert_eq!(store.conversations(ghost, 10).await.unwrap(), vec![]);
-}
-
-/// External identities link to one account only.
-pub async fn identities_link_once(store: DynStore) {
-    let a = user(&store, "alice").await;
-    let b = user(&store, "bob").await;
-    store
-        .link_identity("https://accounts.google.com", "123", a.id)
-        .await
-        .unwrap();
-    store
-        .link_identity("https://accounts.google.com", "123", a.id)
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .link_identity("https://accounts.google.com", "123", b.id)
-            .await,
-        Err(StoreError::IdentityTaken)
-    );
-    assert_eq!(
-        store
-            .identity("https://accounts.google.com", "123")
-            .await
-            .unwrap(),
-        Some(a.id)
-    );
-    assert_eq!(store.identity("https://other", "123").await.unwrap(), None);
 }
 
 /// Sessions: lookup by (user, hash), expiry, delete one, delete all.
@@ -440,11 +407,6 @@ pub async fn friend_edge_cases(store: DynStore) {
     );
     g.apply(a.id, b.id, FriendOp::Block, T0).await.unwrap();
     assert_eq!(
-        code(g.request(b.id, &name("alice"), T0).await),
-        Err(ErrorCode::Blocked),
-        "request to a user who blocked you"
-    );
-    assert_eq!(
         code(g.request(a.id, &name("bob"), T0).await),
         Err(ErrorCode::Blocked),
         "request to a user you blocked"
@@ -457,6 +419,77 @@ pub async fn friend_edge_cases(store: DynStore) {
         code(g.apply(b.id, a.id, FriendOp::Unblock, T0).await),
         Err(ErrorCode::NotBlocked)
     );
+}
+
+/// A request to someone who blocks you looks like any other to the requester, and the blocker
+/// sees nothing (no event, no change of their entry) until they unblock; then it shows.
+pub async fn request_to_a_blocker_is_hidden(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let g = FriendGraph::new(&*store);
+    let (t1, t2, t3) = (
+        Timestamp(T0.0 + 1),
+        Timestamp(T0.0 + 2),
+        Timestamp(T0.0 + 3),
+    );
+    let entry = |list: Vec<crate::RelationEntry>, peer: UserId| {
+        list.into_iter()
+            .find(|e| e.peer == peer)
+            .map(|e| (e.relation, e.since))
+    };
+    g.apply(a.id, b.id, FriendOp::Block, t1).await.unwrap();
+    let ch = g.request(b.id, &name("alice"), t2).await.unwrap();
+    assert_eq!(
+        (ch.for_actor.relation, ch.for_actor.reason),
+        (Relation::RequestSent, crate::FriendReason::Requested),
+        "the ordinary answer"
+    );
+    assert_eq!(ch.for_target, None, "the blocker is told nothing");
+    assert_eq!(
+        entry(store.relations(b.id).await.unwrap(), a.id),
+        Some((Relation::RequestSent, t2))
+    );
+    assert_eq!(
+        entry(store.relations(a.id).await.unwrap(), b.id),
+        Some((Relation::Blocked, t1)),
+        "the blocker's entry is untouched, its time too"
+    );
+    assert!(!g.are_friends(a.id, b.id).await.unwrap());
+    let pair = UserPair::new(a.id, b.id).unwrap();
+    let hidden = store.edge(pair).await.unwrap();
+    let code =
+        |r: Result<crate::FriendChange, crate::FriendError>| r.map(|_| ()).map_err(|e| e.code());
+    for op in [FriendOp::Accept, FriendOp::Decline] {
+        assert_eq!(
+            code(g.apply(a.id, b.id, op, t3).await),
+            Err(ErrorCode::NoPendingRequest),
+            "the blocker cannot see the request to {op:?} it"
+        );
+    }
+    assert_eq!(
+        code(g.request(b.id, &name("alice"), t3).await),
+        Err(ErrorCode::AlreadyRequested),
+        "a repeat answers like any repeat"
+    );
+    assert_eq!(
+        store.edge(pair).await.unwrap(),
+        hidden,
+        "refusals change nothing"
+    );
+    // Unblocking shows the request to the blocker; the requester hears nothing.
+    let ch = g.apply(a.id, b.id, FriendOp::Unblock, t3).await.unwrap();
+    assert_eq!(ch.for_actor.relation, Relation::RequestReceived);
+    assert_eq!(ch.for_target, None);
+    assert_eq!(
+        entry(store.relations(a.id).await.unwrap(), b.id),
+        Some((Relation::RequestReceived, t3))
+    );
+    assert_eq!(
+        entry(store.relations(b.id).await.unwrap(), a.id),
+        Some((Relation::RequestSent, t2))
+    );
+    g.apply(a.id, b.id, FriendOp::Accept, t3).await.unwrap();
+    assert!(g.are_friends(a.id, b.id).await.unwrap());
 }
 
 /// Two racing accepts of one request: exactly one wins; the other hears `already_friends`.

@@ -40,7 +40,6 @@ impl Default for MemoryStore {
 struct State {
     users: HashMap<UserId, UserRow>,
     usernames: HashMap<String, UserId>,
-    identities: HashMap<(String, String), UserId>,
     /// External identity → owner ([`IdentityStore`]).
     externals: HashMap<ExternalIdentity, UserId>,
     /// Owner → their external identities and when each was linked.
@@ -105,7 +104,7 @@ fn index_edge(
                 RelationEntry {
                     peer,
                     relation,
-                    since: edge.since,
+                    since: edge.since_for(me_is_lo),
                 },
             );
         }
@@ -167,29 +166,6 @@ impl UserStore for MemoryStore {
         let row = s.users.get_mut(&id).ok_or(StoreError::UserNotFound)?;
         row.password_hash = Some(hash.to_owned());
         Ok(())
-    }
-
-    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()> {
-        let mut s = self.lock();
-        if !s.users.contains_key(&user) {
-            return Err(StoreError::UserNotFound);
-        }
-        let key = (issuer.to_owned(), subject.to_owned());
-        match s.identities.get(&key) {
-            Some(existing) if *existing != user => Err(StoreError::IdentityTaken),
-            _ => {
-                s.identities.insert(key, user);
-                Ok(())
-            }
-        }
-    }
-
-    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>> {
-        Ok(self
-            .lock()
-            .identities
-            .get(&(issuer.to_owned(), subject.to_owned()))
-            .copied())
     }
 
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {

@@ -36,15 +36,20 @@ pub use identity::{
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "test-suite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-suite")))]
 pub mod conformance;
 #[cfg(feature = "embedded")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded")))]
 pub mod embedded;
 pub mod identity;
 #[cfg(feature = "test-suite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-suite")))]
 pub mod identity_conformance;
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub mod memory;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 /// A storage failure or a refused store operation.
@@ -156,11 +161,6 @@ pub trait UserStore: Send + Sync {
     async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>>;
     /// Sets or replaces the password hash. `UserNotFound` for unknown ids.
     async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()>;
-    /// Links an external identity (OpenID Connect issuer + subject) to a user.
-    /// Idempotent for the same user; `IdentityTaken` if linked to another.
-    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()>;
-    /// The user an external identity is linked to.
-    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>>;
     /// Records when the user was last online. `UserNotFound` for unknown ids.
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()>;
     /// When the user was last online.
@@ -296,6 +296,7 @@ pub trait Store:
 /// Runs [`Store::prune`] every `interval` with the system clock, for as long as the returned
 /// task is not aborted (and the runtime runs). Failures are retried at the next tick.
 #[cfg(any(feature = "embedded", feature = "redis"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "embedded", feature = "redis"))))]
 pub fn spawn_pruner(
     store: std::sync::Arc<dyn Store>,
     interval: std::time::Duration,

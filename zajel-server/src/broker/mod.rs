@@ -7,7 +7,11 @@
 //! (the cross-node wire format), `redis/presence.rs` (cluster-wide presence),
 //! `redis/tasks.rs` (publisher, subscriber, heartbeat, dead-node sweep).
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 pub use crate::hub::{Broker, LocalBroker};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{BrokerError, RedisBroker, RedisBrokerConfig};

@@ -62,6 +62,7 @@ pub(super) async fn metrics(State(engine): State<Engine>) -> Response {
             );
         }
     }
+    #[cfg(feature = "redis")]
     if let Some(b) = engine.redis_broker() {
         use std::fmt::Write;
         for (name, help, v) in [

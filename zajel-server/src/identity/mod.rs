@@ -19,8 +19,10 @@ mod authenticator;
 mod engine_api;
 mod error;
 #[cfg(feature = "oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
 pub mod jwt;
 #[cfg(feature = "oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
 pub mod oidc;
 mod username;
 

@@ -266,8 +266,16 @@ impl Client {
             .expect("ws send");
     }
 
-    /// The next text frame from the socket (ignores control frames); panics on close.
-    async fn read(&mut self) -> Value {
+    /// The next frame (pending ones first), or the close code if the server closes.
+    pub async fn next_or_close(&mut self) -> Result<Value, u16> {
+        match self.pending.pop_front() {
+            Some(f) => Ok(f),
+            None => self.read_socket().await,
+        }
+    }
+
+    /// The next text frame from the socket (ignores control frames), or the close code.
+    async fn read_socket(&mut self) -> Result<Value, u16> {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
                 .await
@@ -276,12 +284,20 @@ impl Client {
                 .unwrap_or_else(|e| panic!("{}: ws error {e}", self.name));
             match msg {
                 Message::Text(t) => {
-                    return serde_json::from_str(t.as_str()).expect("server sends JSON");
+                    return Ok(serde_json::from_str(t.as_str()).expect("server sends JSON"));
                 }
-                Message::Close(c) => panic!("{}: closed unexpectedly: {c:?}", self.name),
+                Message::Close(c) => return Err(c.map(|c| u16::from(c.code)).unwrap_or(1005)),
                 _ => {}
             }
         }
+    }
+
+    /// The next text frame from the socket (ignores control frames); panics on close.
+    async fn read(&mut self) -> Value {
+        let name = self.name.clone();
+        self.read_socket()
+            .await
+            .unwrap_or_else(|code| panic!("{name}: closed unexpectedly: {code}"))
     }
 
     /// Sends `frame` with a fresh `id` and returns the frame answering it (`re` == id).
@@ -332,6 +348,32 @@ impl Client {
             }
             panic!("{}: expected {ty}, got {f}", self.name);
         }
+    }
+
+    /// The frame answering `id` if it arrives within `ms` (requests that answer nothing on
+    /// success, like `typing`, give `None`).
+    pub async fn answer_within(&mut self, id: &str, ms: u64) -> Option<Value> {
+        tokio::time::timeout(Duration::from_millis(ms), self.answer(id))
+            .await
+            .ok()
+    }
+
+    /// Every frame but presence that arrives within `ms` (plus any kept from before).
+    pub async fn frames_within(&mut self, ms: u64) -> Vec<Value> {
+        let mut out: Vec<Value> = self.pending.drain(..).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        while let Ok(next) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    out.push(serde_json::from_str(t.as_str()).expect("json"));
+                }
+                Some(Ok(Message::Close(c))) => panic!("{}: closed: {c:?}", self.name),
+                Some(Ok(_)) => {}
+                other => panic!("{}: connection ended: {other:?}", self.name),
+            }
+        }
+        out.retain(|f| f["type"] != "presence");
+        out
     }
 
     /// Asserts nothing but presence arrives within `ms`.
@@ -439,6 +481,47 @@ pub async fn befriend(a: &mut Client, a_acc: &Account, b: &mut Client, b_acc: &A
         .await;
     assert_eq!(r["relation"], "friends", "{r}");
     a.expect("friend").await;
+}
+
+/// Logs `a_acc` in at `a_addr` and `b_acc` at `b_addr` (e.g. two nodes) and makes them
+/// friends; returns their connections.
+pub async fn friends_at(
+    a_addr: SocketAddr,
+    a_acc: &Account,
+    b_addr: SocketAddr,
+    b_acc: &Account,
+) -> (Client, Client) {
+    let (mut a, _) = Client::login(a_addr, a_acc).await;
+    let (mut b, _) = Client::login(b_addr, b_acc).await;
+    befriend(&mut a, a_acc, &mut b, b_acc).await;
+    (a, b)
+}
+
+/// `a` sends `k1` and `b` answers with `k2` in `conv` (seqs 1 and 2): each arrives live at the
+/// other, as the message that was acknowledged.
+pub async fn exchange(a: &mut Client, b: &mut Client, conv: &str) {
+    let ack = a.send_message(conv, "hello from A", "k1").await;
+    let m = b.expect("message").await;
+    assert_eq!(m["message"]["id"], ack["message"]["id"]);
+    assert_eq!(m["message"]["body"], "hello from A");
+    let ack = b.send_message(conv, "hello from B", "k2").await;
+    let m = a.expect("message").await;
+    assert_eq!(m["message"]["id"], ack["message"]["id"]);
+    assert_eq!(m["message"]["seq"], 2);
+}
+
+/// `POST /api/logout-all` with `token`; asserts 204.
+pub async fn logout_all(addr: SocketAddr, token: &str) {
+    let bearer = format!("Bearer {token}");
+    let r = http(
+        addr,
+        "POST",
+        "/api/logout-all",
+        None,
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status, 204);
 }
 
 /// A `zajel-server` binary run as a child process.

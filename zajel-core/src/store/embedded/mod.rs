@@ -39,6 +39,7 @@
 //! The table layout is in `docs/storage-embedded.md`.
 
 mod identity;
+mod migrate;
 mod tables;
 mod writer;
 
@@ -165,11 +166,11 @@ impl EmbeddedStore {
             })?;
         }
         // Creates every table up front so read transactions never meet a missing one.
-        let db = writer::open_database(&path).map_err(|e| {
+        let db = writer::open_database(&path, options.dedupe_window_ms).map_err(|e| {
             let (OpenError::Transient(e) | OpenError::Permanent(e)) = e;
             StoreError::Backend(format!("cannot open {}: {e}", path.display()))
         })?;
-        let shared = Arc::new(Shared::new(db, path));
+        let shared = Arc::new(Shared::new(db, path, options.dedupe_window_ms));
         let (jobs, rx) = mpsc::channel();
         let writer = {
             let shared = shared.clone();
@@ -307,24 +308,6 @@ impl UserStore for EmbeddedStore {
         self.write(move |tx| tx.set_password_hash(id, hash)).await
     }
 
-    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()> {
-        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
-        self.write(move |tx| tx.link_identity(&issuer, &subject, user))
-            .await
-    }
-
-    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>> {
-        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
-        self.read(move |txn| {
-            let ids = txn.open_table(IDENTITIES).map_err(be)?;
-            Ok(ids
-                .get((issuer.as_str(), subject.as_str()))
-                .map_err(be)?
-                .map(|v| from_uid(v.value())))
-        })
-        .await
-    }
-
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {
         self.write(move |tx| tx.set_last_seen(id, at)).await
     }
@@ -399,7 +382,8 @@ impl MessageStore for EmbeddedStore {
             return Vec::new();
         }
         let n = batch.len();
-        match self.write(move |tx| tx.append(batch)).await {
+        let window = self.inner.options.dedupe_window_ms;
+        match self.write(move |tx| tx.append(batch, window)).await {
             Ok(results) => results,
             Err(e) => vec![Err(e); n],
         }
@@ -413,7 +397,7 @@ impl MessageStore for EmbeddedStore {
         let conversation = conversation.clone();
         self.read(move |txn| {
             let conv = conversation.as_str();
-            let last = last_seq(&txn.open_table(CONV_LAST_SEQ).map_err(be)?, conv)?;
+            let last = conv_state(&txn.open_table(CONVERSATIONS).map_err(be)?, conv)?.last_seq;
             let range = plan_page(query, last)?;
             let mut messages = Vec::new();
             if !range.is_empty() {
@@ -447,10 +431,11 @@ impl MessageStore for EmbeddedStore {
     async fn last_seq(&self, conversation: &ConversationId) -> StoreResult<u64> {
         let conversation = conversation.clone();
         self.read(move |txn| {
-            last_seq(
-                &txn.open_table(CONV_LAST_SEQ).map_err(be)?,
+            Ok(conv_state(
+                &txn.open_table(CONVERSATIONS).map_err(be)?,
                 conversation.as_str(),
-            )
+            )?
+            .last_seq)
         })
         .await
     }
@@ -461,36 +446,38 @@ impl MessageStore for EmbeddedStore {
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>> {
         self.read(move |txn| {
-            let activity = txn.open_table(USER_ACTIVITY).map_err(be)?;
-            let seqs = txn.open_table(CONV_LAST_SEQ).map_err(be)?;
-            let marks = txn.open_table(READ_MARKS).map_err(be)?;
+            let members = txn.open_table(MEMBER_CONVERSATIONS).map_err(be)?;
+            let states = txn.open_table(CONVERSATIONS).map_err(be)?;
             let messages = txn.open_table(MESSAGES).map_err(be)?;
             let u = uid(user);
-            let mut out = Vec::new();
-            // Newest activity first: the index is keyed (user, activity stamp).
-            for entry in activity
-                .range((u, 0u64)..=(u, u64::MAX))
-                .map_err(be)?
-                .rev()
-                .take(limit as usize)
-            {
-                let (_, v) = entry.map_err(be)?;
-                let conversation = parse_conversation(v.value())?;
-                let conv = conversation.as_str();
-                let last_seq = last_seq(&seqs, conv)?;
+            // The user's conversations, newest activity first. Sorting here (one row read per
+            // conversation the user has) keeps the send path free of a per-user activity
+            // index, which cost two removes and two inserts per message.
+            let mut listed = Vec::new();
+            for entry in members.range((u, "")..).map_err(be)? {
+                let (k, _) = entry.map_err(be)?;
+                let (member, conv) = k.value();
+                if member != u {
+                    break;
+                }
+                listed.push((conv_state(&states, conv)?, conv.to_owned()));
+            }
+            listed.sort_unstable_by_key(|(state, _)| std::cmp::Reverse(state.activity));
+            listed.truncate(limit as usize);
+            let mut out = Vec::with_capacity(listed.len());
+            for (state, conv) in listed {
+                let conversation = parse_conversation(&conv)?;
+                let last_seq = state.last_seq;
                 let last_message = if last_seq == 0 {
                     None
                 } else {
-                    Some(message(&messages, conv, last_seq)?.ok_or_else(|| {
+                    Some(message(&messages, &conv, last_seq)?.ok_or_else(|| {
                         StoreError::Corrupt(format!("{conv}: newest message {last_seq} missing"))
                     })?)
                 };
-                let read_seq = read_mark(&marks, conv, user)?;
+                let read_seq = state.mark(&conversation, user);
                 let peer = conversation.peer_of(user);
-                let peer_read_seq = match peer {
-                    Some(p) => read_mark(&marks, conv, p)?,
-                    None => 0,
-                };
+                let peer_read_seq = peer.map_or(0, |p| state.mark(&conversation, p));
                 out.push(ConversationSummary {
                     peer,
                     last_message,
@@ -528,12 +515,17 @@ impl Store for EmbeddedStore {
     }
 
     async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
-        let window = self.inner.options.dedupe_window_ms.min(i64::MAX as u64) as i64;
-        let horizon = Some(now.plus_millis(-window));
+        // A bucket is looked up while it is the current one or the one before: once `now` is
+        // two windows past its start it is never read again (and everything in it was
+        // recorded more than one window ago).
+        let window = self.inner.options.dedupe_window_ms.max(1);
+        let idem_before = ms(now)
+            .saturating_add(1)
+            .checked_sub(window.saturating_mul(2));
         let mut total = Pruned::default();
         loop {
             let (pruned, more) = self
-                .write(move |tx| tx.prune(now, horizon, PRUNE_CHUNK))
+                .write(move |tx| tx.prune(now, idem_before, PRUNE_CHUNK))
                 .await?;
             total.sessions += pruned.sessions;
             total.idempotency_records += pruned.idempotency_records;

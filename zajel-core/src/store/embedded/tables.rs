@@ -15,9 +15,6 @@ use serde::{Deserialize, Serialize};
 pub(super) const USERS: TableDefinition<u128, &[u8]> = TableDefinition::new("users");
 /// canonical (lower-case) username → user id.
 pub(super) const USERNAMES: TableDefinition<&str, u128> = TableDefinition::new("usernames");
-/// (issuer, subject) → user id.
-pub(super) const IDENTITIES: TableDefinition<(&str, &str), u128> =
-    TableDefinition::new("identities");
 /// External identity (provider, subject) → user id ([`crate::store::IdentityStore`]).
 pub(super) const EXTERNALS: TableDefinition<(&str, &str), u128> = TableDefinition::new("externals");
 /// (user id, provider, subject) → when it was linked (ms): each user's identity list.
@@ -33,27 +30,22 @@ pub(super) const RELATIONS: TableDefinition<(u128, u128), &[u8]> =
     TableDefinition::new("relations");
 /// (conversation, seq) → [`Message`] (JSON). History is a range read.
 pub(super) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-/// (conversation, sender, idempotency key) → seq of the first message sent with that key.
-pub(super) const IDEMPOTENCY: TableDefinition<(&str, u128, &str), u64> =
-    TableDefinition::new("idempotency");
-/// conversation → seq of its newest message.
-pub(super) const CONV_LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("conv_last_seq");
-/// (conversation, user) → that user's read mark.
-pub(super) const READ_MARKS: TableDefinition<(&str, u128), u64> =
-    TableDefinition::new("read_marks");
-/// (user, conversation) → activity stamp of the conversation's latest message.
-pub(super) const USER_CONVS: TableDefinition<(u128, &str), u64> =
-    TableDefinition::new("user_conversations");
-/// (user, activity stamp) → conversation: the conversation list, scanned newest first.
-pub(super) const USER_ACTIVITY: TableDefinition<(u128, u64), &str> =
-    TableDefinition::new("user_activity");
+/// (bucket start ms, conversation, sender, idempotency key) → seq of the first message sent
+/// with that key. A bucket spans one dedupe window; a conversation writes into its current
+/// bucket ([`ConvState::idem_bucket`]) and a send checks that bucket and the one before, so a
+/// key deduplicates for one to two windows and pruning deletes whole buckets by range.
+pub(super) const IDEMPOTENCY: TableDefinition<(u64, &str, u128, &str), u64> =
+    TableDefinition::new("idempotency_buckets");
+/// conversation → [`ConvState`] (as [`ConvRow`]): everything a send reads and updates apart
+/// from the message itself, in one row.
+pub(super) const CONVERSATIONS: TableDefinition<&str, ConvRow> =
+    TableDefinition::new("conversations");
+/// (user, conversation) → (): the user's conversations, written once, by the first message.
+pub(super) const MEMBER_CONVERSATIONS: TableDefinition<(u128, &str), ()> =
+    TableDefinition::new("member_conversations");
 /// (expires_at ms, user id, token hash) → (): sessions by expiry, so pruning is a range scan.
 pub(super) const SESSION_EXPIRY: TableDefinition<(u64, u128, &str), ()> =
     TableDefinition::new("session_expiry");
-/// (recorded at ms, conversation, sender, key) → (): idempotency records by age, so pruning
-/// the ones older than the dedupe window is a range scan.
-pub(super) const IDEMPOTENCY_AGE: TableDefinition<(u64, &str, u128, &str), ()> =
-    TableDefinition::new("idempotency_age");
 /// Named counters: [`ACTIVITY_COUNTER`], [`SCHEMA_VERSION`], [`HEALTH_PROBE`].
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -63,9 +55,76 @@ pub(super) const ACTIVITY_COUNTER: &str = "activity";
 pub(super) const SCHEMA_VERSION: &str = "schema_version";
 /// Key in [`COUNTERS`] the writer bumps to prove it can commit again after a failure.
 pub(super) const HEALTH_PROBE: &str = "health_probe";
-/// The layout this code reads and writes. Version 2 added [`SESSION_EXPIRY`] and
-/// [`IDEMPOTENCY_AGE`]; a version-1 file is migrated (indexes built) when opened.
-pub(super) const CURRENT_SCHEMA: u64 = 2;
+/// The layout this code reads and writes. Version 2 added the expiry indexes; version 3 put a
+/// conversation's per-message state into one row ([`CONVERSATIONS`]) and bucketed the
+/// idempotency records. Older files are migrated when opened (`migrate.rs`).
+pub(super) const CURRENT_SCHEMA: u64 = 3;
+
+/// How [`ConvState`] is stored: (last seq, lower member's read mark, higher member's read
+/// mark, activity stamp, idempotency bucket).
+pub(super) type ConvRow = (u64, u64, u64, u64, u64);
+
+/// A direct conversation's state: one read and one write per message instead of one per
+/// concern (sequence, read marks, activity, idempotency bucket).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ConvState {
+    /// Seq of the newest message (0: none yet).
+    pub last_seq: u64,
+    /// Read marks of the lower and the higher participant id.
+    pub marks: [u64; 2],
+    /// Activity stamp of the newest message (orders each member's conversation list).
+    pub activity: u64,
+    /// Start (ms) of the idempotency bucket the conversation writes into. Never moves
+    /// backwards, so a clock stepping back cannot hide records written "later".
+    pub idem_bucket: u64,
+}
+
+impl ConvState {
+    pub fn from_row((last_seq, lo, hi, activity, idem_bucket): ConvRow) -> Self {
+        Self {
+            last_seq,
+            marks: [lo, hi],
+            activity,
+            idem_bucket,
+        }
+    }
+
+    pub fn row(&self) -> ConvRow {
+        (
+            self.last_seq,
+            self.marks[0],
+            self.marks[1],
+            self.activity,
+            self.idem_bucket,
+        )
+    }
+
+    /// `user`'s read mark, 0 for a non-member (callers check membership first).
+    pub fn mark(&self, conversation: &ConversationId, user: UserId) -> u64 {
+        conversation
+            .participants()
+            .and_then(|members| member_side(members, user))
+            .map_or(0, |side| self.marks[side])
+    }
+}
+
+/// Index of `user` in a conversation's (lower, higher) participants (into
+/// [`ConvState::marks`]), `None` for a non-member.
+pub(super) fn member_side((lo, hi): (UserId, UserId), user: UserId) -> Option<usize> {
+    if user == lo {
+        Some(0)
+    } else if user == hi {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+/// Start of the idempotency bucket (one `window` wide) that `at` falls in.
+pub(super) fn bucket_of(at: Timestamp, window_ms: u64) -> u64 {
+    let w = window_ms.max(1);
+    ms(at) / w * w
+}
 
 /// Everything stored per account.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -129,21 +188,14 @@ pub(super) fn edge(
     }
 }
 
-pub(super) fn last_seq(
-    t: &impl ReadableTable<&'static str, u64>,
+/// The conversation's state; the default (nothing sent yet) when it has no row.
+pub(super) fn conv_state(
+    t: &impl ReadableTable<&'static str, ConvRow>,
     conversation: &str,
-) -> StoreResult<u64> {
-    Ok(t.get(conversation).map_err(be)?.map_or(0, |v| v.value()))
-}
-
-pub(super) fn read_mark(
-    t: &impl ReadableTable<(&'static str, u128), u64>,
-    conversation: &str,
-    user: UserId,
-) -> StoreResult<u64> {
-    Ok(t.get((conversation, uid(user)))
+) -> StoreResult<ConvState> {
+    Ok(t.get(conversation)
         .map_err(be)?
-        .map_or(0, |v| v.value()))
+        .map_or_else(ConvState::default, |v| ConvState::from_row(v.value())))
 }
 
 pub(super) fn message(

@@ -7,6 +7,7 @@
 //! [`StoreError::Backend`].
 
 use super::MAX_BATCH_OPS;
+use super::migrate::migrate;
 use super::tables::*;
 use crate::friends::{Edge, UserPair};
 use crate::ids::{ConversationId, MessageId, Timestamp, UserId};
@@ -48,21 +49,21 @@ pub(super) type OpResult<T> = Result<T, OpError>;
 pub(super) struct Tx<'t> {
     users: Table<'t, u128, &'static [u8]>,
     usernames: Table<'t, &'static str, u128>,
-    identities: Table<'t, (&'static str, &'static str), u128>,
     externals: Table<'t, (&'static str, &'static str), u128>,
     user_externals: Table<'t, (u128, &'static str, &'static str), i64>,
     sessions: Table<'t, (u128, &'static str), &'static [u8]>,
     edges: Table<'t, (u128, u128), &'static [u8]>,
     relations: Table<'t, (u128, u128), &'static [u8]>,
     messages: Table<'t, (&'static str, u64), &'static [u8]>,
-    idempotency: Table<'t, (&'static str, u128, &'static str), u64>,
-    conv_last_seq: Table<'t, &'static str, u64>,
-    read_marks: Table<'t, (&'static str, u128), u64>,
-    user_convs: Table<'t, (u128, &'static str), u64>,
-    user_activity: Table<'t, (u128, u64), &'static str>,
+    idempotency: Table<'t, (u64, &'static str, u128, &'static str), u64>,
+    conversations: Table<'t, &'static str, ConvRow>,
+    member_convs: Table<'t, (u128, &'static str), ()>,
     counters: Table<'t, &'static str, u64>,
     session_expiry: Table<'t, (u64, u128, &'static str), ()>,
-    idempotency_age: Table<'t, (u64, &'static str, u128, &'static str), ()>,
+    /// The activity counter, read at the first send of the transaction and written back once
+    /// by [`Tx::flush`]: one read and one write per batch instead of per message.
+    activity: Option<u64>,
+    activity_dirty: bool,
 }
 
 impl<'t> Tx<'t> {
@@ -70,7 +71,6 @@ impl<'t> Tx<'t> {
         Ok(Self {
             users: txn.open_table(USERS).map_err(be)?,
             usernames: txn.open_table(USERNAMES).map_err(be)?,
-            identities: txn.open_table(IDENTITIES).map_err(be)?,
             externals: txn.open_table(EXTERNALS).map_err(be)?,
             user_externals: txn.open_table(USER_EXTERNALS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
@@ -78,67 +78,38 @@ impl<'t> Tx<'t> {
             relations: txn.open_table(RELATIONS).map_err(be)?,
             messages: txn.open_table(MESSAGES).map_err(be)?,
             idempotency: txn.open_table(IDEMPOTENCY).map_err(be)?,
-            conv_last_seq: txn.open_table(CONV_LAST_SEQ).map_err(be)?,
-            read_marks: txn.open_table(READ_MARKS).map_err(be)?,
-            user_convs: txn.open_table(USER_CONVS).map_err(be)?,
-            user_activity: txn.open_table(USER_ACTIVITY).map_err(be)?,
+            conversations: txn.open_table(CONVERSATIONS).map_err(be)?,
+            member_convs: txn.open_table(MEMBER_CONVERSATIONS).map_err(be)?,
             counters: txn.open_table(COUNTERS).map_err(be)?,
             session_expiry: txn.open_table(SESSION_EXPIRY).map_err(be)?,
-            idempotency_age: txn.open_table(IDEMPOTENCY_AGE).map_err(be)?,
+            activity: None,
+            activity_dirty: false,
         })
     }
 
-    /// The schema version, writing the current one into a fresh file.
-    pub(super) fn check_schema(&mut self) -> StoreResult<()> {
-        let version = self
-            .counters
-            .get(SCHEMA_VERSION)
-            .map_err(be)?
-            .map(|v| v.value());
-        match version {
-            Some(CURRENT_SCHEMA) => return Ok(()),
-            Some(1) => self.migrate_v1()?,
-            Some(v) => {
-                return Err(StoreError::Corrupt(format!(
-                    "unsupported schema version {v} (this build reads {CURRENT_SCHEMA})"
-                )));
-            }
-            None => {}
+    /// Writes what the transaction's operations deferred (the activity counter). Called once,
+    /// after the last operation and before the commit.
+    pub(super) fn flush(&mut self) -> StoreResult<()> {
+        if let (Some(n), true) = (self.activity, self.activity_dirty) {
+            self.counters.insert(ACTIVITY_COUNTER, n).map_err(be)?;
+            self.activity_dirty = false;
         }
-        self.counters
-            .insert(SCHEMA_VERSION, CURRENT_SCHEMA)
-            .map_err(be)?;
         Ok(())
     }
 
-    /// Version 1 → 2: builds the expiry indexes from the existing sessions and idempotency
-    /// records (a record's age is its message's `sent_at`).
-    fn migrate_v1(&mut self) -> StoreResult<()> {
-        let mut sessions = Vec::new();
-        for entry in self.sessions.iter().map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            let (user, hash) = k.value();
-            let session: Session = decode("session", v.value())?;
-            sessions.push((ms(session.expires_at), user, hash.to_owned()));
-        }
-        for (at, user, hash) in &sessions {
-            self.session_expiry
-                .insert((*at, *user, hash.as_str()), ())
-                .map_err(be)?;
-        }
-        let mut records = Vec::new();
-        for entry in self.idempotency.iter().map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            let (conv, sender, key) = k.value();
-            let at = message(&self.messages, conv, v.value())?.map_or(0, |m| ms(m.sent_at));
-            records.push((at, conv.to_owned(), sender, key.to_owned()));
-        }
-        for (at, conv, sender, key) in &records {
-            self.idempotency_age
-                .insert((*at, conv.as_str(), *sender, key.as_str()), ())
-                .map_err(be)?;
-        }
-        Ok(())
+    /// The next activity stamp (monotonic across the file).
+    fn next_activity(&mut self) -> StoreResult<u64> {
+        let current = match self.activity {
+            Some(n) => n,
+            None => self
+                .counters
+                .get(ACTIVITY_COUNTER)
+                .map_err(be)?
+                .map_or(0, |v| v.value()),
+        };
+        self.activity = Some(current + 1);
+        self.activity_dirty = true;
+        Ok(current + 1)
     }
 
     /// Proves the file takes writes again (see the writer's recovery).
@@ -154,12 +125,12 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
-    /// Deletes up to `limit` expired sessions and idempotency records recorded at or before
-    /// `horizon`. Returns what it deleted and whether more remain.
+    /// Deletes up to `limit` expired sessions and idempotency records in buckets that start
+    /// before `idem_before` (ms). Returns what it deleted and whether more remain.
     pub(super) fn prune(
         &mut self,
         now: Timestamp,
-        horizon: Option<Timestamp>,
+        idem_before: Option<u64>,
         limit: usize,
     ) -> OpResult<(Pruned, bool)> {
         let mut pruned = Pruned::default();
@@ -197,34 +168,26 @@ impl<'t> Tx<'t> {
             }
         }
         let mut more_records = false;
-        if let Some(horizon) = horizon.filter(|h| h.0 >= 0) {
-            let upper = ms(horizon).saturating_add(1);
+        if let Some(before) = idem_before.filter(|b| *b > 0) {
             let mut old = Vec::new();
             for entry in self
-                .idempotency_age
-                .range(..(upper, "", 0u128, ""))
+                .idempotency
+                .range(..(before, "", 0u128, ""))
                 .map_err(be)?
                 .take(limit + 1)
             {
                 let (k, _) = entry.map_err(be)?;
-                let (at, conv, sender, key) = k.value();
-                old.push((at, conv.to_owned(), sender, key.to_owned()));
+                let (bucket, conv, sender, key) = k.value();
+                old.push((bucket, conv.to_owned(), sender, key.to_owned()));
             }
             more_records = old.len() > limit;
             old.truncate(limit);
-            for (at, conv, sender, key) in &old {
-                self.idempotency_age
-                    .remove((*at, conv.as_str(), *sender, key.as_str()))
+            for (bucket, conv, sender, key) in &old {
+                self.idempotency
+                    .remove((*bucket, conv.as_str(), *sender, key.as_str()))
                     .map_err(fatal)?;
-                if self
-                    .idempotency
-                    .remove((conv.as_str(), *sender, key.as_str()))
-                    .map_err(fatal)?
-                    .is_some()
-                {
-                    pruned.idempotency_records += 1;
-                }
             }
+            pruned.idempotency_records = old.len() as u64;
         }
         Ok((pruned, more_sessions || more_records))
     }
@@ -283,30 +246,6 @@ impl<'t> Tx<'t> {
         let mut row = self.existing_user(id)?;
         row.last_seen = Some(row.last_seen.map_or(at, |t| t.max(at)));
         self.put_user(&row)
-    }
-
-    pub(super) fn link_identity(
-        &mut self,
-        issuer: &str,
-        subject: &str,
-        user: UserId,
-    ) -> OpResult<()> {
-        self.existing_user(user)?;
-        let linked = self
-            .identities
-            .get((issuer, subject))
-            .map_err(be)?
-            .map(|v| v.value());
-        match linked {
-            Some(existing) if existing == uid(user) => Ok(()),
-            Some(_) => Err(StoreError::IdentityTaken.into()),
-            None => {
-                self.identities
-                    .insert((issuer, subject), uid(user))
-                    .map_err(fatal)?;
-                Ok(())
-            }
-        }
     }
 
     pub(super) fn create_session(&mut self, session: &Session) -> OpResult<()> {
@@ -392,7 +331,7 @@ impl<'t> Tx<'t> {
                 Some(encode(&RelationEntry {
                     peer,
                     relation,
-                    since: new.since,
+                    since: new.since_for(me_is_lo),
                 })?)
             };
             sides.push(((uid(me), uid(peer)), entry));
@@ -416,13 +355,15 @@ impl<'t> Tx<'t> {
     }
 
     /// Appends each message; per-message refusals are values, I/O failures abort the batch.
+    /// `window_ms` is the dedupe window (the idempotency bucket width).
     pub(super) fn append(
         &mut self,
         batch: Vec<NewMessage>,
+        window_ms: u64,
     ) -> OpResult<Vec<StoreResult<Appended>>> {
         batch
             .into_iter()
-            .map(|m| match self.append_one(m) {
+            .map(|m| match self.append_one(m, window_ms) {
                 Ok(a) => Ok(Ok(a)),
                 Err(OpError::Reject(e)) => Ok(Err(e)),
                 Err(fatal) => Err(fatal),
@@ -430,21 +371,34 @@ impl<'t> Tx<'t> {
             .collect()
     }
 
-    fn append_one(&mut self, m: NewMessage) -> OpResult<Appended> {
+    /// One message: reads the conversation's row and at most two idempotency entries, writes
+    /// the message, its idempotency entry and the row (plus the two members' list entries
+    /// for a conversation's first message).
+    fn append_one(&mut self, m: NewMessage, window_ms: u64) -> OpResult<Appended> {
         let Some((lo, hi)) = m.conversation.participants() else {
             return Err(StoreError::NotAMember.into());
         };
-        if m.sender != lo && m.sender != hi {
-            return Err(StoreError::NotAMember.into());
-        }
+        let side = member_side((lo, hi), m.sender).ok_or(StoreError::NotAMember)?;
         let conv = m.conversation.as_str();
         let key = m.idempotency_key.as_str();
-        // Sees earlier messages of this same transaction, so in-batch duplicates are caught.
-        let first = self
-            .idempotency
-            .get((conv, uid(m.sender), key))
-            .map_err(be)?
-            .map(|v| v.value());
+        let sender = uid(m.sender);
+        let mut state = conv_state(&self.conversations, conv)?;
+        // The bucket never moves backwards (see `ConvState::idem_bucket`); a key is looked up
+        // in it and the one before. Sees earlier messages of this same transaction, so
+        // in-batch duplicates are caught.
+        let bucket = state.idem_bucket.max(bucket_of(m.sent_at, window_ms));
+        let previous = bucket.checked_sub(window_ms.max(1));
+        let mut first = None;
+        for b in std::iter::once(bucket).chain(previous) {
+            first = self
+                .idempotency
+                .get((b, conv, sender, key))
+                .map_err(be)?
+                .map(|v| v.value());
+            if first.is_some() {
+                break;
+            }
+        }
         if let Some(seq) = first {
             let message = message(&self.messages, conv, seq)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("idempotency key points at missing {conv}#{seq}"))
@@ -454,23 +408,8 @@ impl<'t> Tx<'t> {
                 duplicate: true,
             });
         }
-        let seq = last_seq(&self.conv_last_seq, conv)? + 1;
-        let own_mark = read_mark(&self.read_marks, conv, m.sender)?;
-        let activity = self
-            .counters
-            .get(ACTIVITY_COUNTER)
-            .map_err(be)?
-            .map_or(0, |v| v.value())
-            + 1;
-        let mut previous = Vec::with_capacity(2);
-        for member in [lo, hi] {
-            let old = self
-                .user_convs
-                .get((uid(member), conv))
-                .map_err(be)?
-                .map(|v| v.value());
-            previous.push((uid(member), old));
-        }
+        let is_new = state.last_seq == 0;
+        let seq = state.last_seq + 1;
         let message = Message {
             id: MessageId::new_v7(),
             conversation: m.conversation.clone(),
@@ -481,34 +420,27 @@ impl<'t> Tx<'t> {
             idempotency_key: key.to_owned(),
         };
         let bytes = encode(&message)?;
+        state.last_seq = seq;
+        // Sending advances the sender's own read mark (the new message is the newest).
+        state.marks[side] = seq;
+        state.activity = self.next_activity()?;
+        state.idem_bucket = bucket;
 
         self.messages
             .insert((conv, seq), bytes.as_slice())
             .map_err(fatal)?;
         self.idempotency
-            .insert((conv, uid(m.sender), key), seq)
+            .insert((bucket, conv, sender, key), seq)
             .map_err(fatal)?;
-        self.idempotency_age
-            .insert((ms(m.sent_at), conv, uid(m.sender), key), ())
+        self.conversations
+            .insert(conv, state.row())
             .map_err(fatal)?;
-        self.conv_last_seq.insert(conv, seq).map_err(fatal)?;
-        // Sending advances the sender's own read mark.
-        self.read_marks
-            .insert((conv, uid(m.sender)), own_mark.max(seq))
-            .map_err(fatal)?;
-        self.counters
-            .insert(ACTIVITY_COUNTER, activity)
-            .map_err(fatal)?;
-        for (member, old) in previous {
-            if let Some(old) = old {
-                self.user_activity.remove((member, old)).map_err(fatal)?;
+        if is_new {
+            for member in [lo, hi] {
+                self.member_convs
+                    .insert((uid(member), conv), ())
+                    .map_err(fatal)?;
             }
-            self.user_activity
-                .insert((member, activity), conv)
-                .map_err(fatal)?;
-            self.user_convs
-                .insert((member, conv), activity)
-                .map_err(fatal)?;
         }
         Ok(Appended {
             message,
@@ -522,22 +454,25 @@ impl<'t> Tx<'t> {
         user: UserId,
         seq: u64,
     ) -> OpResult<ReadMark> {
-        if !conversation.has_member(user) {
-            return Err(StoreError::NotAMember.into());
-        }
+        let side = conversation
+            .participants()
+            .and_then(|members| member_side(members, user))
+            .ok_or(StoreError::NotAMember)?;
         let conv = conversation.as_str();
-        let last = last_seq(&self.conv_last_seq, conv)?;
-        if seq > last {
+        let mut state = conv_state(&self.conversations, conv)?;
+        if seq > state.last_seq {
             return Err(StoreError::InvalidCursor(format!(
-                "seq {seq} is past the last message ({last})"
+                "seq {seq} is past the last message ({})",
+                state.last_seq
             ))
             .into());
         }
-        let mark = read_mark(&self.read_marks, conv, user)?;
+        let mark = state.marks[side];
         let changed = seq > mark;
         if changed {
-            self.read_marks
-                .insert((conv, uid(user)), seq)
+            state.marks[side] = seq;
+            self.conversations
+                .insert(conv, state.row())
                 .map_err(fatal)?;
         }
         Ok(ReadMark {
@@ -625,15 +560,18 @@ pub(super) struct Shared {
     /// The open database; `None` while the writer is reopening it after a failure.
     db: RwLock<Option<Arc<Database>>>,
     pub(super) path: PathBuf,
+    /// The dedupe window: the idempotency bucket width, needed to migrate an old file.
+    pub(super) window_ms: u64,
     pub(super) commits: AtomicU64,
     health: Mutex<StoreHealth>,
 }
 
 impl Shared {
-    pub(super) fn new(db: Database, path: PathBuf) -> Self {
+    pub(super) fn new(db: Database, path: PathBuf, window_ms: u64) -> Self {
         Self {
             db: RwLock::new(Some(Arc::new(db))),
             path,
+            window_ms,
             commits: AtomicU64::new(0),
             health: Mutex::new(StoreHealth::Ok),
         }
@@ -788,7 +726,7 @@ fn recover(shared: &Shared, state: State) -> State {
         }
         drop(old);
     }
-    let reason = match open_database(&shared.path) {
+    let reason = match open_database(&shared.path, shared.window_ms) {
         Ok(db) => match probe(&db) {
             Ok(()) => {
                 *shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
@@ -826,8 +764,8 @@ pub(super) enum OpenError {
 }
 
 /// Opens (creating or repairing) the file and makes sure every table exists at the current
-/// schema version.
-pub(super) fn open_database(path: &Path) -> Result<Database, OpenError> {
+/// schema version (migrating an older file; `window_ms` is the dedupe window).
+pub(super) fn open_database(path: &Path, window_ms: u64) -> Result<Database, OpenError> {
     use redb::DatabaseError as E;
     let db = Database::create(path).map_err(|e| match e {
         E::Storage(redb::StorageError::Io(_)) | E::DatabaseAlreadyOpen => {
@@ -837,7 +775,8 @@ pub(super) fn open_database(path: &Path) -> Result<Database, OpenError> {
     })?;
     let init = || -> StoreResult<()> {
         let txn = db.begin_write().map_err(be)?;
-        Tx::open(&txn)?.check_schema()?;
+        migrate(&txn, window_ms)?;
+        drop(Tx::open(&txn)?);
         txn.commit().map_err(be)
     };
     match init() {
@@ -859,8 +798,10 @@ fn commit_batch(db: &Database, batch: &mut [Job]) -> StoreResult<()> {
     let mut txn = db.begin_write().map_err(be)?;
     // Acknowledged means fsynced: the reply is sent only after this commit returns.
     txn.set_durability(Durability::Immediate).map_err(be)?;
-    let applied =
-        Tx::open(&txn).and_then(|mut tx| batch.iter_mut().try_for_each(|job| job.apply(&mut tx)));
+    let applied = Tx::open(&txn).and_then(|mut tx| {
+        batch.iter_mut().try_for_each(|job| job.apply(&mut tx))?;
+        tx.flush()
+    });
     match applied {
         Ok(()) => txn
             .commit()
@@ -877,6 +818,8 @@ fn commit_batch(db: &Database, batch: &mut [Job]) -> StoreResult<()> {
 mod tests {
     use super::*;
     use crate::limits::{Body, IdempotencyKey};
+
+    const W: u64 = crate::store::DEFAULT_DEDUPE_WINDOW_MS;
 
     fn job<T: Send + 'static>(
         op: impl FnOnce(&mut Tx<'_>) -> OpResult<T> + Send + 'static,
@@ -909,9 +852,9 @@ mod tests {
         let (c1, conv1) = (conv.clone(), conv.clone());
         let (j1, r1) = job(|tx| tx.create_user("Alice", "alice", None, Timestamp(1)));
         let (j2, r2) = job(|tx| tx.create_user("ALICE", "alice", None, Timestamp(1)));
-        let (j3, r3) = job(move |tx| tx.append(vec![msg(&c1, c, "k"), msg(&c1, a, "k")]));
+        let (j3, r3) = job(move |tx| tx.append(vec![msg(&c1, c, "k"), msg(&c1, a, "k")], W));
         let (j4, r4) = job(move |tx| tx.mark_read(&conv1, b, 5));
-        let (j5, r5) = job(move |tx| tx.append(vec![msg(&conv, a, "k"), msg(&conv, b, "k")]));
+        let (j5, r5) = job(move |tx| tx.append(vec![msg(&conv, a, "k"), msg(&conv, b, "k")], W));
         let mut batch = vec![j1, j2, j3, j4, j5];
         let outcome = commit_batch(&db, &mut batch);
         assert_eq!(outcome, Ok(()));
@@ -935,66 +878,16 @@ mod tests {
         assert_eq!(later[1].as_ref().unwrap().message.seq, 2);
     }
 
-    /// A version-1 file (no expiry indexes) is migrated on open: the indexes are rebuilt from
-    /// the sessions and idempotency records, so pruning finds the old records.
-    #[test]
-    fn migrates_schema_v1() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.redb");
-        let Ok(db) = open_database(&path) else {
-            panic!("open")
-        };
-        let (a, b) = (UserId::new_random(), UserId::new_random());
-        let conv = ConversationId::direct(a, b);
-        let txn = db.begin_write().unwrap();
-        {
-            let mut tx = Tx::open(&txn).unwrap();
-            let Ok(user) = tx.create_user("alice", "alice", None, Timestamp(1)) else {
-                panic!("create_user")
-            };
-            let session = Session {
-                user_id: user.id,
-                token_hash: "h".into(),
-                created_at: Timestamp(1),
-                expires_at: Timestamp(10),
-            };
-            assert!(tx.create_session(&session).is_ok());
-            assert!(tx.append(vec![msg(&conv, a, "k")]).is_ok());
-            // Make it look like a version-1 file.
-            tx.session_expiry.retain(|_, _| false).unwrap();
-            tx.idempotency_age.retain(|_, _| false).unwrap();
-            tx.counters.insert(SCHEMA_VERSION, 1).unwrap();
-        }
-        txn.commit().unwrap();
-        drop(db);
-        let Ok(db) = open_database(&path) else {
-            panic!("reopen")
-        };
-        let txn = db.begin_write().unwrap();
-        let mut tx = Tx::open(&txn).unwrap();
-        assert_eq!(
-            tx.counters.get(SCHEMA_VERSION).unwrap().map(|v| v.value()),
-            Some(CURRENT_SCHEMA)
-        );
-        let Ok((pruned, more)) = tx.prune(Timestamp(100), Some(Timestamp(100)), 10) else {
-            panic!("prune")
-        };
-        assert_eq!(
-            (pruned.sessions, pruned.idempotency_records, more),
-            (1, 1, false)
-        );
-    }
-
     /// Recovery closes and reopens the file; while an old handle is still in use the reopen is
     /// retried (health says `Unavailable`), and once it is released the store is healthy.
     #[test]
     fn recovery_reopens_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb");
-        let Ok(db) = open_database(&path) else {
+        let Ok(db) = open_database(&path, W) else {
             panic!("open")
         };
-        let shared = Shared::new(db, path);
+        let shared = Shared::new(db, path, W);
         // A reader that outlives the grace period keeps the old handle (and the file lock).
         let reader = shared.db().unwrap();
         let broken = State::Broken {

@@ -12,6 +12,11 @@
 //! calls share it. Every round trip runs under a timeout and a circuit breaker (`breaker.rs`).
 
 mod breaker;
+mod conn;
+
+pub use conn::RedisConnection;
+/// The store's connection (short name inside this module).
+use conn::RedisConnection as Conn;
 
 use super::*;
 use crate::friends::{Edge, UserPair};
@@ -82,42 +87,6 @@ pub struct RedisStore {
     breaker: Arc<Breaker>,
     options: Arc<RedisOptions>,
     activity: Arc<ActivityClock>,
-}
-
-/// One Redis node (a reconnecting multiplexed connection) or a Redis Cluster (redis-rs routes
-/// each command to its slot's primary and follows `MOVED`/`ASK` after a failover).
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(::redis::cluster_async::ClusterConnection),
-}
-
-impl ::redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> ::redis::RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a ::redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> ::redis::RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 /// Scores for the per-user conversation lists: wall-clock microseconds, strictly increasing
@@ -232,14 +201,6 @@ impl Keys {
     }
     fn username(&self, canonical: &str) -> String {
         format!("{}:{{n:{canonical}}}:name", self.prefix)
-    }
-    fn identity(&self, issuer: &str, subject: &str) -> String {
-        format!(
-            "{}:{{i:{}|{}}}:identity",
-            self.prefix,
-            tag_safe(issuer),
-            tag_safe(subject)
-        )
     }
     fn edge(&self, pair: UserPair) -> String {
         format!("{}:{{p:{}:{}}}:edge", self.prefix, pair.lo, pair.hi)
@@ -835,40 +796,6 @@ impl UserStore for RedisStore {
         }
     }
 
-    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId) -> StoreResult<()> {
-        // Users are never deleted, so checking existence before the claim is race-free.
-        let exists = self
-            .query(::redis::cmd("EXISTS").arg(self.keys.user(user)))
-            .await?;
-        if int::<u64>(exists, "EXISTS reply")? == 0 {
-            return Err(StoreError::UserNotFound);
-        }
-        // SET NX GET: claims the identity or returns its current owner, atomically.
-        let previous = self
-            .query(
-                ::redis::cmd("SET")
-                    .arg(self.keys.identity(issuer, subject))
-                    .arg(user.to_string())
-                    .arg("NX")
-                    .arg("GET"),
-            )
-            .await?;
-        match opt_string(previous)? {
-            None => Ok(()),
-            Some(owner) if parse::<UserId>(&owner, "identity owner")? == user => Ok(()),
-            Some(_) => Err(StoreError::IdentityTaken),
-        }
-    }
-
-    async fn identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>> {
-        let reply = self
-            .query(::redis::cmd("GET").arg(self.keys.identity(issuer, subject)))
-            .await?;
-        opt_string(reply)?
-            .map(|s| parse(&s, "identity owner"))
-            .transpose()
-    }
-
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {
         let call = Call::new(&SCRIPTS.update_user)
             .key(self.keys.user(id))
@@ -966,7 +893,7 @@ impl FriendStore for RedisStore {
                 relation => to_json(&RelationEntry {
                     peer,
                     relation,
-                    since: new.since,
+                    since: new.since_for(me_is_lo),
                 }),
             }
         };

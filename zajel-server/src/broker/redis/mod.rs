@@ -23,6 +23,14 @@
 //! removes that node's entries from its users' presence hashes and reports the users that are
 //! now offline everywhere, which the engine announces to their friends.
 //!
+//! **Redis Cluster** ([`RedisBroker::connect_cluster`]): every key carries a hash tag (a
+//! user's presence hash lives in the user's slot; a node's heartbeat, users, missed set and
+//! channel in the slot of `{N}`), commands that span slots are sent as concurrent single-slot
+//! groups instead of one pipeline, and the node channels use **sharded pub/sub**:
+//! `SPUBLISH` (routed to the primary owning the channel's slot) and `SSUBSCRIBE` on a RESP3
+//! connection to that primary (`sharded.rs`), re-resolved after a disconnection or a slot
+//! move, like any other gap.
+//!
 //! **Faults.** While Redis is unreachable local delivery continues and remote delivery is lost
 //! (counted in [`RedisBroker::lost_total`]). That is safe: every message is stored before it is
 //! published, and history is the recovery log. When the subscription comes back after a gap,
@@ -31,11 +39,13 @@
 
 mod envelope;
 mod presence;
+mod sharded;
 mod tasks;
 
 use crate::hub::{Broker, CLOSE_LAGGED, ConnId, Event, Hub};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, IntoConnectionInfo};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -43,6 +53,7 @@ use std::time::Duration;
 use tasks::{heartbeat, publisher, subscriber};
 use tokio::sync::{mpsc, watch};
 use zajel_core::UserId;
+use zajel_core::store::redis::RedisConnection;
 
 /// Settings of a [`RedisBroker`]. Durations in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,11 +160,20 @@ struct Outgoing {
     event: Arc<Event>,
 }
 
+/// Where the subscriber listens for this node's channel.
+enum Source {
+    /// One Redis: `SUBSCRIBE` on a pub/sub connection of this client.
+    Single(redis::Client),
+    /// A Cluster: `SSUBSCRIBE` on a connection to the primary owning the channel's slot; the
+    /// seed's settings (credentials, TLS) with that primary's address.
+    Cluster(redis::ConnectionInfo),
+}
+
 struct Shared {
     node: String,
     config: RedisBrokerConfig,
-    client: redis::Client,
-    con: ConnectionManager,
+    source: Source,
+    con: RedisConnection,
     keys: Keys,
     hub: OnceLock<Arc<Hub>>,
     /// Nodes whose heartbeat was missing at the last sweep.
@@ -208,6 +228,8 @@ impl std::fmt::Debug for RedisBroker {
 
 const USER_LOCKS: usize = 256;
 const BATCH: usize = 256;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl RedisBroker {
     /// Connects to Redis at `url` (e.g. `redis://127.0.0.1:6379/`) and checks that the node id
@@ -219,9 +241,50 @@ impl RedisBroker {
         }
         let client = redis::Client::open(url)?;
         let mc = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)));
-        let mut con = ConnectionManager::new_with_config(client.clone(), mc).await?;
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let con = ConnectionManager::new_with_config(client.clone(), mc).await?;
+        Self::start_with(RedisConnection::Single(con), Source::Single(client), config).await
+    }
+
+    /// Connects to a Redis Cluster (Redis 7 or later: sharded pub/sub) through any of its
+    /// nodes (`seeds`: `redis://host:port/` URLs; the rest are discovered) and checks the node
+    /// id as [`RedisBroker::connect`] does. Node channels use `SPUBLISH`/`SSUBSCRIBE`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use zajel_server::broker::{RedisBroker, RedisBrokerConfig};
+    /// let seeds = ["redis://10.0.0.1:7000/".to_owned(), "redis://10.0.0.2:7000/".to_owned()];
+    /// let broker = RedisBroker::connect_cluster(&seeds, RedisBrokerConfig::default()).await?;
+    /// # let _ = broker; Ok(()) }
+    /// ```
+    pub async fn connect_cluster(
+        seeds: &[String],
+        config: RedisBrokerConfig,
+    ) -> Result<Self, BrokerError> {
+        if !valid_node_id(&config.node_id) {
+            return Err(BrokerError::InvalidNodeId(config.node_id));
+        }
+        let Some(first) = seeds.first() else {
+            return Err(BrokerError::Redis(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "no Redis Cluster seed node given",
+            ))));
+        };
+        let info = first.as_str().into_connection_info()?;
+        let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .build()?;
+        let con = client.get_async_connection().await?;
+        Self::start_with(RedisConnection::Cluster(con), Source::Cluster(info), config).await
+    }
+
+    async fn start_with(
+        mut con: RedisConnection,
+        source: Source,
+        config: RedisBrokerConfig,
+    ) -> Result<Self, BrokerError> {
         let keys = Keys {
             prefix: config.prefix.clone(),
         };
@@ -235,7 +298,7 @@ impl RedisBroker {
             shared: Arc::new(Shared {
                 node: config.node_id.clone(),
                 config,
-                client,
+                source,
                 con,
                 keys,
                 hub: OnceLock::new(),
@@ -321,6 +384,19 @@ impl RedisBroker {
 }
 
 impl Shared {
+    /// `PUBLISH` to node `node`'s channel, or `SPUBLISH` on a Cluster (sharded pub/sub: the
+    /// message stays on the shard owning the channel's slot).
+    fn publish_cmd(&self, node: &str, payload: &[u8]) -> Cmd {
+        let name = if self.con.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let mut cmd = redis::cmd(name);
+        cmd.arg(self.keys.channel(node)).arg(payload);
+        cmd
+    }
+
     /// Remembers recipients whose cross-node delivery was lost (see `lost_users`).
     fn lose(&self, users: &[UserId]) {
         self.lost_users
@@ -397,11 +473,11 @@ impl Broker for RedisBroker {
             if others.is_empty() {
                 return;
             }
-            let mut pipe = redis::pipe();
-            for n in others {
-                pipe.publish(shared.keys.channel(n), &payload[..]).ignore();
-            }
-            if let Err(e) = pipe.query_async::<()>(&mut con).await {
+            let groups = others
+                .into_iter()
+                .map(|n| vec![shared.publish_cmd(n, &payload)])
+                .collect();
+            if let Err(e) = shared.con.query_groups(groups).await {
                 tracing::warn!(error = %e, "could not tell other nodes to close revoked sessions");
             }
         });

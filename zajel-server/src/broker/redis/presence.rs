@@ -69,12 +69,24 @@ impl Presence for RedisBroker {
         if users.is_empty() {
             return Vec::new();
         }
-        let mut pipe = redis::pipe();
-        for &u in users {
-            pipe.hgetall(self.shared.keys.presence(u));
-        }
-        let mut con = self.shared.con.clone();
-        match pipe.query_async::<Vec<Vec<(String, i64)>>>(&mut con).await {
+        // One group per user: on a Cluster each presence hash is in its user's slot.
+        let groups = users
+            .iter()
+            .map(|&u| {
+                let mut c = redis::cmd("HGETALL");
+                c.arg(self.shared.keys.presence(u));
+                vec![c]
+            })
+            .collect();
+        let hashes = self.shared.con.query_groups(groups).await.and_then(|r| {
+            r.into_iter()
+                .map(|mut g| match g.pop() {
+                    Some(v) => Ok(redis::from_redis_value::<Vec<(String, i64)>>(v)?),
+                    None => Ok(Vec::new()),
+                })
+                .collect::<redis::RedisResult<Vec<_>>>()
+        });
+        match hashes {
             Ok(hashes) => hashes
                 .iter()
                 .map(|h| {

@@ -5,21 +5,57 @@ use super::envelope::{decode, decode_close, encode};
 use super::{BATCH, Outgoing, Shared};
 use crate::hub::{CLOSE_LAGGED, ConnId};
 use futures_util::StreamExt;
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Cmd, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use zajel_core::UserId;
+use zajel_core::store::redis::RedisConnection;
 
 /// Reaps a dead node's entry from one user's presence hash.
 const REAP_LUA: &str = include_str!("reap.lua");
 
+/// One target node's publishes of a batch, in order, with the recipients each one is for.
+type NodeBatch = (Vec<Cmd>, Vec<Vec<UserId>>);
+
+/// The nodes holding each of `users` (their presence hashes' fields), in order; one
+/// round trip.
+async fn locate(
+    con: &RedisConnection,
+    keys: &super::Keys,
+    users: &[UserId],
+) -> redis::RedisResult<Vec<Vec<String>>> {
+    let groups = users
+        .iter()
+        .map(|&u| {
+            let mut c = redis::cmd("HKEYS");
+            c.arg(keys.presence(u));
+            vec![c]
+        })
+        .collect();
+    con.query_groups(groups)
+        .await?
+        .into_iter()
+        .map(|mut r| match r.pop() {
+            Some(v) => Ok(redis::from_redis_value(v)?),
+            None => Ok(Vec::new()),
+        })
+        .collect()
+}
+
+/// Adds `users` to a node's missed set (one slot: the node's), which expires after 60 s.
+fn mark_missed(key: &str, users: Vec<String>) -> Vec<Cmd> {
+    let mut sadd = redis::cmd("SADD");
+    sadd.arg(key).arg(users);
+    let mut pexpire = redis::cmd("PEXPIRE");
+    pexpire.arg(key).arg(60_000);
+    vec![sadd, pexpire]
+}
+
 pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
     let mut stop = shared.stop.subscribe();
-    let mut con = shared.con.clone();
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return,
@@ -39,11 +75,7 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
         let mut users: Vec<UserId> = batch.iter().flat_map(|o| o.users.iter().copied()).collect();
         users.sort_unstable();
         users.dedup();
-        let mut pipe = redis::pipe();
-        for &u in &users {
-            pipe.hkeys(shared.keys.presence(u));
-        }
-        let nodes: Vec<Vec<String>> = match pipe.query_async(&mut con).await {
+        let nodes = match locate(&shared.con, &shared.keys, &users).await {
             Ok(n) => n,
             Err(e) => {
                 shared.lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -70,11 +102,11 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
                 (u, remote)
             })
             .collect();
-        // 2. Each event once to each other node holding a recipient, in publish order.
-        let mut pipe = redis::pipe();
+        // 2. Each event once to each other node holding a recipient, in publish order: one
+        //    group per target node (one slot on a Cluster), so each node's events stay in
+        //    order.
+        let mut per_node: HashMap<&str, NodeBatch> = HashMap::new();
         let mut count = 0u64;
-        // (target node, recipients on it), one per PUBLISH, to mark missed deliveries.
-        let mut sent: Vec<(&str, Vec<UserId>)> = Vec::new();
         for out in &batch {
             let mut targets: Vec<&str> = out
                 .users
@@ -90,37 +122,45 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
             targets.dedup();
             let payload = encode(&shared.node, &out.users, &out.event);
             for t in targets {
-                pipe.publish(shared.keys.channel(t), &payload[..]);
-                let on_t = out
-                    .users
-                    .iter()
-                    .filter(|u| located.get(u).is_some_and(|ns| ns.iter().any(|n| n == t)))
-                    .copied()
-                    .collect();
-                sent.push((t, on_t));
+                // (PUBLISH, recipients on the target) pairs, to mark missed deliveries.
+                let (cmds, on) = per_node.entry(t).or_default();
+                cmds.push(shared.publish_cmd(t, &payload));
+                on.push(
+                    out.users
+                        .iter()
+                        .filter(|u| located.get(u).is_some_and(|ns| ns.iter().any(|n| n == t)))
+                        .copied()
+                        .collect(),
+                );
                 count += 1;
             }
         }
         if count == 0 {
             continue;
         }
-        match pipe.query_async::<Vec<i64>>(&mut con).await {
+        let (targets, batches): (Vec<&str>, Vec<NodeBatch>) = per_node.into_iter().unzip();
+        let (groups, recipients): (Vec<Vec<Cmd>>, Vec<Vec<Vec<UserId>>>) =
+            batches.into_iter().unzip();
+        match shared.con.query_groups(groups).await {
             Ok(receivers) => {
                 shared.published.fetch_add(count, Ordering::Relaxed);
                 // A node that holds recipients but was not subscribed (its subscription is
                 // reconnecting) missed the event: tell it which users to resync.
-                let mut missed = redis::pipe();
-                let mut any = false;
-                for ((t, users), n) in sent.iter().zip(receivers) {
-                    if n == 0 && !users.is_empty() {
-                        let key = shared.keys.missed(t);
-                        let ids: Vec<String> = users.iter().map(UserId::to_string).collect();
-                        missed.sadd(&key, ids).ignore();
-                        missed.pexpire(&key, 60_000).ignore();
-                        any = true;
+                let mut missed = Vec::new();
+                for ((t, on), replies) in targets.iter().zip(recipients).zip(receivers) {
+                    let mut ids: Vec<String> = Vec::new();
+                    for (users, n) in on.iter().zip(replies) {
+                        if matches!(n, Value::Int(0)) {
+                            ids.extend(users.iter().map(UserId::to_string));
+                        }
+                    }
+                    if !ids.is_empty() {
+                        missed.push(mark_missed(&shared.keys.missed(t), ids));
                     }
                 }
-                if any && let Err(e) = missed.query_async::<()>(&mut con).await {
+                if !missed.is_empty()
+                    && let Err(e) = shared.con.query_groups(missed).await
+                {
                     tracing::warn!(error = %e, "could not record missed cross-node deliveries");
                 }
             }
@@ -145,17 +185,13 @@ pub(super) async fn subscriber(shared: Arc<Shared>) {
         if *stop.borrow() {
             return;
         }
-        let attempt = async {
-            let mut ps = shared.client.get_async_pubsub().await?;
-            ps.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(ps)
-        };
+        let attempt = super::sharded::subscribe(&shared, &channel);
         let ps = tokio::select! {
             _ = stop.changed() => return,
             r = attempt => r,
         };
         match ps {
-            Ok(ps) => {
+            Ok(mut stream) => {
                 backoff = Duration::from_millis(100);
                 if let Some(h) = shared.hub.get() {
                     shared
@@ -167,14 +203,13 @@ pub(super) async fn subscriber(shared: Arc<Shared>) {
                     shared.resync(before, "cross-node subscription restored after a gap");
                 }
                 tracing::debug!(channel = %channel, "subscribed");
-                let mut stream = ps.into_on_message();
                 loop {
                     let msg = tokio::select! {
                         _ = stop.changed() => return,
                         m = stream.next() => m,
                     };
                     let Some(msg) = msg else { break };
-                    match decode(msg.get_payload_bytes()) {
+                    match decode(&msg) {
                         Some(env) if env.origin != shared.node => {
                             shared.received.fetch_add(1, Ordering::Relaxed);
                             if let Some(hub) = shared.hub.get() {
@@ -182,7 +217,7 @@ pub(super) async fn subscriber(shared: Arc<Shared>) {
                             }
                         }
                         Some(_) => {}
-                        None => match decode_close(msg.get_payload_bytes()) {
+                        None => match decode_close(&msg) {
                             Some(req) if req.origin != shared.node => {
                                 if let Some(hub) = shared.hub.get() {
                                     hub.close_user(req.user, req.session.as_deref(), req.code);
@@ -207,7 +242,8 @@ pub(super) async fn subscriber(shared: Arc<Shared>) {
             _ = stop.changed() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // At most 2 s: a Cluster failover (a few seconds) should not cost much more.
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -223,16 +259,23 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSende
         tokio::select! {
             _ = stop.changed() => return,
             _ = beat.tick() => {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET")
-                    .arg(shared.keys.heartbeat(&shared.node))
+                let mut set = redis::cmd("SET");
+                set.arg(shared.keys.heartbeat(&shared.node))
                     .arg("1")
                     .arg("PX")
-                    .arg(shared.config.node_ttl_ms.max(1))
-                    .ignore()
-                    .sadd(shared.keys.nodes(), &shared.node);
-                match pipe.query_async::<(i64,)>(&mut con).await {
-                    Ok((added,)) => {
+                    .arg(shared.config.node_ttl_ms.max(1));
+                let mut sadd = redis::cmd("SADD");
+                sadd.arg(shared.keys.nodes()).arg(&shared.node);
+                let beat = shared.con.query_groups(vec![vec![set], vec![sadd]]).await;
+                let added = beat.and_then(|mut r| match r.pop().and_then(|mut g| g.pop()) {
+                    Some(v) => Ok(redis::from_redis_value::<i64>(v)?),
+                    None => Err(redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "no SADD reply",
+                    ))),
+                });
+                match added {
+                    Ok(added) => {
                         if added == 1 && registered {
                             // Another node declared this one dead (or Redis lost its data):
                             // our presence entries are gone; make clients re-register.
@@ -243,7 +286,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSende
                     }
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
-                if let Err(e) = mark_lost(&shared, &mut con).await {
+                if let Err(e) = mark_lost(&shared).await {
                     tracing::warn!(error = %e, "could not mark lost cross-node deliveries");
                 }
                 let key = shared.keys.missed(&shared.node);
@@ -278,7 +321,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSende
 /// (including this one: its hub got the event, but the recipients' other nodes did not, and
 /// marking is cheaper than telling the two apart). Those nodes close the users' connections
 /// with 4008 at their next heartbeat, and the clients resume from history.
-async fn mark_lost(shared: &Shared, con: &mut ConnectionManager) -> redis::RedisResult<()> {
+async fn mark_lost(shared: &Shared) -> redis::RedisResult<()> {
     let users: Vec<UserId> = {
         let mut set = shared.lost_users.lock().unwrap_or_else(|e| e.into_inner());
         set.drain().collect()
@@ -287,23 +330,19 @@ async fn mark_lost(shared: &Shared, con: &mut ConnectionManager) -> redis::Redis
         return Ok(());
     }
     let result = async {
-        let mut pipe = redis::pipe();
-        for &u in &users {
-            pipe.hkeys(shared.keys.presence(u));
-        }
-        let nodes: Vec<Vec<String>> = pipe.query_async(con).await?;
-        let mut pipe = redis::pipe();
-        let mut any = false;
-        for (u, ns) in users.iter().zip(nodes) {
+        let nodes = locate(&shared.con, &shared.keys, &users).await?;
+        let mut per_node: HashMap<&str, Vec<String>> = HashMap::new();
+        for (u, ns) in users.iter().zip(&nodes) {
             for n in ns.iter().filter(|n| **n != shared.node) {
-                let key = shared.keys.missed(n);
-                pipe.sadd(&key, u.to_string()).ignore();
-                pipe.pexpire(&key, 60_000).ignore();
-                any = true;
+                per_node.entry(n).or_default().push(u.to_string());
             }
         }
-        if any {
-            pipe.query_async::<()>(con).await?;
+        if !per_node.is_empty() {
+            let groups = per_node
+                .into_iter()
+                .map(|(n, ids)| mark_missed(&shared.keys.missed(n), ids))
+                .collect();
+            shared.con.query_groups(groups).await?;
         }
         Ok(())
     }
@@ -319,7 +358,7 @@ async fn mark_lost(shared: &Shared, con: &mut ConnectionManager) -> redis::Redis
 /// presence entries and reports users now offline everywhere.
 async fn sweep_dead(
     shared: &Shared,
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     offline: &mpsc::UnboundedSender<UserId>,
 ) -> redis::RedisResult<()> {
     let members: Vec<String> = con.smembers(shared.keys.nodes()).await?;
@@ -332,11 +371,20 @@ async fn sweep_dead(
             .clear();
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for n in &others {
-        pipe.exists(shared.keys.heartbeat(n));
-    }
-    let alive: Vec<bool> = pipe.query_async(con).await?;
+    let groups = others
+        .iter()
+        .map(|n| {
+            let mut c = redis::cmd("EXISTS");
+            c.arg(shared.keys.heartbeat(n));
+            vec![c]
+        })
+        .collect();
+    let alive: Vec<bool> = con
+        .query_groups(groups)
+        .await?
+        .into_iter()
+        .map(|g| matches!(g.first(), Some(Value::Int(n)) if *n > 0))
+        .collect();
     let dead: Vec<String> = others
         .into_iter()
         .zip(alive)
@@ -353,16 +401,27 @@ async fn sweep_dead(
         let users: Vec<String> = con.smembers(shared.keys.node_users(&node)).await?;
         for chunk in users.chunks(BATCH) {
             let ids: Vec<UserId> = chunk.iter().filter_map(|u| u.parse().ok()).collect();
-            let mut pipe = redis::pipe();
-            for &u in &ids {
-                // EVAL (not EVALSHA): runs once per dead node, no NOSCRIPT handling needed.
-                pipe.cmd("EVAL")
-                    .arg(REAP_LUA)
-                    .arg(1)
-                    .arg(shared.keys.presence(u))
-                    .arg(&node);
-            }
-            let hashes: Vec<Vec<(String, i64)>> = pipe.query_async(con).await?;
+            let groups = ids
+                .iter()
+                .map(|&u| {
+                    // EVAL (not EVALSHA): runs once per dead node, no NOSCRIPT handling needed.
+                    let mut c = redis::cmd("EVAL");
+                    c.arg(REAP_LUA)
+                        .arg(1)
+                        .arg(shared.keys.presence(u))
+                        .arg(&node);
+                    vec![c]
+                })
+                .collect();
+            let hashes = con
+                .query_groups(groups)
+                .await?
+                .into_iter()
+                .map(|mut g| match g.pop() {
+                    Some(v) => Ok(redis::from_redis_value::<Vec<(String, i64)>>(v)?),
+                    None => Ok(Vec::new()),
+                })
+                .collect::<redis::RedisResult<Vec<_>>>()?;
             for (u, h) in ids.into_iter().zip(hashes) {
                 let (mine, others) = shared.split_counts(&h);
                 if mine <= 0 && !others {
