@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) dummy_hash: tokio::sync::OnceCell<String>,
     /// Bounds concurrent resume replays (`max_concurrent_replays`).
     pub(crate) replays: crate::ws::ReplayGate,
+    /// Engine events for the embedding app (see `events.rs`).
+    pub(crate) events: crate::events::EventBus,
 }
 
 const CONV_LOCKS: usize = 256;
@@ -122,6 +124,7 @@ impl Engine {
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
                 )),
                 dummy_hash: tokio::sync::OnceCell::new(),
+                events: crate::events::EventBus::new(),
             }),
         }
     }
