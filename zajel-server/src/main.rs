@@ -6,7 +6,9 @@ use clap::Parser;
 use std::sync::Arc;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing_subscriber::EnvFilter;
-use zajel_server::config::{Cli, Standalone, StoreChoice};
+#[allow(unused_imports)] // only the arms of the stores compiled in name it
+use zajel_server::config::StoreChoice;
+use zajel_server::config::{Cli, Standalone};
 use zajel_server::{Engine, Store, serve_router};
 
 #[tokio::main]
