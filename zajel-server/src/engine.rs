@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
     /// The hash verified when a login names no usable account (computed once, off the runtime).
     pub(crate) dummy_hash: tokio::sync::OnceCell<String>,
+    /// Engine events for the embedding app (see `events.rs`).
+    pub(crate) events: crate::events::EventBus,
 }
 
 const CONV_LOCKS: usize = 256;
@@ -119,6 +121,7 @@ impl Engine {
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
                 )),
                 dummy_hash: tokio::sync::OnceCell::new(),
+                events: crate::events::EventBus::new(),
             }),
         }
     }

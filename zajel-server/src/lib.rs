@@ -37,6 +37,8 @@
 //! * `builder` ([`EngineBuilder`]) and `serve` ([`serve`], [`serve_router`]) put it together.
 //! * `auth`: argon2id passwords and session tokens; `ratelimit`: limiters; `metrics`:
 //!   Prometheus exposition.
+//! * [`events`]: [`events::EngineEvent`]s (message stored, friend change, user created) for
+//!   the embedding app, from [`Engine::subscribe`].
 //! * [`identity`]: OpenID Connect sign-in, an embedding app's own users
 //!   ([`identity::Authenticator`], signed JWTs) and the server-side account API.
 //!
@@ -67,6 +69,7 @@ pub mod config;
 mod cors;
 mod engine;
 pub mod error;
+pub mod events;
 mod http;
 pub mod hub;
 pub mod identity;

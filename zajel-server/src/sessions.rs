@@ -150,6 +150,8 @@ impl Sessions {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(user = %user.id, username = %user.username, "registered");
+        self.engine
+            .emit(|| crate::events::EngineEvent::UserCreated { user: user.clone() });
         let session = self.issue(user.id).await?;
         Ok((user, session))
     }

@@ -16,7 +16,7 @@ mod server;
 
 pub use client::{ClientFrame, ResumeState, Unlisted};
 pub use decode::FrameError;
-pub use server::{ErrorFrame, FriendEntry, Limits, ServerFrame, SyncState};
+pub use server::{EncodedMessage, ErrorFrame, FriendEntry, Limits, ServerFrame, SyncState};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -269,3 +269,112 @@ impl ServerFrame {
         ServerFrame::Error(ErrorFrame::from_error(re, e))
     }
 }
+
+/// A stored message serialized once, for every frame that carries it: the `sent` answer to
+/// its sender and the `message` event to each recipient (and to other nodes) are built by
+/// splicing the same JSON, byte for byte what [`ServerFrame::encode`] writes.
+///
+/// ```
+/// use zajel_core::protocol::{EncodedMessage, RequestId, ServerFrame};
+/// # use zajel_core::{ConversationId, Message, MessageId, Timestamp, UserId};
+/// # let (a, b) = (UserId::new_random(), UserId::new_random());
+/// # let message = Message { id: MessageId::new_v7(), conversation: ConversationId::direct(a, b),
+/// #     seq: 1, sender: a, body: "hi".into(), sent_at: Timestamp(1), idempotency_key: "k".into() };
+/// let encoded = EncodedMessage::new(&message);
+/// let re = RequestId::new("7").unwrap();
+/// assert_eq!(
+///     encoded.sent_frame(&re, false),
+///     ServerFrame::Sent { re, message: message.clone(), duplicate: false }.encode()
+/// );
+/// assert_eq!(encoded.message_frame(), ServerFrame::Message { message }.encode());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedMessage {
+    json: String,
+}
+
+impl EncodedMessage {
+    /// Serializes `message` (the only serialization the frames below need).
+    pub fn new(message: &Message) -> Self {
+        Self {
+            // A `Message` is plain strings and numbers: serializing it cannot fail.
+            json: serde_json::to_string(message).unwrap_or_else(|_| "null".into()),
+        }
+    }
+
+    /// The message's JSON.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The `message` event carrying it.
+    pub fn message_frame(&self) -> String {
+        const HEAD: &str = r#"{"type":"message","message":"#;
+        let mut s = String::with_capacity(HEAD.len() + self.json.len() + 1);
+        s.push_str(HEAD);
+        s.push_str(&self.json);
+        s.push('}');
+        s
+    }
+
+    /// The `sent` answer to request `re`.
+    pub fn sent_frame(&self, re: &RequestId, duplicate: bool) -> String {
+        const HEAD: &str = r#"{"type":"sent","re":"#;
+        // The id is client text: escaped by serde like everywhere else.
+        let re = serde_json::to_string(re.as_str()).unwrap_or_else(|_| "\"\"".into());
+        let tail = if duplicate {
+            r#","duplicate":true}"#
+        } else {
+            r#","duplicate":false}"#
+        };
+        let mut s = String::with_capacity(HEAD.len() + re.len() + self.json.len() + 32);
+        s.push_str(HEAD);
+        s.push_str(&re);
+        s.push_str(r#","message":"#);
+        s.push_str(&self.json);
+        s.push_str(tail);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::MessageId;
+
+    /// The spliced frames are exactly what serde writes, for ids and bodies that need
+    /// escaping and for both `duplicate` values; and they decode back to the same frames.
+    #[test]
+    fn encoded_message_frames_equal_serde_output() {
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        let message = Message {
+            id: MessageId::new_v7(),
+            conversation: ConversationId::direct(a, b),
+            seq: 42,
+            sender: a,
+            body: "quote \" backslash \\ newline \n emoji 🕊 nul \u{0}".into(),
+            sent_at: Timestamp(-5),
+            idempotency_key: "k\"1".into(),
+        };
+        let encoded = EncodedMessage::new(&message);
+        for id in ["1", "a\"b\\c", "ünï\u{1}"] {
+            for duplicate in [false, true] {
+                let re = RequestId::new(id).unwrap();
+                let frame = ServerFrame::Sent {
+                    re: re.clone(),
+                    message: message.clone(),
+                    duplicate,
+                };
+                let text = encoded.sent_frame(&re, duplicate);
+                assert_eq!(text, frame.encode());
+                assert_eq!(ServerFrame::decode(&text).unwrap(), frame);
+            }
+        }
+        let event = ServerFrame::Message { message };
+        assert_eq!(encoded.message_frame(), event.encode());
+        assert_eq!(
+            ServerFrame::decode(&encoded.message_frame()).unwrap(),
+            event
+        );
+    }
+}

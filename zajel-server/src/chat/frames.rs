@@ -1,6 +1,6 @@
 //! A client frame to its operation, and the operation's reply to the answer frame.
 
-use super::{Actor, ChatService, Outcome};
+use super::{Actor, Answer, ChatService, Outcome};
 use crate::error::EngineError;
 use zajel_core::limits::page_limit;
 use zajel_core::protocol::{ClientFrame, ServerFrame};
@@ -142,6 +142,26 @@ impl ChatService {
         match self.handle(actor, frame).await {
             Ok(out) => self.commit(out),
             Err(e) => Some(e.to_frame(re)),
+        }
+    }
+
+    /// [`ChatService::execute`] with the answer serialized for the wire; a send's `sent`
+    /// answer splices the message JSON its event was built from (serialized once).
+    pub(crate) async fn execute_encoded(&self, actor: Actor, frame: ClientFrame) -> Option<Answer> {
+        let re = frame.id().cloned();
+        match self.handle(actor, frame).await {
+            Ok(out) => {
+                let (reply, encoded) = self.commit_encoded(out);
+                let reply = reply?;
+                Some(match (&reply, encoded) {
+                    (ServerFrame::Sent { re, duplicate, .. }, Some(encoded)) => Answer {
+                        text: encoded.sent_frame(re, *duplicate),
+                        error: None,
+                    },
+                    _ => Answer::frame(&reply),
+                })
+            }
+            Err(e) => Some(Answer::frame(&e.to_frame(re))),
         }
     }
 }

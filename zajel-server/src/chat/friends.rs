@@ -2,6 +2,7 @@
 
 use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
+use crate::events::EngineEvent;
 use zajel_core::protocol::{FriendEntry, ServerFrame};
 use zajel_core::{
     ConversationId, ErrorCode, FriendChange, FriendGraph, FriendOp, FriendUpdate, Relation,
@@ -63,8 +64,20 @@ impl ChatService {
     /// The events of a friend-graph change and the actor's reply.
     async fn friend_changed(&self, actor: Actor, change: FriendChange) -> Outcome<FriendUpdate> {
         let a = &change.for_actor;
-        let mut out =
-            Outcome::new(actor, a.clone()).event(vec![change.actor.id], friend_frame(a), true);
+        let (who, whom, relation, reason) = (
+            change.actor.clone(),
+            change.target.clone(),
+            a.relation,
+            a.reason,
+        );
+        let mut out = Outcome::new(actor, a.clone())
+            .event(vec![change.actor.id], friend_frame(a), true)
+            .notice(move || EngineEvent::FriendChanged {
+                actor: who,
+                target: whom,
+                relation,
+                reason,
+            });
         if let Some(t) = &change.for_target {
             out = out.event(vec![change.target.id], friend_frame(t), false);
         }

@@ -18,10 +18,11 @@ mod messaging;
 mod presence;
 
 use crate::engine::Engine;
+use crate::events::EngineEvent;
 use crate::hub::{ConnId, Event};
 use tokio::sync::OwnedMutexGuard;
-use zajel_core::UserId;
-use zajel_core::protocol::ServerFrame;
+use zajel_core::protocol::{EncodedMessage, ServerFrame};
+use zajel_core::{ErrorCode, UserId};
 
 /// Who performs an operation: a user, and the connection the request came from (which gets
 /// the reply directly and is skipped when the operation's events are fanned out to the
@@ -71,6 +72,11 @@ pub struct Outcome<T> {
     origin: Option<ConnId>,
     /// Held until the events are published (keeps a conversation's events in order).
     order: Option<OwnedMutexGuard<()>>,
+    /// The message of a send, serialized once for its event and its `sent` answer.
+    encoded: Option<EncodedMessage>,
+    /// What the embedding app's subscribers are told ([`Engine::subscribe`]); built only
+    /// when someone listens.
+    notices: Vec<Box<dyn FnOnce() -> EngineEvent + Send>>,
 }
 
 impl<T> Outcome<T> {
@@ -80,6 +86,8 @@ impl<T> Outcome<T> {
             events: Vec::new(),
             origin: actor.conn,
             order: None,
+            encoded: None,
+            notices: Vec::new(),
         }
     }
 
@@ -92,6 +100,13 @@ impl<T> Outcome<T> {
         self
     }
 
+    /// Adds an engine event for the app's subscribers, built (only if someone listens) when
+    /// the outcome is committed.
+    fn notice(mut self, event: impl FnOnce() -> EngineEvent + Send + 'static) -> Self {
+        self.notices.push(Box::new(event));
+        self
+    }
+
     /// The same outcome with its reply transformed.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
         Outcome {
@@ -99,6 +114,8 @@ impl<T> Outcome<T> {
             events: self.events,
             origin: self.origin,
             order: self.order,
+            encoded: self.encoded,
+            notices: self.notices,
         }
     }
 }
@@ -127,17 +144,54 @@ impl Engine {
     }
 }
 
+/// An answer ready for the wire: its JSON text, and its error code if it is an `error` frame
+/// (for the metrics).
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub text: String,
+    pub error: Option<ErrorCode>,
+}
+
+impl Answer {
+    /// Serializes `frame`.
+    pub fn frame(frame: &ServerFrame) -> Self {
+        Self {
+            text: frame.encode(),
+            error: match frame {
+                ServerFrame::Error(e) => Some(e.code),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl ChatService {
-    /// Publishes `outcome`'s events (then releases its ordering lock) and returns the reply.
+    /// Publishes `outcome`'s events (then releases its ordering lock), tells the engine's
+    /// subscribers ([`Engine::subscribe`]) and returns the reply. Every operation of every
+    /// transport ends here, so this is the one place engine events come from.
     pub fn commit<T>(&self, outcome: Outcome<T>) -> T {
+        self.commit_encoded(outcome).0
+    }
+
+    /// [`ChatService::commit`], also handing back the serialized message of a send (so its
+    /// answer reuses it).
+    fn commit_encoded<T>(&self, outcome: Outcome<T>) -> (T, Option<EncodedMessage>) {
         for ev in &outcome.events {
             let skip = if ev.skip_origin { outcome.origin } else { None };
-            self.engine
-                .inner
-                .broker
-                .publish(&ev.users, Event::new(&ev.frame), skip);
+            let event = match (&ev.frame, &outcome.encoded) {
+                // The message was serialized once in `send`: splice it, do not re-encode.
+                (ServerFrame::Message { message }, Some(encoded)) => Event::from_serialized(
+                    encoded.message_frame(),
+                    Some((message.conversation.clone(), message.seq)),
+                ),
+                (frame, _) => Event::new(frame),
+            };
+            self.engine.inner.broker.publish(&ev.users, event, skip);
         }
         drop(outcome.order);
-        outcome.reply
+        for notice in outcome.notices {
+            self.engine.emit(notice);
+        }
+        (outcome.reply, outcome.encoded)
     }
 }

@@ -102,6 +102,9 @@ impl Engine {
                     if u.created {
                         tracing::info!(user = %u.user.id, username = %u.user.username,
                             provider = %identity.provider, "account created from external identity");
+                        self.emit(|| crate::events::EngineEvent::UserCreated {
+                            user: u.user.clone(),
+                        });
                     }
                     return Ok(u);
                 }

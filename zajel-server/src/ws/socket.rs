@@ -6,7 +6,7 @@ use super::{
     CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_TOO_LARGE, CLOSE_UNAUTHENTICATED,
     close_reason,
 };
-use crate::chat::Actor;
+use crate::chat::{Actor, Answer};
 use crate::engine::Engine;
 use crate::hub::Event;
 use crate::ratelimit::DirectLimiter;
@@ -48,12 +48,12 @@ pub(super) struct Conn {
 }
 
 /// A request being performed: its answer and when it was received.
-type Lane = Pin<Box<dyn Future<Output = (Option<ServerFrame>, std::time::Instant)> + Send>>;
+type Lane = Pin<Box<dyn Future<Output = (Option<Answer>, std::time::Instant)> + Send>>;
 
 fn lane(chat: &crate::chat::ChatService, actor: Actor, frame: ClientFrame) -> Lane {
     let chat = chat.clone();
     let t0 = std::time::Instant::now();
-    Box::pin(async move { (chat.execute(actor, frame).await, t0) })
+    Box::pin(async move { (chat.execute_encoded(actor, frame).await, t0) })
 }
 
 /// Requests a connection may have waiting per lane; beyond this the socket is not read
@@ -345,7 +345,7 @@ impl Conn {
                     match self.classify(msg) {
                         Incoming::Frame(ClientFrame::Ping { id }) => {
                             let t0 = std::time::Instant::now();
-                            self.reply(Some(ServerFrame::Pong { re: id }), t0).await
+                            self.reply(Some(Answer::frame(&ServerFrame::Pong { re: id })), t0).await
                         }
                         Incoming::Frame(frame @ ClientFrame::Typing { .. }) => {
                             side.push(lane(&chat, actor, frame));
@@ -384,9 +384,14 @@ impl Conn {
     }
 
     /// Writes a request's answer (if any) and records its latency.
-    async fn reply(&mut self, reply: Option<ServerFrame>, t0: std::time::Instant) -> bool {
+    async fn reply(&mut self, reply: Option<Answer>, t0: std::time::Instant) -> bool {
         let ok = match reply {
-            Some(r) => self.answer(&r).await,
+            Some(Answer { text, error }) => {
+                if let Some(code) = error {
+                    self.engine.inner.metrics.error(code);
+                }
+                self.send_text(Utf8Bytes::from(text)).await
+            }
             None => true,
         };
         self.engine.inner.metrics.ws_latency.observe(t0.elapsed());
