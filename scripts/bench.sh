@@ -9,7 +9,7 @@
 # Knobs (environment): OUT, CHART, PAIRS (500 = the issue's 1,000 users), DURATION, WARMUP (s
 # per run or find-max step), IDLE (idle connections for the memory/connect-time runs), BIG_IDLE
 # (0 = skip the 100,000-connection run), BIN (a prebuilt zajel-benches), PARTS (a subset of
-# "sweep fixed idle big"), APPEND=1 (add to $OUT instead of starting it afresh).
+# "sweep fixed cross idle big"), APPEND=1 (add to $OUT instead of starting it afresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +43,10 @@ if [[ -z "${BIN:-}" ]]; then
 fi
 mkdir -p "$(dirname "$OUT")" "$(dirname "$CHART")"
 [[ -n "${APPEND:-}" ]] || : > "$OUT"
-PARTS=${PARTS:-sweep fixed idle big}
+# The quick form leaves out the cross-node runs (~10 s; benches/tests/load_smoke.rs checks
+# that mode in ~3 s).
+if [[ -n "${QUICK:-}" ]]; then PARTS=${PARTS:-sweep fixed idle big}; fi
+PARTS=${PARTS:-sweep fixed cross idle big}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 run() {
@@ -79,6 +82,12 @@ fi
 if part fixed; then
     run load --spawn embedded "${common[@]}" --rate "$FIXED_RATE"
     run load --spawn redis    "${common[@]}" --rate "$FIXED_RATE"
+fi
+# Cross-node cost: every pair split over two nodes on one Redis, against the same on one node
+# (the line's baseline; ratio_to_baseline = cross-node max / local max).
+if part cross; then
+    run load --spawn redis-cross-node "${common[@]}" "${sweep[@]}"
+    run load --spawn redis-cross-node "${common[@]}" --rate "$FIXED_RATE"
 fi
 # Idle authenticated connections: server RSS per connection and connect time, each server in
 # a fresh process of its own.

@@ -2,7 +2,7 @@
 //! every message persisted by the server before it is acknowledged.
 //!
 //! ```text
-//! zajel-benches load [--spawn memory|embedded|redis|redis-aof | --url http://HOST:PORT]
+//! zajel-benches load [--spawn memory|embedded|redis|redis-aof|redis-cross-node | --url http://HOST:PORT]
 //!                    [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W]
 //!                    [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N]
 //!                    [--body-bytes N]
@@ -10,7 +10,8 @@
 //!
 //! What a run does:
 //! 1. starts the target: an in-process [`zajel_server::Engine`] on `127.0.0.1:0` over the chosen
-//!    store (`--spawn`), or uses a running server (`--url`);
+//!    store (`--spawn`; `redis-cross-node`: two engines with a `RedisBroker` on one Redis, the
+//!    two users of every pair on different nodes), or uses a running server (`--url`);
 //! 2. with `--idle N`: registers N users, opens one authenticated WebSocket per user and keeps
 //!    it idle; the server's resident memory (VmRSS) before and after gives bytes per idle
 //!    connection (in-process: `/proc/self/status`; external: `/proc/<--server-pid>/status`);
@@ -91,6 +92,8 @@ impl Target {
             Self::Spawn(Backend::Memory) => Some(Self::Relay(RelayStore::Memory)),
             Self::Spawn(Backend::Embedded) => Some(Self::Relay(RelayStore::Redb)),
             Self::Spawn(Backend::Redis | Backend::RedisAof) => Some(Self::Relay(RelayStore::Redis)),
+            // Cross-node cost: the same workload with both users of a pair on one node.
+            Self::Spawn(Backend::RedisCrossNode) => Some(Self::Spawn(Backend::Redis)),
             Self::Relay(_) | Self::Url(_) => None,
         }
     }
@@ -107,6 +110,9 @@ pub enum Backend {
     Redis,
     /// Same with `appendonly yes`, `appendfsync always` (no loss of acknowledged writes).
     RedisAof,
+    /// Two engines (nodes) on one throwaway `redis-server`, each with a `RedisBroker`; the
+    /// two users of every pair are on different nodes, so every message crosses nodes.
+    RedisCrossNode,
 }
 
 impl Backend {
@@ -116,7 +122,10 @@ impl Backend {
             "embedded" => Self::Embedded,
             "redis" => Self::Redis,
             "redis-aof" => Self::RedisAof,
-            other => bail!("unknown backend {other} (memory, embedded, redis, redis-aof)"),
+            "redis-cross-node" => Self::RedisCrossNode,
+            other => bail!(
+                "unknown backend {other} (memory, embedded, redis, redis-aof, redis-cross-node)"
+            ),
         })
     }
 
@@ -126,6 +135,7 @@ impl Backend {
             Self::Embedded => "embedded",
             Self::Redis => "redis",
             Self::RedisAof => "redis-aof",
+            Self::RedisCrossNode => "redis-cross-node",
         }
     }
 }
@@ -209,7 +219,7 @@ impl Default for LoadConfig {
 }
 
 /// Usage line of the `load` benchmark.
-pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|relay-memory|relay-redis|relay-redb | --url http://HOST:PORT] [--baseline auto|none|relay-memory|relay-redis|relay-redb] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--label NAME] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
+pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|redis-cross-node|relay-memory|relay-redis|relay-redb | --url http://HOST:PORT] [--baseline auto|none|<a --spawn value>] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--label NAME] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
 
 impl LoadConfig {
     /// Parses the flags that follow `load` on the command line.
@@ -238,10 +248,7 @@ impl LoadConfig {
                     cfg.baseline = match value.as_str() {
                         "auto" => Baseline::Auto,
                         "none" => Baseline::None,
-                        other => match Target::parse_spawn(other)? {
-                            t @ Target::Relay(_) => Baseline::Target(t),
-                            _ => bail!("--baseline takes auto, none or relay-<store>"),
-                        },
+                        other => Baseline::Target(Target::parse_spawn(other)?),
                     }
                 }
                 "--label" => cfg.label = Some(value),
@@ -332,21 +339,24 @@ impl Started {
     }
 }
 
-/// A spawned in-process server and what keeps its store alive.
+/// Spawned in-process servers (one node, or two sharing a Redis) and what keeps their store
+/// alive.
 struct Spawned {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    servers: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
     _guard: Box<dyn std::any::Any + Send>,
 }
 
 impl Spawned {
-    async fn stop(mut self) -> Result<()> {
-        if let Some(tx) = self.stop.take() {
+    async fn stop(self) -> Result<()> {
+        for (tx, mut task) in self.servers {
             let _ = tx.send(());
+            tokio::time::timeout(Duration::from_secs(30), &mut task)
+                .await
+                .context("server did not stop within 30 s")???;
         }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
-            .await
-            .context("server did not stop within 30 s")???;
         Ok(())
     }
 }
@@ -383,7 +393,7 @@ pub async fn open_backend(
             let store = zajel_core::EmbeddedStore::open(dir.path().join("load.redb"))?;
             (Arc::new(store), Box::new(dir))
         }
-        Backend::Redis | Backend::RedisAof => {
+        Backend::Redis | Backend::RedisAof | Backend::RedisCrossNode => {
             let server = if backend == Backend::RedisAof {
                 zajel_core::testing::RedisServer::start_persistent()?
             } else {
@@ -395,20 +405,47 @@ pub async fn open_backend(
     })
 }
 
-async fn spawn_server(backend: Backend) -> Result<(SocketAddr, Spawned)> {
+/// Serves `backend` in-process: one engine, or two nodes sharing one Redis for
+/// `redis-cross-node`. Returns each node's address.
+async fn spawn_server(backend: Backend) -> Result<(Vec<SocketAddr>, Spawned)> {
     let (store, guard) = open_backend(backend).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let engine = zajel_server::Engine::new(store, spawn_config());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(zajel_server::serve(listener, engine, async move {
-        let _ = rx.await;
-    }));
+    let engines = if backend == Backend::RedisCrossNode {
+        let server = guard
+            .downcast_ref::<zajel_core::testing::RedisServer>()
+            .context("redis-cross-node runs on a redis-server")?;
+        let mut engines = Vec::new();
+        for node in ["bench-node-1", "bench-node-2"] {
+            let config = zajel_server::broker::RedisBrokerConfig {
+                node_id: node.into(),
+                ..Default::default()
+            };
+            let broker = zajel_server::broker::RedisBroker::connect(&server.url(), config).await?;
+            let store = zajel_core::RedisStore::connect(&server.url()).await?;
+            engines.push(
+                zajel_server::Engine::builder(Arc::new(store), spawn_config())
+                    .redis_broker(broker)
+                    .build(),
+            );
+        }
+        engines
+    } else {
+        vec![zajel_server::Engine::new(store, spawn_config())]
+    };
+    let mut addrs = Vec::new();
+    let mut servers = Vec::new();
+    for engine in engines {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(zajel_server::serve(listener, engine, async move {
+            let _ = rx.await;
+        }));
+        servers.push((tx, task));
+    }
     Ok((
-        addr,
+        addrs,
         Spawned {
-            stop: Some(tx),
-            task,
+            servers,
             _guard: guard,
         },
     ))
@@ -587,11 +624,12 @@ async fn login(host: &str, acc: &Account) -> Result<Ws> {
     Ok(ws)
 }
 
-/// Connects both users of a pair and makes them friends (crossed requests: the second one
-/// makes them friends at once).
-async fn setup_pair(host: &str, a: &Account, b: &Account) -> Result<(Ws, Ws)> {
-    let mut wa = login(host, a).await?;
-    let mut wb = login(host, b).await?;
+/// Connects both users of a pair (`a` at `host_a`, `b` at `host_b`: the same server, or two
+/// nodes) and makes them friends (crossed requests: the second one makes them friends at
+/// once).
+async fn setup_pair(host_a: &str, host_b: &str, a: &Account, b: &Account) -> Result<(Ws, Ws)> {
+    let mut wa = login(host_a, a).await?;
+    let mut wb = login(host_b, b).await?;
     let r = call(
         &mut wa,
         "f1",
@@ -1011,16 +1049,24 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     check_open_files(&cfg)?;
     let loadavg_before = loadavg();
     let target_name = cfg.target.name();
-    let (host, spawned) = match &cfg.target {
+    // `host_b`: where the second user of each pair connects (another node with
+    // `redis-cross-node`, else the same server).
+    let (host, host_b, spawned) = match &cfg.target {
         Target::Spawn(b) => {
-            let (addr, s) = spawn_server(*b).await?;
-            (addr.to_string(), Some(Started::Zajel(s)))
+            let (addrs, s) = spawn_server(*b).await?;
+            let first = addrs.first().context("no server")?.to_string();
+            let last = addrs.last().context("no server")?.to_string();
+            (first, last, Some(Started::Zajel(s)))
         }
         Target::Relay(store) => {
             let r = relay::start(*store, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-            (r.addr.to_string(), Some(Started::Relay(r)))
+            let addr = r.addr.to_string();
+            (addr.clone(), addr, Some(Started::Relay(r)))
         }
-        Target::Url(u) => (host_port(u)?, None),
+        Target::Url(u) => {
+            let h = host_port(u)?;
+            (h.clone(), h, None)
+        }
     };
     // Unique names per run, so repeated runs against one external server do not collide.
     let run_tag = format!(
@@ -1117,10 +1163,10 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         };
         let (a, b) = (a.clone(), b.clone());
         let sem = sem.clone();
-        let host = host.clone();
+        let (host, host_b) = (host.clone(), host_b.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            let (wa, wb) = setup_pair(&host, &a, &b).await?;
+            let (wa, wb) = setup_pair(&host, &host_b, &a, &b).await?;
             Ok::<_, anyhow::Error>((a, wa, b, wb))
         }));
     }
@@ -1394,8 +1440,14 @@ mod tests {
         // find-max needs an open-loop starting rate, and is not an idle-memory run.
         assert!(LoadConfig::from_args(["--find-max", "--rate", "0"].map(String::from)).is_err());
         assert!(LoadConfig::from_args(["--find-max", "--idle", "10"].map(String::from)).is_err());
-        // Only a relay is a baseline.
-        assert!(LoadConfig::from_args(["--baseline", "redis"].map(String::from)).is_err());
+        // Any spawnable target is a baseline (e.g. one node for the cross-node mode).
+        assert_eq!(
+            LoadConfig::from_args(["--baseline", "redis"].map(String::from))
+                .expect("ok")
+                .baseline,
+            Baseline::Target(Target::Spawn(Backend::Redis))
+        );
+        assert!(LoadConfig::from_args(["--baseline", "nothing"].map(String::from)).is_err());
         assert!(LoadConfig::from_args(["--spawn", "relay-sqlite"].map(String::from)).is_err());
         assert!(LoadConfig::from_args(["--pairs".to_owned()]).is_err());
         // In-process, both ends of every WebSocket are descriptors of this process.

@@ -104,6 +104,21 @@ async fn a_run_states_its_ratio_to_the_matching_relay() {
     assert!(none.get("baseline").is_none(), "{none}");
 }
 
+/// The cross-node mode: every pair split over two nodes sharing one Redis, compared with the
+/// same run on one node (the baseline); nothing lost either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cross_node_mode_compares_with_one_node() {
+    check(tiny(Target::Spawn(Backend::RedisCrossNode))).await;
+    let line = run_command(tiny(Target::Spawn(Backend::RedisCrossNode)))
+        .await
+        .expect("run");
+    assert_eq!(line["target"], "spawn:redis-cross-node", "{line}");
+    assert_eq!(line["baseline"]["target"], "spawn:redis", "{line}");
+    assert_eq!(line["lost"], 0, "{line}");
+    assert_eq!(line["baseline"]["lost"], 0, "{line}");
+    assert!(line["ratio_to_baseline"].is_number(), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn find_max_steps_up_while_sustained_and_bisects_after_a_failure() {
     let cfg = LoadConfig {

@@ -12,10 +12,59 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
-/// A user's stable id. Serialized as the hyphenated UUID string.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A user's stable id. Serialized as the lower-case hyphenated UUID string, the only form
+/// it is parsed from (see [`parse_uuid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct UserId(pub Uuid);
+
+/// Why a string is not an id: ids are lower-case hyphenated UUIDs
+/// (`1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11`), nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid id: expected a lower-case hyphenated UUID")]
+pub struct InvalidId;
+
+/// Parses the one accepted spelling of an id. The `uuid` crate also reads upper case, the
+/// simple (no hyphens), braced and `urn:uuid:` forms; ids are compared and stored as strings
+/// by every SDK and store, so accepting other spellings would make one id look like several.
+///
+/// ```
+/// use zajel_core::ids::parse_uuid;
+/// let id = "1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11";
+/// assert!(parse_uuid(id).is_ok());
+/// assert!(parse_uuid(&id.to_uppercase()).is_err());
+/// assert!(parse_uuid(&id.replace('-', "")).is_err());
+/// ```
+pub fn parse_uuid(s: &str) -> Result<Uuid, InvalidId> {
+    let uuid = Uuid::try_parse(s).map_err(|_| InvalidId)?;
+    let mut buf = Uuid::encode_buffer();
+    match uuid.hyphenated().encode_lower(&mut buf) == s {
+        true => Ok(uuid),
+        false => Err(InvalidId),
+    }
+}
+
+/// Deserializes an id strictly from text formats (JSON); binary formats carry the raw UUID.
+fn deserialize_uuid<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+    if d.is_human_readable() {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        parse_uuid(&s).map_err(serde::de::Error::custom)
+    } else {
+        Uuid::deserialize(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_uuid(d).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_uuid(d).map(Self)
+    }
+}
 
 impl UserId {
     /// A new random id.
@@ -33,14 +82,15 @@ impl fmt::Display for UserId {
 }
 
 impl FromStr for UserId {
-    type Err = uuid::Error;
+    type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
+        parse_uuid(s).map(Self)
     }
 }
 
-/// A message's server-assigned id (UUID v7: sortable by creation time).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A message's server-assigned id (UUID v7: sortable by creation time). Parsed like
+/// [`UserId`]: lower-case hyphenated only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct MessageId(pub Uuid);
 
@@ -160,7 +210,6 @@ impl FromStr for ConversationId {
         if a >= b {
             return Err(InvalidConversationId);
         }
-        // Re-render so the canonical (lower-case hyphenated) form is what we keep.
         Ok(Self::direct(a, b))
     }
 }
@@ -190,10 +239,14 @@ mod tests {
         assert_eq!(c.as_str(), format!("dm.{a}.{b}"));
         assert_eq!(c.peer_of(a), Some(b));
         assert_eq!(c.peer_of(UserId(Uuid::nil())), None);
-        // Upper case is accepted and canonicalized.
-        let upper = format!("dm.{}.{}", a.to_string().to_uppercase(), b);
-        assert_eq!(upper.parse::<ConversationId>().unwrap(), c);
+        // One spelling only: other UUID forms are refused, not canonicalized.
+        let upper = a.to_string().to_uppercase();
+        let simple = a.to_string().replace('-', "");
         for bad in [
+            format!("dm.{upper}.{b}"),
+            format!("dm.{simple}.{b}"),
+            format!("dm.{{{a}}}.{b}"),
+            format!("dm.urn:uuid:{a}.{b}"),
             format!("dm.{b}.{a}"),
             format!("dm.{a}.{a}"),
             format!("dm.{a}"),
@@ -204,6 +257,26 @@ mod tests {
             assert!(bad.parse::<ConversationId>().is_err(), "{bad:?} accepted");
         }
         assert!(serde_json::from_str::<ConversationId>("\"dm.nope\"").is_err());
+        for bad in [
+            upper,
+            simple,
+            format!("{{{a}}}"),
+            format!("urn:uuid:{a}"),
+            format!(" {a}"),
+        ] {
+            assert!(bad.parse::<UserId>().is_err(), "{bad:?} accepted");
+            let json = serde_json::to_string(&bad).unwrap();
+            assert!(
+                serde_json::from_str::<UserId>(&json).is_err(),
+                "{bad:?} accepted"
+            );
+            assert!(
+                serde_json::from_str::<MessageId>(&json).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<UserId>(&json).unwrap(), a);
         assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
     }
 }

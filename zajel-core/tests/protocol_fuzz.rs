@@ -188,3 +188,31 @@ fn every_valid_frame_decodes() {
         assert!(ClientFrame::decode(&f.to_string()).is_ok(), "{f}");
     }
 }
+
+/// Ids have one spelling: any other form of a UUID is `invalid_field`, never canonicalized.
+#[test]
+fn other_spellings_of_an_id_are_invalid_fields() {
+    let forms = [
+        A.to_uppercase(),
+        A.replace('-', ""),
+        format!("{{{A}}}"),
+        format!("urn:uuid:{A}"),
+        format!(" {A}"),
+    ];
+    for form in forms {
+        let conv = CONV.replacen(A, &form, 1);
+        for frame in [
+            json!({"type": "friend_accept", "id": "7", "user_id": form}),
+            json!({"type": "block", "id": "7", "user_id": form}),
+            json!({"type": "send", "id": "7", "conversation": conv, "body": "b", "idempotency_key": "k"}),
+            json!({"type": "history", "id": "7", "conversation": conv}),
+        ] {
+            let err = ClientFrame::decode(&frame.to_string()).expect_err("refused");
+            assert_eq!(
+                (err.code, err.re.as_ref().map(RequestId::as_str)),
+                (ErrorCode::InvalidField, Some("7")),
+                "{frame}"
+            );
+        }
+    }
+}

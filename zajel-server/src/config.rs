@@ -135,7 +135,7 @@ impl ServerConfig {
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub use standalone::{
-    Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone, StoreChoice,
+    Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone, StoreChoice, StoreSettings,
 };
 
 /// The standalone binary's configuration: clap flags > `ZAJEL_*` environment > TOML file >
@@ -165,6 +165,23 @@ mod standalone {
         /// Use Redis (e.g. redis://127.0.0.1:6379/) instead of the embedded store.
         #[arg(long, env = "ZAJEL_REDIS_URL")]
         pub redis_url: Option<String>,
+        /// Use a Redis Cluster (Redis 7+): seed nodes, comma-separated
+        /// (e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000); the rest are discovered.
+        #[arg(long, env = "ZAJEL_REDIS_CLUSTER", value_delimiter = ',')]
+        pub redis_cluster: Option<Vec<String>>,
+        /// Longest wait for one Redis reply, in ms [default: 2000].
+        #[arg(long, env = "ZAJEL_REDIS_COMMAND_TIMEOUT_MS")]
+        pub redis_command_timeout_ms: Option<u64>,
+        /// Longest wait for a Redis connection, in ms [default: 1000].
+        #[arg(long, env = "ZAJEL_REDIS_CONNECT_TIMEOUT_MS")]
+        pub redis_connect_timeout_ms: Option<u64>,
+        /// Embedded store: writes that may wait for the writer thread [default: 4096].
+        #[arg(long, env = "ZAJEL_EMBEDDED_QUEUE_CAPACITY")]
+        pub embedded_queue_capacity: Option<usize>,
+        /// How long a retried send is recognised as a duplicate, in ms (either store)
+        /// [default: 86400000 = 24 h].
+        #[arg(long, env = "ZAJEL_DEDUPE_WINDOW_MS")]
+        pub dedupe_window_ms: Option<u64>,
         /// This node's id when several nodes share the Redis of `--redis-url` (1-64 of
         /// `A-Z a-z 0-9 _ - .`) [default: random].
         #[arg(long, env = "ZAJEL_NODE_ID")]
@@ -301,6 +318,16 @@ mod standalone {
         pub redis_url: Option<String>,
         /// See `--static-dir`.
         pub static_dir: Option<PathBuf>,
+        /// See `--redis-cluster` (a list of URLs).
+        pub redis_cluster: Option<Vec<String>>,
+        /// See `--redis-command-timeout-ms`.
+        pub redis_command_timeout_ms: Option<u64>,
+        /// See `--redis-connect-timeout-ms`.
+        pub redis_connect_timeout_ms: Option<u64>,
+        /// See `--embedded-queue-capacity`.
+        pub embedded_queue_capacity: Option<usize>,
+        /// See `--dedupe-window-ms`.
+        pub dedupe_window_ms: Option<u64>,
         /// See `--node-id`.
         pub node_id: Option<String>,
         /// See `--node-heartbeat-ms`.
@@ -330,6 +357,8 @@ mod standalone {
         pub redis_url: Option<String>,
         /// Static web app directory.
         pub static_dir: Option<PathBuf>,
+        /// Store settings: Redis Cluster seeds, timeouts, embedded store options.
+        pub store_options: StoreSettings,
         /// Node settings used with `redis_url` (several nodes on one Redis).
         pub node: NodeSettings,
         /// In-memory store.
@@ -377,14 +406,63 @@ mod standalone {
         }
     }
 
-    /// The store a configuration asks for: `memory` wins over `redis_url`, which wins over the
-    /// embedded store in `data_dir`.
+    /// Store settings beyond the choice of store; `None` = the store's default.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct StoreSettings {
+        /// Redis Cluster seed nodes (empty: no Cluster).
+        pub redis_cluster: Vec<String>,
+        /// Redis reply timeout, ms.
+        pub redis_command_timeout_ms: Option<u64>,
+        /// Redis connect timeout, ms.
+        pub redis_connect_timeout_ms: Option<u64>,
+        /// Embedded store write queue, in operations.
+        pub embedded_queue_capacity: Option<usize>,
+        /// Idempotency window, ms (either store).
+        pub dedupe_window_ms: Option<u64>,
+    }
+
+    impl StoreSettings {
+        /// The Redis store options these settings describe.
+        #[cfg(feature = "redis")]
+        pub fn redis_options(&self) -> zajel_core::store::redis::RedisOptions {
+            let mut o = zajel_core::store::redis::RedisOptions::default();
+            if let Some(ms) = self.redis_command_timeout_ms {
+                o.command_timeout = std::time::Duration::from_millis(ms.max(1));
+            }
+            if let Some(ms) = self.redis_connect_timeout_ms {
+                o.connect_timeout = std::time::Duration::from_millis(ms.max(1));
+            }
+            if let Some(ms) = self.dedupe_window_ms {
+                o.dedupe_window_ms = ms;
+            }
+            o
+        }
+
+        /// The embedded store options these settings describe.
+        #[cfg(feature = "embedded")]
+        pub fn embedded_options(&self) -> zajel_core::store::embedded::EmbeddedOptions {
+            let mut o = zajel_core::store::embedded::EmbeddedOptions::default();
+            if let Some(n) = self.embedded_queue_capacity {
+                o.queue_capacity = n.max(1);
+            }
+            if let Some(ms) = self.dedupe_window_ms {
+                o.dedupe_window_ms = ms;
+            }
+            o
+        }
+    }
+
+    /// The store a configuration asks for: `memory` wins over `redis_url`, which wins over
+    /// `redis_cluster`, which wins over the embedded store in `data_dir` (`load` refuses a URL
+    /// and seeds together).
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum StoreChoice {
         /// The in-memory store (feature `memory`).
         Memory,
         /// Redis at this URL, store and broker (feature `redis`).
         Redis(String),
+        /// A Redis Cluster through these seed nodes, store and broker (feature `redis`).
+        RedisCluster(Vec<String>),
         /// The embedded store in this directory (feature `embedded`).
         Embedded(PathBuf),
     }
@@ -394,7 +472,7 @@ mod standalone {
         pub fn feature(&self) -> &'static str {
             match self {
                 StoreChoice::Memory => "memory",
-                StoreChoice::Redis(_) => "redis",
+                StoreChoice::Redis(_) | StoreChoice::RedisCluster(_) => "redis",
                 StoreChoice::Embedded(_) => "embedded",
             }
         }
@@ -403,7 +481,7 @@ mod standalone {
         pub fn is_compiled(&self) -> bool {
             match self {
                 StoreChoice::Memory => cfg!(feature = "memory"),
-                StoreChoice::Redis(_) => cfg!(feature = "redis"),
+                StoreChoice::Redis(_) | StoreChoice::RedisCluster(_) => cfg!(feature = "redis"),
                 StoreChoice::Embedded(_) => cfg!(feature = "embedded"),
             }
         }
@@ -424,6 +502,9 @@ mod standalone {
              the `{0}` feature (reinstall with `--features {0}`, or choose another store)"
         )]
         StoreNotCompiled(&'static str),
+        /// Options that exclude each other.
+        #[error("invalid configuration: {0}")]
+        Conflict(&'static str),
     }
 
     impl Standalone {
@@ -438,15 +519,22 @@ mod standalone {
                 None => FileConfig::default(),
             };
             let config = Self::resolve(cli, file);
+            if config.redis_url.is_some() && !config.store_options.redis_cluster.is_empty() {
+                return Err(ConfigError::Conflict(
+                    "give either a Redis URL (redis_url) or Redis Cluster seeds (redis_cluster), not both",
+                ));
+            }
             config.check_store()?;
             Ok(config)
         }
 
         /// The store this configuration asks for.
         pub fn store(&self) -> StoreChoice {
+            let seeds = &self.store_options.redis_cluster;
             match (&self.redis_url, self.memory) {
                 (_, true) => StoreChoice::Memory,
                 (Some(url), false) => StoreChoice::Redis(url.clone()),
+                (None, false) if !seeds.is_empty() => StoreChoice::RedisCluster(seeds.clone()),
                 (None, false) => StoreChoice::Embedded(self.data_dir.clone()),
             }
         }
@@ -510,6 +598,26 @@ mod standalone {
                     .unwrap_or_else(|| PathBuf::from("zajel-data")),
                 redis_url: cli.redis_url.or(file.redis_url),
                 static_dir: cli.static_dir.or(file.static_dir),
+                store_options: StoreSettings {
+                    redis_cluster: cli
+                        .redis_cluster
+                        .or(file.redis_cluster)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                    redis_command_timeout_ms: cli
+                        .redis_command_timeout_ms
+                        .or(file.redis_command_timeout_ms),
+                    redis_connect_timeout_ms: cli
+                        .redis_connect_timeout_ms
+                        .or(file.redis_connect_timeout_ms),
+                    embedded_queue_capacity: cli
+                        .embedded_queue_capacity
+                        .or(file.embedded_queue_capacity),
+                    dedupe_window_ms: cli.dedupe_window_ms.or(file.dedupe_window_ms),
+                },
                 node: NodeSettings {
                     id: cli.node_id.or(file.node_id),
                     heartbeat_ms: cli.node_heartbeat_ms.or(file.node_heartbeat_ms),
@@ -633,6 +741,10 @@ mod standalone {
                     &["zajel-server", "--redis-url", "redis://127.0.0.1:1/"][..],
                     "redis",
                 ),
+                (
+                    &["zajel-server", "--redis-cluster", "redis://127.0.0.1:1/"][..],
+                    "redis",
+                ),
                 (&["zajel-server", "--data-dir", "/tmp/z"][..], "embedded"),
             ] {
                 let s = Standalone::resolve(Cli::try_parse_from(args).unwrap(), Default::default());
@@ -648,6 +760,54 @@ mod standalone {
                     }
                 }
             }
+        }
+
+        #[test]
+        #[cfg(all(feature = "redis", feature = "embedded"))]
+        fn redis_cluster_seeds_and_store_options() {
+            let file: FileConfig = toml::from_str(
+                "redis_cluster = [\"redis://f1:7000\"]\nredis_command_timeout_ms = 500\nembedded_queue_capacity = 64\n",
+            )
+            .unwrap();
+            let s =
+                Standalone::resolve(Cli::try_parse_from(["zajel-server"]).unwrap(), file.clone());
+            assert_eq!(s.store_options.redis_cluster, ["redis://f1:7000"]);
+            assert_eq!(
+                s.store_options.redis_options().command_timeout,
+                std::time::Duration::from_millis(500)
+            );
+            assert_eq!(s.store_options.embedded_options().queue_capacity, 64);
+            let cli = Cli::try_parse_from([
+                "zajel-server",
+                "--redis-cluster",
+                "redis://a:7000, redis://b:7000,",
+                "--dedupe-window-ms",
+                "1000",
+            ])
+            .unwrap();
+            let s = Standalone::resolve(cli, file);
+            assert_eq!(
+                s.store_options.redis_cluster,
+                ["redis://a:7000", "redis://b:7000"]
+            );
+            assert_eq!(s.store_options.redis_options().dedupe_window_ms, 1000);
+            assert_eq!(s.store_options.embedded_options().dedupe_window_ms, 1000);
+            // A URL and seeds together are refused.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("z.toml");
+            std::fs::write(&path, "redis_url = \"redis://x:6379\"\n").unwrap();
+            let cli = Cli::try_parse_from([
+                "zajel-server",
+                "--config",
+                path.to_str().unwrap(),
+                "--redis-cluster",
+                "redis://a:7000",
+            ])
+            .unwrap();
+            assert!(matches!(
+                Standalone::load(cli),
+                Err(ConfigError::Conflict(_))
+            ));
         }
 
         #[test]

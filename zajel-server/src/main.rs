@@ -24,11 +24,18 @@ async fn main() -> anyhow::Result<()> {
     #[allow(unused_mut)] // without the `redis` feature nothing is added
     let mut builder = Engine::builder(store, config.engine.clone());
     #[cfg(feature = "redis")]
-    if let StoreChoice::Redis(url) = config.store() {
+    if let Some(broker) = match config.store() {
+        StoreChoice::Redis(url) => Some(
+            zajel_server::broker::RedisBroker::connect(&url, config.node.broker_config()).await,
+        ),
+        StoreChoice::RedisCluster(seeds) => Some(
+            zajel_server::broker::RedisBroker::connect_cluster(&seeds, config.node.broker_config())
+                .await,
+        ),
+        _ => None,
+    } {
         // Several nodes may share this Redis: cross-node delivery and cluster-wide presence.
-        let broker = zajel_server::broker::RedisBroker::connect(&url, config.node.broker_config())
-            .await
-            .context("cannot start the Redis broker")?;
+        let broker = broker.context("cannot start the Redis broker")?;
         tracing::info!(
             node = broker.node_id(),
             "Redis broker on: this node shares the Redis with others"
@@ -73,18 +80,29 @@ async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
         }
         #[cfg(feature = "redis")]
         StoreChoice::Redis(url) => {
-            let store = zajel_server::RedisStore::connect(&url)
+            let options = config.store_options.redis_options();
+            let store = zajel_server::RedisStore::connect_with(&url, options)
                 .await
                 .context("cannot connect to Redis")?;
             tracing::info!("Redis store connected");
             Ok(Arc::new(store))
         }
+        #[cfg(feature = "redis")]
+        StoreChoice::RedisCluster(seeds) => {
+            let options = config.store_options.redis_options();
+            let store = zajel_server::RedisStore::connect_cluster(&seeds, options)
+                .await
+                .context("cannot connect to the Redis Cluster")?;
+            tracing::info!(seeds = seeds.len(), "Redis Cluster store connected");
+            Ok(Arc::new(store))
+        }
         #[cfg(feature = "embedded")]
         StoreChoice::Embedded(dir) => {
+            let options = config.store_options.embedded_options();
             let store = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-                zajel_server::EmbeddedStore::open(&dir)
+                zajel_server::EmbeddedStore::open_with(&dir, options)
                     .with_context(|| format!("cannot open the embedded store in {}", dir.display()))
             })
             .await??;

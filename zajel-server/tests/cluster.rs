@@ -1,6 +1,6 @@
 //! Two nodes on a real Redis Cluster (redis-server in cluster mode, started per test on free
-//! loopback ports): events cross nodes through sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`),
-//! revocations too, and a primary killed by SIGKILL is replaced by its replica while clients
+//! loopback ports; one node is the binary started with `--redis-cluster`): events cross nodes
+//! through sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`), revocations too, and a primary killed by SIGKILL is replaced by its replica while clients
 //! resume with every replicated, acknowledged message intact.
 
 mod common;
@@ -171,7 +171,16 @@ async fn events_cross_nodes_through_sharded_pubsub() {
     let a_id = id_on(&cluster, "node-a", 0, true);
     let b_id = id_on(&cluster, "node-b", 0, false);
     let na = node(&cluster, &a_id).await;
-    let nb = node(&cluster, &b_id).await;
+    // Node B is the real binary, configured by its seeds (two of the three primaries).
+    let seeds = cluster.urls()[..2].join(",");
+    let nb = Binary::start(&[
+        "--redis-cluster",
+        &seeds,
+        "--redis-command-timeout-ms",
+        "1500",
+        "--node-id",
+        &b_id,
+    ]);
 
     let alice = register(na.addr, "alice").await;
     let bob = register(nb.addr, "bob").await;
@@ -203,11 +212,11 @@ async fn events_cross_nodes_through_sharded_pubsub() {
     a.expect_silence(200).await;
     let h = a.history(&conv, json!({})).await;
     assert_eq!(seqs(&h), vec![1, 2]);
-    let broker = nb.engine.redis_broker().expect("broker");
+    let broker = na.engine.redis_broker().expect("broker");
     assert!(broker.received_total() > 0 && broker.lost_total() == 0);
     a.close().await;
     na.stop().await;
-    nb.stop().await;
+    assert_eq!(nb.terminate(), Some(0));
 }
 
 /// 3 primaries + 3 replicas. The primary holding both the conversation's slot and node B's

@@ -107,6 +107,50 @@ async fn sign_in_creates_a_user_and_the_websocket_accepts_the_session() {
 
     let user = me(&s, &token).await["user"].clone();
     assert_eq!(user["username"], "alice");
+
+    // The web app trades the HttpOnly cookie for its client's session: JSON only.
+    let cookie = format!("{}={token}", zajel_server::SESSION_COOKIE);
+    let session = http(
+        s.server.addr,
+        "POST",
+        "/api/session",
+        Some("{}"),
+        &[("Cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    assert_eq!(session.json()["token"], token.as_str());
+    assert_eq!(session.json()["user"]["username"], "alice");
+    assert!(session.json()["expires_at"].as_i64().unwrap_or(0) > 0);
+    let form = http(
+        s.server.addr,
+        "POST",
+        "/api/session",
+        None,
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        form.status, 415,
+        "a cross-site form cannot read the session: {}",
+        form.body
+    );
+    let anonymous = http(s.server.addr, "POST", "/api/session", Some("{}"), &[]).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    let forged = format!("{}=zs1.forged", zajel_server::SESSION_COOKIE);
+    let forged = http(
+        s.server.addr,
+        "POST",
+        "/api/session",
+        Some("{}"),
+        &[("Cookie", &forged)],
+    )
+    .await;
+    assert_eq!(forged.status, 401, "{}", forged.body);
     let id: zajel_core::UserId = user["id"].as_str().unwrap().parse().unwrap();
     let issuer = s.provider.issuer.clone();
     assert_eq!(
@@ -279,6 +323,13 @@ async fn denied_consent_creates_nothing() {
     assert_eq!(page.status, 403, "{}", page.body);
     assert_eq!(page.header("x-zajel-error"), Some("consent_denied"));
     assert!(page.body.contains("cancelled"), "{}", page.body);
+    // The way back tells the app what happened (the web demo shows a sentence for it).
+    assert!(
+        page.body
+            .contains("href=\"/?sign_in_error=consent_denied\""),
+        "{}",
+        page.body
+    );
     assert!(browser.cookie(&s.server.base, "zajel_session").is_none());
     assert_eq!(s.store_users().await, 0);
 }

@@ -753,6 +753,12 @@ pub async fn history_paging(store: DynStore) {
     assert_eq!((seqs(&p), p.has_more), (vec![], false));
     let p = store.history(&conv, q(Some(7), Some(2), 10)).await.unwrap();
     assert_eq!((seqs(&p), p.has_more), (vec![3, 4, 5, 6], false));
+    // Both bounds and a limit smaller than the range: the oldest end (the page continues from
+    // `after`), and `has_more` tells of more before `before`.
+    let p = store.history(&conv, q(Some(10), Some(2), 3)).await.unwrap();
+    assert_eq!((seqs(&p), p.has_more), (vec![3, 4, 5], true));
+    let p = store.history(&conv, q(Some(6), Some(2), 3)).await.unwrap();
+    assert_eq!((seqs(&p), p.has_more), (vec![3, 4, 5], false));
 }
 
 /// Cursors outside the log are typed errors.

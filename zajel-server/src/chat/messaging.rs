@@ -9,7 +9,7 @@ use zajel_core::messaging::prepare_send;
 use zajel_core::protocol::{EncodedMessage, ServerFrame};
 use zajel_core::{
     Appended, ConversationId, ConversationSummary, ErrorCode, HistoryPage, HistoryQuery, ReadMark,
-    Timestamp, UserId,
+    Relation, Timestamp, UserId,
 };
 
 fn not_member() -> EngineError {
@@ -18,6 +18,19 @@ fn not_member() -> EngineError {
 
 fn not_friends() -> EngineError {
     EngineError::new(ErrorCode::NotFriends, "you can only message friends")
+}
+
+/// The summary of a conversation without messages.
+fn empty_summary(conversation: ConversationId, peer: UserId) -> ConversationSummary {
+    ConversationSummary {
+        conversation,
+        peer: Some(peer),
+        last_message: None,
+        last_seq: 0,
+        unread: 0,
+        read_seq: 0,
+        peer_read_seq: 0,
+    }
 }
 
 impl ChatService {
@@ -101,13 +114,57 @@ impl ChatService {
         Ok(self.engine.store().history(conversation, query).await?)
     }
 
-    /// `user`'s conversations, most recently active first.
+    /// `user`'s conversations, most recently active first, including each friend's
+    /// conversation before its first message (empty: `last_seq` 0, no `last_message`, placed by
+    /// when the friendship began). Stores list conversations from their first message; the
+    /// empty ones are merged in here, once for every backend.
     pub async fn conversations(
         &self,
         user: UserId,
         limit: u32,
     ) -> Result<Vec<ConversationSummary>, EngineError> {
-        Ok(self.engine.store().conversations(user, limit).await?)
+        let store = self.engine.store();
+        let listed = store.conversations(user, limit).await?;
+        let limit = limit as usize;
+        let full = listed.len() >= limit;
+        // A conversation's activity time: its newest message's.
+        let active = |s: &ConversationSummary| s.last_message.as_ref().map(|m| m.sent_at);
+        let oldest_listed = listed.last().and_then(active);
+        let mut empty = Vec::new();
+        for r in store.relations(user).await? {
+            if r.relation != Relation::Friends {
+                continue;
+            }
+            let conversation = ConversationId::direct(user, r.peer);
+            if listed.iter().any(|s| s.conversation == conversation) {
+                continue;
+            }
+            if full {
+                // Not listed on a full page: either older than the page or empty. Only an
+                // empty one newer than the page's oldest entry belongs on it.
+                if oldest_listed.is_some_and(|t| r.since <= t)
+                    || store.last_seq(&conversation).await? > 0
+                {
+                    continue;
+                }
+            }
+            empty.push((r.since, empty_summary(conversation, r.peer)));
+        }
+        // Newest friendship first, each placed before the first stored entry it is newer
+        // than; the stores' own order is kept.
+        empty.sort_by_key(|(since, _)| std::cmp::Reverse(*since));
+        let mut out = Vec::with_capacity(listed.len() + empty.len());
+        let mut empty = empty.into_iter().peekable();
+        for s in listed {
+            let t = active(&s).unwrap_or(Timestamp(i64::MIN));
+            while let Some((_, e)) = empty.next_if(|(since, _)| *since > t) {
+                out.push(e);
+            }
+            out.push(s);
+        }
+        out.extend(empty.map(|(_, e)| e));
+        out.truncate(limit);
+        Ok(out)
     }
 
     /// Moves `actor`'s read mark in `conversation` to `seq` (never backwards); a change is

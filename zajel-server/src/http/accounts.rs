@@ -1,4 +1,4 @@
-//! Accounts over HTTP: register, login, logout, logout-all, me. The rules live in
+//! Accounts over HTTP: register, login, logout, logout-all, session, me. The rules live in
 //! [`crate::sessions`]; this file reads requests and writes answers (body, cookie).
 
 use super::{ClientAddr, SESSION_COOKIE, parse_json, request_token, require_json};
@@ -22,7 +22,7 @@ struct Credentials {
 
 /// The answer to register and login.
 #[derive(Serialize)]
-struct SessionBody {
+pub(super) struct SessionBody {
     user: User,
     token: String,
     expires_at: Timestamp,
@@ -123,6 +123,24 @@ pub(super) async fn logout_all(
     let info = sessions.resolve(&token).await?;
     sessions.revoke_all(info.user.id).await?;
     Ok((StatusCode::NO_CONTENT, clear_cookie()).into_response())
+}
+
+/// `POST /api/session`: the session this request carries (normally the cookie a redirect
+/// sign-in such as OpenID Connect set) answered like a login, so a web app can hand the token
+/// to its client. JSON only: a cross-site form cannot send it, and without a CORS allowlist
+/// entry another origin cannot read the answer.
+pub(super) async fn session(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+) -> Result<Json<SessionBody>, EngineError> {
+    require_json(&headers)?;
+    let token = request_token(&headers).ok_or_else(EngineError::unauthenticated)?;
+    let info = engine.sessions().resolve(&token).await?;
+    Ok(Json(SessionBody {
+        user: info.user,
+        token,
+        expires_at: info.expires_at,
+    }))
 }
 
 pub(super) async fn me(

@@ -46,6 +46,7 @@ impl Engine {
             .route("/api/logout", post(accounts::logout))
             .route("/api/logout-all", post(accounts::logout_all))
             .route("/api/me", get(accounts::me))
+            .route("/api/session", post(accounts::session))
             .route("/ws", get(crate::ws::ws_upgrade));
         if options.healthz {
             router = router.route("/healthz", get(ops::healthz));

@@ -117,8 +117,11 @@ impl IdentityError {
 
     #[cfg(feature = "oidc")]
     /// An error page for a browser (the OAuth callback is a top-level navigation, so a JSON body
-    /// would be shown raw). Carries the code in `X-Zajel-Error` for programs and tests.
+    /// would be shown raw). Carries the code in `X-Zajel-Error` for programs and tests; its
+    /// "Back to the app" link adds `sign_in_error=<code>` so the app can say what happened.
     pub(crate) fn html_page(&self, back_to: &str) -> Response {
+        let sep = if back_to.contains('?') { '&' } else { '?' };
+        let back_to = format!("{back_to}{sep}sign_in_error={}", self.code());
         let esc = |s: &str| {
             s.replace('&', "&amp;")
                 .replace('<', "&lt;")
@@ -131,7 +134,7 @@ impl IdentityError {
              <p><a href=\"{back}\">Back to the app</a></p></body></html>",
             code = self.code(),
             msg = esc(&self.to_string()),
-            back = esc(back_to),
+            back = esc(&back_to),
         );
         (
             self.status(),

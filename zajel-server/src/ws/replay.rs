@@ -24,14 +24,14 @@ impl Conn {
         let engine = self.engine.clone();
         let store = engine.store();
         let cfg = engine.config();
-        let conversations = match store
+        let conversations = match engine
+            .chat()
             .conversations(me, cfg.replay_conversations.max(1))
             .await
         {
             Ok(c) => c,
             Err(e) => {
-                self.answer(&crate::error::EngineError::from(&e).to_frame(Some(re)))
-                    .await;
+                self.answer(&e.to_frame(Some(re))).await;
                 self.close(CLOSE_INTERNAL, "resume failed").await;
                 return false;
             }

@@ -1,6 +1,7 @@
 import { useState, type FormEvent } from 'react'
 import { useZajel } from '@zajel/client/react'
 import { friendly } from '../errors.ts'
+import { ProviderButtons } from '../signin/ProviderButtons.tsx'
 import { ThemeButton, type ThemeProps } from './ThemeButton.tsx'
 
 export function AuthScreen({ theme }: ThemeProps) {
@@ -46,6 +47,7 @@ export function AuthScreen({ theme }: ThemeProps) {
           data-testid="register">
           Create account
         </button>
+        <ProviderButtons />
       </form>
     </main>
   )
