@@ -51,13 +51,17 @@ pub(crate) enum Cause {
     /// later): full jitter over a window of at least [`STORM_WINDOW`] so the population does
     /// not return in lockstep.
     Storm,
-    /// `going_away` with the server's suggested delay (already clamped): that delay plus full
-    /// jitter over as much again (at least [`STORM_WINDOW`]).
+    /// `going_away` with the server's suggested delay (already clamped). The server spreads a
+    /// mass close itself (each connection gets its own delay), so the client adds only a
+    /// little jitter: up to a quarter of the delay, at least [`GOING_AWAY_JITTER`].
     GoingAway(Duration),
 }
 
 /// The smallest window a mass reconnect is spread over.
 pub(crate) const STORM_WINDOW: Duration = Duration::from_secs(2);
+/// The least jitter added to a server-suggested delay (decorrelates clients a server gave the
+/// same number, e.g. one that does not spread its closes).
+pub(crate) const GOING_AWAY_JITTER: Duration = Duration::from_millis(500);
 /// Largest server-suggested delay honoured (the value comes from the network).
 pub(crate) const MAX_SERVER_DELAY: Duration = Duration::from_secs(300);
 
@@ -78,7 +82,7 @@ pub(crate) fn reconnect_delay(
         }
         Cause::GoingAway(hint) => {
             let hint = hint.min(MAX_SERVER_DELAY);
-            hint + hint.max(STORM_WINDOW).mul_f64(unit)
+            hint + (hint / 4).max(GOING_AWAY_JITTER).mul_f64(unit)
         }
     }
 }
@@ -103,9 +107,12 @@ mod tests {
             1,
             0.99,
         );
-        assert!(away <= MAX_SERVER_DELAY * 2, "{away:?}");
+        assert!(away <= MAX_SERVER_DELAY + MAX_SERVER_DELAY / 4, "{away:?}");
+        // The server's delay is honoured: never earlier, and only a little later.
         let away = reconnect_delay(&b, Cause::GoingAway(Duration::from_millis(100)), 1, 0.5);
-        assert_eq!(away, Duration::from_millis(1100));
+        assert_eq!(away, Duration::from_millis(350));
+        let away = reconnect_delay(&b, Cause::GoingAway(Duration::from_secs(20)), 1, 0.999);
+        assert!(away >= Duration::from_secs(20) && away < Duration::from_secs(25));
     }
 
     #[test]

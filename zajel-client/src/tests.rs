@@ -134,7 +134,6 @@ impl FakeConn {
             self.push(ServerFrame::Message { message: m });
         }
         self.push(ServerFrame::Synced {
-            re: id.clone(),
             state: SyncState::default(),
         });
         auth
@@ -494,7 +493,6 @@ async fn truncated_conversations_are_paged_in_after_sync() {
         });
     }
     conn.push(ServerFrame::Synced {
-        re: id,
         state: SyncState {
             truncated: vec![conv.clone()],
             ..SyncState::default()
@@ -673,7 +671,6 @@ async fn resume_is_bounded_and_the_rest_is_caught_up() {
         peer_read_seq: 0,
     };
     conn.push(ServerFrame::Synced {
-        re: id,
         state: SyncState {
             conversations: vec![summary],
             ..SyncState::default()

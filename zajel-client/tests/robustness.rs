@@ -625,12 +625,23 @@ async fn outbox_states_are_visible_and_refusals_are_reported() {
 
 /// Item 4: a node that closes all its sockets at once (shutdown: `going_away` with the
 /// server's delay) must not get its whole population back within a few milliseconds: the
-/// earlier client spread them over [delay, 1.5 × delay] (100–150 ms here); now the delay plus
-/// full jitter over at least 2 s.
+/// earlier client spread them over [delay, 1.5 × delay] (100–150 ms here). Now the server
+/// gives each connection its own delay, spread over a window that grows with the number it
+/// closes, and the client honours it (plus a little jitter of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_shutdown_spreads_the_reconnects() {
     let store = Arc::new(MemoryStore::new());
-    let server = Server::start(store.clone(), None, config()).await;
+    // 12 connections at 6 per second: the server spreads its advice over 2 s after the
+    // 100 ms base; each client adds at most max(delay / 4, 500 ms) of its own.
+    let server = Server::start(
+        store.clone(),
+        None,
+        ServerConfig {
+            reconnect_rate: 6,
+            ..config()
+        },
+    )
+    .await;
     let url = server.url();
     let mut clients = Vec::new();
     for i in 0..12 {
@@ -671,6 +682,10 @@ async fn a_node_shutdown_spreads_the_reconnects() {
     assert!(
         max - min >= Duration::from_millis(600),
         "spread out: {delays:?}"
+    );
+    assert!(
+        max <= Duration::from_millis(100 + 2000 + 525),
+        "the server's advice, plus a little client jitter: {delays:?}"
     );
     for (c, _) in &clients {
         c.close();

@@ -155,6 +155,20 @@ fn unknown_server_frames_are_tolerated() {
     assert_eq!(f, ServerFrame::Unknown);
 }
 
+/// `synced` is an event: it carries no `re` (only `auth_ok` answers `auth`), and a `re` from a
+/// server that still sends one is ignored.
+#[test]
+fn synced_is_an_event_without_re() {
+    let f = ServerFrame::Synced {
+        state: Default::default(),
+    };
+    let v: Value = serde_json::from_str(&f.encode()).unwrap();
+    assert_eq!(v["type"], "synced");
+    assert!(v.get("re").is_none(), "{v}");
+    let old = r#"{"type":"synced","re":"1","conversations":[],"friends":[],"truncated":[]}"#;
+    assert_eq!(ServerFrame::decode(old).unwrap(), f);
+}
+
 #[test]
 fn client_decode_errors_are_typed_and_echo_the_id() {
     let cases = [

@@ -77,8 +77,17 @@ pub struct ServerConfig {
     pub argon2_iterations: u32,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace_ms: u64,
-    /// Delay suggested to clients in `going_away`.
+    /// Delay suggested to clients in `going_away` at shutdown (the least; each connection's
+    /// delay adds its share of the spread, see `reconnect_rate`).
     pub reconnect_after_ms: u64,
+    /// Reconnects per second this node wants to absorb after closing many connections at once
+    /// (shutdown, a 4008 wave): each closed connection is told to come back after a delay drawn
+    /// uniformly over `connections / reconnect_rate` seconds (at most 4 minutes), in a
+    /// `going_away` frame sent just before the close.
+    pub reconnect_rate: u32,
+    /// Most resume replays running at once on this node; further ones wait their turn (after
+    /// `auth_ok`), so a population returning together queues instead of stampeding the store.
+    pub max_concurrent_replays: u32,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +120,8 @@ impl Default for ServerConfig {
             argon2_iterations: 2,
             shutdown_grace_ms: 10_000,
             reconnect_after_ms: 1000,
+            reconnect_rate: 500,
+            max_concurrent_replays: 16,
         }
     }
 }
@@ -304,6 +315,12 @@ mod standalone {
         /// Reconnect delay suggested in going_away, in ms [default: 1000].
         #[arg(long, env = "ZAJEL_RECONNECT_AFTER_MS")]
         pub reconnect_after_ms: Option<u64>,
+        /// Reconnects per second a mass close is spread for [default: 500].
+        #[arg(long, env = "ZAJEL_RECONNECT_RATE")]
+        pub reconnect_rate: Option<u32>,
+        /// Most resume replays running at once [default: 16].
+        #[arg(long, env = "ZAJEL_MAX_CONCURRENT_REPLAYS")]
+        pub max_concurrent_replays: Option<u32>,
     }
 
     /// The TOML file: standalone keys at the top, engine options in `[engine]`.
@@ -586,6 +603,8 @@ mod standalone {
                 argon2_iterations,
                 shutdown_grace_ms,
                 reconnect_after_ms,
+                reconnect_rate,
+                max_concurrent_replays,
             );
             Self {
                 listen: cli

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
     /// The hash verified when a login names no usable account (computed once, off the runtime).
     pub(crate) dummy_hash: tokio::sync::OnceCell<String>,
+    /// Bounds concurrent resume replays (`max_concurrent_replays`).
+    pub(crate) replays: crate::ws::ReplayGate,
     /// Engine events for the embedding app (see `events.rs`).
     pub(crate) events: crate::events::EventBus,
 }
@@ -89,6 +91,7 @@ impl Engine {
         let (shutdown_tx, _) = watch::channel(false);
         Engine {
             inner: Arc::new(Inner {
+                replays: crate::ws::ReplayGate::new(p.config.max_concurrent_replays),
                 login_by_pair: KeyedLimiter::per_minute(p.config.login_failures_per_minute),
                 login_by_account: KeyedLimiter::per_minute(
                     p.config.login_failures_per_account_per_minute,

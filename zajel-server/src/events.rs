@@ -1,11 +1,11 @@
 //! Engine events for the embedding application: a message was stored, a friendship changed,
-//! a user was created. Subscribe with [`Engine::subscribe`] to forward them to a
+//! a user was created or renamed. Subscribe with [`Engine::subscribe`] to forward them to a
 //! webhook, index them, or run the app's own logic.
 //!
 //! Every chat operation reports through [`crate::chat::ChatService::commit`], so a message
 //! sent over a WebSocket, over HTTP or with [`Engine::send_as`] produces the same event; user
 //! creation reports from the account paths (registration, first sign-in of an external
-//! identity).
+//! identity) and renames from [`Engine::rename_user`].
 //!
 //! Delivery is a [`tokio::sync::broadcast`] channel of [`EVENT_BUFFER`] events:
 //! * each event is emitted once, on the node that performed the operation (with several nodes,
@@ -28,8 +28,8 @@ pub const EVENT_BUFFER: usize = 4096;
 
 /// Something that happened in the engine (see the [module docs](self)).
 ///
-/// Serializes as JSON with a `type` tag (`message_stored`, `friend_changed`, `user_created`),
-/// ready for a webhook body.
+/// Serializes as JSON with a `type` tag (`message_stored`, `friend_changed`, `user_created`,
+/// `user_renamed`), ready for a webhook body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -55,6 +55,13 @@ pub enum EngineEvent {
     UserCreated {
         /// The new user.
         user: User,
+    },
+    /// A user changed their username ([`Engine::rename_user`], `POST /api/me/username`).
+    UserRenamed {
+        /// The user, with the new name.
+        user: User,
+        /// The name before.
+        previous: String,
     },
 }
 

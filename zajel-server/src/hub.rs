@@ -15,7 +15,7 @@
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, mpsc};
 use zajel_core::ConversationId;
@@ -78,12 +78,23 @@ impl Event {
 #[derive(Debug, Default)]
 pub struct ConnControl {
     code: AtomicU16,
+    /// How many connections were asked to close together with this one (see
+    /// [`ConnControl::close_in_wave`]).
+    wave: AtomicUsize,
     notify: Notify,
 }
 
 impl ConnControl {
     /// Requests a close with `code`; the first request wins.
     pub fn close(&self, code: u16) {
+        self.close_in_wave(code, 1);
+    }
+
+    /// Requests a close with `code` as one of `wave` connections closed at once. A close that
+    /// expects the client back (4008) tells it when, spread over a window that grows with the
+    /// wave (`reconnect_rate`), so a mass close does not come back as a stampede.
+    pub fn close_in_wave(&self, code: u16, wave: usize) {
+        self.wave.store(wave.max(1), Ordering::Release);
         if self
             .code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
@@ -91,6 +102,11 @@ impl ConnControl {
         {
             self.notify.notify_one();
         }
+    }
+
+    /// The size of the wave this connection was closed in (1 when alone).
+    pub fn wave(&self) -> usize {
+        self.wave.load(Ordering::Acquire).max(1)
     }
 
     /// Waits until a close was requested and returns its code.
@@ -273,23 +289,33 @@ impl Hub {
     /// close with `code` (e.g. 4008 after a gap in cross-node delivery, so that clients resume
     /// from their cursors). Returns how many were asked.
     pub fn close_older(&self, before: ConnId, code: u16) -> usize {
+        // Counted first: every connection of the wave learns its size (reconnect spread).
+        let wave: usize = self
+            .shards
+            .iter()
+            .map(|shard| {
+                let map = shard.read().unwrap_or_else(|e| e.into_inner());
+                map.values().flatten().filter(|e| e.id < before).count()
+            })
+            .sum();
         let mut n = 0;
         for shard in self.shards.iter() {
             let map = shard.read().unwrap_or_else(|e| e.into_inner());
             for e in map.values().flatten().filter(|e| e.id < before) {
-                e.control.close(code);
+                e.control.close_in_wave(code, wave);
                 n += 1;
             }
         }
         n
     }
 
-    /// Asks `user`'s connections whose id is below `before` to close with `code`.
-    pub fn close_user_older(&self, user: UserId, before: ConnId, code: u16) {
+    /// Asks `user`'s connections whose id is below `before` to close with `code`, as part of
+    /// a wave of about `wave` connections closed together (see [`ConnControl::close_in_wave`]).
+    pub fn close_user_older(&self, user: UserId, before: ConnId, code: u16, wave: usize) {
         let map = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
         if let Some(conns) = map.get(&user) {
             for e in conns.iter().filter(|e| e.id < before) {
-                e.control.close(code);
+                e.control.close_in_wave(code, wave);
             }
         }
     }

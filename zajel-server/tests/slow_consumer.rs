@@ -45,6 +45,13 @@ async fn lagging_client_is_closed_4008_and_resumes_without_loss() {
     // bob reads what was delivered, then the 4008 close.
     let (code, frames) = b.expect_close().await;
     assert_eq!(code, 4008);
+    // Told when to come back: alone in its wave, at once (the spread grows with the wave).
+    let away = frames.last().expect("frames before the close");
+    assert_eq!(away["type"], "going_away", "{away}");
+    assert!(
+        away["reconnect_after_ms"].as_u64().expect("number") <= 10,
+        "{away}"
+    );
     let got: Vec<u64> = frames
         .iter()
         .filter(|f| f["type"] == "message")

@@ -989,7 +989,8 @@ impl Driver {
                 conn.phase = Phase::Syncing;
                 None
             }
-            ServerFrame::Synced { re, state } if re.as_str() == conn.auth_id => {
+            // An event ending this connection's resume (`auth_ok` answered the `auth`).
+            ServerFrame::Synced { state } if conn.phase == Phase::Syncing => {
                 conn.phase = Phase::Online;
                 let first = !self.synced_once;
                 self.synced_once = true;

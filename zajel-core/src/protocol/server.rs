@@ -94,7 +94,8 @@ impl ErrorFrame {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
-    /// Authentication succeeded.
+    /// Authentication succeeded: the answer to `auth` (with `resume`, replayed `message`
+    /// events and then [`ServerFrame::Synced`] follow).
     AuthOk {
         /// Answers `auth`.
         re: RequestId,
@@ -104,14 +105,6 @@ pub enum ServerFrame {
         protocol: u32,
         /// Limits in force.
         limits: Limits,
-    },
-    /// Resume finished: replayed messages (as `message` events) precede this frame.
-    Synced {
-        /// Answers the `auth` that carried `resume`.
-        re: RequestId,
-        /// State now.
-        #[serde(flatten)]
-        state: SyncState,
     },
     /// Answers `ping`.
     Pong {
@@ -173,6 +166,14 @@ pub enum ServerFrame {
     /// Something went wrong.
     Error(ErrorFrame),
     // ---- events ----
+    /// Resume finished: replayed messages (as `message` events) precede this frame. An event
+    /// (no `re`): `auth_ok` is the one answer to `auth`, and this frame ends what that `auth`'s
+    /// `resume` started. A `re` sent by an older server is ignored.
+    Synced {
+        /// State now.
+        #[serde(flatten)]
+        state: SyncState,
+    },
     /// A new message in one of my conversations (also my own, sent from another device).
     Message {
         /// The message.

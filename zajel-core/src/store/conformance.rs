@@ -41,6 +41,8 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@cases $factory;
             users_create_and_lookup,
             users_reject_bad_input,
+            users_rename,
+            racing_renames_one_wins,
             sessions_lifecycle,
             edges_swap_atomically,
             friend_flow_updates_both_lists,
@@ -182,6 +184,99 @@ pub async fn users_reject_bad_input(store: DynStore) {
     assert_eq!(store.last_seen(ghost).await.unwrap(), None);
     assert_eq!(store.relations(ghost).await.unwrap(), vec![]);
     assert_eq!(store.conversations(ghost, 10).await.unwrap(), vec![]);
+}
+
+/// A rename frees the old name, claims the new one (case-insensitively unique), and a refused
+/// rename changes nothing.
+pub async fn users_rename(store: DynStore) {
+    let n = |s: &str| Username::parse(s).unwrap();
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let renamed = store.rename_user(alice.id, &n("Alicia")).await.unwrap();
+    assert_eq!(renamed.username, "Alicia");
+    assert_eq!(
+        (renamed.id, renamed.created_at),
+        (alice.id, alice.created_at)
+    );
+    assert_eq!(store.user(alice.id).await.unwrap(), Some(renamed.clone()));
+    assert_eq!(
+        store.user_by_username(&n("ALICIA")).await.unwrap(),
+        Some(renamed.clone())
+    );
+    assert_eq!(store.user_by_username(&n("alice")).await.unwrap(), None);
+    // The old name is free again.
+    let newcomer = store.create_user(&n("alice"), None, T0).await.unwrap();
+    assert_ne!(newcomer.id, alice.id);
+    // Another user's name, in any case, is refused and nothing changes.
+    assert_eq!(
+        store.rename_user(alice.id, &n("BOB")).await,
+        Err(StoreError::UsernameTaken)
+    );
+    assert_eq!(store.user(alice.id).await.unwrap(), Some(renamed.clone()));
+    assert_eq!(
+        store.user_by_username(&n("bob")).await.unwrap(),
+        Some(bob.clone())
+    );
+    assert_eq!(
+        store.user_by_username(&n("alicia")).await.unwrap(),
+        Some(renamed)
+    );
+    // A change of case only, and renaming to one's own name, are fine.
+    let cased = store.rename_user(alice.id, &n("alicia")).await.unwrap();
+    assert_eq!(cased.username, "alicia");
+    assert_eq!(
+        store.user_by_username(&n("Alicia")).await.unwrap(),
+        Some(cased.clone())
+    );
+    assert_eq!(
+        store.rename_user(alice.id, &n("alicia")).await.unwrap(),
+        cased
+    );
+    // The password survives a rename.
+    store
+        .set_password_hash(bob.id, "$argon2id$b")
+        .await
+        .unwrap();
+    store.rename_user(bob.id, &n("robert")).await.unwrap();
+    assert_eq!(
+        store.password_hash(bob.id).await.unwrap().as_deref(),
+        Some("$argon2id$b")
+    );
+    // An unknown user: refused, and the name is not claimed.
+    let ghost = UserId::new_random();
+    assert_eq!(
+        store.rename_user(ghost, &n("ghostly")).await,
+        Err(StoreError::UserNotFound)
+    );
+    store.create_user(&n("ghostly"), None, T0).await.unwrap();
+}
+
+/// Two users racing for one new name: exactly one gets it, the other keeps their old name.
+pub async fn racing_renames_one_wins(store: DynStore) {
+    let n = |s: &str| Username::parse(s).unwrap();
+    let a = user(&store, "anna").await;
+    let b = user(&store, "bert").await;
+    let (lower, upper) = (n("winner"), n("WINNER"));
+    let (ra, rb) = tokio::join!(
+        store.rename_user(a.id, &lower),
+        store.rename_user(b.id, &upper)
+    );
+    let wins = [ra.is_ok(), rb.is_ok()];
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{ra:?} {rb:?}");
+    let (winner, loser) = if wins[0] { (a.id, b) } else { (b.id, a) };
+    assert_eq!(
+        store
+            .user_by_username(&n("winner"))
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(winner)
+    );
+    assert_eq!(store.user(loser.id).await.unwrap(), Some(loser.clone()));
+    assert_eq!(
+        store.user_by_username(&n(&loser.username)).await.unwrap(),
+        Some(loser)
+    );
 }
 
 /// Sessions: lookup by (user, hash), expiry, delete one, delete all.

@@ -141,6 +141,27 @@ impl UserStore for MemoryStore {
         Ok(user)
     }
 
+    async fn rename_user(&self, id: UserId, new: &Username) -> StoreResult<User> {
+        let mut s = self.lock();
+        let old = s
+            .users
+            .get(&id)
+            .ok_or(StoreError::UserNotFound)?
+            .user
+            .username
+            .clone();
+        let key = new.canonical();
+        if s.usernames.get(&key).is_some_and(|owner| *owner != id) {
+            return Err(StoreError::UsernameTaken);
+        }
+        // Usernames are ASCII; the canonical form is the lower-case one (`Username::canonical`).
+        s.usernames.remove(&old.to_ascii_lowercase());
+        s.usernames.insert(key, id);
+        let row = s.users.get_mut(&id).ok_or(StoreError::UserNotFound)?;
+        row.user.username = new.as_str().to_owned();
+        Ok(row.user.clone())
+    }
+
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
         Ok(self.lock().users.get(&id).map(|r| r.user.clone()))
     }

@@ -161,6 +161,11 @@ pub trait UserStore: Send + Sync {
     async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>>;
     /// Sets or replaces the password hash. `UserNotFound` for unknown ids.
     async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()>;
+    /// Changes a user's username to `new` (the same uniqueness as `create_user`, case-
+    /// insensitive; a change of case only is allowed) and frees the old name. Returns the
+    /// updated user. `UsernameTaken` (nothing changed) if another user has the name;
+    /// `UserNotFound` for unknown ids.
+    async fn rename_user(&self, id: UserId, new: &Username) -> StoreResult<User>;
     /// Records when the user was last online. `UserNotFound` for unknown ids.
     async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()>;
     /// When the user was last online.

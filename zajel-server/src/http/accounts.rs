@@ -1,4 +1,4 @@
-//! Accounts over HTTP: register, login, logout, logout-all, session, me. The rules live in
+//! Accounts over HTTP: register, login, logout, logout-all, session, me, rename. The rules live in
 //! [`crate::sessions`]; this file reads requests and writes answers (body, cookie).
 
 use super::{ClientAddr, SESSION_COOKIE, parse_json, request_token, require_json};
@@ -141,6 +141,27 @@ pub(super) async fn session(
         token,
         expires_at: info.expires_at,
     }))
+}
+
+/// `{"username"}`.
+#[derive(Deserialize)]
+struct NewName {
+    username: String,
+}
+
+/// `POST /api/me/username {"username"}`: renames the signed-in user (see
+/// [`Engine::rename_user`]); answers `{"user"}`.
+pub(super) async fn rename(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<MeBody>, EngineError> {
+    require_json(&headers)?;
+    let token = request_token(&headers).ok_or_else(EngineError::unauthenticated)?;
+    let me = engine.sessions().resolve(&token).await?.user;
+    let NewName { username } = parse_json(&body)?;
+    let user = engine.rename_user(me.id, &username).await?;
+    Ok(Json(MeBody { user }))
 }
 
 pub(super) async fn me(

@@ -47,6 +47,7 @@ impl Engine {
             .route("/api/logout-all", post(accounts::logout_all))
             .route("/api/me", get(accounts::me))
             .route("/api/session", post(accounts::session))
+            .route("/api/me/username", post(accounts::rename))
             .route("/ws", get(crate::ws::ws_upgrade));
         if options.healthz {
             router = router.route("/healthz", get(ops::healthz));

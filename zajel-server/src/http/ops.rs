@@ -27,13 +27,41 @@ pub(super) async fn healthz(State(engine): State<Engine>) -> Response {
     }
 }
 
-#[cfg_attr(not(feature = "redis"), allow(unused_mut))]
 pub(super) async fn metrics(State(engine): State<Engine>) -> Response {
     let hub = &engine.inner.hub;
     let mut text = engine
         .inner
         .metrics
         .render(hub.lagged_total(), hub.delivered_total());
+    {
+        use std::fmt::Write;
+        let gate = &engine.inner.replays;
+        for (name, kind, help, v) in [
+            (
+                "zajel_replays_active",
+                "gauge",
+                "Resume replays running now (at most max_concurrent_replays).",
+                gate.active() as u64,
+            ),
+            (
+                "zajel_replays_peak",
+                "gauge",
+                "The most resume replays that ran at once since start.",
+                gate.peak() as u64,
+            ),
+            (
+                "zajel_replays_waited_total",
+                "counter",
+                "Resume replays that waited for a slot (the node was at max_concurrent_replays).",
+                gate.waited(),
+            ),
+        ] {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
     #[cfg(feature = "redis")]
     if let Some(b) = engine.redis_broker() {
         use std::fmt::Write;

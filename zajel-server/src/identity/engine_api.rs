@@ -117,6 +117,51 @@ impl Engine {
         ))
     }
 
+    /// Changes `user`'s username to `new`, with registration's rules: valid characters and
+    /// length, unique ignoring case (`username_taken` otherwise, and nothing changes); a
+    /// change of case only is allowed. The old name is free again at once. Friends see the new
+    /// name in their next friends list or sync (their entries are looked up by id); the
+    /// engine's subscribers get [`EngineEvent::UserRenamed`](crate::events::EngineEvent).
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: zajel_server::Engine, id: zajel_core::UserId) -> Result<(), zajel_server::EngineError> {
+    /// let user = engine.rename_user(id, "alice_b").await?;
+    /// assert_eq!(user.username, "alice_b");
+    /// # Ok(()) }
+    /// ```
+    pub async fn rename_user(&self, user: UserId, new: &str) -> Result<User, crate::EngineError> {
+        let name = zajel_core::Username::parse(new)?;
+        let store = self.store();
+        let previous = store
+            .user(user)
+            .await?
+            .ok_or_else(|| crate::EngineError::new(ErrorCode::UserNotFound, "no such user"))?
+            .username;
+        let renamed = match store.rename_user(user, &name).await {
+            Ok(u) => u,
+            Err(StoreError::UsernameTaken) => {
+                return Err(crate::EngineError::new(
+                    ErrorCode::UsernameTaken,
+                    "username is taken",
+                ));
+            }
+            Err(StoreError::UserNotFound) => {
+                return Err(crate::EngineError::new(
+                    ErrorCode::UserNotFound,
+                    "no such user",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(user = %user, from = %previous, to = %renamed.username, "renamed");
+        let event_user = renamed.clone();
+        self.emit(move || crate::events::EngineEvent::UserRenamed {
+            user: event_user,
+            previous,
+        });
+        Ok(renamed)
+    }
+
     /// Issues a session for `user`: the same token and expiry as a password login.
     pub async fn issue_session(&self, user: UserId) -> Result<SessionGrant, IdentityError> {
         let user = self

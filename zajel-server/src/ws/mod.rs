@@ -15,10 +15,13 @@
 
 mod handshake;
 mod limits;
+mod reconnect;
 mod replay;
+mod replay_gate;
 mod socket;
 
 pub(crate) use handshake::ws_upgrade;
+pub(crate) use replay_gate::ReplayGate;
 
 use crate::hub::CLOSE_LAGGED;
 

@@ -4,7 +4,7 @@ use super::CLOSE_INTERNAL;
 use super::socket::Conn;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
-use zajel_core::protocol::{RequestId, ResumeState, ServerFrame, SyncState, Unlisted};
+use zajel_core::protocol::{ResumeState, ServerFrame, SyncState, Unlisted};
 use zajel_core::{ConversationId, HistoryQuery, UserId};
 
 /// Largest history page read at once while replaying.
@@ -14,10 +14,13 @@ impl Conn {
     /// Resume: replays, per conversation, every message after the client's cursor (bounded by
     /// `replay_limit`), then `synced`. Live events queued meanwhile are sent afterwards, minus
     /// messages already replayed.
+    ///
+    /// `auth_ok` has already answered the `auth`, so nothing here carries its `re` (every
+    /// request is answered exactly once): `synced` is an event, and a store failure is a
+    /// connection-level `error` followed by close 1011.
     pub(super) async fn replay(
         &mut self,
         me: UserId,
-        re: RequestId,
         resume: ResumeState,
         known: &mut HashMap<ConversationId, u64>,
     ) -> bool {
@@ -31,7 +34,7 @@ impl Conn {
         {
             Ok(c) => c,
             Err(e) => {
-                self.answer(&e.to_frame(Some(re))).await;
+                self.answer(&e.to_frame(None)).await;
                 self.close(CLOSE_INTERNAL, "resume failed").await;
                 return false;
             }
@@ -78,7 +81,7 @@ impl Conn {
                 {
                     Ok(p) => p,
                     Err(e) => {
-                        self.answer(&crate::error::EngineError::from(&e).to_frame(Some(re)))
+                        self.answer(&crate::error::EngineError::from(&e).to_frame(None))
                             .await;
                         self.close(CLOSE_INTERNAL, "resume failed").await;
                         return false;
@@ -101,13 +104,12 @@ impl Conn {
         let friends = match engine.chat().friends(me).await {
             Ok(f) => f,
             Err(e) => {
-                self.answer(&e.to_frame(Some(re))).await;
+                self.answer(&e.to_frame(None)).await;
                 self.close(CLOSE_INTERNAL, "resume failed").await;
                 return false;
             }
         };
         let synced = ServerFrame::Synced {
-            re,
             state: SyncState {
                 conversations,
                 friends,

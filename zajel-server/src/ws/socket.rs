@@ -3,8 +3,8 @@
 
 use super::handshake::{Authed, Upgrade};
 use super::{
-    CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_TOO_LARGE, CLOSE_UNAUTHENTICATED,
-    close_reason,
+    CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_LAGGED, CLOSE_POLICY, CLOSE_TOO_LARGE,
+    CLOSE_UNAUTHENTICATED, close_reason,
 };
 use crate::chat::{Actor, Answer};
 use crate::engine::Engine;
@@ -152,14 +152,29 @@ impl Conn {
         .await;
     }
 
+    /// Shutdown: `going_away`, then close 1001. Every open connection is part of the wave.
     pub(super) async fn going_away(&mut self) {
+        let wave = self.engine.connection_count();
+        let base = self.engine.config().reconnect_after_ms;
+        self.close_expecting_return(CLOSE_GOING_AWAY, base, wave)
+            .await;
+    }
+
+    /// A close after which the client should come back (1001, 4008): a `going_away` frame
+    /// with this connection's share of the wave's spread (see `reconnect.rs`), then the close.
+    pub(super) async fn close_expecting_return(&mut self, code: u16, base_ms: u64, wave: usize) {
+        let reconnect_after_ms = super::reconnect::advice_ms(
+            base_ms,
+            wave,
+            self.engine.config().reconnect_rate,
+            super::reconnect::random_unit(),
+        );
         let frame = ServerFrame::GoingAway {
-            reason: "server shutting down".into(),
-            reconnect_after_ms: self.engine.config().reconnect_after_ms,
+            reason: close_reason(code).into(),
+            reconnect_after_ms,
         };
         if self.answer(&frame).await {
-            self.close(CLOSE_GOING_AWAY, close_reason(CLOSE_GOING_AWAY))
-                .await;
+            self.close(code, close_reason(code)).await;
         }
     }
 
@@ -307,7 +322,21 @@ impl Conn {
             chat.announce(user.id, true, None).await;
         }
         if alive && let Some(resume) = authed.resume {
-            alive = self.replay(user.id, authed.re, resume, &mut known).await;
+            // At most `max_concurrent_replays` per node; the rest queue here (live events
+            // wait in this connection's queue meanwhile, as during the replay itself).
+            let gate = &engine.inner.replays;
+            let slot = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => None,
+                slot = gate.enter() => slot,
+            };
+            match slot {
+                Some(_slot) => alive = self.replay(user.id, resume, &mut known).await,
+                None => {
+                    self.going_away().await;
+                    alive = false;
+                }
+            }
         }
         // Requests that touch the store run one at a time, in order, in the slow lane while the
         // loop keeps reading: a `ping` is answered at once and a `typing` runs beside them,
@@ -329,7 +358,12 @@ impl Conn {
                 }
                 code = sub.control.closed() => {
                     tracing::debug!(user = %user.id, code, "closing connection on hub request");
-                    self.close(code, close_reason(code)).await;
+                    if code == CLOSE_LAGGED {
+                        // Nothing is lost (the client resumes), but it must come back: when.
+                        self.close_expecting_return(code, 0, sub.control.wave()).await;
+                    } else {
+                        self.close(code, close_reason(code)).await;
+                    }
                     false
                 }
                 ev = sub.rx.recv() => match ev {

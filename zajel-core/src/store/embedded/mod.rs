@@ -303,6 +303,12 @@ impl UserStore for EmbeddedStore {
         .await
     }
 
+    async fn rename_user(&self, id: UserId, new: &Username) -> StoreResult<User> {
+        let (display, canonical) = (new.as_str().to_owned(), new.canonical());
+        self.write(move |tx| tx.rename_user(id, &display, &canonical))
+            .await
+    }
+
     async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()> {
         let hash = hash.to_owned();
         self.write(move |tx| tx.set_password_hash(id, hash)).await

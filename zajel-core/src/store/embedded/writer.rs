@@ -236,6 +236,30 @@ impl<'t> Tx<'t> {
         Ok(row.user)
     }
 
+    pub(super) fn rename_user(
+        &mut self,
+        id: UserId,
+        display: &str,
+        canonical: &str,
+    ) -> OpResult<User> {
+        let mut row = self.existing_user(id)?;
+        let owner = self
+            .usernames
+            .get(canonical)
+            .map_err(be)?
+            .map(|v| v.value());
+        if owner.is_some_and(|o| o != uid(id)) {
+            return Err(StoreError::UsernameTaken.into());
+        }
+        // The canonical form of a stored name (`Username::canonical`).
+        let old = row.user.username.to_ascii_lowercase();
+        self.usernames.remove(old.as_str()).map_err(fatal)?;
+        self.usernames.insert(canonical, uid(id)).map_err(fatal)?;
+        row.user.username = display.to_owned();
+        self.put_user(&row)?;
+        Ok(row.user)
+    }
+
     pub(super) fn set_password_hash(&mut self, id: UserId, hash: String) -> OpResult<()> {
         let mut row = self.existing_user(id)?;
         row.password_hash = Some(hash);

@@ -222,6 +222,10 @@ impl Keys {
 
 /// Escapes the characters that would end or split a hash tag (and the escape and separator
 /// characters themselves), so free-form issuer/subject strings keep one well-formed tag.
+/// Deletes a username claim if it belongs to `ARGV[1]` (compare-and-delete).
+const RELEASE_NAME: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
 fn tag_safe(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -782,6 +786,49 @@ impl UserStore for RedisStore {
 
     async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>> {
         opt_string(self.user_field(id, "pw").await?)
+    }
+
+    async fn rename_user(&self, id: UserId, new: &Username) -> StoreResult<User> {
+        let mut user = self.user(id).await?.ok_or(StoreError::UserNotFound)?;
+        let (old, canonical) = (user.username.to_ascii_lowercase(), new.canonical());
+        // Three single-slot steps, like `create_user` (name and user live in different
+        // slots). 1: claim the new name, the commit point (SET NX GET: claims it or names its
+        // owner; a retry finds its own claim).
+        let owner = self
+            .query(
+                ::redis::cmd("SET")
+                    .arg(self.keys.username(&canonical))
+                    .arg(id.to_string())
+                    .arg("NX")
+                    .arg("GET"),
+            )
+            .await?;
+        if opt_string(owner)?.is_some_and(|o| o != id.to_string()) {
+            return Err(StoreError::UsernameTaken);
+        }
+        // 2: the record.
+        let call = Call::new(&SCRIPTS.update_user)
+            .key(self.keys.user(id))
+            .arg("username")
+            .arg(new.as_str())
+            .arg("set");
+        if int::<u8>(self.eval(call, Retry::Once).await?, "update_user reply")? != 1 {
+            return Err(StoreError::UserNotFound);
+        }
+        // 3: free the old name, only if it is still ours. A crash before this step leaves the
+        // old name reserved for this user (nobody else can take it); nothing is lost.
+        if old != canonical {
+            self.query(
+                ::redis::cmd("EVAL")
+                    .arg(RELEASE_NAME)
+                    .arg(1)
+                    .arg(self.keys.username(&old))
+                    .arg(id.to_string()),
+            )
+            .await?;
+        }
+        user.username = new.as_str().to_owned();
+        Ok(user)
     }
 
     async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()> {

@@ -301,9 +301,10 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSende
                     // Connections registered after the (re)subscription receive every later
                     // publish, and a resume reads history after registering: spare them.
                     let before = shared.missable_before.load(Ordering::Acquire);
+                    let wave = users.len();
                     for u in users.iter().filter_map(|u| u.parse::<UserId>().ok()) {
                         tracing::info!(user = %u, "missed a cross-node event: closing (4008) to resume");
-                        hub.close_user_older(u, before, CLOSE_LAGGED);
+                        hub.close_user_older(u, before, CLOSE_LAGGED, wave);
                     }
                 }
             }

@@ -1,0 +1,132 @@
+//! A node closing many connections at once tells each when to come back, spread over a window
+//! that grows with the wave, and resumes queue behind `max_concurrent_replays` instead of
+//! stampeding the store (issue 8, item 4).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use zajel_server::ServerConfig;
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_spreads_the_return_over_the_wave() {
+    let server = TestServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        ServerConfig {
+            reconnect_after_ms: 500,
+            // 60 connections at 100/s: a 600 ms window after the 500 ms base.
+            reconnect_rate: 100,
+            max_connections_per_address: 1000,
+            ..test_config()
+        },
+    )
+    .await;
+    let addr = server.addr;
+    let mut clients = Vec::new();
+    for u in 0..4 {
+        let account = register(addr, &format!("user{u}")).await;
+        for _ in 0..15 {
+            clients.push(Client::login(addr, &account).await.0);
+        }
+    }
+    let stop = tokio::spawn(server.stop());
+    let mut asked = Vec::new();
+    for c in &mut clients {
+        let (code, frames) = c.expect_close().await;
+        assert_eq!(code, 1001);
+        let away: &Value = frames
+            .iter()
+            .find(|f| f["type"] == "going_away")
+            .expect("going_away before the close");
+        asked.push(away["reconnect_after_ms"].as_u64().expect("a number"));
+    }
+    stop.await.expect("stopped");
+    asked.sort_unstable();
+    let (min, max) = (asked[0], asked[asked.len() - 1]);
+    assert!(min >= 500, "never before the base delay: {asked:?}");
+    assert!(max <= 500 + 600, "within the wave's window: {asked:?}");
+    // Uniform over 600 ms: 60 draws cover well over half of it (a fixed delay would not).
+    assert!(max - min >= 300, "spread over the window: {asked:?}");
+    let mut distinct = asked.clone();
+    distinct.dedup();
+    assert!(distinct.len() >= 30, "{asked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_queue_behind_the_replay_cap() {
+    const CAP: u64 = 2;
+    const RESUMING: usize = 10;
+    const BACKLOG: u64 = 400;
+    let server = TestServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        ServerConfig {
+            max_concurrent_replays: CAP as u32,
+            max_body_bytes: 16 * 1024,
+            rate_per_second: 100_000,
+            rate_burst: 100_000,
+            ..test_config()
+        },
+    )
+    .await;
+    let addr = server.addr;
+    let alice = register(addr, "alice").await;
+    let bob = register(addr, "bob").await;
+    let (mut a, _) = Client::login(addr, &alice).await;
+    let (mut b, _) = Client::login(addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    b.close().await;
+    let conv = dm(&alice, &bob);
+    // 400 x 16 KiB per replay: far more than loopback socket buffers hold, so a replay stays
+    // running until its client reads, and the others must queue meanwhile.
+    let body = "x".repeat(16 * 1024);
+    for i in 1..=BACKLOG {
+        a.send_message(&conv, &body, &format!("k{i}")).await;
+    }
+    // Every device of bob resumes from 0 at once, and only then starts reading.
+    let mut devices = Vec::new();
+    for i in 0..RESUMING {
+        let mut c = Client::connect(addr, &format!("bob-{i}")).await;
+        let id = c.id();
+        c.send_raw(
+            &json!({"type": "auth", "id": id, "protocol": 1, "token": bob.token,
+                    "resume": {"cursors": {conv.clone(): 0}}})
+            .to_string(),
+        )
+        .await;
+        devices.push(c);
+    }
+    let readers: Vec<_> = devices
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                assert_eq!(c.expect("auth_ok").await["type"], "auth_ok");
+                for seq in 1..=BACKLOG {
+                    assert_eq!(c.expect("message").await["message"]["seq"], seq);
+                }
+                c.expect("synced").await;
+                c.close().await;
+            })
+        })
+        .collect();
+    for r in readers {
+        r.await.expect("every resume completes, in order");
+    }
+    let m = http(addr, "GET", "/metrics", None, &[]).await;
+    assert_eq!(m.status, 200);
+    let peak = metric(&m.body, "zajel_replays_peak");
+    let waited = metric(&m.body, "zajel_replays_waited_total");
+    assert!(peak <= CAP, "at most {CAP} replays at once, saw {peak}");
+    assert!(
+        waited >= RESUMING as u64 - CAP,
+        "the others queued: {waited}"
+    );
+    assert_eq!(metric(&m.body, "zajel_replays_active"), 0);
+    server.stop().await;
+}

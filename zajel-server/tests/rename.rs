@@ -1,0 +1,120 @@
+//! Changing a username later (issue 9 item 2): `POST /api/me/username` on the embedded store,
+//! with registration's rules; the old name is freed, the password keeps working under the new
+//! name, a friend sees the new name in their list, subscribers get `user_renamed`; refused
+//! renames change nothing.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::sync::Arc;
+use zajel_server::events::EngineEvent;
+
+async fn rename(addr: std::net::SocketAddr, token: &str, body: &str) -> HttpResponse {
+    http(
+        addr,
+        "POST",
+        "/api/me/username",
+        Some(body),
+        &[("Authorization", &format!("Bearer {token}"))],
+    )
+    .await
+}
+
+async fn login(addr: std::net::SocketAddr, username: &str) -> u16 {
+    let body = json!({"username": username, "password": "correct horse battery"}).to_string();
+    http(addr, "POST", "/api/login", Some(&body), &[])
+        .await
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_renames_themselves_and_friends_see_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(zajel_core::EmbeddedStore::open(dir.path()).expect("open"));
+    let server = TestServer::start(store, test_config()).await;
+    let addr = server.addr;
+    let alice = register(addr, "alice").await;
+    let bob = register(addr, "bob").await;
+    let (mut a, _) = Client::login(addr, &alice).await;
+    let (mut b, _) = Client::login(addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    let mut events = server.engine.subscribe();
+
+    // Refused: bad names, someone else's name in any case, no session, not JSON.
+    for (body, code) in [
+        (json!({"username": "a"}), "invalid_username"),
+        (json!({"username": "has space"}), "invalid_username"),
+        (json!({"username": "BOB"}), "username_taken"),
+        (json!({"name": "x"}), "invalid_field"),
+    ] {
+        let r = rename(addr, &alice.token, &body.to_string()).await;
+        assert_eq!(r.json()["code"], code, "{body}: {}", r.body);
+        assert!(r.status >= 400, "{}", r.status);
+    }
+    let r = http(
+        addr,
+        "POST",
+        "/api/me/username",
+        Some(&json!({"username": "mallory"}).to_string()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = rename(
+        addr,
+        "zs1.forged",
+        &json!({"username": "mallory"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(events.try_recv().is_err(), "refused renames report nothing");
+    assert_eq!(login(addr, "alice").await, 200, "nothing changed");
+
+    // The rename.
+    let r = rename(
+        addr,
+        &alice.token,
+        &json!({"username": "Alice_B"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["user"]["username"], "Alice_B");
+    assert_eq!(r.json()["user"]["id"], alice.id.as_str());
+    match events.try_recv() {
+        Ok(EngineEvent::UserRenamed { user, previous }) => {
+            assert_eq!(
+                (user.username.as_str(), previous.as_str()),
+                ("Alice_B", "alice")
+            );
+        }
+        other => panic!("expected user_renamed, got {other:?}"),
+    }
+
+    // The password opens the account under the new name only; the old name is free.
+    assert_eq!(login(addr, "alice_b").await, 200);
+    assert_eq!(login(addr, "alice").await, 401);
+    let newcomer = register(addr, "alice").await;
+    assert_ne!(newcomer.id, alice.id);
+
+    // bob's list shows the new name; the friendship and the session are untouched.
+    let list = b.call(json!({"type": "friends_list"})).await;
+    assert_eq!(list["friends"][0]["user"]["id"], alice.id.as_str());
+    assert_eq!(list["friends"][0]["user"]["username"], "Alice_B");
+    let me = http(
+        addr,
+        "GET",
+        "/api/me",
+        None,
+        &[("Authorization", &format!("Bearer {}", alice.token))],
+    )
+    .await;
+    assert_eq!(me.json()["user"]["username"], "Alice_B");
+    a.send_message(&dm(&alice, &bob), "still friends", "k1")
+        .await;
+    assert_eq!(
+        b.expect("message").await["message"]["body"],
+        "still friends"
+    );
+    server.stop().await;
+}
