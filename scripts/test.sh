@@ -14,6 +14,8 @@ ensure_wasm_target
 ensure_nextest
 ensure_chromium
 ensure_oidc_provider
+ensure_cargo_hack
+ensure_cargo_deny
 
 # Every step line carries the seconds since the start, so a slow CI run shows where the time went.
 step() { echo; echo "==> [${SECONDS} s] $*"; }
@@ -26,6 +28,41 @@ cargo fmt --all --check
 
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "feature combinations: zajel-core and zajel-server, each feature alone and none (cargo hack)"
+# Each feature alone and --no-default-features catch a cfg that only compiles next to another
+# feature; the defaults and the union are what clippy above just checked (excluded here).
+hack_log="$(mktemp)"
+cargo hack check -p zajel-core -p zajel-server --each-feature --exclude-all-features \
+    --exclude-features default 2>&1 | tee "$hack_log"
+if grep -q '^warning' "$hack_log"; then echo "feature combinations: warnings above"; exit 1; fi
+rm -f "$hack_log"
+# The binary without Redis: asking for it is a startup error naming the feature (only this
+# lean build can show it).
+cargo test -q -p zajel-server --lib --no-default-features --features cli,embedded config::
+
+step "embedder tree: zajel-server with default-features = false, features = [\"embedded\", \"memory\"]"
+embed_tree="$(cargo tree -p example-embed-axum -e normal --prefix none)"
+if grep -E '^(redis|clap|toml|tracing-subscriber) v' <<<"$embed_tree"; then
+  echo "examples/embed-axum (an embedder's features) pulls the crates above"; exit 1
+fi
+echo "$(sort -u <<<"$embed_tree" | wc -l) crates, none of redis, clap, toml, tracing-subscriber"
+
+step "packages: zajel-core, zajel-server, zajel-client as crates.io would get them (cargo package)"
+# One command in dependency order; the unpublished zajel-core is resolved from a temporary
+# local registry. This checks what publishing checks before building: version requirements on
+# every dependency, metadata, the file list (README, licenses; tests that read outside the
+# crate excluded). The verification build (each package compiled again from its .crate, with
+# its own feature resolution) took 23 min on this 2-core machine under load: it runs only with
+# ZAJEL_PACKAGE_VERIFY=1; the same sources are compiled by clippy, nextest and cargo doc here.
+if [[ "${ZAJEL_PACKAGE_VERIFY:-}" == "1" ]]; then verify=(); else verify=(--no-verify); fi
+cargo package -p zajel-core -p zajel-server -p zajel-client "${verify[@]}"
+
+step "cargo doc (workspace, no deps, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+
+step "cargo deny: licenses, bans, sources; advisories with a local RustSec database"
+bash scripts/deny.sh
 
 step "wasm32: zajel-core without default features; clippy on zajel-wasm (and zajel-client under it)"
 cargo build -p zajel-core --no-default-features --target wasm32-unknown-unknown

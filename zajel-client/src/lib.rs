@@ -54,8 +54,9 @@
 //! - **Reconnect.** Automatic, with jittered exponential backoff (250 ms doubling up to 30 s,
 //!   randomized by up to 50 %; see [`Backoff`]). The attempt counter resets once a connection
 //!   gets online. Closes a whole population gets at once (4008 "lagged", 1012, 1013) wait a
-//!   full-jitter delay over at least 2 s; a server `going_away` delay (clamped to 5 min) gets
-//!   full jitter on top. Closes retrying cannot fix (1002, 1003, 1007, 1009, 1010) stop the
+//!   full-jitter delay over at least 2 s; a server `going_away` delay (clamped to 5 min, and
+//!   already spread by the server over the connections it closed) is honoured, plus jitter
+//!   over `max(delay / 4, 500 ms)`. Closes retrying cannot fix (1002, 1003, 1007, 1009, 1010) stop the
 //!   client (`Closed`, with the server's error in [`Client::last_error`]). A connection that
 //!   stops answering pings is dropped and reconnected.
 //! - **Resume.** The client tracks, per conversation, the highest sequence up to which it has

@@ -1,4 +1,9 @@
 //! The server address: one base URL gives the HTTP API and the WebSocket endpoint.
+//!
+//! Hand-written rather than the `url` crate on purpose: this client also ships as wasm to
+//! browsers, and `url` brings IDNA with its Unicode tables (`idna`, `icu_*`) into that bundle
+//! to split `scheme://authority/prefix`, which needs none of it. The tests below pin the
+//! accepted forms.
 
 use crate::error::Error;
 

@@ -146,7 +146,8 @@ impl ServerConfig {
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub use standalone::{
-    Cli, ConfigError, EngineArgs, FileConfig, NodeSettings, Standalone, StoreChoice, StoreSettings,
+    Cli, ConfigError, EngineArgs, FileConfig, LogFormat, NodeSettings, Standalone, StoreChoice,
+    StoreSettings,
 };
 
 /// The standalone binary's configuration: clap flags > `ZAJEL_*` environment > TOML file >
@@ -215,6 +216,10 @@ mod standalone {
         /// Log filter (tracing `EnvFilter` syntax) [default: info]; `RUST_LOG` wins if set.
         #[arg(long, env = "ZAJEL_LOG")]
         pub log: Option<String>,
+        /// Log line format: `text` (colours only on a terminal) or `json` (one object per
+        /// line) [default: text].
+        #[arg(long, env = "ZAJEL_LOG_FORMAT", value_enum)]
+        pub log_format: Option<LogFormat>,
         /// Externally visible base URL, for OpenID Connect redirect URLs
         /// (`<url>/api/auth/oidc/<id>/callback`); overrides `[oidc] public_url`.
         #[arg(long, env = "ZAJEL_PUBLIC_URL")]
@@ -357,6 +362,8 @@ mod standalone {
         pub memory: Option<bool>,
         /// See `--log`.
         pub log: Option<String>,
+        /// See `--log-format`.
+        pub log_format: Option<LogFormat>,
         /// Engine options.
         pub engine: ServerConfig,
         /// OpenID Connect sign-in (`[oidc]` with `[[oidc.providers]]`, see `docs/identity.md`).
@@ -382,6 +389,8 @@ mod standalone {
         pub memory: bool,
         /// Log filter.
         pub log: String,
+        /// Log line format.
+        pub log_format: LogFormat,
         /// Engine configuration.
         pub engine: ServerConfig,
         /// OpenID Connect sign-in, when a provider is configured.
@@ -421,6 +430,17 @@ mod standalone {
             }
             c
         }
+    }
+
+    /// How log lines are written (to stderr).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+    #[serde(rename_all = "lowercase")]
+    pub enum LogFormat {
+        /// Human-readable lines; ANSI colours only when stderr is a terminal.
+        #[default]
+        Text,
+        /// One JSON object per line, for log collectors.
+        Json,
     }
 
     /// Store settings beyond the choice of store; `None` = the store's default.
@@ -645,6 +665,7 @@ mod standalone {
                 },
                 memory: cli.memory.or(file.memory).unwrap_or(false),
                 log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+                log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
                 engine,
                 oidc: oidc_settings(
                     file.oidc,

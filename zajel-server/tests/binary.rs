@@ -107,3 +107,63 @@ async fn static_dir_health_and_metrics() {
     c.close().await;
     assert_eq!(bin.terminate(), Some(0));
 }
+
+/// Runs the binary with stderr redirected to a file (not a terminal), stops it with SIGTERM and
+/// returns what it logged.
+fn logs_to_file(args: &[&str]) -> String {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("zajel.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zajel-server"))
+        .args(["--listen", "127.0.0.1:0", "--memory"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn zajel-server");
+    let stdout = child.stdout.take().expect("stdout");
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line
+            .expect("stdout")
+            .starts_with("zajel-server listening on")
+        {
+            break;
+        }
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(child.wait().expect("wait").success());
+    std::fs::read_to_string(&log).expect("read log")
+}
+
+#[test]
+fn logs_written_to_a_file_carry_no_colour_codes() {
+    let text = logs_to_file(&[]);
+    assert!(text.contains("listening"), "{text}");
+    assert!(text.contains("SIGTERM received"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape in a log file: {text:?}"
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let text = logs_to_file(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["message"] == "listening"),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}

@@ -1,7 +1,7 @@
 //! # zajel-wasm
 //!
 //! The wasm-bindgen layer of the `@zajel/client` npm package: a thin wrapper over
-//! [`zajel_client`] with no logic of its own. JavaScript sees one class, `ZajelClient`:
+//! `zajel_client` with no logic of its own. JavaScript sees one class, `ZajelClient`:
 //!
 //! * static `register` / `login(serverUrl, username, password)` → `Promise<Session>`,
 //!   `whoami(serverUrl, token)`, `logoutEverywhere(serverUrl, token)`;

@@ -174,6 +174,10 @@ pub(crate) fn request_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A cookie's value from the request's `Cookie` headers.
+///
+/// Hand-written rather than the `cookie` crate: the server only reads its own session cookie
+/// (an opaque token it set, never quoted or percent-encoded), and `cookie` would add `time`
+/// and `percent-encoding` to every embedder's tree for that.
 pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)

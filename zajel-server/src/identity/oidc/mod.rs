@@ -43,7 +43,7 @@ pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
 pub struct OidcProvider {
     /// Short id used in URLs (`google`, `corp`): 1-32 of `a-z 0-9 _ -`.
     pub id: String,
-    /// Label for a "Sign in with <name>" button.
+    /// Label for a "Sign in with `<name>`" button.
     pub name: String,
     /// Issuer URL; its discovery document is read on first use.
     pub issuer: String,
