@@ -55,7 +55,8 @@ def sent(path):
     if line.get("unanswered", 0):
         print(f"warning: {path}: {line['unanswered']} sends unanswered (server behind); "
               "counting acked messages", file=sys.stderr)
-    return line.get("acked", line["sent"])
+    # `load` lines count acked sends; `store-append` lines count appended messages.
+    return line.get("acked", line.get("messages", line.get("sent")))
 
 
 def short(name, width=110):
