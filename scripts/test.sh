@@ -37,9 +37,6 @@ cargo hack check -p zajel-core -p zajel-server --each-feature --exclude-all-feat
     --exclude-features default 2>&1 | tee "$hack_log"
 if grep -q '^warning' "$hack_log"; then echo "feature combinations: warnings above"; exit 1; fi
 rm -f "$hack_log"
-# The binary without Redis: asking for it is a startup error naming the feature (only this
-# lean build can show it).
-cargo test -q -p zajel-server --lib --no-default-features --features cli,embedded config::
 
 step "embedder tree: zajel-server with default-features = false, features = [\"embedded\", \"memory\"]"
 embed_tree="$(cargo tree -p example-embed-axum -e normal --prefix none)"
