@@ -799,7 +799,11 @@ mod standalone {
                 let s = Standalone::resolve(Cli::try_parse_from(args).unwrap(), Default::default());
                 assert_eq!(s.store().feature(), feature);
                 // This build.
-                assert_eq!(s.check_store().is_ok(), s.store().is_compiled(), "{feature}");
+                assert_eq!(
+                    s.check_store().is_ok(),
+                    s.store().is_compiled(),
+                    "{feature}"
+                );
                 // A binary built without that store: refused, naming the feature.
                 let Err(e) = s.check_store_against(|_| false) else {
                     panic!("{feature}: a store not compiled in was accepted");
