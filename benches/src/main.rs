@@ -105,6 +105,24 @@ async fn store_append(args: Args) -> Result<serde_json::Value> {
                 Timestamp::now(),
             )
             .await?;
+        // Stores refuse messages between non-friends.
+        let graph = zajel_core::FriendGraph::new(&*store);
+        graph
+            .apply(
+                hub.id,
+                peer.id,
+                zajel_core::FriendOp::Request,
+                Timestamp::now(),
+            )
+            .await?;
+        graph
+            .apply(
+                peer.id,
+                hub.id,
+                zajel_core::FriendOp::Accept,
+                Timestamp::now(),
+            )
+            .await?;
         let conv = ConversationId::direct(hub.id, peer.id);
         let batch = args.batch;
         tasks.push(tokio::spawn(async move {

@@ -243,6 +243,7 @@ async fn a_big_account_resumes_within_the_frame_limit() {
     let mut cursors = BTreeMap::new();
     for _ in 0..2000 {
         let peer = UserId::new_random();
+        befriend(&store, me, peer).await;
         let conv = ConversationId::direct(me, peer);
         append_silently(&store, &conv, peer, "old").await;
         cursors.insert(conv.clone(), 1);

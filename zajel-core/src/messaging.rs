@@ -1,15 +1,16 @@
 //! The messaging rules over a store: who may send where, and request validation.
 //!
-//! The store guarantees ordering, durability and idempotency; this module adds the product
-//! rules the server enforces (only friends message each other) so every server node and test
-//! applies the same ones.
+//! The store guarantees ordering, durability and idempotency, and checks the friends-only rule
+//! in the same atomic step as the append (so a block that has been acknowledged stops every
+//! later send, on any node); this module validates a send request before it reaches the
+//! store, so every server node and test applies the same rules.
 
 use crate::error::{ErrorCode, HasErrorCode, ValidationError};
-use crate::friends::{FriendError, UserPair};
+use crate::friends::FriendError;
 use crate::ids::{ConversationId, Timestamp, UserId};
 use crate::limits::{Body, IdempotencyKey};
 use crate::model::{Appended, NewMessage};
-use crate::store::{FriendStore, StoreError};
+use crate::store::{MessageStore, StoreError};
 
 /// Why a send was refused.
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +49,20 @@ impl From<FriendError> for SendError {
     }
 }
 
-/// Validates a send request and checks the friends-only rule, returning the message to append.
+/// Validates a send request (body, key, membership), returning the message to append. The
+/// friends-only rule is not checked here: [`MessageStore::append`] checks it atomically with
+/// the write (a check here would be a separate read that a block could overtake).
 /// `max_body` is the server's configured limit (capped at the protocol ceiling).
-pub async fn prepare_send<S: FriendStore + ?Sized>(
-    store: &S,
+///
+/// ```
+/// use zajel_core::{ConversationId, Timestamp, UserId, messaging::prepare_send};
+/// let (me, friend) = (UserId::new_random(), UserId::new_random());
+/// let conversation = ConversationId::direct(me, friend);
+/// let new = prepare_send(me, &conversation, "hi", "key-1", 4096, Timestamp(0)).unwrap();
+/// assert_eq!(new.body.as_str(), "hi");
+/// assert!(prepare_send(UserId::new_random(), &conversation, "hi", "k", 4096, Timestamp(0)).is_err());
+/// ```
+pub fn prepare_send(
     sender: UserId,
     conversation: &ConversationId,
     body: &str,
@@ -61,10 +72,8 @@ pub async fn prepare_send<S: FriendStore + ?Sized>(
 ) -> Result<NewMessage, SendError> {
     let body = Body::parse_with_max(body, max_body)?;
     let idempotency_key = IdempotencyKey::parse(idempotency_key)?;
-    let peer = conversation.peer_of(sender).ok_or(SendError::NotAMember)?;
-    let pair = UserPair::new(sender, peer).ok_or(SendError::NotAMember)?;
-    if !store.edge(pair).await?.are_friends() {
-        return Err(SendError::NotFriends);
+    if conversation.peer_of(sender).is_none() {
+        return Err(SendError::NotAMember);
     }
     Ok(NewMessage {
         conversation: conversation.clone(),
@@ -75,8 +84,8 @@ pub async fn prepare_send<S: FriendStore + ?Sized>(
     })
 }
 
-/// Convenience for one message: [`prepare_send`] then append.
-pub async fn send_one<S: FriendStore + crate::store::MessageStore + ?Sized>(
+/// Convenience for one message: [`prepare_send`] then append (which refuses non-friends).
+pub async fn send_one<S: MessageStore + ?Sized>(
     store: &S,
     sender: UserId,
     conversation: &ConversationId,
@@ -85,17 +94,16 @@ pub async fn send_one<S: FriendStore + crate::store::MessageStore + ?Sized>(
     at: Timestamp,
 ) -> Result<Appended, SendError> {
     let msg = prepare_send(
-        store,
         sender,
         conversation,
         body,
         idempotency_key,
         crate::limits::BODY_MAX_BYTES,
         at,
-    )
-    .await?;
+    )?;
     let mut results = store.append(vec![msg]).await;
     match results.pop() {
+        Some(Err(StoreError::NotFriends)) => Err(SendError::NotFriends),
         Some(r) => Ok(r?),
         None => Err(SendError::Store(StoreError::Backend(
             "append returned no result".into(),

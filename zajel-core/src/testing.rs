@@ -418,3 +418,21 @@ impl RedisCluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
+
+/// Makes `a` and `b` friends directly in the store (one `swap_edge` from "never met"), for
+/// tests that append messages: stores refuse messages between non-friends.
+/// Panics if the pair already has an edge or the store fails (test code).
+pub async fn befriend<S: crate::FriendStore + ?Sized>(
+    store: &S,
+    a: crate::UserId,
+    b: crate::UserId,
+) {
+    use crate::friends::{Edge, Link, UserPair};
+    let pair = UserPair::new(a, b).expect("two distinct users");
+    let friends = Edge {
+        link: Link::Friends,
+        ..Edge::default()
+    };
+    let swapped = store.swap_edge(pair, Edge::default(), friends).await;
+    assert_eq!(swapped, Ok(true), "befriend {a} and {b}");
+}

@@ -106,6 +106,7 @@ async fn recovers_after_the_disk_was_full() {
         .create_user(&Username::parse("bob").unwrap(), None, t0)
         .await
         .unwrap();
+    zajel_core::testing::befriend(&store, a.id, b.id).await;
     let conv = ConversationId::direct(a.id, b.id);
     assert!(store.health().is_ok());
 
@@ -148,10 +149,16 @@ async fn recovers_after_the_disk_was_full() {
         matches!(health, StoreHealth::Unavailable { .. }),
         "{health:?}"
     );
-    // While the disk stays full, writes keep failing, fast and typed.
+    // While the disk stays full, writes keep failing, fast and typed. (A batch of 64, half a
+    // MiB in one transaction: more than the pages a failed commit leaves free inside the file,
+    // which redb reuses, so "full" does not depend on the file's slack.)
     let started = Instant::now();
     let again = store
-        .append(vec![msg(&conv, a.id, "while-full".into())])
+        .append(
+            (0..64)
+                .map(|j| msg(&conv, a.id, format!("while-full-{j}")))
+                .collect(),
+        )
         .await
         .remove(0);
     assert!(
@@ -162,8 +169,10 @@ async fn recovers_after_the_disk_was_full() {
         "{again:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    // Not asserted here: health may already be back to `Ok`, because the writer's small probe
+    // commit can fit in the pages the failed batch freed inside the file (the first failure
+    // above is where health must say `Unavailable`).
     println!("while full: {again:?} / {:?}", store.health());
-    assert!(!store.health().is_ok());
 
     // Free the space: the store recovers by itself, no restart.
     std::fs::remove_file(&ballast).unwrap();

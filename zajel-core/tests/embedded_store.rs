@@ -44,6 +44,7 @@ async fn everything_survives_reopen_and_sequences_continue() {
         .unwrap();
     let b = store.create_user(&name("bob"), None, T0).await.unwrap();
     let c = store.create_user(&name("carol"), None, T0).await.unwrap();
+    let d = store.create_user(&name("dave"), None, T0).await.unwrap();
     let idp = ExternalIdentity::oidc("https://idp", "sub-a").unwrap();
     store.link_external(&idp, a.id, T0).await.unwrap();
     store.set_last_seen(b.id, Timestamp(42)).await.unwrap();
@@ -58,15 +59,17 @@ async fn everything_survives_reopen_and_sequences_continue() {
     g.apply(a.id, b.id, FriendOp::Request, T0).await.unwrap();
     g.apply(b.id, a.id, FriendOp::Accept, T0).await.unwrap();
     g.apply(c.id, a.id, FriendOp::Request, T0).await.unwrap();
+    g.apply(d.id, a.id, FriendOp::Request, T0).await.unwrap();
+    g.apply(a.id, d.id, FriendOp::Accept, T0).await.unwrap();
     let ab = ConversationId::direct(a.id, b.id);
-    let ac = ConversationId::direct(a.id, c.id);
+    let ad = ConversationId::direct(a.id, d.id);
     let batch: Vec<_> = (1..=5)
         .map(|i| msg(&ab, a.id, &format!("m{i}"), &format!("k{i}")))
         .collect();
     for r in store.append(batch).await {
         r.unwrap();
     }
-    store.append(vec![msg(&ac, c.id, "hey", "c1")]).await[0]
+    store.append(vec![msg(&ad, d.id, "hey", "d1")]).await[0]
         .clone()
         .unwrap();
     store.mark_read(&ab, b.id, 3).await.unwrap();
@@ -107,7 +110,11 @@ async fn everything_survives_reopen_and_sequences_continue() {
         .into_iter()
         .map(|e| (e.peer, e.relation))
         .collect();
-    let mut expected = vec![(b.id, Relation::Friends), (c.id, Relation::RequestReceived)];
+    let mut expected = vec![
+        (b.id, Relation::Friends),
+        (c.id, Relation::RequestReceived),
+        (d.id, Relation::Friends),
+    ];
     expected.sort();
     assert_eq!(rel, expected);
     assert_eq!(store.history(&ab, all(50)).await.unwrap(), history_before);
@@ -123,13 +130,13 @@ async fn everything_survives_reopen_and_sequences_continue() {
     assert!(retry.duplicate);
     assert_eq!(retry.message.seq, 1);
 
-    // Activity order survives: the reply moves ab back above ac.
+    // Activity order survives: the reply moves ab back above ad.
     let list = store.conversations(a.id, 10).await.unwrap();
     assert_eq!(
         list.iter()
             .map(|s| s.conversation.clone())
             .collect::<Vec<_>>(),
-        vec![ab.clone(), ac.clone()]
+        vec![ab.clone(), ad.clone()]
     );
     assert_eq!((list[0].last_seq, list[0].unread), (6, 1));
     let bob = store.conversations(b.id, 10).await.unwrap();
@@ -143,6 +150,7 @@ async fn concurrent_appends_share_commits() {
     assert_eq!(store.path(), dir.path().join("zajel.redb"));
     let a = store.create_user(&name("alice"), None, T0).await.unwrap();
     let b = store.create_user(&name("bob"), None, T0).await.unwrap();
+    zajel_core::testing::befriend(&*store, a.id, b.id).await;
     let conv = ConversationId::direct(a.id, b.id);
     let before = store.commit_count();
     const N: u64 = 500;
@@ -183,6 +191,7 @@ async fn corrupt_values_are_typed_errors() {
     let store = EmbeddedStore::open(&path).unwrap();
     let a = store.create_user(&name("alice"), None, T0).await.unwrap();
     let b = store.create_user(&name("bob"), None, T0).await.unwrap();
+    zajel_core::testing::befriend(&store, a.id, b.id).await;
     let conv = ConversationId::direct(a.id, b.id);
     for i in 1..=3 {
         store
@@ -292,6 +301,7 @@ async fn prune_deletes_expired_records() {
         .create_session(&session("moved", 60_000))
         .await
         .unwrap();
+    zajel_core::testing::befriend(&store, a.id, b.id).await;
     let conv = ConversationId::direct(a.id, b.id);
     let at = |key: &str, t: Timestamp| NewMessage {
         sent_at: t,
@@ -333,6 +343,9 @@ async fn thousand_concurrent_senders_share_fsyncs() {
     const SENDERS: usize = 1_000;
     const EACH: usize = 5;
     let users: Vec<UserId> = (0..SENDERS).map(|_| UserId::new_random()).collect();
+    for pair in users.chunks(2) {
+        zajel_core::testing::befriend(&*store, pair[0], pair[1]).await;
+    }
     let before = store.commit_count();
     let barrier = Arc::new(tokio::sync::Barrier::new(SENDERS));
     let tasks: Vec<_> = (0..SENDERS)

@@ -134,6 +134,15 @@ async fn acknowledged_writes_survive_a_redis_kill() {
         .await
         .unwrap();
     assert!(store.relations(bob.id).await.unwrap().is_empty());
+    // Friends again (messages are only stored between friends): a request and an accept.
+    graph
+        .apply(bob.id, alice.id, FriendOp::Request, Timestamp(8))
+        .await
+        .unwrap();
+    graph
+        .apply(alice.id, bob.id, FriendOp::Accept, Timestamp(9))
+        .await
+        .unwrap();
 
     // And those post-restart writes are durable as well. This time the first call after the
     // kill is a write: it meets the dropped connection and then NOSCRIPT, in one call.
@@ -151,5 +160,11 @@ async fn acknowledged_writes_survive_a_redis_kill() {
         (22, 22, 0)
     );
     assert_eq!(list[0].peer_read_seq, 21, "alice sent 21");
-    assert!(!store.edge(pair).await.unwrap().are_friends());
+    let edge = store.edge(pair).await.unwrap();
+    assert!(edge.are_friends());
+    assert_eq!(
+        edge.since,
+        Timestamp(9),
+        "the post-restart friend changes survived"
+    );
 }

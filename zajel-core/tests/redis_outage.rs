@@ -77,6 +77,7 @@ async fn setup(server: &RedisServer) -> (RedisStore, UserId, UserId) {
         .create_user(&Username::parse("bob").unwrap(), None, T0)
         .await
         .unwrap();
+    zajel_core::testing::befriend(&store, a.id, b.id).await;
     (store, a.id, b.id)
 }
 

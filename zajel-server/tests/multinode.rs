@@ -274,3 +274,250 @@ async fn pubsub_gap_closes_with_4008_and_resume_fills_it() {
     na.stop().await;
     nb.stop().await;
 }
+
+/// A store that holds every `append` at a gate until the test opens it: the point where the
+/// send path had passed its friendship check (before the check moved into the append) and had
+/// not yet written. Everything else goes straight to the wrapped store.
+struct GatedStore {
+    inner: RedisStore,
+    closed: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+mod gated {
+    use super::GatedStore;
+    use async_trait::async_trait;
+    use std::sync::atomic::Ordering;
+    use zajel_core::store::{
+        ExternalIdentity, ExternalUser, IdentityStore, LinkedIdentity, Pruned, RelationEntry,
+        StoreHealth, StoreResult, Unlink,
+    };
+    use zajel_core::*;
+
+    #[async_trait]
+    impl UserStore for GatedStore {
+        async fn create_user(
+            &self,
+            username: &Username,
+            password_hash: Option<&str>,
+            at: Timestamp,
+        ) -> StoreResult<User> {
+            self.inner.create_user(username, password_hash, at).await
+        }
+        async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+            self.inner.user(id).await
+        }
+        async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
+            self.inner.user_by_username(username).await
+        }
+        async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>> {
+            self.inner.password_hash(id).await
+        }
+        async fn set_password_hash(&self, id: UserId, hash: &str) -> StoreResult<()> {
+            self.inner.set_password_hash(id, hash).await
+        }
+        async fn rename_user(&self, id: UserId, new: &Username) -> StoreResult<User> {
+            self.inner.rename_user(id, new).await
+        }
+        async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {
+            self.inner.set_last_seen(id, at).await
+        }
+        async fn last_seen(&self, id: UserId) -> StoreResult<Option<Timestamp>> {
+            self.inner.last_seen(id).await
+        }
+    }
+
+    #[async_trait]
+    impl SessionStore for GatedStore {
+        async fn create_session(&self, session: &Session) -> StoreResult<()> {
+            self.inner.create_session(session).await
+        }
+        async fn session(
+            &self,
+            user: UserId,
+            token_hash: &str,
+            now: Timestamp,
+        ) -> StoreResult<Option<Session>> {
+            self.inner.session(user, token_hash, now).await
+        }
+        async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
+            self.inner.delete_session(user, token_hash).await
+        }
+        async fn delete_user_sessions(&self, user: UserId) -> StoreResult<u64> {
+            self.inner.delete_user_sessions(user).await
+        }
+    }
+
+    #[async_trait]
+    impl FriendStore for GatedStore {
+        async fn edge(&self, pair: friends::UserPair) -> StoreResult<friends::Edge> {
+            self.inner.edge(pair).await
+        }
+        async fn swap_edge(
+            &self,
+            pair: friends::UserPair,
+            expected: friends::Edge,
+            new: friends::Edge,
+        ) -> StoreResult<bool> {
+            self.inner.swap_edge(pair, expected, new).await
+        }
+        async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
+            self.inner.relations(user).await
+        }
+    }
+
+    #[async_trait]
+    impl MessageStore for GatedStore {
+        async fn append(&self, batch: Vec<NewMessage>) -> Vec<StoreResult<Appended>> {
+            if self.closed.load(Ordering::SeqCst) {
+                self.reached.notify_one();
+                if let Ok(permit) = self.release.acquire().await {
+                    permit.forget();
+                }
+            }
+            self.inner.append(batch).await
+        }
+        async fn history(
+            &self,
+            conversation: &ConversationId,
+            query: HistoryQuery,
+        ) -> StoreResult<HistoryPage> {
+            self.inner.history(conversation, query).await
+        }
+        async fn last_seq(&self, conversation: &ConversationId) -> StoreResult<u64> {
+            self.inner.last_seq(conversation).await
+        }
+        async fn conversations(
+            &self,
+            user: UserId,
+            limit: u32,
+        ) -> StoreResult<Vec<ConversationSummary>> {
+            self.inner.conversations(user, limit).await
+        }
+        async fn mark_read(
+            &self,
+            conversation: &ConversationId,
+            user: UserId,
+            seq: u64,
+        ) -> StoreResult<ReadMark> {
+            self.inner.mark_read(conversation, user, seq).await
+        }
+    }
+
+    #[async_trait]
+    impl IdentityStore for GatedStore {
+        async fn create_external_user(
+            &self,
+            username: &Username,
+            identity: &ExternalIdentity,
+            at: Timestamp,
+        ) -> StoreResult<ExternalUser> {
+            self.inner
+                .create_external_user(username, identity, at)
+                .await
+        }
+        async fn link_external(
+            &self,
+            identity: &ExternalIdentity,
+            user: UserId,
+            at: Timestamp,
+        ) -> StoreResult<()> {
+            self.inner.link_external(identity, user, at).await
+        }
+        async fn external_user(&self, identity: &ExternalIdentity) -> StoreResult<Option<UserId>> {
+            self.inner.external_user(identity).await
+        }
+        async fn external_identities(&self, user: UserId) -> StoreResult<Vec<LinkedIdentity>> {
+            self.inner.external_identities(user).await
+        }
+        async fn unlink_external(
+            &self,
+            identity: &ExternalIdentity,
+            user: UserId,
+        ) -> StoreResult<Unlink> {
+            self.inner.unlink_external(identity, user).await
+        }
+    }
+
+    #[async_trait]
+    impl Store for GatedStore {
+        fn health(&self) -> StoreHealth {
+            self.inner.health()
+        }
+        async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
+            self.inner.prune(now).await
+        }
+    }
+}
+
+/// Issue 7 item 7 across nodes. Node 1's send is held between the friendship check and the
+/// append (its store's gate); bob blocks alice on node 2 and is answered; then node 1's append
+/// goes on. It must be refused (`not_friends`, like any send to a non-friend), stored nowhere
+/// and delivered to nobody. When the check was a separate read before the append, this
+/// message was stored and delivered to bob after his block was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_acknowledged_on_another_node_stops_a_send_in_flight() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let gated = Arc::new(GatedStore {
+        inner: RedisStore::connect(&url).await.expect("redis store"),
+        closed: Default::default(),
+        reached: Default::default(),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let broker = RedisBroker::connect(&url, broker_config("n1"))
+        .await
+        .expect("redis broker");
+    let n1 = TestServer::serve(
+        Engine::builder(gated.clone(), test_config())
+            .redis_broker(broker)
+            .build(),
+    )
+    .await;
+    let n2 = node(&url, "n2").await;
+    let alice = register(n1.addr, "alice").await;
+    let bob = register(n2.addr, "bob").await;
+    let (mut a, mut b) = friends_at(n1.addr, &alice, n2.addr, &bob).await;
+    let conv = dm(&alice, &bob);
+    exchange(&mut a, &mut b, &conv).await;
+
+    gated
+        .closed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = a.id();
+    let send = json!({"type": "send", "id": id, "conversation": conv, "body": "late", "idempotency_key": "k3"});
+    a.send_raw(&send.to_string()).await;
+    tokio::time::timeout(Duration::from_secs(5), gated.reached.notified())
+        .await
+        .expect("the send reached its append");
+    let blocked = b.call(json!({"type": "block", "user_id": alice.id})).await;
+    assert_eq!(blocked["relation"], "blocked", "{blocked}");
+    gated
+        .closed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    gated.release.add_permits(1);
+
+    let answer = a.answer(&id).await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["code"].as_str()),
+        (Some("error"), Some("not_friends")),
+        "{answer}"
+    );
+    let seen = b.frames_within(300).await;
+    assert!(
+        seen.iter().all(|f| f["type"] != "message"),
+        "delivered after the block: {seen:?}"
+    );
+    assert_eq!(seqs(&b.history(&conv, json!({})).await), vec![1, 2]);
+    // Read marks obey the same rule.
+    let read = a
+        .call(json!({"type": "mark_read", "conversation": conv, "seq": 2}))
+        .await;
+    assert_eq!(read["code"], "not_friends", "{read}");
+
+    a.close().await;
+    b.close().await;
+    n1.stop().await;
+    n2.stop().await;
+}

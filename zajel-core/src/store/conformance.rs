@@ -60,6 +60,7 @@ macro_rules! store_conformance_tests {
             conversation_list_and_unread,
             read_marks_move_forward_only,
             friends_only_messaging,
+            append_after_block_is_refused,
             expired_sessions_are_pruned,
             idempotency_window,
         );
@@ -659,6 +660,7 @@ pub async fn racing_crossed_requests_make_friends(store: DynStore) {
 pub async fn append_and_read_back(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
+    friends(&store, &a, &b).await;
     let conv = ConversationId::direct(a.id, b.id);
     let first = append1(&store, msg(&conv, a.id, "hello", "k1"))
         .await
@@ -703,6 +705,7 @@ pub async fn append_rejects_non_member(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
     let c = user(&store, "carol").await;
+    friends(&store, &a, &b).await;
     let conv = ConversationId::direct(a.id, b.id);
     assert_eq!(
         append1(&store, msg(&conv, c.id, "intruder", "k")).await,
@@ -717,6 +720,7 @@ pub async fn append_rejects_non_member(store: DynStore) {
 pub async fn idempotent_retry_stores_once(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
+    friends(&store, &a, &b).await;
     let conv = ConversationId::direct(a.id, b.id);
     let first = append1(&store, msg(&conv, a.id, "once", "retry-me"))
         .await
@@ -761,6 +765,8 @@ pub async fn batch_append_mixed(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
     let c = user(&store, "carol").await;
+    friends(&store, &a, &b).await;
+    friends(&store, &a, &c).await;
     let ab = ConversationId::direct(a.id, b.id);
     let ac = ConversationId::direct(a.id, c.id);
     let results = store
@@ -790,6 +796,7 @@ pub async fn batch_append_mixed(store: DynStore) {
 pub async fn concurrent_appends_are_gap_free(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
+    friends(&store, &a, &b).await;
     let conv = ConversationId::direct(a.id, b.id);
     let (tasks, per_task) = (8u64, 25u64);
     let per_task_msgs = per_task + per_task / 5;
@@ -828,6 +835,7 @@ pub async fn concurrent_appends_are_gap_free(store: DynStore) {
 pub async fn history_paging(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
+    friends(&store, &a, &b).await;
     let conv = ConversationId::direct(a.id, b.id);
     let batch: Vec<_> = (1..=12)
         .map(|i| msg(&conv, a.id, &format!("m{i}"), &format!("k{i}")))
@@ -860,6 +868,7 @@ pub async fn history_paging(store: DynStore) {
 pub async fn history_rejects_invalid_cursors(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
+    friends(&store, &a, &b).await;
     let conv = ConversationId::direct(a.id, b.id);
     append1(&store, msg(&conv, a.id, "one", "k")).await.unwrap();
     for bad in [
@@ -882,6 +891,8 @@ pub async fn conversation_list_and_unread(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
     let c = user(&store, "carol").await;
+    friends(&store, &a, &b).await;
+    friends(&store, &a, &c).await;
     let ab = ConversationId::direct(a.id, b.id);
     let ac = ConversationId::direct(a.id, c.id);
     append1(&store, msg(&ab, b.id, "b1", "1")).await.unwrap();
@@ -933,6 +944,7 @@ pub async fn read_marks_move_forward_only(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
     let c = user(&store, "carol").await;
+    friends(&store, &a, &b).await;
     let ab = ConversationId::direct(a.id, b.id);
     for i in 1..=3 {
         append1(&store, msg(&ab, b.id, "m", &format!("{i}")))
@@ -991,9 +1003,7 @@ pub async fn friends_only_messaging(store: DynStore) {
         code(send_one(&*store, a.id, &ab, "hi", "", T0).await),
         Err(ErrorCode::InvalidIdempotencyKey)
     );
-    let err = prepare_send(&*store, a.id, &ab, "short", "k4", 3, T0)
-        .await
-        .unwrap_err();
+    let err = prepare_send(a.id, &ab, "short", "k4", 3, T0).unwrap_err();
     assert_eq!(
         err.code(),
         ErrorCode::BodyTooLong,
@@ -1012,6 +1022,112 @@ pub async fn friends_only_messaging(store: DynStore) {
         code(send_one(&*store, a.id, &ab, "hi", "k5", T0).await),
         Err(ErrorCode::NotFriends)
     );
+}
+
+/// The friends-only rule is the store's, checked in the same atomic step as the write. A send
+/// validated while the two were friends (the old path checked the edge here, then appended)
+/// and appended after a block was acknowledged is refused with `NotFriends`, and nothing is
+/// written: no sequence, no idempotency record (the key stays fresh), no list entry, no read
+/// mark. The same after an unblock (the block ended the friendship) and between strangers;
+/// `mark_read` obeys the same rule; a batch refuses only the items of that pair.
+pub async fn append_after_block_is_refused(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    friends(&store, &a, &b).await;
+    friends(&store, &a, &c).await;
+    let (ab, ac, bc) = (
+        ConversationId::direct(a.id, b.id),
+        ConversationId::direct(a.id, c.id),
+        ConversationId::direct(b.id, c.id),
+    );
+    let first = append1(&store, msg(&ab, b.id, "before", "k0"))
+        .await
+        .unwrap();
+    // Validated while they were friends...
+    let pending = prepare_send(
+        a.id,
+        &ab,
+        "after the block",
+        "k1",
+        crate::limits::BODY_MAX_BYTES,
+        T0,
+    )
+    .unwrap();
+    // ...then the block is acknowledged...
+    let graph = FriendGraph::new(&*store);
+    graph.apply(b.id, a.id, FriendOp::Block, T0).await.unwrap();
+    // ...so the append is refused, with the same error as never-friends (a block is not
+    // revealed), and nothing is written.
+    assert_eq!(append1(&store, pending).await, Err(StoreError::NotFriends));
+    let results = store
+        .append(vec![
+            msg(&ab, b.id, "from the blocker", "k2"),
+            msg(&ac, a.id, "to another friend", "k1"),
+            msg(&ab, b.id, "retry of a stored key", "k0"),
+        ])
+        .await;
+    assert_eq!(results[0], Err(StoreError::NotFriends));
+    assert_eq!(results[1].as_ref().map(|x| x.message.seq), Ok(1));
+    assert_eq!(results[2], Err(StoreError::NotFriends));
+    assert_eq!(
+        StoreError::NotFriends.code(),
+        ErrorCode::NotFriends,
+        "the same code as a send to a non-friend"
+    );
+    assert_eq!(store.last_seq(&ab).await.unwrap(), 1);
+    let page = store.history(&ab, q(None, None, 10)).await.unwrap();
+    assert_eq!(page.messages, vec![first.message.clone()]);
+    // Read marks: refused for both sides, the marks stay where they were.
+    assert_eq!(
+        store.mark_read(&ab, a.id, 1).await,
+        Err(StoreError::NotFriends)
+    );
+    assert_eq!(
+        store.mark_read(&ab, b.id, 1).await,
+        Err(StoreError::NotFriends)
+    );
+    let list = store.conversations(a.id, 10).await.unwrap();
+    let row = list.iter().find(|s| s.conversation == ab).unwrap();
+    assert_eq!((row.last_seq, row.read_seq, row.unread), (1, 0, 1));
+    assert_eq!(
+        list[0].conversation, ac,
+        "the refused sends did not move ab up"
+    );
+    // An unblock does not restore the friendship: still refused.
+    graph
+        .apply(b.id, a.id, FriendOp::Unblock, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        append1(&store, msg(&ab, a.id, "after the unblock", "k1")).await,
+        Err(StoreError::NotFriends)
+    );
+    // Strangers: refused, and no conversation appears.
+    assert_eq!(
+        append1(&store, msg(&bc, c.id, "hello stranger", "k1")).await,
+        Err(StoreError::NotFriends)
+    );
+    assert_eq!(store.last_seq(&bc).await.unwrap(), 0);
+    assert!(
+        store
+            .conversations(c.id, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.conversation != bc)
+    );
+    // Friends again: the refused key was never recorded, so it is a new message.
+    graph
+        .apply(a.id, b.id, FriendOp::Request, T0)
+        .await
+        .unwrap();
+    graph.apply(b.id, a.id, FriendOp::Accept, T0).await.unwrap();
+    let again = append1(&store, msg(&ab, a.id, "friends again", "k1"))
+        .await
+        .unwrap();
+    assert_eq!((again.message.seq, again.duplicate), (2, false));
+    assert_eq!(store.mark_read(&ab, b.id, 2).await.unwrap().seq, 2);
 }
 
 /// Expired sessions are deleted, not just hidden: after a later sign-in and a prune, a session
@@ -1060,6 +1176,7 @@ pub async fn idempotency_window(store: DynStore) {
     const DAY: i64 = 24 * 60 * 60 * 1000;
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
+    friends(&store, &a, &b).await;
     let conv = ConversationId::direct(a.id, b.id);
     let at = |t: Timestamp, key: &str| NewMessage {
         sent_at: t,

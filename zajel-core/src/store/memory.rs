@@ -278,6 +278,16 @@ impl FriendStore for MemoryStore {
 }
 
 impl State {
+    /// `NotFriends` unless the pair's edge says friends (the rule `append` and `mark_read`
+    /// check atomically with their write).
+    fn require_friends(&self, a: UserId, b: UserId) -> StoreResult<()> {
+        let pair = UserPair::new(a, b).ok_or(StoreError::NotAMember)?;
+        match self.edges.get(&pair).is_some_and(Edge::are_friends) {
+            true => Ok(()),
+            false => Err(StoreError::NotFriends),
+        }
+    }
+
     fn append_one(&mut self, m: NewMessage) -> StoreResult<Appended> {
         let Some((lo, hi)) = m.conversation.participants() else {
             return Err(StoreError::NotAMember);
@@ -285,6 +295,8 @@ impl State {
         if m.sender != lo && m.sender != hi {
             return Err(StoreError::NotAMember);
         }
+        // Under the same lock as `swap_edge`: a block that returned is seen here.
+        self.require_friends(lo, hi)?;
         let conv = self
             .conversations
             .entry(m.conversation.clone())
@@ -401,10 +413,12 @@ impl MessageStore for MemoryStore {
         user: UserId,
         seq: u64,
     ) -> StoreResult<ReadMark> {
-        if !conversation.has_member(user) {
-            return Err(StoreError::NotAMember);
-        }
+        let (lo, hi) = conversation
+            .participants()
+            .filter(|(lo, hi)| user == *lo || user == *hi)
+            .ok_or(StoreError::NotAMember)?;
         let mut s = self.lock();
+        s.require_friends(lo, hi)?;
         let last = s
             .conversations
             .get(conversation)
@@ -473,6 +487,17 @@ mod tests {
             };
             store.create_session(&s).await.unwrap();
         }
+        let friends = Edge {
+            link: crate::friends::Link::Friends,
+            ..Edge::default()
+        };
+        let pair = UserPair::new(a.id, b).unwrap();
+        assert!(
+            store
+                .swap_edge(pair, Edge::default(), friends)
+                .await
+                .unwrap()
+        );
         let conv = ConversationId::direct(a.id, b);
         let at = |key: &str, t: Timestamp| NewMessage {
             conversation: conv.clone(),

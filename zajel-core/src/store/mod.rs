@@ -18,6 +18,9 @@
 //!   and no repeats under any concurrency; a repeated (conversation, sender, idempotency key)
 //!   returns the first message with `duplicate: true` and stores nothing.
 //! * `swap_edge` is atomic: of two racing swaps from the same expected edge, exactly one wins.
+//! * `append` and `mark_read` check the friends-only rule (the pair's [`Edge`]) in the same
+//!   atomic step as their write: once a `swap_edge` that ends the friendship (block, removal)
+//!   has returned, no later `append` or `mark_read` of that pair succeeds, on any node.
 //! * A rejected call (typed [`StoreError`]) changes nothing.
 
 use crate::error::{ErrorCode, HasErrorCode};
@@ -67,6 +70,12 @@ pub enum StoreError {
     /// The user is not a member of the conversation.
     #[error("not a member of this conversation")]
     NotAMember,
+    /// The conversation's two members are not friends (never were, removed, or blocked either
+    /// way), so nobody may message or mark read there. Checked in the same atomic step as
+    /// the write it refuses; which of the reasons applies is never told (a block stays
+    /// hidden).
+    #[error("you can only message friends")]
+    NotFriends,
     /// A cursor or read mark outside the conversation.
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),
@@ -97,6 +106,7 @@ impl HasErrorCode for StoreError {
             StoreError::UserNotFound => ErrorCode::UserNotFound,
             StoreError::IdentityTaken => ErrorCode::InvalidCredentials,
             StoreError::NotAMember => ErrorCode::ConversationNotFound,
+            StoreError::NotFriends => ErrorCode::NotFriends,
             StoreError::InvalidCursor(_) => ErrorCode::InvalidCursor,
             StoreError::Backend(_) | StoreError::Corrupt(_) => ErrorCode::Internal,
             StoreError::Unavailable { .. } => ErrorCode::Unavailable,
@@ -210,7 +220,9 @@ pub trait MessageStore: Send + Sync {
     /// Appends messages, returning one result per input, in order. Backends batch the whole
     /// slice (one transaction, one pipeline) so callers can coalesce concurrent sends.
     /// Each message is stored before its `Ok` is returned. `NotAMember` if the sender is not in
-    /// the conversation.
+    /// the conversation; `NotFriends` (nothing written, not even for a repeated idempotency
+    /// key) unless the two members are friends at the moment of the append: the check reads
+    /// the pair's edge in the same atomic step as the write.
     async fn append(&self, batch: Vec<NewMessage>) -> Vec<StoreResult<Appended>>;
     /// A page of history (see [`HistoryQuery`]); `InvalidCursor` for bounds outside the log.
     async fn history(
@@ -227,7 +239,9 @@ pub trait MessageStore: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<ConversationSummary>>;
     /// Moves the user's read mark forward to `seq` (never back). `InvalidCursor` if `seq`
-    /// is past the newest message; `NotAMember` if the user is not in the conversation.
+    /// is past the newest message; `NotAMember` if the user is not in the conversation;
+    /// `NotFriends` (nothing changed) unless the two members are friends, checked atomically
+    /// with the write like [`MessageStore::append`].
     async fn mark_read(
         &self,
         conversation: &ConversationId,

@@ -206,7 +206,7 @@ mod tests {
     use crate::limits::{Body, IdempotencyKey};
     use crate::model::{Message, NewMessage};
     use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
-    use crate::store::{HistoryQuery, MessageStore, SessionStore, Store};
+    use crate::store::{FriendStore, HistoryQuery, MessageStore, SessionStore, Store};
     use redb::{Database, ReadableDatabase};
 
     const W: u64 = 1_000;
@@ -315,6 +315,20 @@ mod tests {
                 ..EmbeddedOptions::default()
             };
             let store = EmbeddedStore::open_with(&path, options.clone()).unwrap();
+            // Messages are only stored between friends.
+            let friends = crate::friends::Edge {
+                link: crate::friends::Link::Friends,
+                ..Default::default()
+            };
+            for peer in [b, c] {
+                let pair = crate::friends::UserPair::new(a, peer).unwrap();
+                assert!(
+                    store
+                        .swap_edge(pair, Default::default(), friends)
+                        .await
+                        .unwrap()
+                );
+            }
             assert_eq!(store.last_seq(&ab).await.unwrap(), 3);
             let page = store
                 .history(

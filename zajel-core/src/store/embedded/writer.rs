@@ -378,6 +378,16 @@ impl<'t> Tx<'t> {
         Ok(true)
     }
 
+    /// `NotFriends` unless the pair's edge says friends. Read in the write transaction, so a
+    /// `swap_edge` committed before it is seen and one after it orders after the write.
+    fn require_friends(&self, a: UserId, b: UserId) -> OpResult<()> {
+        let pair = UserPair::new(a, b).ok_or(StoreError::NotAMember)?;
+        match edge(&self.edges, pair)?.are_friends() {
+            true => Ok(()),
+            false => Err(StoreError::NotFriends.into()),
+        }
+    }
+
     /// Appends each message; per-message refusals are values, I/O failures abort the batch.
     /// `window_ms` is the dedupe window (the idempotency bucket width).
     pub(super) fn append(
@@ -403,6 +413,7 @@ impl<'t> Tx<'t> {
             return Err(StoreError::NotAMember.into());
         };
         let side = member_side((lo, hi), m.sender).ok_or(StoreError::NotAMember)?;
+        self.require_friends(lo, hi)?;
         let conv = m.conversation.as_str();
         let key = m.idempotency_key.as_str();
         let sender = uid(m.sender);
@@ -478,10 +489,9 @@ impl<'t> Tx<'t> {
         user: UserId,
         seq: u64,
     ) -> OpResult<ReadMark> {
-        let side = conversation
-            .participants()
-            .and_then(|members| member_side(members, user))
-            .ok_or(StoreError::NotAMember)?;
+        let members = conversation.participants().ok_or(StoreError::NotAMember)?;
+        let side = member_side(members, user).ok_or(StoreError::NotAMember)?;
+        self.require_friends(members.0, members.1)?;
         let conv = conversation.as_str();
         let mut state = conv_state(&self.conversations, conv)?;
         if seq > state.last_seq {
@@ -874,17 +884,24 @@ mod tests {
         );
         let conv = ConversationId::direct(a, b);
         let (c1, conv1) = (conv.clone(), conv.clone());
+        let friends = Edge {
+            link: crate::friends::Link::Friends,
+            ..Edge::default()
+        };
+        let pair = UserPair::new(a, b).unwrap();
+        let (j0, r0) = job(move |tx| tx.swap_edge(pair, Edge::default(), friends));
         let (j1, r1) = job(|tx| tx.create_user("Alice", "alice", None, Timestamp(1)));
         let (j2, r2) = job(|tx| tx.create_user("ALICE", "alice", None, Timestamp(1)));
         let (j3, r3) = job(move |tx| tx.append(vec![msg(&c1, c, "k"), msg(&c1, a, "k")], W));
         let (j4, r4) = job(move |tx| tx.mark_read(&conv1, b, 5));
         let (j5, r5) = job(move |tx| tx.append(vec![msg(&conv, a, "k"), msg(&conv, b, "k")], W));
-        let mut batch = vec![j1, j2, j3, j4, j5];
+        let mut batch = vec![j0, j1, j2, j3, j4, j5];
         let outcome = commit_batch(&db, &mut batch);
         assert_eq!(outcome, Ok(()));
         for j in batch {
             j.finish(&outcome);
         }
+        assert_eq!(r0.blocking_recv().unwrap(), Ok(true));
         let alice = r1.blocking_recv().unwrap().unwrap();
         assert_eq!(alice.username, "Alice");
         assert_eq!(r2.blocking_recv().unwrap(), Err(StoreError::UsernameTaken));

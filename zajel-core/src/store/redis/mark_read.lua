@@ -1,7 +1,10 @@
--- Moves a read mark forward, never back, never past the last message.
--- KEYS[1] conversation meta hash; ARGV[1] read-mark field, ARGV[2] requested seq
--- Returns {-1, last seq} when past the end (nothing changed), {1, seq} when moved,
--- {0, current mark} when already at or past it.
+-- Moves a read mark forward, never back, never past the last message; friends only.
+-- KEYS[1] conversation meta hash, KEYS[2] the pair hash ('friends' = '1' while the members
+-- may message each other, see swap_edge.lua)
+-- ARGV[1] read-mark field, ARGV[2] requested seq
+-- Returns {-2, 0} when the members are not friends, {-1, last seq} when past the end (nothing
+-- changed in either case), {1, seq} when moved, {0, current mark} when already at or past it.
+if redis.call('HGET', KEYS[2], 'friends') ~= '1' then return {-2, 0} end
 local last = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local want = tonumber(ARGV[2])
 if want > last then return {-1, last} end

@@ -2,10 +2,13 @@
 //! ([`RedisStore::connect_cluster`]).
 //!
 //! Each multi-key change is one Lua script (`*.lua` next to this file) over keys of one hash
-//! tag (`{u:<id>}`, `{c:<conversation>}`, `{p:<lo>:<hi>}`, `{n:<name>}`, `{i:<identity>}`), so it
-//! is atomic and stays in one Cluster slot; changes spanning entities are ordered single-slot
-//! steps with a commit point. `docs/storage-redis.md` has the key table, which script touches
-//! which keys, and what a Cluster failover can lose.
+//! tag (`{u:<id>}`, `{c:<conversation>}`, `{n:<name>}`, `{i:<identity>}`), so it is atomic and
+//! stays in one Cluster slot; changes spanning entities are ordered single-slot steps with a
+//! commit point. A pair's relation (its edge) lives under its conversation's tag, so the append
+//! and read-mark scripts check the friends-only rule atomically with their writes. Every
+//! connect brings older data to the current key layout first (`layout.rs`).
+//! `docs/storage-redis.md` has the key table, which script touches which keys, and what a
+//! Cluster failover can lose.
 //!
 //! One multiplexed connection (a reconnecting [`::redis::aio::ConnectionManager`], or the
 //! cluster client's) carries all traffic, so [`RedisStore`] is cheap to clone and concurrent
@@ -31,6 +34,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 mod identity;
+mod layout;
 
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "zajel";
@@ -150,10 +154,11 @@ struct Scripts {
     append: Lua,
     mark_read: Lua,
     summary: Lua,
+    migrate_edge: Lua,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 8] {
+    fn all(&self) -> [&Lua; 9] {
         [
             &self.update_user,
             &self.create_session,
@@ -163,6 +168,7 @@ impl Scripts {
             &self.append,
             &self.mark_read,
             &self.summary,
+            &self.migrate_edge,
         ]
     }
 }
@@ -176,6 +182,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     append: Lua::new(include_str!("append.lua")),
     mark_read: Lua::new(include_str!("mark_read.lua")),
     summary: Lua::new(include_str!("summary.lua")),
+    migrate_edge: Lua::new(include_str!("migrate_edge.lua")),
 });
 
 /// Key names. The part in braces is the Cluster hash tag; see `docs/storage-redis.md`.
@@ -202,11 +209,17 @@ impl Keys {
     fn username(&self, canonical: &str) -> String {
         format!("{}:{{n:{canonical}}}:name", self.prefix)
     }
-    fn edge(&self, pair: UserPair) -> String {
-        format!("{}:{{p:{}:{}}}:edge", self.prefix, pair.lo, pair.hi)
+    /// The pair's authoritative relation (edge, version, friends flag), under the hash tag
+    /// of the pair's conversation so the append and read-mark scripts can check it.
+    fn pair(&self, pair: UserPair) -> String {
+        self.pair_of(&ConversationId::direct(pair.lo, pair.hi))
     }
-    fn edge_version(&self, pair: UserPair) -> String {
-        format!("{}:{{p:{}:{}}}:ver", self.prefix, pair.lo, pair.hi)
+    fn pair_of(&self, c: &ConversationId) -> String {
+        format!("{}:{{c:{c}}}:pair", self.prefix)
+    }
+    /// Which key layout the data is in (see `layout.rs`).
+    fn layout(&self) -> String {
+        format!("{}:layout", self.prefix)
     }
     fn meta(&self, c: &ConversationId) -> String {
         format!("{}:{{c:{c}}}:meta", self.prefix)
@@ -350,7 +363,9 @@ impl RedisStore {
             true => StoreError::unavailable(format!("cannot connect to Redis: {e}"), 0),
             false => redis_err(e),
         })?;
-        Self::with_connection(Conn::Single(con), options)
+        Self::with_connection(Conn::Single(con), options)?
+            .ensure_layout()
+            .await
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`seeds`: `redis://host:port/`
@@ -376,7 +391,9 @@ impl RedisStore {
             true => StoreError::unavailable(format!("cannot connect to the Redis Cluster: {e}"), 0),
             false => redis_err(e),
         })?;
-        Self::with_connection(Conn::Cluster(con), options)
+        Self::with_connection(Conn::Cluster(con), options)?
+            .ensure_layout()
+            .await
     }
 
     fn with_connection(con: Conn, options: RedisOptions) -> StoreResult<Self> {
@@ -923,7 +940,7 @@ impl SessionStore for RedisStore {
 impl FriendStore for RedisStore {
     async fn edge(&self, pair: UserPair) -> StoreResult<Edge> {
         let reply = self
-            .query(::redis::cmd("GET").arg(self.keys.edge(pair)))
+            .query(::redis::cmd("HGET").arg(self.keys.pair(pair)).arg("edge"))
             .await?;
         match opt_string(reply)? {
             None => Ok(Edge::default()),
@@ -948,11 +965,11 @@ impl FriendStore for RedisStore {
         // list (another slot each) is derived from it afterwards, stamped with the edge's
         // version so a late or repeated write never moves a list backwards.
         let call = Call::new(&SCRIPTS.swap_edge)
-            .key(self.keys.edge(pair))
-            .key(self.keys.edge_version(pair))
+            .key(self.keys.pair(pair))
             .arg(to_json(&expected)?)
             .arg(to_json(&Edge::default())?)
-            .arg(to_json(&new)?);
+            .arg(to_json(&new)?)
+            .arg(friends_flag(&new));
         let mut reply = array(self.eval(call, Retry::Never).await?)?.into_iter();
         let swapped = reply
             .next()
@@ -1012,13 +1029,21 @@ impl MessageStore for RedisStore {
         // Membership is decided by the conversation id alone; refused items never reach Redis.
         let mut results: Vec<Option<StoreResult<Appended>>> = Vec::with_capacity(batch.len());
         let window = self.options.dedupe_window_ms.max(1);
-        // One script call for the whole batch (see append.lua), plus the conversation-list
-        // updates as plain `ZADD GT` commands in the same pipeline: one round trip in all.
-        // On a Cluster a script may only touch one slot: one call per conversation there.
+        // One node: one script call for the whole batch (see append.lua), which also moves the
+        // appended conversations up both members' lists: one round trip in all. On a Cluster
+        // a script may only touch one slot: one call per conversation, and the lists (in the
+        // members' slots) are updated afterwards, for the messages the script accepted only
+        // (a refused send must not move a conversation: that would tell the blocker).
         let per_conversation = matches!(self.con, Conn::Cluster(_));
+        let keys_per_message = if per_conversation { 5 } else { 7 };
+        let new_call = || {
+            Call::new(&SCRIPTS.append)
+                .arg(window.saturating_mul(2))
+                .arg(keys_per_message)
+        };
         let mut groups: Vec<(Call, Vec<(usize, Message)>)> = Vec::new();
         let mut group_of: HashMap<&ConversationId, usize> = HashMap::new();
-        let mut lists = Vec::with_capacity(2 * batch.len());
+        let mut lists: Vec<Option<Cmd>> = Vec::with_capacity(2 * batch.len());
         for (i, m) in batch.iter().enumerate() {
             let members = m
                 .conversation
@@ -1026,6 +1051,7 @@ impl MessageStore for RedisStore {
                 .filter(|(lo, hi)| m.sender == *lo || m.sender == *hi);
             let Some((lo, hi)) = members else {
                 results.push(Some(Err(StoreError::NotAMember)));
+                lists.extend([None, None]);
                 continue;
             };
             results.push(None);
@@ -1041,45 +1067,49 @@ impl MessageStore for RedisStore {
             let c = &m.conversation;
             let g = if per_conversation {
                 *group_of.entry(c).or_insert_with(|| {
-                    groups.push((
-                        Call::new(&SCRIPTS.append).arg(window.saturating_mul(2)),
-                        Vec::new(),
-                    ));
+                    groups.push((new_call(), Vec::new()));
                     groups.len() - 1
                 })
             } else {
                 if groups.is_empty() {
-                    groups.push((
-                        Call::new(&SCRIPTS.append).arg(window.saturating_mul(2)),
-                        Vec::new(),
-                    ));
+                    groups.push((new_call(), Vec::new()));
                 }
                 0
             };
             let bucket = (m.sent_at.0.max(0) as u64) / window;
             let (call, members_of_group) = &mut groups[g];
+            let score = self.activity.next();
             let taken = std::mem::replace(call, Call::new(&SCRIPTS.append));
-            *call = taken
+            let mut next = taken
+                .key(self.keys.pair_of(c))
                 .key(self.keys.meta(c))
                 .key(self.keys.log(c))
                 .key(self.keys.idempotency(c, bucket))
-                .key(self.keys.idempotency(c, bucket.saturating_sub(1)))
+                .key(self.keys.idempotency(c, bucket.saturating_sub(1)));
+            if per_conversation {
+                for member in [lo, hi] {
+                    let mut zadd = ::redis::cmd("ZADD");
+                    zadd.arg(self.keys.conversations(member))
+                        .arg("GT")
+                        .arg(score)
+                        .arg(c.as_str());
+                    lists.push(Some(zadd));
+                }
+            } else {
+                next = next
+                    .key(self.keys.conversations(lo))
+                    .key(self.keys.conversations(hi));
+                lists.extend([None, None]);
+            }
+            *call = next
                 .arg(format!("{}:{}", m.sender, message.idempotency_key))
                 .arg(message.id)
                 .arg(m.sender)
                 .arg(&message.body)
                 .arg(m.sent_at.0)
                 .arg(&message.idempotency_key)
-                .arg(read_field(m.sender));
-            let score = self.activity.next();
-            for member in [lo, hi] {
-                let mut zadd = ::redis::cmd("ZADD");
-                zadd.arg(self.keys.conversations(member))
-                    .arg("GT")
-                    .arg(score)
-                    .arg(c.as_str());
-                lists.push(zadd);
-            }
+                .arg(read_field(m.sender))
+                .arg(score);
             members_of_group.push((i, message));
         }
         if groups.is_empty() {
@@ -1091,7 +1121,7 @@ impl MessageStore for RedisStore {
         let (calls, pending): (Vec<Call>, Vec<Vec<(usize, Message)>>) = groups.into_iter().unzip();
         // Retrying after a connection failure is safe: the idempotency keys turn any message
         // that did get stored into a `duplicate` answer, and `ZADD GT` is idempotent.
-        let replies = self.eval_many(&calls, &lists, Retry::Once).await;
+        let replies = self.eval_many(&calls, &[], Retry::Once).await;
         for (g, group) in pending.into_iter().enumerate() {
             let reply = match &replies {
                 Ok(r) => match r.get(g) {
@@ -1123,6 +1153,9 @@ impl MessageStore for RedisStore {
                     }
                 }
             }
+        }
+        if per_conversation {
+            self.update_lists(&mut results, lists).await;
         }
         results
             .into_iter()
@@ -1252,12 +1285,14 @@ impl MessageStore for RedisStore {
         }
         let call = Call::new(&SCRIPTS.mark_read)
             .key(self.keys.meta(conversation))
+            .key(self.keys.pair_of(conversation))
             .arg(read_field(user))
             .arg(seq);
         let mut reply = array(self.eval(call, Retry::Once).await?)?.into_iter();
         let code: i64 = int(reply.next().unwrap_or_default(), "mark_read reply")?;
         let value: u64 = int(reply.next().unwrap_or_default(), "mark_read reply")?;
         match code {
+            -2 => Err(StoreError::NotFriends),
             -1 => Err(StoreError::InvalidCursor(format!(
                 "seq {seq} is past the last message ({value})"
             ))),
@@ -1272,10 +1307,59 @@ impl MessageStore for RedisStore {
     }
 }
 
-/// Turns an append script reply into the result: `{0, seq}` new, `{1, seq, fields}` repeat.
+impl RedisStore {
+    /// Cluster: moves the conversations of the accepted appends (new or repeated) up both
+    /// members' lists (`lists[2i]`, `lists[2i + 1]` for input `i`), concurrently, about one
+    /// round trip. If that fails the message is stored but its result becomes the error: the
+    /// client's retry (same key) is a `duplicate` and re-issues the update, which repairs the
+    /// lists.
+    async fn update_lists(
+        &self,
+        results: &mut [Option<StoreResult<Appended>>],
+        lists: Vec<Option<Cmd>>,
+    ) {
+        let mut owners = Vec::new();
+        let mut cmds = Vec::new();
+        for (k, cmd) in lists.into_iter().enumerate() {
+            if let (Some(cmd), Some(Some(Ok(_)))) = (cmd, results.get(k / 2)) {
+                owners.push(k / 2);
+                cmds.push(cmd);
+            }
+        }
+        if cmds.is_empty() {
+            return;
+        }
+        let n = cmds.len();
+        let failed = match self.send_all(cmds, n, Retry::Once).await {
+            Err(e) => owners.into_iter().map(|i| (i, e.clone())).collect(),
+            Ok(replies) => owners
+                .into_iter()
+                .zip(replies)
+                .filter_map(|(i, r)| r.err().map(|e| (i, redis_err(e))))
+                .collect::<Vec<_>>(),
+        };
+        for (i, e) in failed {
+            results[i] = Some(Err(e));
+        }
+    }
+}
+
+/// The pair hash's `friends` field for `edge` (what append.lua and mark_read.lua check).
+fn friends_flag(edge: &Edge) -> &'static str {
+    match edge.are_friends() {
+        true => "1",
+        false => "0",
+    }
+}
+
+/// Turns an append script reply into the result: `{0, seq}` new, `{1, seq, fields}` repeat,
+/// `{2}` not friends.
 fn decode_append(mut message: Message, reply: Value) -> StoreResult<Appended> {
     let mut parts = array(reply)?.into_iter();
     let dup: u8 = int(parts.next().unwrap_or_default(), "append reply")?;
+    if dup == 2 {
+        return Err(StoreError::NotFriends);
+    }
     let seq: u64 = int(parts.next().unwrap_or_default(), "append reply")?;
     match dup {
         0 => {

@@ -1,13 +1,16 @@
--- Compare-and-swap of a pair's edge (the authoritative record; one Cluster slot).
--- KEYS[1] edge (JSON string), KEYS[2] the edge's version counter
--- ARGV[1] expected edge JSON, ARGV[2] JSON of the default edge (what a missing key means),
--- ARGV[3] new edge JSON
+-- Compare-and-swap of a pair's edge, the authoritative relation. The pair hash carries the
+-- conversation's hash tag, so append.lua and mark_read.lua read it atomically with their
+-- writes (one Cluster slot).
+-- KEYS[1] the pair hash: 'edge' = edge JSON (absent: the default edge), 'ver' = the edge's
+-- version (+1 per swap), 'friends' = '1' while the two may message each other, else '0'
+-- ARGV[1] expected edge JSON, ARGV[2] JSON of the default edge (what a missing field means),
+-- ARGV[3] new edge JSON, ARGV[4] the new edge's 'friends' flag
 -- Returns {1, version} when swapped (the caller then writes both users' derived relation
 -- entries with that version, see set_relation.lua), {0, current edge JSON, version} when the
 -- edge was not the expected one.
-local cur = redis.call('GET', KEYS[1]) or ARGV[2]
+local cur = redis.call('HGET', KEYS[1], 'edge') or ARGV[2]
 if cur ~= ARGV[1] then
-  return {0, cur, tonumber(redis.call('GET', KEYS[2]) or '0')}
+  return {0, cur, tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')}
 end
-redis.call('SET', KEYS[1], ARGV[3])
-return {1, redis.call('INCR', KEYS[2])}
+redis.call('HSET', KEYS[1], 'edge', ARGV[3], 'friends', ARGV[4])
+return {1, redis.call('HINCRBY', KEYS[1], 'ver', 1)}

@@ -38,8 +38,9 @@ async fn garbage_edge_is_corrupt() {
     let pair = UserPair::new(UserId::new_random(), UserId::new_random()).unwrap();
     raw(
         &store,
-        ::redis::cmd("SET")
-            .arg(store.keys.edge(pair))
+        ::redis::cmd("HSET")
+            .arg(store.keys.pair(pair))
+            .arg("edge")
             .arg("{not json"),
     )
     .await;
@@ -119,6 +120,7 @@ async fn garbage_records_are_corrupt() {
 async fn damaged_log_is_corrupt() {
     let (store, _server) = setup().await;
     let (a, b) = (UserId::new_random(), UserId::new_random());
+    crate::testing::befriend(&store, a, b).await;
     let conv = ConversationId::direct(a, b);
     for k in ["1", "2"] {
         store.append(vec![msg(&conv, a, k)]).await[0]
@@ -188,6 +190,7 @@ async fn prefixes_isolate_and_are_validated() {
 async fn scripts_reload_after_cache_flush() {
     let (store, _server) = setup().await;
     let (a, b) = (UserId::new_random(), UserId::new_random());
+    crate::testing::befriend(&store, a, b).await;
     let conv = ConversationId::direct(a, b);
     store.append(vec![msg(&conv, a, "1")]).await[0]
         .as_ref()
@@ -203,4 +206,231 @@ async fn scripts_reload_after_cache_flush() {
     assert_eq!(r, vec![Ok((2, false)), Ok((3, false)), Ok((1, true))]);
     raw(&store, ::redis::cmd("SCRIPT").arg("FLUSH")).await;
     assert_eq!(store.mark_read(&conv, b, 3).await.unwrap().seq, 3);
+}
+
+/// Issue 7 item 7 on Redis, two nodes: node 1 runs the old send path's friendship check (a
+/// read of the edge: friends), node 2 then blocks and is acknowledged, and node 1's append
+/// comes after. The check inside the append script refuses it and writes nothing (on the
+/// two-step layout the append went through and the message was delivered after the block).
+#[tokio::test]
+async fn block_on_another_node_between_check_and_append_is_refused() {
+    let (node1, server) = setup().await;
+    let node2 = RedisStore::connect(&server.url()).await.unwrap();
+    let user = |n: &str| {
+        let node1 = node1.clone();
+        let name = Username::parse(n).unwrap();
+        async move { node1.create_user(&name, None, T0).await.unwrap().id }
+    };
+    let (a, b) = (user("alice").await, user("bob").await);
+    crate::testing::befriend(&node1, a, b).await;
+    let (pair, conv) = (UserPair::new(a, b).unwrap(), ConversationId::direct(a, b));
+    assert!(
+        node1.edge(pair).await.unwrap().are_friends(),
+        "check passed"
+    );
+    crate::FriendGraph::new(&node2)
+        .apply(b, a, crate::FriendOp::Block, T0)
+        .await
+        .unwrap();
+    let sent = node1.append(vec![msg(&conv, a, "k1")]).await.remove(0);
+    assert_eq!(sent, Err(StoreError::NotFriends));
+    assert_eq!(node2.last_seq(&conv).await.unwrap(), 0);
+    for key in [
+        node1.keys.log(&conv),
+        node1.keys.meta(&conv),
+        node1
+            .keys
+            .idempotency(&conv, T0.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS),
+        node1.keys.conversations(a),
+        node1.keys.conversations(b),
+    ] {
+        let exists = node1.query(::redis::cmd("EXISTS").arg(&key)).await;
+        assert_eq!(exists, Ok(Value::Int(0)), "{key} was written");
+    }
+    assert_eq!(
+        node1.mark_read(&conv, b, 0).await,
+        Err(StoreError::NotFriends)
+    );
+}
+
+/// Writes one pair's edge in layout 1, as versions before layout 2 did: the edge and its
+/// version under the pair's own tag, and both users' derived relation entries.
+async fn write_layout_1(store: &RedisStore, pair: UserPair, edge: &Edge, version: u64) {
+    let mut mset = ::redis::cmd("MSET");
+    mset.arg(store.keys.legacy_edge(pair))
+        .arg(serde_json::to_string(edge).unwrap())
+        .arg(store.keys.legacy_edge_version(pair))
+        .arg(version);
+    raw(store, &mset).await;
+    for (me, peer, me_is_lo) in [(pair.lo, pair.hi, true), (pair.hi, pair.lo, false)] {
+        let relation = edge.relation(me_is_lo);
+        if relation == Relation::None {
+            continue;
+        }
+        let entry = RelationEntry {
+            peer,
+            relation,
+            since: edge.since_for(me_is_lo),
+        };
+        for (key, value) in [
+            (
+                store.keys.relations(me),
+                serde_json::to_string(&entry).unwrap(),
+            ),
+            (store.keys.relation_versions(me), version.to_string()),
+        ] {
+            let mut hset = ::redis::cmd("HSET");
+            hset.arg(key).arg(peer.to_string()).arg(value);
+            raw(store, &hset).await;
+        }
+    }
+}
+
+fn edge_with(link: Link, hi_blocks: bool) -> Edge {
+    Edge {
+        link,
+        hi_blocks,
+        since: T0,
+        ..Edge::default()
+    }
+}
+
+async fn layout_of(store: &RedisStore) -> Value {
+    store
+        .query(::redis::cmd("GET").arg(store.keys.layout()))
+        .await
+        .unwrap()
+}
+
+/// Checks a migrated store: every pair reads its layout-1 edge, none of the old keys is left,
+/// the decisions follow the migrated edges, and the version counters carried over (the next
+/// change of a pair reaches both users' lists, whose entries are stamped with the old
+/// version).
+async fn check_migrated(store: &RedisStore, pairs: &[(UserPair, Edge)]) {
+    assert_eq!(layout_of(store).await, Value::BulkString(b"2".to_vec()));
+    for (pair, edge) in pairs {
+        assert_eq!(store.edge(*pair).await.unwrap(), *edge);
+        for key in [
+            store.keys.legacy_edge(*pair),
+            store.keys.legacy_edge_version(*pair),
+        ] {
+            let exists = store.query(::redis::cmd("EXISTS").arg(&key)).await;
+            assert_eq!(exists, Ok(Value::Int(0)), "{key} left behind");
+        }
+    }
+    let (friends, blocked) = (pairs[0].0, pairs[1].0);
+    let send = |pair: UserPair, key: &str| {
+        vec![msg(&ConversationId::direct(pair.lo, pair.hi), pair.lo, key)]
+    };
+    assert_eq!(
+        store.append(send(friends, "m1")).await[0]
+            .as_ref()
+            .map(|x| x.message.seq),
+        Ok(1)
+    );
+    assert_eq!(
+        store.append(send(blocked, "m1")).await.remove(0),
+        Err(StoreError::NotFriends)
+    );
+    let current = store.edge(friends).await.unwrap();
+    let (removed, _) = current.apply(true, crate::FriendOp::Remove, T0).unwrap();
+    assert!(store.swap_edge(friends, current, removed).await.unwrap());
+    assert!(
+        store
+            .relations(friends.lo)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.peer != friends.hi),
+        "the removal reached the list: the version counter carried over"
+    );
+}
+
+/// Layout 1 (no layout key, edges under `{p:}`) is migrated when a store connects, by two
+/// nodes starting together, over more edges than one SCAN page; a rerun after a crash
+/// between writing the pair hashes and deleting the old keys changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_1_is_migrated_on_start() {
+    let (old, server) = setup().await;
+    assert_eq!(layout_of(&old).await, Value::BulkString(b"2".to_vec()));
+    let pair = || UserPair::new(UserId::new_random(), UserId::new_random()).unwrap();
+    let mut pairs = vec![
+        (pair(), edge_with(Link::Friends, false)),
+        (pair(), edge_with(Link::None, true)),
+        (pair(), edge_with(Link::RequestedByLo, false)),
+    ];
+    for (i, (p, e)) in pairs.clone().into_iter().enumerate() {
+        write_layout_1(&old, p, &e, 3 + i as u64).await;
+    }
+    let mut many = ::redis::pipe();
+    for _ in 0..1_200 {
+        let (p, e) = (pair(), edge_with(Link::Friends, false));
+        many.cmd("SET")
+            .arg(old.keys.legacy_edge(p))
+            .arg(serde_json::to_string(&e).unwrap())
+            .cmd("SET")
+            .arg(old.keys.legacy_edge_version(p))
+            .arg(1);
+        pairs.push((p, e));
+    }
+    let mut con = old.con.clone();
+    many.query_async::<()>(&mut con).await.unwrap();
+    raw(&old, ::redis::cmd("DEL").arg(old.keys.layout())).await;
+
+    let url = server.url();
+    let (n1, n2) = tokio::join!(RedisStore::connect(&url), RedisStore::connect(&url));
+    let (n1, n2) = (n1.unwrap(), n2.unwrap());
+    check_migrated(&n1, &pairs).await;
+    assert_eq!(n2.edge(pairs[5].0).await.unwrap(), pairs[5].1);
+
+    // A crash after the pair hashes were written but before the old keys went: the stale
+    // edge (friends, version 3) must not overwrite the newer one (removed, version 4).
+    let (friends, _) = pairs[0];
+    let current = n1.edge(friends).await.unwrap();
+    write_layout_1(&n1, friends, &edge_with(Link::Friends, false), 3).await;
+    raw(&n1, ::redis::cmd("DEL").arg(n1.keys.layout())).await;
+    let again = RedisStore::connect(&url).await.unwrap();
+    assert_eq!(again.edge(friends).await.unwrap(), current);
+    assert_eq!(layout_of(&again).await, Value::BulkString(b"2".to_vec()));
+    let version = again
+        .query(
+            ::redis::cmd("HGET")
+                .arg(again.keys.pair(friends))
+                .arg("ver"),
+        )
+        .await;
+    assert_eq!(version, Ok(Value::BulkString(b"4".to_vec())));
+
+    // A layout newer than this code is refused, not overwritten.
+    raw(&n1, ::redis::cmd("SET").arg(n1.keys.layout()).arg(3)).await;
+    assert!(matches!(
+        RedisStore::connect(&url).await,
+        Err(StoreError::Backend(_))
+    ));
+}
+
+/// The same migration on a Redis Cluster: the old edges sit on every primary; each is
+/// scanned and moved into its conversation's slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_1_is_migrated_on_a_cluster() {
+    let cluster = crate::testing::RedisCluster::start(3, 0).expect("cluster");
+    let old = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    let pair = || UserPair::new(UserId::new_random(), UserId::new_random()).unwrap();
+    let mut pairs = vec![
+        (pair(), edge_with(Link::Friends, false)),
+        (pair(), edge_with(Link::Friends, true)),
+    ];
+    for _ in 0..60 {
+        pairs.push((pair(), edge_with(Link::RequestedByHi, false)));
+    }
+    for (p, e) in &pairs {
+        write_layout_1(&old, *p, e, 2).await;
+    }
+    raw(&old, ::redis::cmd("DEL").arg(old.keys.layout())).await;
+    let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    check_migrated(&store, &pairs).await;
 }
