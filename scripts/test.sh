@@ -62,7 +62,7 @@ cargo package -p zajel-core -p zajel-server -p zajel-client "${verify[@]}"
 step "cargo doc (workspace, no deps, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
-step "cargo deny: licenses, bans, sources; advisories with a local RustSec database"
+step "cargo deny: licenses, bans, sources, RustSec advisories (vendored snapshot when offline)"
 bash scripts/deny.sh
 
 step "wasm32: zajel-core without default features; clippy on zajel-wasm (and zajel-client under it)"

@@ -10,13 +10,10 @@ use serde_json::json;
 async fn sigterm_sends_going_away_closes_1001_and_exits_0() {
     let bin = Binary::start(&["--memory"]);
     let addr = bin.addr;
-    let alice = register(addr, "alice").await;
-    let bob = register(addr, "bob").await;
-    let (mut a, _) = Client::login(addr, &alice).await;
-    let (mut b, _) = Client::login(addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
-    a.send_message(&dm(&alice, &bob), "before shutdown", "k1")
-        .await;
+    let Pair {
+        mut a, mut b, conv, ..
+    } = alice_and_bob(addr).await;
+    a.send_message(&conv, "before shutdown", "k1").await;
     b.expect("message").await;
 
     let exit = tokio::task::spawn_blocking(move || bin.terminate());
