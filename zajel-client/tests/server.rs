@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::timeout;
 use zajel_client::{
     Backoff, Client, ConnectionState, ConversationId, Error, Event, EventStream, FriendReason,
-    HistoryQuery, Relation, Session,
+    HistoryQuery, Push, Relation, Session,
 };
 use zajel_core::Store;
 use zajel_server::{Engine, ServerConfig};
@@ -123,12 +123,12 @@ async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream)
     let st = ca.request_friend(b).await.expect("request");
     assert_eq!(st.relation, Relation::RequestSent);
     let from = wait_for(&mut eb, |e| match e {
-        Event::Friend {
+        Event::Server(Push::Friend {
             user,
             relation: Relation::RequestReceived,
             reason: FriendReason::Requested,
             ..
-        } => Some(user.clone()),
+        }) => Some(user.clone()),
         _ => None,
     })
     .await;
@@ -136,11 +136,11 @@ async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream)
     let st = cb.accept_friend(from.id).await.expect("accept");
     assert_eq!(st.relation, Relation::Friends);
     wait_for(&mut ea, |e| match e {
-        Event::Friend {
+        Event::Server(Push::Friend {
             user,
             relation: Relation::Friends,
             ..
-        } if user.id == sb.user.id => Some(()),
+        }) if user.id == sb.user.id => Some(()),
         _ => None,
     })
     .await;
@@ -178,9 +178,9 @@ async fn friend_and_chat_flow() {
     // Typing is relayed.
     alice.typing(&conv, true).expect("typing");
     wait_for(&mut eb, |e| match e {
-        Event::Typing {
+        Event::Server(Push::Typing {
             user, active: true, ..
-        } if *user == sa.user.id => Some(()),
+        }) if *user == sa.user.id => Some(()),
         _ => None,
     })
     .await;
@@ -208,11 +208,11 @@ async fn friend_and_chat_flow() {
     // Read receipt reaches bob.
     assert_eq!(alice.mark_read(&conv, 2).await.expect("mark read"), 2);
     wait_for(&mut eb, |e| match e {
-        Event::Read {
+        Event::Server(Push::Read {
             user,
             seq: 2,
             conversation,
-        } if *user == sa.user.id && *conversation == conv => Some(()),
+        }) if *user == sa.user.id && *conversation == conv => Some(()),
         _ => None,
     })
     .await;
@@ -244,11 +244,11 @@ async fn friend_and_chat_flow() {
     // Bob goes offline: presence reaches alice.
     bob.close();
     wait_for(&mut ea, |e| match e {
-        Event::Presence {
+        Event::Server(Push::Presence {
             user,
             online: false,
             ..
-        } if *user == sb.user.id => Some(()),
+        }) if *user == sb.user.id => Some(()),
         _ => None,
     })
     .await;

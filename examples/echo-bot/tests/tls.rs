@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use zajel_client::{Client, Event, Relation};
+use zajel_client::{Client, Event, Push, Relation};
 use zajel_server::{Engine, ServerConfig};
 
 async fn tls_proxy(backend: SocketAddr) -> (SocketAddr, String) {
@@ -98,10 +98,10 @@ async fn echo_bot_answers_over_wss() {
     .expect("the bot signs up over https");
     timeout(wait, async {
         loop {
-            if let Some(Event::Friend {
+            if let Some(Event::Server(Push::Friend {
                 relation: Relation::Friends,
                 ..
-            }) = events.next().await
+            })) = events.next().await
             {
                 break;
             }
