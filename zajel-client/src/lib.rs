@@ -103,9 +103,10 @@
 //! ## Platforms
 //!
 //! Natively the client needs a tokio runtime (it spawns its driver with `tokio::spawn`); it
-//! speaks `http://`/`ws://` and, with rustls (ring provider, Mozilla's roots built in; no
-//! OpenSSL), `https://`/`wss://`. Trust a private CA or a test certificate with
-//! [`add_root_certificates_pem`]. On `wasm32-unknown-unknown` it uses the browser's
+//! speaks `http://`/`ws://` and, with the default feature `tls` (rustls, ring provider,
+//! Mozilla's roots built in; no OpenSSL), `https://`/`wss://`. Trust a private CA or a test
+//! certificate with `add_root_certificates_pem`. Without `tls` (`default-features = false`)
+//! nothing of rustls is compiled and a secure URL is refused with [`Error::InvalidArgument`]. On `wasm32-unknown-unknown` it uses the browser's
 //! `WebSocket`, `fetch` and timers and needs no runtime; the platform differences live in one
 //! small internal module.
 #![warn(missing_docs)]
@@ -121,7 +122,7 @@ mod event;
 mod http;
 mod rt;
 mod storage;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "tls"))]
 mod tls;
 mod transport;
 mod url;
@@ -137,7 +138,8 @@ pub use event::{
 #[cfg(not(target_arch = "wasm32"))]
 pub use storage::FileStorage;
 pub use storage::{MemoryStorage, Snapshot, Storage, StorageFuture, StoredSend};
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "tls"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use tls::add_root_certificates_pem;
 pub use view::CachedView;
 /// The protocol and model types the API uses, re-exported for convenience.

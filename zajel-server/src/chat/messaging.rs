@@ -3,7 +3,6 @@
 use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
 use crate::events::EngineEvent;
-use std::sync::atomic::Ordering;
 use zajel_core::friends::UserPair;
 use zajel_core::messaging::prepare_send;
 use zajel_core::protocol::{EncodedMessage, Push, ServerFrame};
@@ -78,11 +77,7 @@ impl ChatService {
             .pop()
             .ok_or_else(|| EngineError::internal("append returned nothing"))??;
         if !appended.duplicate {
-            self.engine
-                .inner
-                .metrics
-                .messages_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.engine.inner.metrics.messages_total.inc();
         }
         let event = ServerFrame::Push(Push::Message {
             message: appended.message.clone(),

@@ -430,7 +430,11 @@ impl Conn {
             }
             None => true,
         };
-        self.engine.inner.metrics.ws_latency.observe(t0.elapsed());
+        self.engine
+            .inner
+            .metrics
+            .ws_latency
+            .observe(t0.elapsed().as_secs_f64());
         ok
     }
 
