@@ -428,6 +428,7 @@ async fn outbox_and_cursors_survive_a_restart() {
         .expect("alice again");
     let mut sent = Vec::new();
     let mut received = Vec::new();
+    let mut cached = None;
     let deadline = Instant::now() + WAIT;
     while sent.len() < 3 || received.is_empty() {
         match timeout(
@@ -438,10 +439,28 @@ async fn outbox_and_cursors_survive_a_restart() {
         {
             Ok(Some(Event::Sent(m))) => sent.push(m),
             Ok(Some(Event::Message { message, .. })) => received.push(message),
+            // The stored contact list, before the first connection.
+            Ok(Some(Event::Cached(view))) => {
+                assert!(sent.is_empty() && received.is_empty(), "cached comes first");
+                cached = Some(view);
+            }
             Ok(Some(_)) => {}
             _ => panic!("timed out: sent {sent:?} received {received:?}"),
         }
     }
+    let cached = cached.expect("the stored contact list was reported");
+    assert_eq!(
+        cached.friends.iter().map(|f| f.user.id).collect::<Vec<_>>(),
+        [bob.user.id]
+    );
+    assert_eq!(cached.conversations[0].conversation, conv);
+    assert_eq!(
+        cached.conversations[0]
+            .last_message
+            .as_ref()
+            .map(|m| m.body.as_str()),
+        Some("live")
+    );
     let (more, _) = drain_for(&mut ea, Duration::from_millis(500)).await;
     received.extend(more);
     assert_eq!(

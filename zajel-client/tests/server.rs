@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::timeout;
 use zajel_client::{
     Backoff, Client, ConnectionState, ConversationId, Error, Event, EventStream, FriendReason,
-    HistoryQuery, Relation, Session,
+    HistoryQuery, Push, Relation, Session,
 };
 use zajel_core::Store;
 use zajel_server::ServerConfig;
@@ -71,12 +71,12 @@ async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream)
     let st = ca.request_friend(b).await.expect("request");
     assert_eq!(st.relation, Relation::RequestSent);
     let from = wait_for(&mut eb, |e| match e {
-        Event::Friend {
+        Event::Server(Push::Friend {
             user,
             relation: Relation::RequestReceived,
             reason: FriendReason::Requested,
             ..
-        } => Some(user.clone()),
+        }) => Some(user.clone()),
         _ => None,
     })
     .await;
@@ -84,11 +84,11 @@ async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream)
     let st = cb.accept_friend(from.id).await.expect("accept");
     assert_eq!(st.relation, Relation::Friends);
     wait_for(&mut ea, |e| match e {
-        Event::Friend {
+        Event::Server(Push::Friend {
             user,
             relation: Relation::Friends,
             ..
-        } if user.id == sb.user.id => Some(()),
+        }) if user.id == sb.user.id => Some(()),
         _ => None,
     })
     .await;
@@ -131,9 +131,9 @@ async fn friend_and_chat_flow() {
     // Typing is relayed.
     alice.typing(&conv, true).expect("typing");
     wait_for(&mut eb, |e| match e {
-        Event::Typing {
+        Event::Server(Push::Typing {
             user, active: true, ..
-        } if *user == sa.user.id => Some(()),
+        }) if *user == sa.user.id => Some(()),
         _ => None,
     })
     .await;
@@ -161,11 +161,11 @@ async fn friend_and_chat_flow() {
     // Read receipt reaches bob.
     assert_eq!(alice.mark_read(&conv, 2).await.expect("mark read"), 2);
     wait_for(&mut eb, |e| match e {
-        Event::Read {
+        Event::Server(Push::Read {
             user,
             seq: 2,
             conversation,
-        } if *user == sa.user.id && *conversation == conv => Some(()),
+        }) if *user == sa.user.id && *conversation == conv => Some(()),
         _ => None,
     })
     .await;
@@ -197,11 +197,11 @@ async fn friend_and_chat_flow() {
     // Bob goes offline: presence reaches alice.
     bob.close();
     wait_for(&mut ea, |e| match e {
-        Event::Presence {
+        Event::Server(Push::Presence {
             user,
             online: false,
             ..
-        } if *user == sb.user.id => Some(()),
+        }) if *user == sb.user.id => Some(()),
         _ => None,
     })
     .await;

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 use zajel_core::ErrorCode;
-use zajel_core::protocol::{ClientFrame, ServerFrame};
+use zajel_core::protocol::{ClientFrame, Push, ServerFrame};
 
 struct Example {
     section: &'static str,
@@ -159,9 +159,9 @@ fn unknown_server_frames_are_tolerated() {
 /// server that still sends one is ignored.
 #[test]
 fn synced_is_an_event_without_re() {
-    let f = ServerFrame::Synced {
+    let f = ServerFrame::Push(Push::Synced {
         state: Default::default(),
-    };
+    });
     let v: Value = serde_json::from_str(&f.encode()).unwrap();
     assert_eq!(v["type"], "synced");
     assert!(v.get("re").is_none(), "{v}");

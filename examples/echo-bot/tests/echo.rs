@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 use tokio::time::timeout;
-use zajel_client::{Client, Event, Relation};
+use zajel_client::{Client, Event, Push, Relation};
 use zajel_test_support::LoopbackServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,10 +29,10 @@ async fn echo_bot_accepts_and_answers() {
     let wait = Duration::from_secs(15);
     timeout(wait, async {
         loop {
-            if let Some(Event::Friend {
+            if let Some(Event::Server(Push::Friend {
                 relation: Relation::Friends,
                 ..
-            }) = events.next().await
+            })) = events.next().await
             {
                 break;
             }

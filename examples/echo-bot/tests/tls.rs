@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 use tokio::time::timeout;
-use zajel_client::{Client, Event, Relation};
+use zajel_client::{Client, Event, Push, Relation};
 use zajel_test_support::{LoopbackServer, TlsProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,10 +54,10 @@ async fn echo_bot_answers_over_wss() {
     .expect("the bot signs up over https");
     timeout(wait, async {
         loop {
-            if let Some(Event::Friend {
+            if let Some(Event::Server(Push::Friend {
                 relation: Relation::Friends,
                 ..
-            }) = events.next().await
+            })) = events.next().await
             {
                 break;
             }
