@@ -88,6 +88,11 @@ pub struct ServerConfig {
     /// Most resume replays running at once on this node; further ones wait their turn (after
     /// `auth_ok`), so a population returning together queues instead of stampeding the store.
     pub max_concurrent_replays: u32,
+    /// A system message posted into two users' conversation when they become friends (see
+    /// `docs/identity.md`, "System messages"), e.g. `"{requester} and {accepter} are now
+    /// friends"`: `{requester}` and `{accepter}` become the usernames. Stored before the
+    /// acceptance is answered, delivered after the friend events. Off when absent.
+    pub friends_notice: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +127,7 @@ impl Default for ServerConfig {
             reconnect_after_ms: 1000,
             reconnect_rate: 500,
             max_concurrent_replays: 16,
+            friends_notice: None,
         }
     }
 }
@@ -326,6 +332,10 @@ mod standalone {
         /// Most resume replays running at once [default: 16].
         #[arg(long, env = "ZAJEL_MAX_CONCURRENT_REPLAYS")]
         pub max_concurrent_replays: Option<u32>,
+        /// System message posted when two users become friends; `{requester}` and
+        /// `{accepter}` become their usernames [default: none].
+        #[arg(long, env = "ZAJEL_FRIENDS_NOTICE")]
+        pub friends_notice: Option<String>,
     }
 
     /// The TOML file: standalone keys at the top, engine options in `[engine]`.
@@ -635,6 +645,9 @@ mod standalone {
                 reconnect_rate,
                 max_concurrent_replays,
             );
+            if let Some(notice) = args.friends_notice {
+                engine.friends_notice = Some(notice);
+            }
             Self {
                 listen: cli
                     .listen
