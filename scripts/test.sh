@@ -29,11 +29,11 @@ cargo fmt --all --check
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "feature combinations: zajel-core and zajel-server, each feature alone and none (cargo hack)"
+step "feature combinations: zajel-core, zajel-server, zajel-client: each feature alone and none (cargo hack)"
 # Each feature alone and --no-default-features catch a cfg that only compiles next to another
 # feature; the defaults and the union are what clippy above just checked (excluded here).
 hack_log="$(mktemp)"
-cargo hack check -p zajel-core -p zajel-server --each-feature --exclude-all-features \
+cargo hack check -p zajel-core -p zajel-server -p zajel-client --each-feature --exclude-all-features \
     --exclude-features default 2>&1 | tee "$hack_log"
 if grep -q '^warning' "$hack_log"; then echo "feature combinations: warnings above"; exit 1; fi
 rm -f "$hack_log"
@@ -44,6 +44,10 @@ if grep -E '^(redis|clap|toml|tracing-subscriber) v' <<<"$embed_tree"; then
   echo "examples/embed-axum (an embedder's features) pulls the crates above"; exit 1
 fi
 echo "$(sort -u <<<"$embed_tree" | wc -l) crates, none of redis, clap, toml, tracing-subscriber"
+# A client without the `tls` feature (plain http/ws only) has no TLS stack.
+if cargo tree -p zajel-client --no-default-features -e normal --prefix none | grep -E '^(rustls|tokio-rustls|webpki-roots|ring) v'; then
+  echo "zajel-client without default features pulls the TLS crates above"; exit 1
+fi
 
 step "packages: zajel-core, zajel-server, zajel-client as crates.io would get them (cargo package)"
 # One command in dependency order; the unpublished zajel-core is resolved from a temporary
@@ -58,7 +62,7 @@ cargo package -p zajel-core -p zajel-server -p zajel-client "${verify[@]}"
 step "cargo doc (workspace, no deps, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
-step "cargo deny: licenses, bans, sources; advisories with a local RustSec database"
+step "cargo deny: licenses, bans, sources, RustSec advisories (vendored snapshot when offline)"
 bash scripts/deny.sh
 
 step "wasm32: zajel-core without default features; clippy on zajel-wasm (and zajel-client under it)"

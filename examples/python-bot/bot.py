@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The echo bot, in Python, on the Zajel Python SDK (asyncio).
 
-    python bot.py --server http://127.0.0.1:8080 --username echo --password …
+    ZAJEL_BOT_PASSWORD=… python bot.py --server http://127.0.0.1:8080 --username echo
 
-(or ZAJEL_BOT_PASSWORD in the environment). It signs in (registering the account on first
+(``--password`` works too, but a password on the command line is visible to other users in
+``ps``: prefer the variable). It signs in (registering the account on first
 run), accepts every friend request, and answers each message from someone else with
 ``echo: <body>``, marking it read. The read mark is its memory: after every (re)connection
 it reads each conversation's history above its mark and answers what it has not answered,

@@ -272,6 +272,14 @@ impl Client {
         lock(&self.inner.shared.cursors).resume_state()
     }
 
+    /// The friends and conversations as last seen from the server: loaded from the storage
+    /// seam at start (so an app started offline can show them, see [`crate::Event::Cached`]), then
+    /// replaced by the server's lists and kept current by events. Empty without storage
+    /// before the first sync.
+    pub fn cached_view(&self) -> crate::CachedView {
+        lock(&self.inner.shared.view).clone()
+    }
+
     /// The direct conversation with `peer`, once the user is known.
     pub fn conversation_with(&self, peer: UserId) -> Option<ConversationId> {
         self.user().map(|me| ConversationId::direct(me.id, peer))
@@ -466,7 +474,7 @@ impl Client {
     }
 
     /// Moves my read mark to `seq` (marks never move back); returns the mark now. The other
-    /// participant gets an [`Event::Read`].
+    /// participant gets a `read` event ([`crate::Push::Read`]).
     pub async fn mark_read(&self, conversation: &ConversationId, seq: u64) -> Result<u64> {
         match self
             .request(ReqKind::MarkRead(conversation.clone(), seq))

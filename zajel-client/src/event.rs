@@ -1,12 +1,11 @@
 //! What the client reports: events and the connection state.
 
 use crate::error::Error;
+use crate::view::CachedView;
 use serde::{Deserialize, Serialize, Serializer};
 use std::time::Duration;
-use zajel_core::protocol::FriendEntry;
-use zajel_core::{
-    ConversationId, ConversationSummary, FriendReason, Message, Relation, Timestamp, User, UserId,
-};
+use zajel_core::protocol::{FriendEntry, Push};
+use zajel_core::{ConversationId, ConversationSummary, Message, Relation, Timestamp, User, UserId};
 
 /// The connection as a UI should show it. Serializes as `{ "status": "online" }`,
 /// `{ "status": "reconnecting", "attempt": 2, "retry_in_ms": 500 }`, …
@@ -71,10 +70,22 @@ fn outbox_field<S: Serializer>(item: &OutboxItem, s: S) -> Result<S::Ok, S::Erro
 
 /// Something that happened, in the order the server reported it.
 ///
-/// The server's push frames (`message`, `friend`, `read`, `typing`, `presence`) keep their
-/// protocol names and fields; the client adds `state`, `sent`, `synced` and `outbox`. Events
-/// serialize (serde) as `{ "type": "<snake_case name>", …fields }`, which is what the
-/// bindings hand to JavaScript, so adding an event touches this enum only.
+/// The server's events are one type, [`Push`] (in `zajel_core::protocol`): they arrive as
+/// [`Event::Server`] unchanged, except `message` and `synced`, which the client turns into
+/// [`Event::Message`] and [`Event::Synced`] (delivery state). The client adds `state`, `sent`
+/// and `outbox`. Events serialize (serde) as `{ "type": "<snake_case name>", …fields }`, a
+/// push exactly as on the wire, which is what the bindings hand to JavaScript: adding a push
+/// touches `Push` only (plus the uniffi record, which must map every variant).
+///
+/// ```
+/// use zajel_client::{Event, Push};
+/// # let user: zajel_client::UserId = "6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422".parse().unwrap();
+/// let event = Event::Server(Push::Presence { user, online: true, last_seen: None });
+/// assert_eq!(
+///     serde_json::to_string(&event).unwrap(),
+///     r#"{"type":"presence","user":"6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","online":true}"#
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -108,48 +119,23 @@ pub enum Event {
         /// True for the first sync of this client.
         first: bool,
     },
-    /// My relation with someone changed (by them, or by me on another device).
-    Friend {
-        /// The other user.
-        user: User,
-        /// How I see them now.
-        relation: Relation,
-        /// What happened.
-        reason: FriendReason,
-        /// When.
-        at: Timestamp,
-    },
-    /// A read mark moved (the peer's: show "seen"; or mine from another device).
-    Read {
-        /// The conversation.
-        conversation: ConversationId,
-        /// Whose mark.
-        user: UserId,
-        /// The mark now.
-        seq: u64,
-    },
-    /// A friend started or stopped typing.
-    Typing {
-        /// The conversation.
-        conversation: ConversationId,
-        /// Who.
-        user: UserId,
-        /// Typing now.
-        active: bool,
-    },
-    /// A friend came online or went offline.
-    Presence {
-        /// Who.
-        user: UserId,
-        /// Online now.
-        online: bool,
-        /// When last seen (set when going offline).
-        last_seen: Option<Timestamp>,
-    },
+    /// The contact list cached by the storage seam, loaded before the first connection
+    /// (only when one was stored): what to show until the server answers. `{ "type":
+    /// "cached", "friends": […], "conversations": […] }`; see [`crate::CachedView`].
+    Cached(CachedView),
+    /// Any other event the server pushed, exactly as the protocol defines it (`friend`,
+    /// `read`, `typing`, `presence`, `going_away`, and whatever a newer `zajel-core` adds):
+    /// `{ "type": "friend", "user": …, … }` as in `docs/protocol.md`. `message` and `synced`
+    /// are not delivered here but as [`Event::Message`] (de-duplicated, with `replayed`) and
+    /// [`Event::Synced`].
+    #[serde(untagged)]
+    Server(Push),
 }
 
-/// A signed-in session from [`crate::Client::register`] or [`crate::Client::login`].
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+/// A signed-in session from [`crate::Client::register`] or [`crate::Client::login`]. Serializes
+/// as the server's JSON (`{ user, token, expires_at }`; the token included: it is what the
+/// bindings hand to the app).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Who signed in.
     pub user: User,
@@ -169,8 +155,8 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// The result of a friend operation: my view of the other user now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The result of a friend operation: my view of the other user now (`{ user, relation }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FriendStatus {
     /// The other user.
     pub user: User,
@@ -178,8 +164,10 @@ pub struct FriendStatus {
     pub relation: Relation,
 }
 
-/// Which page of history to read (sequences are exclusive bounds).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which page of history to read (sequences are exclusive bounds). Deserializes from
+/// `{ before?, after?, limit? }`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct HistoryQuery {
     /// Messages with a lower sequence (scroll back).
     pub before: Option<u64>,
@@ -215,8 +203,8 @@ impl HistoryQuery {
     }
 }
 
-/// One page of history.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One page of history (`{ conversation, messages, has_more }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HistoryPage {
     /// The conversation.
     pub conversation: ConversationId,

@@ -93,13 +93,13 @@ async fn request(
         .await
         .map_err(|e| t(&e))?;
     let _ = stream.set_nodelay(true);
-    let mut sender = if url.secure {
-        handshake(crate::tls::connect(&host, stream).await?)
-            .await
-            .map_err(|e| t(&e))?
-    } else {
-        handshake(stream).await.map_err(|e| t(&e))?
-    };
+    // Without the `tls` feature `ServerUrl::parse` refused a secure URL already.
+    let mut sender = match url.secure {
+        #[cfg(feature = "tls")]
+        true => handshake(crate::tls::connect(&host, stream).await?).await,
+        _ => handshake(stream).await,
+    }
+    .map_err(|e| t(&e))?;
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)

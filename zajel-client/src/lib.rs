@@ -15,7 +15,8 @@
 //! let session = Client::login(server, "alice", "correct horse battery").await?;
 //! let (client, mut events) = Client::connect(server, session.token).await?;
 //!
-//! // Friends: ask bob; he gets an `Event::Friend` and can `accept_friend`.
+//! // Friends: ask bob; he gets a `friend` event (`Event::Server(Push::Friend { .. })`) and
+//! // can `accept_friend`.
 //! let bob = client.request_friend("bob").await?.user;
 //!
 //! // Messages: `send` returns once the server stored the message.
@@ -75,7 +76,10 @@
 //!   conversation's cursor is taken from `synced`, and older messages are read with
 //!   [`Client::history`].
 //! - **Storage.** With [`ClientBuilder::storage`] ([`FileStorage`], [`MemoryStorage`], or
-//!   IndexedDB in the browser) the cursors and the outbox survive a restart or a page reload.
+//!   IndexedDB in the browser) the cursors and the outbox survive a restart or a page reload,
+//!   and so does a bounded cache of the friends and conversations ([`CachedView`]): a client
+//!   started while the server is down reports it as [`Event::Cached`] and
+//!   [`Client::cached_view`], and the server's lists replace it once connected.
 //!   Without it, save [`Client::cursors`] and pass them to [`ClientBuilder::resume_from`].
 //! - **Outbox.** [`Client::send`] (or [`Client::queue`], which returns at once) gives each
 //!   message a random 128-bit idempotency key at call time and queues it. The outbox is a
@@ -103,9 +107,10 @@
 //! ## Platforms
 //!
 //! Natively the client needs a tokio runtime (it spawns its driver with `tokio::spawn`); it
-//! speaks `http://`/`ws://` and, with rustls (ring provider, Mozilla's roots built in; no
-//! OpenSSL), `https://`/`wss://`. Trust a private CA or a test certificate with
-//! [`add_root_certificates_pem`]. On `wasm32-unknown-unknown` it uses the browser's
+//! speaks `http://`/`ws://` and, with the default feature `tls` (rustls, ring provider,
+//! Mozilla's roots built in; no OpenSSL), `https://`/`wss://`. Trust a private CA or a test
+//! certificate with `add_root_certificates_pem`. Without `tls` (`default-features = false`)
+//! nothing of rustls is compiled and a secure URL is refused with [`Error::InvalidArgument`]. On `wasm32-unknown-unknown` it uses the browser's
 //! `WebSocket`, `fetch` and timers and needs no runtime; the platform differences live in one
 //! small internal module.
 #![warn(missing_docs)]
@@ -121,10 +126,11 @@ mod event;
 mod http;
 mod rt;
 mod storage;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "tls"))]
 mod tls;
 mod transport;
 mod url;
+mod view;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder, EventStream};
@@ -136,14 +142,18 @@ pub use event::{
 #[cfg(not(target_arch = "wasm32"))]
 pub use storage::FileStorage;
 pub use storage::{MemoryStorage, Snapshot, Storage, StorageFuture, StoredSend};
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "tls"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use tls::add_root_certificates_pem;
+pub use view::CachedView;
 /// The protocol and model types the API uses, re-exported for convenience.
 pub use zajel_core::{
     self, ConversationId, ConversationSummary, ErrorCode, FriendReason, Message, MessageId,
     MessageKind, Relation, Timestamp, User, UserId,
-    protocol::{FriendEntry, ResumeState},
+    protocol::{FriendEntry, Push, ResumeState},
 };
 
+#[cfg(test)]
+mod event_samples;
 #[cfg(test)]
 mod tests;

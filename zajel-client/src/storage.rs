@@ -1,5 +1,5 @@
-//! The storage seam: where a client keeps its resume cursors and its outbox so both survive a
-//! page reload or an app restart.
+//! The storage seam: where a client keeps its resume cursors, its outbox and a small cache of
+//! its contact list ([`CachedView`]) so they survive a page reload or an app restart.
 //!
 //! The driver loads a [`Snapshot`] once at start (before its first connection) and saves a
 //! new one after changes, at most one save at a time (later changes coalesce into the next
@@ -13,6 +13,7 @@
 
 use crate::error::Error;
 use crate::event::Target;
+use crate::view::CachedView;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,10 @@ pub struct Snapshot {
     /// Messages not yet acknowledged (queued, sending, or failed), oldest first.
     #[serde(default)]
     pub outbox: Vec<StoredSend>,
+    /// The friends and conversations last seen from the server (bounded), shown by an app that
+    /// starts while the server is unreachable.
+    #[serde(default, skip_serializing_if = "CachedView::is_empty")]
+    pub view: CachedView,
 }
 
 /// One outbox entry as stored.

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use zajel_core::protocol::{ClientFrame, ErrorFrame, Limits, ServerFrame, SyncState};
+use zajel_core::protocol::{
+    ClientFrame, ErrorFrame, Limits, Push, RequestId, ServerFrame, SyncState,
+};
 use zajel_core::{ConversationId, ErrorCode, Message, MessageId, Timestamp, User, UserId};
 
 struct FakeConn {
@@ -112,15 +114,10 @@ impl FakeConn {
             reason: String::new(),
         });
     }
-    /// Reads `auth`, answers auth_ok, then `replay`ed messages, then synced.
-    async fn handshake(&mut self, me: &User, replay: Vec<Message>) -> ClientFrame {
-        let auth = self.frame().await;
-        let ClientFrame::Auth { id, resume, .. } = &auth else {
-            panic!("first frame must be auth: {auth:?}")
-        };
-        assert!(resume.is_some(), "the client always resumes");
+    /// Answers the `auth` with id `re` for `me`.
+    fn auth_ok(&self, re: &RequestId, me: &User) {
         self.push(ServerFrame::AuthOk {
-            re: id.clone(),
+            re: re.clone(),
             user: me.clone(),
             protocol: 1,
             limits: Limits {
@@ -130,12 +127,22 @@ impl FakeConn {
                 idle_timeout_ms: 60_000,
             },
         });
+    }
+
+    /// Reads `auth`, answers auth_ok, then `replay`ed messages, then synced.
+    async fn handshake(&mut self, me: &User, replay: Vec<Message>) -> ClientFrame {
+        let auth = self.frame().await;
+        let ClientFrame::Auth { id, resume, .. } = &auth else {
+            panic!("first frame must be auth: {auth:?}")
+        };
+        assert!(resume.is_some(), "the client always resumes");
+        self.auth_ok(id, me);
         for m in replay {
-            self.push(ServerFrame::Message { message: m });
+            self.push(ServerFrame::Push(Push::Message { message: m }));
         }
-        self.push(ServerFrame::Synced {
+        self.push(ServerFrame::Push(Push::Synced {
             state: SyncState::default(),
-        });
+        }));
         auth
     }
 }
@@ -229,15 +236,15 @@ async fn reconnects_with_backoff_and_resumes_from_cursors_exactly_once() {
     conn.handshake(&me, vec![msg(&conv, 1, peer.id, "k1")])
         .await;
     client.wait_online().await.unwrap();
-    conn.push(ServerFrame::Message {
+    conn.push(ServerFrame::Push(Push::Message {
         message: msg(&conv, 2, peer.id, "k2"),
-    });
-    conn.push(ServerFrame::Message {
+    }));
+    conn.push(ServerFrame::Push(Push::Message {
         message: msg(&conv, 2, peer.id, "k2"),
-    });
-    conn.push(ServerFrame::Message {
+    }));
+    conn.push(ServerFrame::Push(Push::Message {
         message: msg(&conv, 1, peer.id, "k1"),
-    });
+    }));
     // Drop the connection and refuse the next attempt.
     server.refuse.store(1, Ordering::SeqCst);
     conn.close(1006);
@@ -488,16 +495,16 @@ async fn truncated_conversations_are_paged_in_after_sync() {
     });
     // The server replayed up to its bound (seq 1–2) and says the rest is truncated.
     for seq in 1..=2 {
-        conn.push(ServerFrame::Message {
+        conn.push(ServerFrame::Push(Push::Message {
             message: msg(&conv, seq, peer.id, "k"),
-        });
+        }));
     }
-    conn.push(ServerFrame::Synced {
+    conn.push(ServerFrame::Push(Push::Synced {
         state: SyncState {
             truncated: vec![conv.clone()],
             ..SyncState::default()
         },
-    });
+    }));
     let ClientFrame::History {
         id, after, before, ..
     } = conn.frame().await
@@ -597,10 +604,10 @@ async fn hostile_retry_after_and_reconnect_after_are_clamped() {
     });
     conn.no_frame(Duration::from_millis(100)).await;
     drop(ping);
-    conn.push(ServerFrame::GoingAway {
+    conn.push(ServerFrame::Push(Push::GoingAway {
         reason: "bye".into(),
         reconnect_after_ms: u64::MAX,
-    });
+    }));
     conn.close(1001);
     let Event::State(ConnectionState::Reconnecting { retry_in, .. }) =
         next_matching(&mut events, |e| {
@@ -670,12 +677,12 @@ async fn resume_is_bounded_and_the_rest_is_caught_up() {
         read_seq: 0,
         peer_read_seq: 0,
     };
-    conn.push(ServerFrame::Synced {
+    conn.push(ServerFrame::Push(Push::Synced {
         state: SyncState {
             conversations: vec![summary],
             ..SyncState::default()
         },
-    });
+    }));
     client.wait_online().await.unwrap();
     let ClientFrame::History {
         id,
@@ -728,9 +735,9 @@ async fn storage_saves_are_coalesced_and_complete_at_stop() {
     client.wait_online().await.unwrap();
     let conv = ConversationId::direct(user(1).id, user(2).id);
     for seq in 1..=300 {
-        conn.push(ServerFrame::Message {
+        conn.push(ServerFrame::Push(Push::Message {
             message: msg(&conv, seq, user(2).id, &format!("k{seq}")),
-        });
+        }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let item = client.queue(user(2).id, "typed").unwrap();
@@ -748,4 +755,116 @@ async fn storage_saves_are_coalesced_and_complete_at_stop() {
     let snap = storage.inner.snapshot().expect("saved");
     assert_eq!(snap.cursors.get(&conv), Some(&300));
     assert_eq!(snap.user, Some(user(1).id));
+}
+
+/// The contact list cache: a client started on stored state reports the stored view before
+/// any connection (`Event::Cached`, `cached_view`); the server's `synced` replaces it, live
+/// events keep it current, and it is saved with the snapshot. A stored view of another user
+/// is dropped at `auth_ok`.
+#[tokio::test]
+async fn the_contact_list_cache_is_loaded_then_replaced_by_the_server() {
+    use crate::storage::Storage;
+    use crate::{CachedView, MemoryStorage, Snapshot};
+    use zajel_core::protocol::FriendEntry;
+    use zajel_core::{ConversationSummary, FriendReason, Relation};
+
+    let (me, bob, carol) = (user(1), user(2), user(3));
+    let entry = |u: &User| FriendEntry {
+        user: u.clone(),
+        relation: Relation::Friends,
+        since: Timestamp(1),
+        online: false,
+        last_seen: None,
+    };
+    let summary = |peer: &User, last_seq: u64| ConversationSummary {
+        conversation: ConversationId::direct(me.id, peer.id),
+        peer: Some(peer.id),
+        last_message: None,
+        last_seq,
+        unread: 0,
+        read_seq: last_seq,
+        peer_read_seq: 0,
+    };
+    let stored = CachedView {
+        friends: vec![entry(&bob)],
+        conversations: vec![summary(&bob, 0)],
+    };
+    let storage = MemoryStorage::new();
+    storage
+        .save(Snapshot {
+            user: Some(me.id),
+            view: stored.clone(),
+            ..Snapshot::default()
+        })
+        .await
+        .unwrap();
+
+    let start = |token: &str, connector: Connector| {
+        Client::builder("http://127.0.0.1:9", token)
+            .backoff(fast())
+            .connector(connector)
+            .storage(storage.clone())
+            .start()
+            .unwrap()
+    };
+    let (connector, mut server) = fake();
+    server.refuse.store(1, Ordering::SeqCst);
+    let (client, mut events) = start("zs1.token", connector);
+    // Before any connection: the stored view.
+    let Event::Cached(view) = next_matching(&mut events, |e| matches!(e, Event::Cached(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(view, stored);
+    assert_eq!(client.cached_view(), stored);
+
+    // The server's lists replace it.
+    let mut conn = server.accept().await;
+    let auth = conn.frame().await;
+    let ClientFrame::Auth { id, .. } = auth else {
+        panic!("{auth:?}")
+    };
+    conn.auth_ok(&id, &me);
+    conn.push(ServerFrame::Push(Push::Synced {
+        state: SyncState {
+            conversations: vec![summary(&carol, 0)],
+            friends: vec![entry(&carol)],
+            ..SyncState::default()
+        },
+    }));
+    next_matching(&mut events, |e| matches!(e, Event::Synced { .. })).await;
+    assert_eq!(client.cached_view().friends, vec![entry(&carol)]);
+
+    // Live events keep it current: bob is back as a friend, carol writes.
+    let to_carol = ConversationId::direct(me.id, carol.id);
+    conn.push(ServerFrame::Push(Push::Friend {
+        user: bob.clone(),
+        relation: Relation::Friends,
+        reason: FriendReason::Accepted,
+        at: Timestamp(9),
+    }));
+    conn.push(ServerFrame::Push(Push::Message {
+        message: msg(&to_carol, 1, carol.id, "c1"),
+    }));
+    next_matching(&mut events, |e| matches!(e, Event::Message { .. })).await;
+    let view = client.cached_view();
+    assert_eq!(view.friends.len(), 2);
+    assert_eq!(view.conversations[0].last_seq, 1);
+    assert_eq!(view.conversations[0].unread, 1);
+
+    // Saved with the snapshot.
+    client.close();
+    timeout(WAIT, async { while events.next().await.is_some() {} })
+        .await
+        .unwrap();
+    assert_eq!(storage.snapshot().unwrap().view, view);
+
+    // Another account on the same storage never sees it.
+    let (connector, mut server) = fake();
+    let (client, mut events) = start("zs1.other", connector);
+    let mut conn = server.accept().await;
+    conn.handshake(&user(4), Vec::new()).await;
+    next_matching(&mut events, |e| matches!(e, Event::Synced { .. })).await;
+    assert!(client.cached_view().is_empty());
+    client.close();
 }

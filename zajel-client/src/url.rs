@@ -26,6 +26,12 @@ impl ServerUrl {
             "https" | "wss" => true,
             _ => return Err(bad()),
         };
+        #[cfg(all(not(target_arch = "wasm32"), not(feature = "tls")))]
+        if secure {
+            return Err(Error::InvalidArgument(format!(
+                "{s}: https:// and wss:// need zajel-client's `tls` feature"
+            )));
+        }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -94,13 +100,31 @@ mod tests {
         assert_eq!(u.http("/api/login"), "http://127.0.0.1:8080/api/login");
         assert_eq!(u.ws(), "ws://127.0.0.1:8080/ws");
         assert_eq!(u.host_port(), ("127.0.0.1".to_owned(), 8080));
-        let u = ServerUrl::parse("https://chat.example.com/zajel").unwrap();
-        assert_eq!(u.ws(), "wss://chat.example.com/zajel/ws");
-        assert_eq!(u.host_port(), ("chat.example.com".to_owned(), 443));
         let u = ServerUrl::parse("ws://[::1]:9000/ws").unwrap();
         assert_eq!(u.http("/api/me"), "http://[::1]:9000/api/me");
         assert_eq!(u.host_port(), ("::1".to_owned(), 9000));
         assert!(ServerUrl::parse("ftp://x").is_err());
         assert!(ServerUrl::parse("localhost:8080").is_err());
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn secure_urls() {
+        let u = ServerUrl::parse("https://chat.example.com/zajel").unwrap();
+        assert_eq!(u.ws(), "wss://chat.example.com/zajel/ws");
+        assert_eq!(u.host_port(), ("chat.example.com".to_owned(), 443));
+    }
+
+    /// Without TLS compiled in, a secure URL is refused up front, naming the feature (never a
+    /// plain-text connection to a server that expects TLS).
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn secure_urls_need_the_tls_feature() {
+        for url in ["https://chat.example.com", "wss://chat.example.com/ws"] {
+            let Err(Error::InvalidArgument(e)) = ServerUrl::parse(url) else {
+                panic!("{url} accepted without the tls feature");
+            };
+            assert!(e.contains("`tls` feature"), "{e}");
+        }
     }
 }

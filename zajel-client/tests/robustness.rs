@@ -4,7 +4,6 @@
 //! restart.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep, timeout};
@@ -14,54 +13,13 @@ use zajel_client::{
 };
 use zajel_core::friends::{Edge, Link, UserPair};
 use zajel_core::{
-    Body, FriendStore, HistoryQuery, IdempotencyKey, MemoryStore, MessageStore, NewMessage, Store,
+    Body, FriendStore, HistoryQuery, IdempotencyKey, MemoryStore, MessageStore, NewMessage,
     Timestamp, UserId, UserStore, Username,
 };
-use zajel_server::{Engine, ServerConfig};
+use zajel_server::ServerConfig;
+use zajel_test_support::{LoopbackServer, test_config};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn config() -> ServerConfig {
-    ServerConfig {
-        argon2_memory_kib: 256,
-        argon2_iterations: 1,
-        reconnect_after_ms: 100,
-        shutdown_grace_ms: 2_000,
-        // These tests register a dozen users from one loopback address: the default
-        // registration throttle (10 per address per minute) is not what they test.
-        register_per_address_per_minute: 1_000,
-        ..ServerConfig::default()
-    }
-}
-
-struct Server {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(store: Arc<dyn Store>, addr: Option<SocketAddr>, cfg: ServerConfig) -> Server {
-        let bind = addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr"));
-        let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let engine = Engine::new(store, cfg);
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(zajel_server::serve(listener, engine, async move {
-            let _ = rx.await;
-        }));
-        Server { addr, stop, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = timeout(Duration::from_secs(20), self.task).await;
-    }
-}
 
 fn fast() -> Backoff {
     Backoff {
@@ -190,7 +148,7 @@ fn assert_once(messages: &[Message]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_live_stream_is_filled_promptly_and_once() {
     let store = Arc::new(MemoryStore::new());
-    let server = Server::start(store.clone(), None, config()).await;
+    let server = LoopbackServer::start(store.clone(), None, test_config()).await;
     let url = server.url();
     let alice = register(&url, "alice").await;
     let bob = register(&url, "bob").await;
@@ -235,7 +193,7 @@ async fn a_gap_in_the_live_stream_is_filled_promptly_and_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_account_resumes_within_the_frame_limit() {
     let store = Arc::new(MemoryStore::new());
-    let server = Server::start(store.clone(), None, config()).await;
+    let server = LoopbackServer::start(store.clone(), None, test_config()).await;
     let url = server.url();
     let alice = register(&url, "alice").await;
     let me = alice.user.id;
@@ -289,12 +247,12 @@ async fn a_big_account_resumes_within_the_frame_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_retryable_close_is_an_error_not_a_retry_loop() {
     let store = Arc::new(MemoryStore::new());
-    let server = Server::start(
+    let server = LoopbackServer::start(
         store.clone(),
         None,
         ServerConfig {
             max_frame_bytes: 64,
-            ..config()
+            ..test_config()
         },
     )
     .await;
@@ -328,9 +286,9 @@ async fn an_offline_backlog_is_paced_and_stays_in_order() {
     let cfg = ServerConfig {
         rate_per_second: 150,
         rate_burst: 10,
-        ..config()
+        ..test_config()
     };
-    let server = Server::start(store.clone(), None, cfg.clone()).await;
+    let server = LoopbackServer::start(store.clone(), None, cfg.clone()).await;
     let url = server.url();
     let addr = server.addr;
     let alice = register(&url, "alice").await;
@@ -354,7 +312,7 @@ async fn an_offline_backlog_is_paced_and_stays_in_order() {
     }
     sleep(Duration::from_millis(300)).await;
     assert_eq!(client.outbox().len(), 500);
-    let server = Server::start(store.clone(), Some(addr), cfg).await;
+    let server = LoopbackServer::start(store.clone(), Some(addr), cfg).await;
     let mut acked = 0;
     let mut states = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -414,7 +372,7 @@ async fn outbox_and_cursors_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("alice.json");
     let store = Arc::new(MemoryStore::new());
-    let server = Server::start(store.clone(), None, config()).await;
+    let server = LoopbackServer::start(store.clone(), None, test_config()).await;
     let url = server.url();
     let addr = server.addr;
     let alice = register(&url, "alice").await;
@@ -454,7 +412,7 @@ async fn outbox_and_cursors_survive_a_restart() {
         // The stored snapshot is written before the driver ends.
         let _ = drain_for(&mut ea, Duration::from_millis(500)).await;
     }
-    let server = Server::start(store.clone(), Some(addr), config()).await;
+    let server = LoopbackServer::start(store.clone(), Some(addr), test_config()).await;
     let (cb, _eb) = Client::builder(&url, bob.token.clone())
         .backoff(fast())
         .connect()
@@ -470,6 +428,7 @@ async fn outbox_and_cursors_survive_a_restart() {
         .expect("alice again");
     let mut sent = Vec::new();
     let mut received = Vec::new();
+    let mut cached = None;
     let deadline = Instant::now() + WAIT;
     while sent.len() < 3 || received.is_empty() {
         match timeout(
@@ -480,10 +439,28 @@ async fn outbox_and_cursors_survive_a_restart() {
         {
             Ok(Some(Event::Sent(m))) => sent.push(m),
             Ok(Some(Event::Message { message, .. })) => received.push(message),
+            // The stored contact list, before the first connection.
+            Ok(Some(Event::Cached(view))) => {
+                assert!(sent.is_empty() && received.is_empty(), "cached comes first");
+                cached = Some(view);
+            }
             Ok(Some(_)) => {}
             _ => panic!("timed out: sent {sent:?} received {received:?}"),
         }
     }
+    let cached = cached.expect("the stored contact list was reported");
+    assert_eq!(
+        cached.friends.iter().map(|f| f.user.id).collect::<Vec<_>>(),
+        [bob.user.id]
+    );
+    assert_eq!(cached.conversations[0].conversation, conv);
+    assert_eq!(
+        cached.conversations[0]
+            .last_message
+            .as_ref()
+            .map(|m| m.body.as_str()),
+        Some("live")
+    );
     let (more, _) = drain_for(&mut ea, Duration::from_millis(500)).await;
     received.extend(more);
     assert_eq!(
@@ -526,7 +503,7 @@ async fn outbox_and_cursors_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_states_are_visible_and_refusals_are_reported() {
     let store = Arc::new(MemoryStore::new());
-    let server = Server::start(store.clone(), None, config()).await;
+    let server = LoopbackServer::start(store.clone(), None, test_config()).await;
     let url = server.url();
     let alice = register(&url, "alice").await;
     let bob = register(&url, "bob").await;
@@ -633,12 +610,12 @@ async fn a_node_shutdown_spreads_the_reconnects() {
     let store = Arc::new(MemoryStore::new());
     // 12 connections at 6 per second: the server spreads its advice over 2 s after the
     // 100 ms base; each client adds at most max(delay / 4, 500 ms) of its own.
-    let server = Server::start(
+    let server = LoopbackServer::start(
         store.clone(),
         None,
         ServerConfig {
             reconnect_rate: 6,
-            ..config()
+            ..test_config()
         },
     )
     .await;

@@ -1,69 +1,17 @@
 //! The SDK against the real server (in-process engine, real WebSockets and HTTP on loopback).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::timeout;
 use zajel_client::{
     Backoff, Client, ConnectionState, ConversationId, Error, Event, EventStream, FriendReason,
-    HistoryQuery, Relation, Session,
+    HistoryQuery, Push, Relation, Session,
 };
 use zajel_core::Store;
-use zajel_server::{Engine, ServerConfig};
+use zajel_server::ServerConfig;
+use zajel_test_support::{LoopbackServer, test_config};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn config() -> ServerConfig {
-    ServerConfig {
-        // Cheap hashing: tests register many users.
-        argon2_memory_kib: 256,
-        argon2_iterations: 1,
-        reconnect_after_ms: 100,
-        shutdown_grace_ms: 2_000,
-        ..ServerConfig::default()
-    }
-}
-
-struct Server {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(store: Arc<dyn Store>, addr: Option<SocketAddr>) -> Server {
-        Self::start_with(store, addr, config()).await
-    }
-
-    async fn start_with(
-        store: Arc<dyn Store>,
-        addr: Option<SocketAddr>,
-        cfg: ServerConfig,
-    ) -> Server {
-        let bind = addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr"));
-        let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let engine = Engine::new(store, cfg);
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(zajel_server::serve(listener, engine, async move {
-            let _ = rx.await;
-        }));
-        Server { addr, stop, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("server stops")
-            .expect("server task")
-            .expect("serve ok");
-    }
-}
 
 fn fast() -> Backoff {
     Backoff {
@@ -123,12 +71,12 @@ async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream)
     let st = ca.request_friend(b).await.expect("request");
     assert_eq!(st.relation, Relation::RequestSent);
     let from = wait_for(&mut eb, |e| match e {
-        Event::Friend {
+        Event::Server(Push::Friend {
             user,
             relation: Relation::RequestReceived,
             reason: FriendReason::Requested,
             ..
-        } => Some(user.clone()),
+        }) => Some(user.clone()),
         _ => None,
     })
     .await;
@@ -136,11 +84,11 @@ async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream)
     let st = cb.accept_friend(from.id).await.expect("accept");
     assert_eq!(st.relation, Relation::Friends);
     wait_for(&mut ea, |e| match e {
-        Event::Friend {
+        Event::Server(Push::Friend {
             user,
             relation: Relation::Friends,
             ..
-        } if user.id == sb.user.id => Some(()),
+        }) if user.id == sb.user.id => Some(()),
         _ => None,
     })
     .await;
@@ -149,7 +97,12 @@ async fn friends(url: &str, a: &str, b: &str) -> [(Session, Client, EventStream)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn friend_and_chat_flow() {
-    let server = Server::start(Arc::new(zajel_core::MemoryStore::new()), None).await;
+    let server = LoopbackServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        None,
+        test_config(),
+    )
+    .await;
     let url = server.url();
     let [(sa, alice, mut ea), (sb, bob, mut eb)] = friends(&url, "alice", "bob").await;
     assert_eq!(alice.user().map(|u| u.id), Some(sa.user.id));
@@ -178,9 +131,9 @@ async fn friend_and_chat_flow() {
     // Typing is relayed.
     alice.typing(&conv, true).expect("typing");
     wait_for(&mut eb, |e| match e {
-        Event::Typing {
+        Event::Server(Push::Typing {
             user, active: true, ..
-        } if *user == sa.user.id => Some(()),
+        }) if *user == sa.user.id => Some(()),
         _ => None,
     })
     .await;
@@ -208,11 +161,11 @@ async fn friend_and_chat_flow() {
     // Read receipt reaches bob.
     assert_eq!(alice.mark_read(&conv, 2).await.expect("mark read"), 2);
     wait_for(&mut eb, |e| match e {
-        Event::Read {
+        Event::Server(Push::Read {
             user,
             seq: 2,
             conversation,
-        } if *user == sa.user.id && *conversation == conv => Some(()),
+        }) if *user == sa.user.id && *conversation == conv => Some(()),
         _ => None,
     })
     .await;
@@ -244,11 +197,11 @@ async fn friend_and_chat_flow() {
     // Bob goes offline: presence reaches alice.
     bob.close();
     wait_for(&mut ea, |e| match e {
-        Event::Presence {
+        Event::Server(Push::Presence {
             user,
             online: false,
             ..
-        } if *user == sb.user.id => Some(()),
+        }) if *user == sb.user.id => Some(()),
         _ => None,
     })
     .await;
@@ -262,7 +215,7 @@ async fn server_restart_resumes_and_flushes_the_outbox_exactly_once() {
     let store: Arc<dyn Store> = Arc::new(
         zajel_core::EmbeddedStore::open(dir.path().join("zajel.redb")).expect("embedded store"),
     );
-    let server = Server::start(store.clone(), None).await;
+    let server = LoopbackServer::start(store.clone(), None, test_config()).await;
     let addr = server.addr;
     let url = server.url();
     let [(sa, alice, mut ea), (sb, bob, mut eb)] = friends(&url, "alice", "bob").await;
@@ -306,7 +259,7 @@ async fn server_restart_resumes_and_flushes_the_outbox_exactly_once() {
     ));
 
     // Same address, same store.
-    let server = Server::start(store.clone(), Some(addr)).await;
+    let server = LoopbackServer::start(store.clone(), Some(addr), test_config()).await;
     let mut seqs = Vec::new();
     for s in sends {
         let m = timeout(WAIT, s)
@@ -370,7 +323,12 @@ async fn server_restart_resumes_and_flushes_the_outbox_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_token_is_signed_out_not_a_retry_loop() {
-    let server = Server::start(Arc::new(zajel_core::MemoryStore::new()), None).await;
+    let server = LoopbackServer::start(
+        Arc::new(zajel_core::MemoryStore::new()),
+        None,
+        test_config(),
+    )
+    .await;
     let url = server.url();
     let s1 = Client::register(&url, "dave", "password-123")
         .await
@@ -440,9 +398,9 @@ async fn expired_token_is_signed_out_at_reconnect() {
     let store: Arc<dyn Store> = Arc::new(zajel_core::MemoryStore::new());
     let short = ServerConfig {
         token_ttl_secs: 1,
-        ..config()
+        ..test_config()
     };
-    let server = Server::start_with(store.clone(), None, short.clone()).await;
+    let server = LoopbackServer::start(store.clone(), None, short.clone()).await;
     let url = server.url();
     let s = Client::register(&url, "erin", "password-123")
         .await
@@ -452,7 +410,7 @@ async fn expired_token_is_signed_out_at_reconnect() {
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     let addr = server.addr;
     server.stop().await;
-    let _server = Server::start_with(store, Some(addr), short).await;
+    let _server = LoopbackServer::start(store, Some(addr), short).await;
     let states = states_until_end(&mut events).await;
     assert_eq!(
         states.last(),

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 use zajel_core::ErrorCode;
-use zajel_core::protocol::{ClientFrame, ServerFrame};
+use zajel_core::protocol::{ClientFrame, Push, ServerFrame};
 
 struct Example {
     section: &'static str,
@@ -159,9 +159,9 @@ fn unknown_server_frames_are_tolerated() {
 /// server that still sends one is ignored.
 #[test]
 fn synced_is_an_event_without_re() {
-    let f = ServerFrame::Synced {
+    let f = ServerFrame::Push(Push::Synced {
         state: Default::default(),
-    };
+    });
     let v: Value = serde_json::from_str(&f.encode()).unwrap();
     assert_eq!(v["type"], "synced");
     assert!(v.get("re").is_none(), "{v}");
@@ -219,7 +219,8 @@ fn system_message_example_is_marked() {
         .filter(|e| e.json.contains(r#""kind": "system""#))
         .collect();
     assert_eq!(system.len(), 1, "one documented system message");
-    let ServerFrame::Message { message } = ServerFrame::decode(&system[0].json).expect("decodes")
+    let ServerFrame::Push(Push::Message { message }) =
+        ServerFrame::decode(&system[0].json).expect("decodes")
     else {
         panic!("the system example is a message frame");
     };
@@ -229,11 +230,15 @@ fn system_message_example_is_marked() {
         "00000000-0000-0000-0000-000000000000",
         "6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422",
     );
-    let ServerFrame::Message { message } = ServerFrame::decode(&forged).expect("decodes") else {
+    let ServerFrame::Push(Push::Message { message }) =
+        ServerFrame::decode(&forged).expect("decodes")
+    else {
         panic!("a message frame");
     };
     assert!(!message.is_system());
-    assert!(!message_frame_has_kind(&ServerFrame::Message { message }));
+    assert!(!message_frame_has_kind(&ServerFrame::Push(Push::Message {
+        message
+    })));
 }
 
 fn message_frame_has_kind(frame: &ServerFrame) -> bool {

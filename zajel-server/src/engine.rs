@@ -204,14 +204,8 @@ impl Engine {
     /// Counts a live connection until the guard drops (metrics and shutdown drain).
     pub(crate) fn enter_connection(&self) -> ActiveGuard {
         self.inner.active.fetch_add(1, Ordering::AcqRel);
-        self.inner
-            .metrics
-            .connections
-            .fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .metrics
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.connections.inc();
+        self.inner.metrics.connections_total.inc();
         ActiveGuard(self.clone())
     }
 
@@ -236,7 +230,7 @@ pub(crate) struct ActiveGuard(Engine);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let inner = &self.0.inner;
-        inner.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        inner.metrics.connections.dec();
         if inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             inner.idle.notify_waiters();
         }

@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, mpsc};
 use zajel_core::ConversationId;
 use zajel_core::UserId;
-use zajel_core::protocol::ServerFrame;
+use zajel_core::protocol::{Push, ServerFrame};
 
 /// Close code for a connection whose outbound queue overflowed.
 pub const CLOSE_LAGGED: u16 = 4008;
@@ -39,7 +39,9 @@ impl Event {
     /// Serializes `frame` once.
     pub fn new(frame: &ServerFrame) -> Arc<Self> {
         let message = match frame {
-            ServerFrame::Message { message } => Some((message.conversation.clone(), message.seq)),
+            ServerFrame::Push(Push::Message { message }) => {
+                Some((message.conversation.clone(), message.seq))
+            }
             _ => None,
         };
         Arc::new(Self {

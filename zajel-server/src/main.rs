@@ -2,19 +2,18 @@
 //! is the library (see `docs/server.md`).
 
 use anyhow::Context;
-use clap::Parser;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing_subscriber::EnvFilter;
 #[allow(unused_imports)] // only the arms of the stores compiled in name it
 use zajel_server::config::StoreChoice;
-use zajel_server::config::{Cli, LogFormat, Standalone};
+use zajel_server::config::{LogFormat, Standalone};
 use zajel_server::{Engine, Store, serve_router};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Standalone::load(Cli::parse())?;
+    let config = Standalone::from_command_line()?;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log))
         .context("invalid log filter")?;
@@ -33,11 +32,11 @@ async fn main() -> anyhow::Result<()> {
     let mut builder = Engine::builder(store, config.engine.clone());
     #[cfg(feature = "redis")]
     if let Some(broker) = match config.store() {
-        StoreChoice::Redis(url) => Some(
-            zajel_server::broker::RedisBroker::connect(&url, config.node.broker_config()).await,
-        ),
+        StoreChoice::Redis(url) => {
+            Some(zajel_server::broker::RedisBroker::connect(&url, config.broker_config()).await)
+        }
         StoreChoice::RedisCluster(seeds) => Some(
-            zajel_server::broker::RedisBroker::connect_cluster(&seeds, config.node.broker_config())
+            zajel_server::broker::RedisBroker::connect_cluster(&seeds, config.broker_config())
                 .await,
         ),
         _ => None,
@@ -78,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the configured store. `Standalone::load` already refused a store that is not
+/// Opens the configured store. Loading the configuration already refused a store that is not
 /// compiled in; the `unreachable_patterns` arm keeps that a typed error, not a panic.
 async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
     match config.store() {
@@ -89,7 +88,7 @@ async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
         }
         #[cfg(feature = "redis")]
         StoreChoice::Redis(url) => {
-            let options = config.store_options.redis_options();
+            let options = config.redis_options();
             let store = zajel_server::RedisStore::connect_with(&url, options)
                 .await
                 .context("cannot connect to Redis")?;
@@ -98,7 +97,7 @@ async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
         }
         #[cfg(feature = "redis")]
         StoreChoice::RedisCluster(seeds) => {
-            let options = config.store_options.redis_options();
+            let options = config.redis_options();
             let store = zajel_server::RedisStore::connect_cluster(&seeds, options)
                 .await
                 .context("cannot connect to the Redis Cluster")?;
@@ -107,7 +106,7 @@ async fn open_store(config: &Standalone) -> anyhow::Result<Arc<dyn Store>> {
         }
         #[cfg(feature = "embedded")]
         StoreChoice::Embedded(dir) => {
-            let options = config.store_options.embedded_options();
+            let options = config.embedded_options();
             let store = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create data directory {}", dir.display()))?;

@@ -11,8 +11,9 @@
 //! get an event (`friend`, `message`, `read`, `typing`); without it they get nothing but
 //! presence.
 //!
-//! No HTTP endpoint acts on another user (`/api/me`, `/api/logout`, `/api/logout-all` act on the
-//! caller's own session); [`http_endpoints_refuse_the_anonymous`] pins their anonymous answers.
+//! No HTTP endpoint acts on another user (`/api/me`, `/api/logout`, `/api/logout-all`,
+//! `/api/session` and `/api/me/username` act on the caller's own session);
+//! [`http_endpoints_refuse_the_anonymous`] pins their anonymous answers.
 
 mod common;
 
@@ -285,10 +286,8 @@ async fn every_operation_against_every_relation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open embedded store"));
     let config = zajel_server::ServerConfig {
-        register_per_address_per_minute: 10_000,
-        login_attempts_per_address_per_minute: 10_000,
         max_connections_per_address: 1_000,
-        ..test_config()
+        ..open_config()
     };
     let server = TestServer::start(store.clone(), config).await;
     let cells: Vec<_> = MATRIX
@@ -321,15 +320,22 @@ async fn every_operation_against_every_relation() {
 #[tokio::test]
 async fn http_endpoints_refuse_the_anonymous() {
     let server = TestServer::memory().await;
-    for (method, path) in [
-        ("GET", "/api/me"),
-        ("POST", "/api/logout"),
-        ("POST", "/api/logout-all"),
+    register(server.addr, "someone").await;
+    for (method, path, body) in [
+        ("GET", "/api/me", None),
+        ("POST", "/api/logout", None),
+        ("POST", "/api/logout-all", None),
+        ("POST", "/api/session", Some("{}")),
+        (
+            "POST",
+            "/api/me/username",
+            Some(r#"{"username":"someone"}"#),
+        ),
     ] {
         for auth in [None, Some("Bearer zs1.not-a-token"), Some("Bearer ")] {
             let headers: Vec<(&str, &str)> =
                 auth.map(|a| ("Authorization", a)).into_iter().collect();
-            let r = http(server.addr, method, path, None, &headers).await;
+            let r = http(server.addr, method, path, body, &headers).await;
             assert_eq!(
                 (r.status, r.json()["code"].as_str()),
                 (401, Some("unauthenticated")),

@@ -6,36 +6,8 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use zajel_server::ServerConfig;
-
-struct Pair {
-    alice: Account,
-    bob: Account,
-    a: Client,
-    b: Client,
-    conv: String,
-}
-
-/// alice and bob, friends, with one message (seq 1) in their conversation.
-async fn pair(addr: SocketAddr) -> Pair {
-    let alice = register(addr, "alice").await;
-    let bob = register(addr, "bob").await;
-    let (mut a, _) = Client::login(addr, &alice).await;
-    let (mut b, _) = Client::login(addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
-    let conv = dm(&alice, &bob);
-    a.send_message(&conv, "hello", "k1").await;
-    b.expect("message").await;
-    Pair {
-        alice,
-        bob,
-        a,
-        b,
-        conv,
-    }
-}
 
 /// The conversation's `last_seq` and alice's read mark, as alice sees them.
 async fn state(c: &mut Client) -> Value {
@@ -60,14 +32,10 @@ async fn login(addr: SocketAddr, username: &str) -> String {
     r.json()["token"].as_str().expect("token").to_owned()
 }
 
-async fn memory_server(config: ServerConfig) -> TestServer {
-    TestServer::start(Arc::new(zajel_core::MemoryStore::new()), config).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json() {
     let server = TestServer::memory().await;
-    let mut p = pair(server.addr).await;
+    let mut p = alice_and_bob_after_hello(server.addr).await;
     let before = state(&mut p.a).await;
     p.a.send_raw("{\"type\": \"send\", \"id\": \"x1\", ").await;
     assert_error(&p.a.expect("error").await, "bad_frame", None);
@@ -86,7 +54,7 @@ async fn malformed_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_type() {
     let server = TestServer::memory().await;
-    let mut p = pair(server.addr).await;
+    let mut p = alice_and_bob_after_hello(server.addr).await;
     p.a.send_raw(r#"{"type": "teleport", "id": "tp", "to": "mars"}"#)
         .await;
     assert_error(&p.a.answer("tp").await, "unknown_type", Some("tp"));
@@ -97,7 +65,7 @@ async fn unknown_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_field_type() {
     let server = TestServer::memory().await;
-    let mut p = pair(server.addr).await;
+    let mut p = alice_and_bob_after_hello(server.addr).await;
     let before = state(&mut p.a).await;
     let r = p
         .a
@@ -120,12 +88,12 @@ async fn wrong_field_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_closes_1009() {
-    let server = memory_server(ServerConfig {
+    let server = TestServer::memory_with(ServerConfig {
         max_frame_bytes: 1024,
         ..test_config()
     })
     .await;
-    let mut p = pair(server.addr).await;
+    let mut p = alice_and_bob_after_hello(server.addr).await;
     let big = "x".repeat(2000);
     p.a.send_raw(
         &json!({"type": "send", "id": "big", "conversation": p.conv, "body": big, "idempotency_key": "k9"})
@@ -215,7 +183,7 @@ async fn bad_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_too_long_and_empty() {
     let server = TestServer::memory().await;
-    let mut p = pair(server.addr).await;
+    let mut p = alice_and_bob_after_hello(server.addr).await;
     let before = state(&mut p.a).await;
     let r = p
         .a
@@ -245,7 +213,7 @@ async fn body_too_long_and_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_cursor() {
     let server = TestServer::memory().await;
-    let mut p = pair(server.addr).await;
+    let mut p = alice_and_bob_after_hello(server.addr).await;
     let before = state(&mut p.b).await;
     let r = p.b.history(&p.conv, json!({"after": 5})).await;
     assert_eq!(r["code"], "invalid_cursor", "{r}");
@@ -265,7 +233,7 @@ async fn invalid_cursor() {
 async fn non_friend_and_foreign_conversation() {
     let server = TestServer::memory().await;
     let addr = server.addr;
-    let mut p = pair(addr).await;
+    let mut p = alice_and_bob_after_hello(addr).await;
     let carol = register(addr, "carol").await;
     let (mut c, _) = Client::login(addr, &carol).await;
     let r = c
@@ -304,7 +272,7 @@ async fn non_friend_and_foreign_conversation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_then_abuse_close() {
-    let server = memory_server(ServerConfig {
+    let server = TestServer::memory_with(ServerConfig {
         rate_per_second: 5,
         rate_burst: 5,
         ..test_config()
@@ -341,7 +309,7 @@ async fn rate_limit_then_abuse_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_and_idle_timeouts() {
-    let server = memory_server(ServerConfig {
+    let server = TestServer::memory_with(ServerConfig {
         auth_timeout_ms: 300,
         idle_timeout_ms: 400,
         ..test_config()
@@ -364,7 +332,7 @@ async fn auth_and_idle_timeouts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_account_errors() {
-    let server = memory_server(ServerConfig {
+    let server = TestServer::memory_with(ServerConfig {
         login_failures_per_minute: 3,
         ..test_config()
     })
@@ -511,7 +479,7 @@ async fn logout_closes_sockets_and_revokes_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_auth_needs_an_allowed_origin() {
-    let server = memory_server(ServerConfig {
+    let server = TestServer::memory_with(ServerConfig {
         allowed_origins: vec!["https://chat.example.com".into()],
         ..test_config()
     })

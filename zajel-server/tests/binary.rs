@@ -10,13 +10,10 @@ use serde_json::json;
 async fn sigterm_sends_going_away_closes_1001_and_exits_0() {
     let bin = Binary::start(&["--memory"]);
     let addr = bin.addr;
-    let alice = register(addr, "alice").await;
-    let bob = register(addr, "bob").await;
-    let (mut a, _) = Client::login(addr, &alice).await;
-    let (mut b, _) = Client::login(addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
-    a.send_message(&dm(&alice, &bob), "before shutdown", "k1")
-        .await;
+    let Pair {
+        mut a, mut b, conv, ..
+    } = alice_and_bob(addr).await;
+    a.send_message(&conv, "before shutdown", "k1").await;
     b.expect("message").await;
 
     let exit = tokio::task::spawn_blocking(move || bin.terminate());
@@ -34,13 +31,17 @@ async fn sigterm_sends_going_away_closes_1001_and_exits_0() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
+/// Flag > environment > file > default, for fields of several kinds: numbers, a boolean and
+/// lists (the unit tests in `config.rs` cover the other kinds without the environment).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_precedence_flags_env_file_defaults() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("zajel.toml");
     std::fs::write(
         &file,
-        "memory = true\n[engine]\nmax_body_bytes = 100\nrate_per_second = 7\nidle_timeout_ms = 1111\nmax_frame_bytes = 5000\n",
+        "memory = true\n[engine]\nmax_body_bytes = 100\nrate_per_second = 7\nidle_timeout_ms = 1111\n\
+         max_frame_bytes = 5000\ncookie_secure = false\ncors_origins = [\"https://file.example\"]\n\
+         allowed_origins = [\"https://file-ws.example\"]\n",
     )
     .expect("write config");
     let bin = Binary::start_with(
@@ -49,14 +50,48 @@ async fn configuration_precedence_flags_env_file_defaults() {
             file.to_str().expect("utf-8 path"),
             "--idle-timeout-ms",
             "33333",
+            "--allowed-origins",
+            "https://flag-ws.example",
         ],
         &[
             ("ZAJEL_MAX_BODY_BYTES", "200"),
             ("ZAJEL_IDLE_TIMEOUT_MS", "22222"),
+            ("ZAJEL_COOKIE_SECURE", "true"),
+            (
+                "ZAJEL_CORS_ORIGINS",
+                "https://env.example,https://env2.example",
+            ),
+            ("ZAJEL_ALLOWED_ORIGINS", "https://env-ws.example"),
         ],
     );
-    let alice = register(bin.addr, "alice").await;
-    let (_c, ok) = Client::login(bin.addr, &alice).await;
+    let addr = bin.addr;
+    let body = json!({"username": "alice", "password": "correct horse battery"}).to_string();
+    let reg = http(addr, "POST", "/api/register", Some(&body), &[]).await;
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    let cookie = reg.header("set-cookie").expect("session cookie");
+    assert!(cookie.contains("Secure"), "env beats file (bool): {cookie}");
+    // CORS allows cors_origins and allowed_origins: env's list and the flag's list.
+    for (origin, allowed, why) in [
+        ("https://env2.example", true, "env beats file (list)"),
+        ("https://file.example", false, "env beats file (list)"),
+        ("https://flag-ws.example", true, "flag beats env (list)"),
+        ("https://env-ws.example", false, "flag beats env (list)"),
+        ("https://file-ws.example", false, "flag beats file (list)"),
+    ] {
+        let r = http(addr, "GET", "/healthz", None, &[("Origin", origin)]).await;
+        assert_eq!(
+            r.header("access-control-allow-origin").is_some(),
+            allowed,
+            "{origin}: {why}"
+        );
+    }
+    let v = reg.json();
+    let alice = Account {
+        id: v["user"]["id"].as_str().expect("id").to_owned(),
+        username: "alice".into(),
+        token: v["token"].as_str().expect("token").to_owned(),
+    };
+    let (_c, ok) = Client::login(addr, &alice).await;
     let limits = &ok["limits"];
     assert_eq!(limits["idle_timeout_ms"], 33333, "flag beats env and file");
     assert_eq!(limits["max_body_bytes"], 200, "env beats file");

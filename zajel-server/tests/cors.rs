@@ -4,8 +4,6 @@
 mod common;
 
 use common::{TestServer, http, test_config};
-use std::sync::Arc;
-use zajel_core::MemoryStore;
 
 const APP: &str = "http://app.example:5173";
 
@@ -20,7 +18,7 @@ async fn server(cors: &[&str], ws: &[&str]) -> TestServer {
     let mut config = test_config();
     config.cors_origins = cors.iter().map(|s| s.to_string()).collect();
     config.allowed_origins = ws.iter().map(|s| s.to_string()).collect();
-    TestServer::start(Arc::new(MemoryStore::new()), config).await
+    TestServer::memory_with(config).await
 }
 
 async fn preflight(s: &TestServer, origin: &str) -> common::HttpResponse {

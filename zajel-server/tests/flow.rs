@@ -207,7 +207,7 @@ async fn full_flow_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_reaches_the_friend_only() {
-    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), test_config()).await;
+    let server = TestServer::memory().await;
     let addr = server.addr;
     let (alice, bob, carol) = (
         register(addr, "alice").await,

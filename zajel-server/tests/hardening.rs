@@ -30,15 +30,6 @@ async fn passwordless_account_cannot_log_in_with_a_password() {
     server.stop().await;
 }
 
-/// A config with every throttle wide open except the ones a test sets.
-fn open_config() -> zajel_server::ServerConfig {
-    zajel_server::ServerConfig {
-        register_per_address_per_minute: 1000,
-        login_attempts_per_address_per_minute: 1000,
-        ..test_config()
-    }
-}
-
 async fn login_status(addr: std::net::SocketAddr, user: &str, password: &str, xff: &str) -> u16 {
     let body = json!({"username": user, "password": password}).to_string();
     http(
@@ -57,14 +48,11 @@ async fn login_status(addr: std::net::SocketAddr, user: &str, password: &str, xf
 /// `X-Forwarded-For` entry does not give the attacker a fresh address.
 #[tokio::test]
 async fn a_guesser_cannot_lock_the_owner_out() {
-    let server = TestServer::start(
-        Arc::new(zajel_core::MemoryStore::new()),
-        zajel_server::ServerConfig {
-            login_failures_per_minute: 3,
-            trust_forwarded_for: true,
-            ..open_config()
-        },
-    )
+    let server = TestServer::memory_with(zajel_server::ServerConfig {
+        login_failures_per_minute: 3,
+        trust_forwarded_for: true,
+        ..open_config()
+    })
     .await;
     register(server.addr, "victim").await;
     let mut statuses = Vec::new();
@@ -89,13 +77,10 @@ async fn a_guesser_cannot_lock_the_owner_out() {
 /// Item 3: registration is throttled per address (it runs argon2).
 #[tokio::test]
 async fn register_is_throttled_per_address() {
-    let server = TestServer::start(
-        Arc::new(zajel_core::MemoryStore::new()),
-        zajel_server::ServerConfig {
-            register_per_address_per_minute: 2,
-            ..test_config()
-        },
-    )
+    let server = TestServer::memory_with(zajel_server::ServerConfig {
+        register_per_address_per_minute: 2,
+        ..test_config()
+    })
     .await;
     let mut statuses = Vec::new();
     for i in 0..4 {
@@ -117,25 +102,25 @@ async fn register_is_throttled_per_address() {
 /// error body.
 #[tokio::test]
 async fn login_csrf_and_headers() {
-    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), open_config()).await;
-    let acc = register(server.addr, "carol").await;
-    let _ = acc;
-    // A raw request with text/plain (what an HTML form can send without a preflight).
+    let server = TestServer::memory_with(open_config()).await;
+    register(server.addr, "carol").await;
+    // text/plain: what an HTML form can send without a preflight.
     let body = r#"{"username":"carol","password":"correct horse battery"}"#;
-    let mut stream = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("tcp");
-    let req = format!(
-        "POST /api/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    let r = http_with_type(
+        server.addr,
+        "POST",
+        "/api/login",
+        Some((Some("text/plain"), body)),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{}",
+        r.body
     );
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.expect("read");
-    assert!(raw.starts_with("HTTP/1.1 415"), "{raw}");
-    assert!(raw.contains("\"code\":\"unsupported_media_type\""), "{raw}");
-    assert!(!raw.to_ascii_lowercase().contains("set-cookie"), "{raw}");
+    assert!(r.header("set-cookie").is_none());
     let r = http(server.addr, "GET", "/healthz", None, &[]).await;
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
@@ -158,18 +143,106 @@ async fn login_csrf_and_headers() {
     server.stop().await;
 }
 
+/// Item 8, the whole class: every endpoint that reads a JSON body refuses what a cross-site
+/// HTML form can send without a preflight (`text/plain`, form-urlencoded, multipart) and a body
+/// with no type, with 415 and no change. The OpenID Connect unlink used to accept them: a form
+/// on a sibling subdomain (same site, so the `SameSite=Lax` cookie goes along) could unlink a
+/// victim's identity.
+#[tokio::test]
+async fn every_json_endpoint_refuses_form_content_types() {
+    let engine = zajel_server::Engine::new(Arc::new(zajel_core::MemoryStore::new()), open_config());
+    let server = TestServer::serve_app(engine.clone(), with_oidc_routes(&engine)).await;
+    let ivy = register(server.addr, "ivy").await;
+    let ivy_id = ivy.id.parse().expect("uuid");
+    let identity = zajel_core::ExternalIdentity {
+        provider: UNCONTACTED_ISSUER.into(),
+        subject: "ivy-at-the-provider".into(),
+    };
+    engine.link_identity(ivy_id, &identity).await.expect("link");
+    let bearer = format!("Bearer {}", ivy.token);
+    let cookie = format!("zajel_session={}", ivy.token);
+    let requests = [
+        (
+            "/api/register",
+            json!({"username": "mallory", "password": "correct horse battery"}),
+        ),
+        (
+            "/api/login",
+            json!({"username": "ivy", "password": "correct horse battery"}),
+        ),
+        ("/api/me/username", json!({"username": "mallory"})),
+        ("/api/session", json!({})),
+        (
+            "/api/identities/unlink",
+            json!({"provider": identity.provider, "subject": identity.subject}),
+        ),
+    ];
+    let form_types = [
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ];
+    for content_type in form_types {
+        for (path, body) in &requests {
+            for auth in [
+                ("Authorization", bearer.as_str()),
+                ("Cookie", cookie.as_str()),
+            ] {
+                let body = body.to_string();
+                let r = http_with_type(
+                    server.addr,
+                    "POST",
+                    path,
+                    Some((content_type, &body)),
+                    &[auth],
+                )
+                .await;
+                assert_eq!(
+                    (r.status, r.json()["code"].as_str()),
+                    (415, Some("unsupported_media_type")),
+                    "{path} as {content_type:?} with {}: {}",
+                    auth.0,
+                    r.body
+                );
+                assert!(r.header("set-cookie").is_none(), "{path}");
+            }
+        }
+    }
+    // Nothing changed: the identity is linked, the name is ivy's, no mallory.
+    let linked = engine.identities(ivy_id).await.expect("identities");
+    assert_eq!(linked.len(), 1, "{linked:?}");
+    let me = http(
+        server.addr,
+        "GET",
+        "/api/me",
+        None,
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(me.json()["user"]["username"], "ivy", "{}", me.body);
+    let r = http(
+        server.addr,
+        "POST",
+        "/api/login",
+        Some(r#"{"username":"mallory","password":"correct horse battery"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    server.stop().await;
+}
+
 /// Item 9: `rate_per_second = 0` (and a zero burst) no longer panics: it counts as 1.
 #[tokio::test]
 async fn zero_rates_do_not_panic() {
-    let server = TestServer::start(
-        Arc::new(zajel_core::MemoryStore::new()),
-        zajel_server::ServerConfig {
-            rate_per_second: 0,
-            rate_burst: 0,
-            login_failures_per_minute: 0,
-            ..open_config()
-        },
-    )
+    let server = TestServer::memory_with(zajel_server::ServerConfig {
+        rate_per_second: 0,
+        rate_burst: 0,
+        login_failures_per_minute: 0,
+        ..open_config()
+    })
     .await;
     let acc = register(server.addr, "dora").await;
     let (mut c, _) = Client::login(server.addr, &acc).await;
@@ -181,14 +254,11 @@ async fn zero_rates_do_not_panic() {
 /// Item 6: connection caps per address and per user.
 #[tokio::test]
 async fn connection_caps() {
-    let server = TestServer::start(
-        Arc::new(zajel_core::MemoryStore::new()),
-        zajel_server::ServerConfig {
-            max_connections_per_address: 3,
-            max_connections_per_user: 2,
-            ..open_config()
-        },
-    )
+    let server = TestServer::memory_with(zajel_server::ServerConfig {
+        max_connections_per_address: 3,
+        max_connections_per_user: 2,
+        ..open_config()
+    })
     .await;
     let acc = register(server.addr, "erin").await;
     let (_c1, _) = Client::login(server.addr, &acc).await;
@@ -220,15 +290,14 @@ async fn connection_caps() {
 /// Item 7: after a block, `mark_read` and `typing` are refused like `send`, and nothing moves.
 #[tokio::test]
 async fn a_block_stops_read_marks_and_typing() {
-    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), open_config()).await;
-    let alice = register(server.addr, "alice").await;
-    let bob = register(server.addr, "bob").await;
-    let (mut a, _) = Client::login(server.addr, &alice).await;
-    let (mut b, _) = Client::login(server.addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
-    let conv = dm(&alice, &bob);
-    a.send_message(&conv, "hi", "k1").await;
-    b.expect("message").await;
+    let server = TestServer::memory_with(open_config()).await;
+    let Pair {
+        bob,
+        mut a,
+        mut b,
+        conv,
+        ..
+    } = alice_and_bob_after_hello(server.addr).await;
     let r = a.call(json!({"type": "block", "user_id": bob.id})).await;
     assert_eq!(r["type"], "friend_ok", "{r}");
     b.expect("friend").await;
@@ -250,7 +319,7 @@ async fn a_block_stops_read_marks_and_typing() {
 /// anyone else, and the blocker's devices hear nothing; unblocking shows the request.
 #[tokio::test]
 async fn a_request_to_a_blocker_looks_like_any_request() {
-    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), open_config()).await;
+    let server = TestServer::memory_with(open_config()).await;
     let alice = register(server.addr, "alice").await;
     let bob = register(server.addr, "bob").await;
     let carol = register(server.addr, "carol").await;
@@ -312,25 +381,20 @@ async fn a_request_to_a_blocker_looks_like_any_request() {
 /// next live messages (which reuse those sequence numbers) are delivered, not filtered.
 #[tokio::test]
 async fn resume_with_a_cursor_ahead_still_gets_new_messages() {
-    let server = TestServer::start(Arc::new(zajel_core::MemoryStore::new()), open_config()).await;
-    let alice = register(server.addr, "alice").await;
-    let bob = register(server.addr, "bob").await;
-    let (mut a, _) = Client::login(server.addr, &alice).await;
-    let (mut b, _) = Client::login(server.addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
-    let conv = dm(&alice, &bob);
-    a.send_message(&conv, "one", "k1").await;
-    b.expect("message").await;
-    b.close().await;
+    let server = TestServer::memory_with(open_config()).await;
+    let mut p = alice_and_bob_after_hello(server.addr).await;
+    p.b.close().await;
     let mut b = Client::connect(server.addr, "bob-2").await;
     let mut cursors = serde_json::Map::new();
-    cursors.insert(conv.clone(), json!(5));
-    let ok = b.auth(&bob.token, Some(json!({"cursors": cursors}))).await;
+    cursors.insert(p.conv.clone(), json!(5));
+    let ok = b
+        .auth(&p.bob.token, Some(json!({"cursors": cursors})))
+        .await;
     assert_eq!(ok["type"], "auth_ok", "{ok}");
     let synced = b.expect("synced").await;
-    assert_eq!(synced["ahead"], json!([conv.clone()]), "{synced}");
+    assert_eq!(synced["ahead"], json!([p.conv.clone()]), "{synced}");
     for (i, key) in ["k2", "k3"].iter().enumerate() {
-        a.send_message(&conv, "new", key).await;
+        p.a.send_message(&p.conv, "new", key).await;
         let m = b.expect("message").await;
         assert_eq!(m["message"]["seq"], i as u64 + 2, "{m}");
     }
@@ -340,13 +404,10 @@ async fn resume_with_a_cursor_ahead_still_gets_new_messages() {
 /// Item 2: the session ends when it expires, even on a connection that keeps pinging.
 #[tokio::test]
 async fn a_socket_does_not_outlive_its_session() {
-    let server = TestServer::start(
-        Arc::new(zajel_core::MemoryStore::new()),
-        zajel_server::ServerConfig {
-            token_ttl_secs: 2,
-            ..open_config()
-        },
-    )
+    let server = TestServer::memory_with(zajel_server::ServerConfig {
+        token_ttl_secs: 2,
+        ..open_config()
+    })
     .await;
     let acc = register(server.addr, "frank").await;
     let (mut c, _) = Client::login(server.addr, &acc).await;
@@ -430,12 +491,9 @@ mod redis {
     async fn ping_does_not_wait_behind_a_stuck_store() {
         let redis = RedisServer::start().expect("redis-server");
         let na = node(&redis.url(), "a").await;
-        let alice = register(na.addr, "alice").await;
-        let bob = register(na.addr, "bob").await;
-        let (mut a, _) = Client::login(na.addr, &alice).await;
-        let (mut b, _) = Client::login(na.addr, &bob).await;
-        befriend(&mut a, &alice, &mut b, &bob).await;
-        let conv = dm(&alice, &bob);
+        let Pair {
+            mut a, b: _b, conv, ..
+        } = alice_and_bob(na.addr).await;
         redis.signal("STOP").expect("SIGSTOP redis");
         a.send_raw(
             &json!({"type": "send", "id": "s1", "conversation": conv, "body": "x",

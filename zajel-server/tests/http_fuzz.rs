@@ -41,7 +41,8 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Bodies: raw bytes, any JSON, and account-shaped objects whose fields have any type.
+/// Bodies: raw bytes, any JSON, and account- and identity-shaped objects whose fields have any
+/// type.
 fn body() -> impl Strategy<Value = String> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..300)
@@ -59,6 +60,12 @@ fn body() -> impl Strategy<Value = String> {
                 }
                 o.to_string()
             }),
+        // An identity to unlink: `{"provider", "subject"}` of any type.
+        (
+            prop_oneof![json_value(), text().prop_map(Value::String)],
+            prop_oneof![json_value(), text().prop_map(Value::String)],
+        )
+            .prop_map(|(p, s)| json!({"provider": p, "subject": s}).to_string()),
     ]
 }
 
@@ -103,23 +110,19 @@ fn runner() -> TestRunner {
     })
 }
 
-fn open_config() -> zajel_server::ServerConfig {
+/// Every throttle open, the login-failure ones too (the cases hammer one address).
+fn fuzz_config() -> zajel_server::ServerConfig {
     zajel_server::ServerConfig {
-        register_per_address_per_minute: 1_000_000,
-        login_attempts_per_address_per_minute: 1_000_000,
         login_failures_per_minute: 1_000_000,
         login_failures_per_account_per_minute: 1_000_000,
-        ..test_config()
+        ..open_config()
     }
 }
 
-/// A runtime and a server on it with every throttle open (the cases hammer one address).
+/// A runtime and a server on it with every throttle open.
 fn start() -> (tokio::runtime::Runtime, TestServer) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = rt.block_on(TestServer::start(
-        std::sync::Arc::new(zajel_core::MemoryStore::new()),
-        open_config(),
-    ));
+    let server = rt.block_on(TestServer::memory_with(fuzz_config()));
     (rt, server)
 }
 
@@ -179,33 +182,54 @@ fn any_bearer_token_gets_a_typed_answer() {
     rt.block_on(server.stop());
 }
 
+/// The endpoints that read a body from a signed-in user: rename, the session answer, and the
+/// OpenID Connect unlink. None of them ends the session, whatever the body.
+#[cfg(feature = "oidc")]
+#[test]
+fn any_body_from_a_signed_in_user_gets_a_typed_answer() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (server, bearer) = rt.block_on(async {
+        let store = std::sync::Arc::new(zajel_core::MemoryStore::new());
+        let engine = zajel_server::Engine::new(store, fuzz_config());
+        let server = TestServer::serve_app(engine.clone(), with_oidc_routes(&engine)).await;
+        let me = register(server.addr, "fuzzer").await;
+        (server, format!("Bearer {}", me.token))
+    });
+    let addr = server.addr;
+    runner()
+        .run(&body(), |b| {
+            rt.block_on(async {
+                let auth = [("Authorization", bearer.as_str())];
+                for path in ["/api/me/username", "/api/session", "/api/identities/unlink"] {
+                    check(path, &http(addr, "POST", path, Some(&b), &auth).await)?;
+                }
+                let me = http(addr, "GET", "/api/me", None, &auth).await;
+                prop_assert_eq!(me.status, 200, "the session survives: {}", me.body);
+                Ok(())
+            })
+        })
+        .expect("every body is answered with a typed 2xx/4xx");
+    rt.block_on(server.stop());
+}
+
 /// The signed-JWT exchange of an embedding app's users reads its token from the header.
 #[cfg(feature = "oidc")]
 #[test]
 fn any_app_token_gets_a_typed_answer() {
     use zajel_server::identity::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let addr = rt.block_on(async {
+    let server = rt.block_on(async {
         let store = std::sync::Arc::new(zajel_core::MemoryStore::new());
-        let engine = zajel_server::Engine::new(store, open_config());
+        let engine = zajel_server::Engine::new(store, fuzz_config());
         let auth = JwtAuthenticator::new(JwtConfig::new(
             JwtKey::Hs256(b"an HS256 secret of at least 32 bytes!".to_vec()),
             "zajel",
         ))
         .expect("authenticator");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let app = engine.router().merge(engine.app_auth_router("shop", auth));
-        tokio::spawn(zajel_server::serve_router(
-            listener,
-            app,
-            engine,
-            std::future::pending(),
-        ));
-        addr
+        TestServer::serve_app(engine, app).await
     });
+    let addr = server.addr;
     runner()
         .run(&(token(), body()), |(t, b)| {
             rt.block_on(async {
@@ -233,4 +257,5 @@ fn any_app_token_gets_a_typed_answer() {
             })
         })
         .expect("every app token is refused with a typed 401");
+    rt.block_on(server.stop());
 }

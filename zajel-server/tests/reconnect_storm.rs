@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use zajel_server::ServerConfig;
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -17,16 +16,13 @@ fn metric(text: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_spreads_the_return_over_the_wave() {
-    let server = TestServer::start(
-        Arc::new(zajel_core::MemoryStore::new()),
-        ServerConfig {
-            reconnect_after_ms: 500,
-            // 60 connections at 100/s: a 600 ms window after the 500 ms base.
-            reconnect_rate: 100,
-            max_connections_per_address: 1000,
-            ..test_config()
-        },
-    )
+    let server = TestServer::memory_with(ServerConfig {
+        reconnect_after_ms: 500,
+        // 60 connections at 100/s: a 600 ms window after the 500 ms base.
+        reconnect_rate: 100,
+        max_connections_per_address: 1000,
+        ..test_config()
+    })
     .await;
     let addr = server.addr;
     let mut clients = Vec::new();
@@ -64,25 +60,20 @@ async fn resumes_queue_behind_the_replay_cap() {
     const CAP: u64 = 2;
     const RESUMING: usize = 10;
     const BACKLOG: u64 = 400;
-    let server = TestServer::start(
-        Arc::new(zajel_core::MemoryStore::new()),
-        ServerConfig {
-            max_concurrent_replays: CAP as u32,
-            max_body_bytes: 16 * 1024,
-            rate_per_second: 100_000,
-            rate_burst: 100_000,
-            ..test_config()
-        },
-    )
+    let server = TestServer::memory_with(ServerConfig {
+        max_concurrent_replays: CAP as u32,
+        ..bulk_config()
+    })
     .await;
     let addr = server.addr;
-    let alice = register(addr, "alice").await;
-    let bob = register(addr, "bob").await;
-    let (mut a, _) = Client::login(addr, &alice).await;
-    let (mut b, _) = Client::login(addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
+    let Pair {
+        bob,
+        mut a,
+        b,
+        conv,
+        ..
+    } = alice_and_bob(addr).await;
     b.close().await;
-    let conv = dm(&alice, &bob);
     // 400 x 16 KiB per replay: far more than loopback socket buffers hold, so a replay stays
     // running until its client reads, and the others must queue meanwhile.
     let body = "x".repeat(16 * 1024);

@@ -34,11 +34,13 @@ async fn a_user_renames_themselves_and_friends_see_it() {
     let store = Arc::new(zajel_core::EmbeddedStore::open(dir.path()).expect("open"));
     let server = TestServer::start(store, test_config()).await;
     let addr = server.addr;
-    let alice = register(addr, "alice").await;
-    let bob = register(addr, "bob").await;
-    let (mut a, _) = Client::login(addr, &alice).await;
-    let (mut b, _) = Client::login(addr, &bob).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
+    let Pair {
+        alice,
+        mut a,
+        mut b,
+        conv,
+        ..
+    } = alice_and_bob(addr).await;
     let mut events = server.engine.subscribe();
 
     // Refused: bad names, someone else's name in any case, no session, not JSON.
@@ -110,8 +112,7 @@ async fn a_user_renames_themselves_and_friends_see_it() {
     )
     .await;
     assert_eq!(me.json()["user"]["username"], "Alice_B");
-    a.send_message(&dm(&alice, &bob), "still friends", "k1")
-        .await;
+    a.send_message(&conv, "still friends", "k1").await;
     assert_eq!(
         b.expect("message").await["message"]["body"],
         "still friends"

@@ -18,20 +18,15 @@ fn restart_keeps_everything(args: Vec<String>) {
     let bin = Binary::start(&args);
     let addr = bin.addr;
     let (alice, bob, conv) = rt.block_on(async {
-        let alice = register(addr, "alice").await;
-        let bob = register(addr, "bob").await;
-        let (mut a, _) = Client::login(addr, &alice).await;
-        let (mut b, _) = Client::login(addr, &bob).await;
-        befriend(&mut a, &alice, &mut b, &bob).await;
-        let conv = dm(&alice, &bob);
-        a.send_message(&conv, "one", "k1").await;
-        b.expect("message").await;
-        b.close().await;
+        let mut p = alice_and_bob(addr).await;
+        p.a.send_message(&p.conv, "one", "k1").await;
+        p.b.expect("message").await;
+        p.b.close().await;
         // bob is away: two more.
-        a.send_message(&conv, "two", "k2").await;
-        a.send_message(&conv, "three", "k3").await;
-        a.close().await;
-        (alice, bob, conv)
+        p.a.send_message(&p.conv, "two", "k2").await;
+        p.a.send_message(&p.conv, "three", "k3").await;
+        p.a.close().await;
+        (p.alice, p.bob, p.conv)
     });
     assert_eq!(bin.terminate(), Some(0));
 
@@ -99,16 +94,11 @@ fn restart_of_redis_itself_loses_nothing_acknowledged() {
     let bin = Binary::start(&["--redis-url", &redis.url()]);
     let addr = bin.addr;
     let (alice, bob, conv) = rt.block_on(async {
-        let alice = register(addr, "alice").await;
-        let bob = register(addr, "bob").await;
-        let (mut a, _) = Client::login(addr, &alice).await;
-        let (mut b, _) = Client::login(addr, &bob).await;
-        befriend(&mut a, &alice, &mut b, &bob).await;
-        let conv = dm(&alice, &bob);
-        a.send_message(&conv, "one", "k1").await;
-        a.close().await;
-        b.close().await;
-        (alice, bob, conv)
+        let mut p = alice_and_bob(addr).await;
+        p.a.send_message(&p.conv, "one", "k1").await;
+        p.a.close().await;
+        p.b.close().await;
+        (p.alice, p.bob, p.conv)
     });
     redis.restart().expect("redis restart");
     rt.block_on(async {

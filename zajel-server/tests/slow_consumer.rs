@@ -5,32 +5,24 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::sync::Arc;
 use zajel_server::ServerConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_client_is_closed_4008_and_resumes_without_loss() {
-    let server = TestServer::start(
-        Arc::new(zajel_core::MemoryStore::new()),
-        ServerConfig {
-            queue_capacity: 4,
-            max_body_bytes: 16 * 1024,
-            rate_per_second: 100_000,
-            rate_burst: 100_000,
-            ..test_config()
-        },
-    )
+    let server = TestServer::memory_with(ServerConfig {
+        queue_capacity: 4,
+        ..bulk_config()
+    })
     .await;
     let addr = server.addr;
-    let alice = register(addr, "alice").await;
-    let bob = register(addr, "bob").await;
-    let (mut a, _) = Client::login(addr, &alice).await;
-    let (mut b, _) = Client::login(addr, &bob).await;
+    let Pair {
+        alice,
+        bob,
+        mut a,
+        mut b,
+        conv,
+    } = alice_and_bob(addr).await;
     let (mut a2, _) = Client::login(addr, &alice).await;
-    befriend(&mut a, &alice, &mut b, &bob).await;
-    assert_eq!(a2.expect("friend").await["reason"], "requested");
-    assert_eq!(a2.expect("friend").await["reason"], "accepted");
-    let conv = dm(&alice, &bob);
 
     // bob stops reading; alice sends far more than the socket buffers hold.
     let body = "x".repeat(16 * 1024);

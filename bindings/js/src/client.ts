@@ -4,6 +4,7 @@
 import init, { ZajelClient as RawClient } from '../pkg/zajel_wasm.js';
 import { guard, toZajelError, ZajelError } from './errors.js';
 import type {
+  CachedView,
   ConnectionState,
   ConversationId,
   ConnectOptions,
@@ -197,6 +198,12 @@ export class ZajelClient {
     if (!mine) throw new ZajelError('closed', 'the signed-in user is not known yet');
     const [lo, hi] = [mine.toLowerCase(), peer.toLowerCase()].sort();
     return `dm.${lo}.${hi}`;
+  }
+
+  /** The friends and conversations as last seen from the server: with storage, what the
+   * previous page load showed (also a `cached` event), until the server's lists replace it. */
+  cachedView(): CachedView {
+    return this.raw.cachedView() as CachedView;
   }
 
   /** Cursors to save and pass to `connect` later (resume across page loads). */

@@ -5,7 +5,14 @@ import type { ReactNode } from 'react';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Listener, ZajelClient } from './client.js';
 import { ZajelError } from './errors.js';
-import { ZajelProvider, useFriends, useMessages, useTyping, useZajel } from './react.js';
+import {
+  ZajelProvider,
+  useConversations,
+  useFriends,
+  useMessages,
+  useTyping,
+  useZajel,
+} from './react.js';
 import type { FriendEntry, HistoryPage, Message, OutboxItem, ZajelEvent } from './types.js';
 
 const ME = { id: 'me', username: 'me', created_at: 0 };
@@ -241,11 +248,58 @@ describe('useFriends', () => {
     const stale = deferred<FriendEntry[]>();
     fake.friends.mockReturnValue(stale.promise);
     fake.emit({ type: 'friend', user: BOB, relation: 'friends', reason: 'accepted', at: 1 });
-    fake.emit({ type: 'presence', user: BOB.id, online: true, last_seen: null });
+    fake.emit({ type: 'presence', user: BOB.id, online: true });
     await act(async () => stale.resolve([entry]));
     expect(result.current.friends[0].online).toBe(true);
     fake.emit({ type: 'synced', friends: [entry], conversations: [], first: false });
     expect(result.current.friends[0].online).toBe(false);
+  });
+});
+
+describe('the stored contact list (offline after a reload)', () => {
+  const entry: FriendEntry = { user: BOB, relation: 'friends', since: 0, online: false };
+  const summary = {
+    conversation: CONV,
+    peer: BOB.id,
+    last_message: msg(1),
+    last_seq: 1,
+    unread: 1,
+    read_seq: 0,
+    peer_read_seq: 0,
+  };
+
+  it('shows the cached view until the server answers, then the server lists', async () => {
+    const offline = deferred<FriendEntry[]>();
+    fake.friends.mockReturnValue(offline.promise);
+    fake.conversations.mockReturnValue(new Promise(() => {}));
+    (fake as unknown as { cachedView(): unknown }).cachedView = () => ({
+      friends: [entry],
+      conversations: [summary],
+    });
+    const { result } = renderHook(() => ({ f: useFriends(), c: useConversations() }), { wrapper });
+    await waitFor(() => expect(result.current.f.friends).toEqual([entry]));
+    expect(result.current.c.conversations).toEqual([summary]);
+    expect(result.current.c.totalUnread).toBe(1);
+    // The server's list replaces it, even an empty one.
+    await act(async () => offline.resolve([]));
+    expect(result.current.f.friends).toEqual([]);
+    fake.emit({ type: 'synced', friends: [], conversations: [], first: true });
+    expect(result.current.c.conversations).toEqual([]);
+    // A late `cached` event does not bring back what the server replaced.
+    fake.emit({ type: 'cached', friends: [entry], conversations: [summary] });
+    expect(result.current.f.friends).toEqual([]);
+    expect(result.current.c.conversations).toEqual([]);
+  });
+
+  it('takes a cached event that arrives after the hooks mounted', async () => {
+    fake.friends.mockReturnValue(new Promise(() => {}));
+    fake.conversations.mockReturnValue(new Promise(() => {}));
+    const { result } = renderHook(() => ({ f: useFriends(), c: useConversations() }), { wrapper });
+    await waitFor(() => expect(fake.listeners.size).toBeGreaterThan(0));
+    expect(result.current.f.friends).toEqual([]);
+    fake.emit({ type: 'cached', friends: [entry], conversations: [summary] });
+    expect(result.current.f.friends).toEqual([entry]);
+    expect(result.current.c.conversations).toEqual([summary]);
   });
 });
 

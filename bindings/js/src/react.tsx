@@ -18,6 +18,7 @@ import { outboxOf, type OutboxEntry } from './outbox.js';
 
 export type { OutboxEntry, OutboxState } from './outbox.js';
 import type {
+  CachedView,
   ConnectOptions,
   ConnectionState,
   ConversationId,
@@ -242,41 +243,74 @@ export function useZajelEvent(handler: (event: ZajelEvent) => void): void {
   }, [client]);
 }
 
+/** The client's `CachedView` (older clients and stand-ins may lack it). */
+function cachedView(c: ZajelClient): CachedView | null {
+  try {
+    return typeof c.cachedView === 'function' ? c.cachedView() : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Runs `load` when the client changes and on demand; drops answers overtaken by a newer
- * call. */
-function useLatest<T>(initial: T, load: ((c: ZajelClient) => Promise<T>) | null) {
+ * call. Until the first answer (or `set`), the value is `cached(client)` when given (the
+ * stored contact list of a client started offline), and `seed` may replace it. */
+function useLatest<T>(
+  initial: T,
+  load: ((c: ZajelClient) => Promise<T>) | null,
+  cached?: (v: CachedView) => T,
+) {
   const { client } = useZajel();
   const [value, setValue] = useState<T>(initial);
   const generation = useRef(0);
+  // True once the server answered (or an event set the value): the cache is then stale.
+  const fresh = useRef(false);
   const loadRef = useRef(load);
   loadRef.current = load;
+  const cachedRef = useRef(cached);
+  cachedRef.current = cached;
   const reload = useCallback(async () => {
     const l = loadRef.current;
     if (!client || !l) return;
     const g = ++generation.current;
     try {
       const v = await l(client);
-      if (g === generation.current) setValue(v);
+      if (g === generation.current) {
+        fresh.current = true;
+        setValue(v);
+      }
     } catch {
       // Offline or closed: the next event or reconnect triggers another load.
     }
   }, [client]);
   const set = useCallback((v: T | ((prev: T) => T)) => {
     generation.current++;
+    fresh.current = true;
     setValue(v);
   }, []);
+  const seed = useCallback((view: CachedView) => {
+    const c = cachedRef.current;
+    if (c && !fresh.current) setValue(c(view));
+  }, []);
   useEffect(() => {
+    fresh.current = false;
+    const view = client && cachedRef.current ? cachedView(client) : null;
+    setValue(view && cachedRef.current ? cachedRef.current(view) : initial);
     if (client) void reload();
-    else setValue(initial);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [client, reload]);
-  return [value, set, reload] as const;
+  return [value, set, reload, seed] as const;
 }
 
-/** The friends list with presence, pending requests both ways, and the friend operations. */
+/** The friends list with presence, pending requests both ways, and the friend operations.
+ * A client started offline with storage shows the stored list until the server answers. */
 export function useFriends() {
   const { client } = useZajel();
-  const [list, setList, reload] = useLatest<FriendEntry[]>([], (c) => c.friends());
+  const [list, setList, reload, seed] = useLatest<FriendEntry[]>(
+    [],
+    (c) => c.friends(),
+    (v) => v.friends,
+  );
   // Presence events are newer than any list fetched before them, so they overlay the list
   // until the next sync (whose list is fresh) replaces both.
   const [presence, setPresence] = useState<
@@ -287,7 +321,8 @@ export function useFriends() {
     if (e.type === 'synced') {
       setList(e.friends);
       setPresence(new Map());
-    } else if (e.type === 'friend') void reload();
+    } else if (e.type === 'cached') seed(e);
+    else if (e.type === 'friend') void reload();
     else if (e.type === 'presence')
       setPresence((m) => new Map(m).set(e.user, { online: e.online, last_seen: e.last_seen }));
   });
@@ -328,13 +363,16 @@ export function useFriends() {
 }
 
 /** The conversation list (most recent first) with last message and unread counts, kept up
- * to date by message, read and sync events. */
+ * to date by message, read and sync events; the stored list while offline after a reload. */
 export function useConversations() {
-  const [conversations, setConversations, reload] = useLatest<ConversationSummary[]>([], (c) =>
-    c.conversations(),
+  const [conversations, setConversations, reload, seed] = useLatest<ConversationSummary[]>(
+    [],
+    (c) => c.conversations(),
+    (v) => v.conversations,
   );
   useZajelEvent((e) => {
     if (e.type === 'synced') setConversations(e.conversations);
+    else if (e.type === 'cached') seed(e);
     else if (e.type === 'message' || e.type === 'sent' || e.type === 'read') void reload();
   });
   const totalUnread = conversations.reduce((n, c) => n + c.unread, 0);

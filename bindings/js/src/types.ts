@@ -106,11 +106,20 @@ export interface OutboxItem {
    * (`error`; `will_retry` when the client tries again by itself); `deleted`: removed. */
   state: 'queued' | 'sending' | 'sent' | 'failed' | 'deleted';
   message?: Message;
-  error?: { code: string; message: string };
+  error?: { code: string; message: string; retry_after_ms?: number };
   will_retry?: boolean;
 }
 
-/** Where the client keeps resume cursors and the outbox between page loads. */
+/** The friends and conversations as last seen from the server, kept with the outbox in the
+ * client's storage (at most 1,000 conversations, most recent first; last-message bodies cut
+ * to a 256-byte preview): what a page reloaded while the server is down shows. */
+export interface CachedView {
+  friends: FriendEntry[];
+  conversations: ConversationSummary[];
+}
+
+/** Where the client keeps resume cursors, the outbox and the `CachedView` between page
+ * loads. */
 export interface StorageAdapter {
   /** The JSON saved last, or null. */
   load(): Promise<string | null> | string | null;
@@ -134,18 +143,32 @@ export interface ResumeState {
   unlisted?: 'replay' | 'skip';
 }
 
+/** A frame the server pushes (docs/protocol.md, "Server frames"), as the server sent it: the
+ * Rust `zajel_core::protocol::Push`. `message` and `synced` reach the app as the client's own
+ * `message` / `synced` events (with `replayed` / `first`). */
+export type ServerEvent =
+  | { type: 'friend'; user: User; relation: Relation; reason: FriendReason; at: Timestamp }
+  | { type: 'read'; conversation: ConversationId; user: UserId; seq: number }
+  | { type: 'typing'; conversation: ConversationId; user: UserId; active: boolean }
+  /** `last_seen` is set when going offline. */
+  | { type: 'presence'; user: UserId; online: boolean; last_seen?: Timestamp }
+  /** The server is closing this connection; the client reconnects by itself after about
+   * `reconnect_after_ms` and resumes (for a UI notice). */
+  | { type: 'going_away'; reason: string; reconnect_after_ms: number };
+
+/** Everything `onEvent` / `on` delivers: the Rust client's `Event` serialized by serde
+ * (checked by `event-samples.ts`, generated from the Rust types). */
 export type ZajelEvent =
   | { type: 'state'; state: ConnectionState }
   | { type: 'message'; message: Message; replayed: boolean }
   | { type: 'sent'; message: Message }
   | { type: 'outbox'; item: OutboxItem }
+  /** The stored `CachedView`, before the first connection (only when storage had one). */
+  | ({ type: 'cached' } & CachedView)
   | {
       type: 'synced';
       conversations: ConversationSummary[];
       friends: FriendEntry[];
       first: boolean;
     }
-  | { type: 'friend'; user: User; relation: Relation; reason: FriendReason; at: Timestamp }
-  | { type: 'read'; conversation: ConversationId; user: UserId; seq: number }
-  | { type: 'typing'; conversation: ConversationId; user: UserId; active: boolean }
-  | { type: 'presence'; user: UserId; online: boolean; last_seen: Timestamp | null };
+  | ServerEvent;

@@ -4,6 +4,7 @@ use crate::model::{
     ConversationSummary, FriendEntry, FriendReason, Message, OutboxItem, Relation, User,
 };
 use zajel_client::ConnectionState as State;
+use zajel_client::Push;
 
 /// The connection as a UI should show it.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
@@ -78,6 +79,15 @@ pub enum ZajelEvent {
         /// True for the first sync of this client.
         first: bool,
     },
+    /// The friends and conversations cached by the storage (`storage_path`) at the last
+    /// session, delivered before the first connection: what to show while offline, until
+    /// `Synced` brings the server's lists.
+    Cached {
+        /// The friends list as last seen.
+        friends: Vec<FriendEntry>,
+        /// The conversation list as last seen (at most 1,000, most recent first).
+        conversations: Vec<ConversationSummary>,
+    },
     /// My relation with someone changed.
     Friend {
         /// The other user.
@@ -116,10 +126,19 @@ pub enum ZajelEvent {
         /// When last seen (set when going offline; ms since the epoch).
         last_seen_ms: Option<i64>,
     },
+    /// The server is closing this connection (shutdown, or this client lagged); the client
+    /// reconnects by itself after about `reconnect_after_ms` and resumes. For a UI notice.
+    GoingAway {
+        /// Why.
+        reason: String,
+        /// The server's suggested delay before reconnecting.
+        reconnect_after_ms: u64,
+    },
 }
 
 impl ZajelEvent {
-    /// Converts a client event; `None` for kinds added to the client later than this SDK.
+    /// Converts a client event; `None` for client-only kinds added to the client later than
+    /// this SDK. Every server push is mapped (see the `From<Push>` below).
     pub(crate) fn from_client(event: zajel_client::Event) -> Option<Self> {
         use zajel_client::Event as E;
         Some(match event {
@@ -138,12 +157,42 @@ impl ZajelEvent {
                 conversations,
                 friends,
                 first,
-            } => Self::Synced {
-                conversations: conversations.into_iter().map(Into::into).collect(),
-                friends: friends.into_iter().map(Into::into).collect(),
-                first,
+            } => Self::synced(conversations, friends, first),
+            E::Cached(view) => Self::Cached {
+                friends: view.friends.into_iter().map(Into::into).collect(),
+                conversations: view.conversations.into_iter().map(Into::into).collect(),
             },
-            E::Friend {
+            E::Server(push) => push.into(),
+            _ => return None,
+        })
+    }
+
+    fn synced(
+        conversations: Vec<zajel_client::ConversationSummary>,
+        friends: Vec<zajel_client::FriendEntry>,
+        first: bool,
+    ) -> Self {
+        Self::Synced {
+            conversations: conversations.into_iter().map(Into::into).collect(),
+            friends: friends.into_iter().map(Into::into).collect(),
+            first,
+        }
+    }
+}
+
+/// One conversion per push, with no wildcard: a push added to `zajel_core::protocol::Push`
+/// does not compile here until it has its variant above.
+impl From<Push> for ZajelEvent {
+    fn from(push: Push) -> Self {
+        match push {
+            // The client delivers these two as `Event::Message` / `Event::Synced`; mapped
+            // here as a live message and a later sync all the same.
+            Push::Message { message } => Self::Message {
+                message: message.into(),
+                replayed: false,
+            },
+            Push::Synced { state } => Self::synced(state.conversations, state.friends, false),
+            Push::Friend {
                 user,
                 relation,
                 reason,
@@ -154,7 +203,7 @@ impl ZajelEvent {
                 reason: reason.into(),
                 at_ms: at.0,
             },
-            E::Read {
+            Push::Read {
                 conversation,
                 user,
                 seq,
@@ -163,7 +212,7 @@ impl ZajelEvent {
                 user: user.to_string(),
                 seq,
             },
-            E::Typing {
+            Push::Typing {
                 conversation,
                 user,
                 active,
@@ -172,7 +221,7 @@ impl ZajelEvent {
                 user: user.to_string(),
                 active,
             },
-            E::Presence {
+            Push::Presence {
                 user,
                 online,
                 last_seen,
@@ -181,8 +230,14 @@ impl ZajelEvent {
                 online,
                 last_seen_ms: last_seen.map(|t| t.0),
             },
-            _ => return None,
-        })
+            Push::GoingAway {
+                reason,
+                reconnect_after_ms,
+            } => Self::GoingAway {
+                reason,
+                reconnect_after_ms,
+            },
+        }
     }
 }
 
@@ -196,4 +251,52 @@ impl ZajelEvent {
 pub trait EventListener: Send + Sync {
     /// One event.
     fn on_event(&self, event: ZajelEvent);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zajel_client::zajel_core::protocol::ServerFrame;
+
+    /// Every push example of `docs/protocol.md` becomes the `ZajelEvent` of the same name,
+    /// with its values (the `match` above has no wildcard, so a new push cannot be missing).
+    #[test]
+    fn every_documented_push_maps_to_its_event() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/protocol.md"
+        ))
+        .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for block in doc.split("```json\n").skip(1) {
+            let json = &block[..block.find("```").unwrap()];
+            let Ok(ServerFrame::Push(push)) = ServerFrame::decode(json) else {
+                continue;
+            };
+            let wire = serde_json::to_value(&push).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let event = ZajelEvent::from(push);
+            // `going_away` -> `GoingAway { …`
+            let name: String = wire
+                .split('_')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
+            assert!(
+                format!("{event:?}").starts_with(&format!("{name} ")),
+                "{wire} became {event:?}"
+            );
+            if let ZajelEvent::GoingAway {
+                reconnect_after_ms, ..
+            } = event
+            {
+                assert_eq!(reconnect_after_ms, 1000);
+            }
+            seen.insert(wire);
+        }
+        let all: std::collections::BTreeSet<String> =
+            Push::TYPES.iter().map(|t| t.to_string()).collect();
+        assert_eq!(seen, all);
+    }
 }

@@ -1,12 +1,10 @@
-//! Plain-data mirrors of the client's Rust types, shaped like the protocol's JSON, and the
-//! error mapping. Conversions only.
+//! Values to and from JavaScript: the client's own types through serde (no mirrors: they
+//! serialize with the protocol's JSON field names), ids parsed from strings, and the error
+//! mapping.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use wasm_bindgen::JsValue;
-use zajel_client::{
-    ConversationId, Error, FriendStatus, HistoryPage, Message, Relation, Session, Timestamp, User,
-    UserId,
-};
+use zajel_client::{ConversationId, Error, UserId};
 
 /// Serializes to a plain JS value (objects for maps, numbers for integers, null for None).
 pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
@@ -48,60 +46,4 @@ pub(crate) fn user_id(s: &str) -> Result<UserId, JsValue> {
 pub(crate) fn conversation(s: &str) -> Result<ConversationId, JsValue> {
     s.parse()
         .map_err(|_| arg_error(&format!("not a conversation id: {s:?}")))
-}
-
-#[derive(Serialize)]
-pub(crate) struct JsSession {
-    user: User,
-    token: String,
-    expires_at: Timestamp,
-}
-
-impl From<Session> for JsSession {
-    fn from(s: Session) -> Self {
-        Self {
-            user: s.user,
-            token: s.token,
-            expires_at: s.expires_at,
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub(crate) struct JsFriendStatus {
-    user: User,
-    relation: Relation,
-}
-
-impl From<FriendStatus> for JsFriendStatus {
-    fn from(s: FriendStatus) -> Self {
-        Self {
-            user: s.user,
-            relation: s.relation,
-        }
-    }
-}
-
-#[derive(Default, Deserialize)]
-pub(crate) struct JsHistoryQuery {
-    pub(crate) before: Option<u64>,
-    pub(crate) after: Option<u64>,
-    pub(crate) limit: Option<u32>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct JsHistoryPage {
-    conversation: ConversationId,
-    messages: Vec<Message>,
-    has_more: bool,
-}
-
-impl From<HistoryPage> for JsHistoryPage {
-    fn from(p: HistoryPage) -> Self {
-        Self {
-            conversation: p.conversation,
-            messages: p.messages,
-            has_more: p.has_more,
-        }
-    }
 }

@@ -141,7 +141,76 @@ mod tests {
     //! In headless Chromium (`wasm-bindgen-test`, see `scripts/test.sh`): the real IndexedDB.
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
-    use zajel_client::{StoredSend, Target, UserId};
+    use zajel_client::{CachedView, StoredSend, Target, UserId};
+
+    /// A contact list with one friend, as a client stores it.
+    fn sample_view() -> CachedView {
+        serde_json::from_str(
+            r#"{"friends": [{"user": {"id": "00000000-0000-4000-8000-000000000002",
+                "username": "bob", "created_at": 1}, "relation": "friends", "since": 2,
+                "online": false}],
+              "conversations": [{"conversation":
+                "dm.00000000-0000-4000-8000-000000000001.00000000-0000-4000-8000-000000000002",
+                "peer": "00000000-0000-4000-8000-000000000002", "last_message": null,
+                "last_seq": 0, "unread": 0, "read_seq": 0, "peer_read_seq": 0}]}"#,
+        )
+        .unwrap()
+    }
+
+    /// A client started offline on a JavaScript `{ load, save }` storage shows the stored
+    /// contact list at once: `cachedView()` and a `cached` event.
+    #[wasm_bindgen_test]
+    async fn a_js_storage_brings_back_the_contact_list() {
+        let stored = Snapshot {
+            view: sample_view(),
+            ..Snapshot::default()
+        };
+        let json = serde_json::to_string(&serde_json::to_string(&stored).unwrap()).unwrap();
+        let object = js_sys::Object::new();
+        let load = Function::new_no_args(&format!("return Promise.resolve({json})"));
+        let save = Function::new_with_args("json", "this.saved = json; return Promise.resolve()");
+        Reflect::set(&object, &"load".into(), &load).unwrap();
+        Reflect::set(&object, &"save".into(), &save).unwrap();
+        let options = js_sys::Object::new();
+        Reflect::set(&options, &"storage".into(), &object).unwrap();
+        let client =
+            crate::ZajelClient::start("http://127.0.0.1:9".into(), "t".into(), options.into())
+                .unwrap();
+        let events = js_sys::Array::new();
+        let push = Function::new_with_args("e", "this.push(e)").bind0(&events);
+        client.on_event(push).unwrap();
+        gloo_timers::future::TimeoutFuture::new(300).await;
+        let view = client.cached_view().unwrap();
+        let friends: js_sys::Array = Reflect::get(&view, &"friends".into())
+            .unwrap()
+            .dyn_into()
+            .unwrap();
+        assert_eq!(friends.length(), 1);
+        let cached = events
+            .iter()
+            .find(|e| {
+                Reflect::get(e, &"type".into())
+                    .unwrap()
+                    .as_string()
+                    .as_deref()
+                    == Some("cached")
+            })
+            .expect("a cached event");
+        let conversations: js_sys::Array = Reflect::get(&cached, &"conversations".into())
+            .unwrap()
+            .dyn_into()
+            .unwrap();
+        assert_eq!(conversations.length(), 1);
+        client.close();
+        gloo_timers::future::TimeoutFuture::new(100).await;
+        // Closing saved the snapshot back, the view with it.
+        let saved = Reflect::get(&object, &"saved".into())
+            .unwrap()
+            .as_string()
+            .unwrap();
+        let saved: Snapshot = serde_json::from_str(&saved).unwrap();
+        assert_eq!(saved.view, sample_view());
+    }
 
     wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
@@ -166,6 +235,7 @@ mod tests {
                 body: "typed offline".into(),
                 failed: None,
             }],
+            view: sample_view(),
         };
         storage.save(snapshot.clone()).await.unwrap();
         assert_eq!(storage.load().await.unwrap(), Some(snapshot.clone()));

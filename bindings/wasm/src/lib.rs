@@ -9,8 +9,8 @@
 //!   static `start(serverUrl, token, options?)` → `ZajelClient` at once (connects in the
 //!   background: the way to open a client while the server is unreachable);
 //! * `options`: `{ storage?: "indexeddb" | { load(), save(json) }, storageKey?: string,
-//!   resume?: { cursors } }`. With `storage: "indexeddb"` the resume cursors and the outbox
-//!   live in IndexedDB (database `zajel`, one record per `storageKey`, default the server
+//!   resume?: { cursors } }`. With `storage: "indexeddb"` the resume cursors, the outbox and
+//!   a bounded cache of the contact list (`cachedView()`) live in IndexedDB (database `zajel`, one record per `storageKey`, default the server
 //!   URL): messages typed offline survive a reload, are re-sent with their original
 //!   idempotency key, and nothing is missed or doubled. Use one `storageKey` per account
 //!   (state stored for another user is discarded, never sent);
@@ -21,8 +21,8 @@
 //! Events are `zajel_client::Event` serialized by serde: `{ type: "message", message,
 //! replayed }`, `{ type: "state", state: { status, … } }`, `{ type: "outbox", item: { key, to,
 //! conversation, body, state: "queued" | "sending" | "sent" | "failed" | "deleted", message?,
-//! error?: { code, message }, will_retry? } }`, `sent`, `synced`, `friend`, `read`, `typing`,
-//! `presence`.
+//! error?: { code, message }, will_retry? } }`, `sent`, `synced`, and the server's pushes as
+//! `docs/protocol.md` shows them (`friend`, `read`, `typing`, `presence`, `going_away`, …).
 //!
 //! Values cross as plain JS objects with the protocol's JSON field names (`snake_case`),
 //! through `serde-wasm-bindgen`. Failed calls reject with an `Error` whose `code` is the
@@ -34,7 +34,7 @@
 mod convert;
 mod idb;
 
-use convert::{JsSession, arg_error, conversation, js_error, to_js, user_id};
+use convert::{arg_error, conversation, js_error, to_js, user_id};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -63,7 +63,6 @@ impl ZajelClient {
         promise(async move {
             Client::register(&server_url, &username, &password)
                 .await
-                .map(JsSession::from)
                 .map_err(js_error)
         })
     }
@@ -73,7 +72,6 @@ impl ZajelClient {
         promise(async move {
             Client::login(&server_url, &username, &password)
                 .await
-                .map(JsSession::from)
                 .map_err(js_error)
         })
     }
@@ -158,6 +156,14 @@ impl ZajelClient {
             .map(|c| c.to_string()))
     }
 
+    /// The friends and conversations as last seen from the server (`{ friends, conversations
+    /// }`): with storage, loaded at start, so a page reloaded while the server is down can
+    /// show them (also delivered as a `cached` event); then the server's lists.
+    #[wasm_bindgen(js_name = cachedView)]
+    pub fn cached_view(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.client.cached_view())
+    }
+
     /// Resume cursors to save and pass to `connect` later.
     pub fn cursors(&self) -> Result<JsValue, JsValue> {
         to_js(&self.client.cursors())
@@ -167,10 +173,7 @@ impl ZajelClient {
     #[wasm_bindgen(js_name = requestFriend)]
     pub fn request_friend(&self, username: String) -> js_sys::Promise {
         let c = self.client.clone();
-        promise(async move {
-            let s = c.request_friend(&username).await.map_err(js_error)?;
-            Ok(convert::JsFriendStatus::from(s))
-        })
+        promise(async move { c.request_friend(&username).await.map_err(js_error) })
     }
 
     /// Accepts a request from the user with this id.
@@ -266,21 +269,15 @@ impl ZajelClient {
         let c = self.client.clone();
         let args = conversation(conversation_id).and_then(|conv| {
             let q = if query.is_undefined() || query.is_null() {
-                convert::JsHistoryQuery::default()
+                HistoryQuery::default()
             } else {
                 serde_wasm_bindgen::from_value(query).map_err(|e| arg_error(&e.to_string()))?
             };
             Ok((conv, q))
         });
         promise(async move {
-            let (conv, q) = args?;
-            let query = HistoryQuery {
-                before: q.before,
-                after: q.after,
-                limit: q.limit,
-            };
-            let page = c.history(&conv, query).await.map_err(js_error)?;
-            Ok(convert::JsHistoryPage::from(page))
+            let (conv, query) = args?;
+            c.history(&conv, query).await.map_err(js_error)
         })
     }
 
@@ -384,9 +381,6 @@ impl ZajelClient {
     ) -> js_sys::Promise {
         let c = self.client.clone();
         let user = user_id(user);
-        promise(async move {
-            let s = op(c, user?).await.map_err(js_error)?;
-            Ok(convert::JsFriendStatus::from(s))
-        })
+        promise(async move { op(c, user?).await.map_err(js_error) })
     }
 }

@@ -8,7 +8,9 @@
 
 use anyhow::Context;
 use std::collections::HashMap;
-use zajel_client::{Client, ConversationId, ErrorCode, Event, EventStream, Message, Relation};
+use zajel_client::{
+    Client, ConversationId, ErrorCode, Event, EventStream, Message, Push, Relation,
+};
 
 /// Logs in, or registers the account if it does not exist yet.
 pub async fn sign_in(
@@ -36,11 +38,11 @@ pub async fn run(client: Client, mut events: EventStream) -> anyhow::Result<()> 
     let mut replayed: Vec<Message> = Vec::new();
     while let Some(event) = events.next().await {
         match event {
-            Event::Friend {
+            Event::Server(Push::Friend {
                 user,
                 relation: Relation::RequestReceived,
                 ..
-            } => accept(&client, user.id).await,
+            }) => accept(&client, user.id).await,
             Event::Message {
                 message,
                 replayed: true,

@@ -1,25 +1,14 @@
 //! The echo bot answers, against the real server over loopback.
 
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::timeout;
-use zajel_client::{Client, Event, Relation};
-use zajel_server::{Engine, ServerConfig};
+use zajel_client::{Client, Event, Push, Relation};
+use zajel_test_support::LoopbackServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_bot_accepts_and_answers() {
-    let config = ServerConfig {
-        argon2_memory_kib: 256,
-        argon2_iterations: 1,
-        ..ServerConfig::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let engine = Engine::new(Arc::new(zajel_core::MemoryStore::new()), config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(zajel_server::serve(listener, engine, async move {
-        let _ = stopped.await;
-    }));
+    let server = LoopbackServer::memory().await;
+    let url = server.url();
 
     // The bot registers itself on first run, and logs in on the second.
     let session = example_echo_bot::sign_in(&url, "echo", "echo-password")
@@ -40,10 +29,10 @@ async fn echo_bot_accepts_and_answers() {
     let wait = Duration::from_secs(15);
     timeout(wait, async {
         loop {
-            if let Some(Event::Friend {
+            if let Some(Event::Server(Push::Friend {
                 relation: Relation::Friends,
                 ..
-            }) = events.next().await
+            })) = events.next().await
             {
                 break;
             }
@@ -69,6 +58,5 @@ async fn echo_bot_accepts_and_answers() {
     }
     bot.close();
     erin.close();
-    let _ = stop.send(());
-    let _ = timeout(Duration::from_secs(20), server).await;
+    server.stop().await;
 }

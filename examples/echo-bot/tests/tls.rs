@@ -2,63 +2,19 @@
 //! a loopback TLS endpoint (an rcgen certificate passed with `--ca-file`) in front of the real
 //! server.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use zajel_client::{Client, Event, Relation};
-use zajel_server::{Engine, ServerConfig};
-
-async fn tls_proxy(backend: SocketAddr) -> (SocketAddr, String) {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("certificate");
-    let pem = cert.cert.pem();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = TcpStream::connect(backend).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    (addr, pem)
-}
+use zajel_client::{Client, Event, Push, Relation};
+use zajel_test_support::{LoopbackServer, TlsProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_bot_answers_over_wss() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let backend = listener.local_addr().expect("addr");
-    let plain_url = format!("http://{backend}");
-    let cfg = ServerConfig {
-        argon2_memory_kib: 256,
-        argon2_iterations: 1,
-        ..ServerConfig::default()
-    };
-    let engine = Engine::new(Arc::new(zajel_core::MemoryStore::new()), cfg);
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(zajel_server::serve(listener, engine, async move {
-        let _ = stopped.await;
-    }));
-    let (tls_addr, pem) = tls_proxy(backend).await;
+    let server = LoopbackServer::memory().await;
+    let plain_url = server.url();
+    let TlsProxy {
+        addr: tls_addr,
+        ca_pem: pem,
+    } = TlsProxy::start(server.addr).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, pem).expect("write ca");
@@ -98,10 +54,10 @@ async fn echo_bot_answers_over_wss() {
     .expect("the bot signs up over https");
     timeout(wait, async {
         loop {
-            if let Some(Event::Friend {
+            if let Some(Event::Server(Push::Friend {
                 relation: Relation::Friends,
                 ..
-            }) = events.next().await
+            })) = events.next().await
             {
                 break;
             }

@@ -1,6 +1,8 @@
 // Issue 8's browser test: messages typed while the server is down survive a page reload
-// (the client keeps its outbox and cursors in IndexedDB) and, once the server is back, are
-// delivered exactly once; the other user sees every message exactly once, in order.
+// (the client keeps its outbox, cursors and a cache of the contact list in IndexedDB): after
+// the reload, still offline, the contact and the three unsent messages are shown; once the
+// server is back they are delivered exactly once and the other user sees every message exactly
+// once, in order.
 import { expect, test, type BrowserContext, type Page } from '@playwright/test'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -40,6 +42,8 @@ const messages = (page: Page) => page.getByTestId('message')
 const seqs = (page: Page) =>
   messages(page).evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-seq'))))
 const bodies = (page: Page) => messages(page).evaluateAll((els) => els.map((e) => e.querySelector('.body')?.textContent))
+const pendingBodies = (page: Page) =>
+  page.getByTestId('pending').evaluateAll((els) => els.map((e) => e.querySelector('.body')?.textContent))
 
 async function register(page: Page, username: string) {
   await page.goto(server.url)
@@ -108,6 +112,20 @@ test('three messages typed while the server is down survive a reload and arrive 
   await expect.poll(() => storedOutbox(bob)).toContain('offline 3')
 
   await bob.reload()
+  await expect(bob.getByTestId('connection')).not.toHaveAttribute('data-status', 'online')
+  // Still offline after the reload: the contact list comes from the client's stored view
+  // (friends + conversations), and the three messages show in the chat as not sent yet.
+  const aliceContact = bob.locator('[data-testid=contact][data-username="alice"]')
+  await expect(aliceContact).toBeVisible()
+  await expect(aliceContact.getByTestId('preview')).toHaveText('You: before')
+  await openChat(bob, 'alice')
+  await expect(bob.getByTestId('pending')).toHaveCount(3)
+  expect(await pendingBodies(bob)).toEqual(['offline 1', 'offline 2', 'offline 3'])
+  expect(await bob.getByTestId('pending').evaluateAll((els) => els.map((e) => e.getAttribute('data-state')))).toEqual([
+    'queued',
+    'queued',
+    'queued',
+  ])
   await expect(bob.getByTestId('connection')).not.toHaveAttribute('data-status', 'online')
 
   server = await startServer(dataDir, new URL(server.url).host)

@@ -8,7 +8,7 @@
 //! * [`requests`]: requests other than `send` and which of them survive a reconnect;
 //! * [`catchup`]: paging in what resume and the live stream did not deliver;
 //! * [`pacer`]: the client-side rate limit that keeps a backlog under the server's;
-//! * [`events`]: push frames that become events as they are.
+//! * [`events`]: push frames and the events they become.
 //!
 //! This file is the connection loop: connect, authenticate with bounded resume cursors,
 //! serve frames and commands, and decide how (and whether) to reconnect.
@@ -21,13 +21,14 @@ mod requests;
 
 pub(crate) use requests::ReqKind;
 
-use crate::backoff::{Backoff, Cause, MAX_SERVER_DELAY, reconnect_delay};
+use crate::backoff::{Backoff, Cause, reconnect_delay};
 use crate::cursor::Cursors;
 use crate::error::Error;
 use crate::event::{ConnectionState, Event, OutboxItem, SendState, Target};
 use crate::rt::{self, BoxFuture};
 use crate::storage::{Snapshot, Storage};
 use crate::transport::{Connector, Incoming, Socket};
+use crate::view::CachedView;
 use catchup::CatchUp;
 use outbox::{Outbox, SendReply};
 use pacer::{MAX_RETRY_AFTER_MS, Pacer};
@@ -108,6 +109,8 @@ pub(crate) struct Shared {
     /// The outbox as the UI sees it (mirrors the driver's).
     pub outbox: Mutex<Vec<OutboxItem>>,
     pub limits: Mutex<Option<Limits>>,
+    /// The contact list cache (mirrors the driver's changes as they happen).
+    pub view: Mutex<CachedView>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,6 +127,7 @@ impl Shared {
             last_error: Mutex::new(None),
             outbox: Mutex::new(Vec::new()),
             limits: Mutex::new(None),
+            view: Mutex::new(CachedView::default()),
         }
     }
 
@@ -215,6 +219,8 @@ pub(crate) struct Driver {
     saving: Option<BoxFuture<'static, Result<(), Error>>>,
     /// The outbox changed since the last save started.
     outbox_dirty: bool,
+    /// The contact list cache changed since the last save started.
+    view_dirty: bool,
     /// The last connection's resume left cursors out: catch up from `synced`.
     partial_resume: bool,
     /// The resume carried no cursor at all (a fresh device: start from now).
@@ -275,6 +281,7 @@ impl Driver {
             stored_user: None,
             saving: None,
             outbox_dirty: false,
+            view_dirty: false,
             partial_resume: false,
             fresh_resume: false,
             last_save: 0,
@@ -327,6 +334,10 @@ impl Driver {
                 lock(&self.shared.cursors).merge(&snapshot.cursors);
                 self.outbox.restore(snapshot.outbox);
                 self.publish_outbox_all();
+                if !snapshot.view.is_empty() {
+                    *lock(&self.shared.view) = snapshot.view.clone();
+                    self.shared.emit(Event::Cached(snapshot.view));
+                }
             }
             Ok(None) => {}
             Err(e) => self.shared.set_error(e),
@@ -338,6 +349,7 @@ impl Driver {
             user: self.me.as_ref().map(|u| u.id).or(self.stored_user),
             cursors: lock(&self.shared.cursors).resume_state().cursors,
             outbox: self.outbox.stored(),
+            view: lock(&self.shared.view).clone(),
         }
     }
 
@@ -353,15 +365,12 @@ impl Driver {
             return;
         }
         let now = rt::now_ms();
-        let cursors_due = {
-            let mut cursors = lock(&self.shared.cursors);
-            if self.outbox_dirty || now >= self.last_save.saturating_add(CURSOR_SAVE_INTERVAL_MS) {
-                cursors.take_dirty()
-            } else {
-                false
-            }
-        };
-        if !(cursors_due || std::mem::take(&mut self.outbox_dirty)) {
+        let due =
+            self.outbox_dirty || now >= self.last_save.saturating_add(CURSOR_SAVE_INTERVAL_MS);
+        // Both flags are taken: the snapshot below carries both.
+        let cursors_due = due && lock(&self.shared.cursors).take_dirty();
+        let view_due = due && std::mem::take(&mut self.view_dirty);
+        if !(cursors_due | view_due | std::mem::take(&mut self.outbox_dirty)) {
             return;
         }
         self.last_save = now;
@@ -370,8 +379,10 @@ impl Driver {
 
     /// When a postponed cursor save is due (for the timer).
     fn save_due(&self) -> Option<u64> {
-        (self.storage.is_some() && self.saving.is_none() && lock(&self.shared.cursors).is_dirty())
-            .then(|| self.last_save.saturating_add(CURSOR_SAVE_INTERVAL_MS))
+        (self.storage.is_some()
+            && self.saving.is_none()
+            && (self.view_dirty || lock(&self.shared.cursors).is_dirty()))
+        .then(|| self.last_save.saturating_add(CURSOR_SAVE_INTERVAL_MS))
     }
 
     /// Drives a running save (called from every poll of the driver). True when one finished
@@ -914,11 +925,21 @@ impl Driver {
         let mine = self.me.as_ref().is_some_and(|u| u.id == message.sender);
         let completed = mine && self.complete_outbox(message);
         let new = lock(&self.shared.cursors).record(&message.conversation, message.seq);
+        if new {
+            self.update_view(|view, me| view.on_message(me, message));
+        }
         if completed && new {
             self.shared.emit(Event::Sent(message.clone()));
             return false;
         }
         new
+    }
+
+    /// Changes the contact list cache (saved like the cursors, see [`Self::maybe_save`]).
+    fn update_view(&mut self, f: impl FnOnce(&mut CachedView, Option<zajel_core::UserId>)) {
+        let me = self.me.as_ref().map(|u| u.id);
+        f(&mut lock(&self.shared.view), me);
+        self.view_dirty = true;
     }
 
     /// Completes the outbox entry with this message's key, if any.
@@ -955,12 +976,12 @@ impl Driver {
     }
 
     fn on_frame(&mut self, conn: &mut Conn, frame: ServerFrame) -> Option<End> {
-        let frame = match events::push_event(frame) {
-            events::Push::Event(event) => {
-                self.shared.emit(event);
+        let frame = match frame {
+            ServerFrame::Push(push) => {
+                self.on_push(conn, push);
                 return None;
             }
-            events::Push::Driver(frame) => frame,
+            answer => answer,
         };
         match frame {
             ServerFrame::AuthOk {
@@ -970,6 +991,7 @@ impl Driver {
                     // The stored state was another account's: never send its outbox as this
                     // one, never trust its cursors.
                     lock(&self.shared.cursors).clear();
+                    *lock(&self.shared.view) = CachedView::default();
                     self.outbox.clear_unowned();
                     self.publish_outbox_all();
                     self.outbox_dirty = true;
@@ -989,39 +1011,6 @@ impl Driver {
                 conn.phase = Phase::Syncing;
                 None
             }
-            // An event ending this connection's resume (`auth_ok` answered the `auth`).
-            ServerFrame::Synced { state } if conn.phase == Phase::Syncing => {
-                conn.phase = Phase::Online;
-                let first = !self.synced_once;
-                self.synced_once = true;
-                let now = rt::now_ms();
-                {
-                    let mut cursors = lock(&self.shared.cursors);
-                    for summary in &state.conversations {
-                        let c = &summary.conversation;
-                        if self.partial_resume && !self.fresh_resume {
-                            if cursors.watermark(c) < summary.last_seq {
-                                // Left out of the resume (or new): page it in.
-                                self.catchup.want(c, summary.last_seq, now);
-                            }
-                        } else {
-                            // A fresh device starts each conversation at its end; after a
-                            // full replay this only adds conversations with no message.
-                            cursors.seed(c, summary.last_seq);
-                        }
-                    }
-                    for c in &state.truncated {
-                        self.catchup.want(c, u64::MAX, now);
-                    }
-                }
-                self.shared.emit(Event::Synced {
-                    conversations: state.conversations,
-                    friends: state.friends,
-                    first,
-                });
-                self.shared.set_state(ConnectionState::Online);
-                None
-            }
             ServerFrame::Error(e) => self.on_error(conn, e),
             ServerFrame::Sent {
                 re, mut message, ..
@@ -1033,18 +1022,11 @@ impl Driver {
                 }
                 let completed = self.complete_outbox(&message);
                 let new = lock(&self.shared.cursors).record(&message.conversation, message.seq);
+                if new {
+                    self.update_view(|view, me| view.on_message(me, &message));
+                }
                 if completed && new {
                     self.shared.emit(Event::Sent(message));
-                }
-                None
-            }
-            ServerFrame::Message { message } => {
-                if self.observe(&message) {
-                    let replayed = conn.phase != Phase::Online;
-                    if !replayed {
-                        self.check_gap(&message.conversation);
-                    }
-                    self.shared.emit(Event::Message { message, replayed });
                 }
                 None
             }
@@ -1098,24 +1080,28 @@ impl Driver {
                 }
                 None
             }
-            ServerFrame::GoingAway {
-                reconnect_after_ms, ..
-            } => {
-                let d = Duration::from_millis(reconnect_after_ms).min(MAX_SERVER_DELAY);
-                conn.hint = Some(d);
-                None
-            }
             f @ (ServerFrame::FriendOk { .. }
             | ServerFrame::Friends { .. }
             | ServerFrame::Conversations { .. }
             | ServerFrame::ReadOk { .. }) => {
+                // The server's lists are the truth for the cache too.
+                match &f {
+                    ServerFrame::Friends { friends, .. } => {
+                        let friends = friends.clone();
+                        self.update_view(|view, _| view.replace_friends(friends));
+                    }
+                    ServerFrame::Conversations { conversations, .. } => {
+                        let page = conversations.clone();
+                        self.update_view(|view, _| view.merge_conversations(page));
+                    }
+                    _ => {}
+                }
                 if let Some(re) = answer_id(&f) {
                     self.answer(re, f);
                 }
                 None
             }
-            // auth_ok/synced for another id, a push frame handled above, or a frame type from
-            // a newer server.
+            // auth_ok for another id, or a frame type from a newer server.
             _ => None,
         }
     }

@@ -1,4 +1,5 @@
-//! Native transport: tokio-tungstenite over a TCP stream, with rustls for `wss://`.
+//! Native transport: tokio-tungstenite over a TCP stream, with rustls for `wss://` (feature
+//! `tls`).
 
 use super::{Incoming, Socket};
 use crate::error::Error;
@@ -20,17 +21,22 @@ pub(crate) async fn connect(url: String) -> Result<Socket, Error> {
         .await
         .map_err(|e| err(&e))?;
     let _ = tcp.set_nodelay(true);
-    if parsed.secure {
-        let tls = crate::tls::connect(&host, tcp).await?;
-        let (ws, _resp) = tokio_tungstenite::client_async(url.as_str(), tls)
-            .await
-            .map_err(|e| err(&e))?;
-        Ok(pump(ws))
-    } else {
-        let (ws, _resp) = tokio_tungstenite::client_async(url.as_str(), tcp)
-            .await
-            .map_err(|e| err(&e))?;
-        Ok(pump(ws))
+    // Without the `tls` feature `ServerUrl::parse` refused a secure URL already.
+    match parsed.secure {
+        #[cfg(feature = "tls")]
+        true => {
+            let tls = crate::tls::connect(&host, tcp).await?;
+            let (ws, _resp) = tokio_tungstenite::client_async(url.as_str(), tls)
+                .await
+                .map_err(|e| err(&e))?;
+            Ok(pump(ws))
+        }
+        _ => {
+            let (ws, _resp) = tokio_tungstenite::client_async(url.as_str(), tcp)
+                .await
+                .map_err(|e| err(&e))?;
+            Ok(pump(ws))
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //!   (a result frame or an `error`) echoes it as `re`. Events pushed by the server have no `re`.
 //! * The first frame on a connection is [`ClientFrame::Auth`] with `protocol: 1`; it may carry
 //!   resume cursors, and the server then replays what the client missed before going live.
+//! * Server events (frames without `re`) are one type, [`Push`], carried by
+//!   [`ServerFrame::Push`]: the event vocabulary every SDK reuses.
 //! * Unknown server frame types decode to [`ServerFrame::Unknown`] so old clients survive new
 //!   servers; unknown client frame types get an `unknown_type` error that echoes the `id`.
 //!
@@ -16,7 +18,7 @@ mod server;
 
 pub use client::{ClientFrame, ResumeState, Unlisted};
 pub use decode::FrameError;
-pub use server::{EncodedMessage, ErrorFrame, FriendEntry, Limits, ServerFrame, SyncState};
+pub use server::{EncodedMessage, ErrorFrame, FriendEntry, Limits, Push, ServerFrame, SyncState};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -90,12 +90,16 @@ impl ErrorFrame {
     }
 }
 
-/// A frame from server to client.
+/// A frame from server to client: an answer (with `re`), an `error`, or a [`Push`] event.
+///
+/// On the wire a push is a frame like any other (`{"type":"message",…}`): the
+/// [`ServerFrame::Push`] variant only groups them, so the event vocabulary is one type that the
+/// client and the SDK bindings reuse.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(remote = "Self", tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// Authentication succeeded: the answer to `auth` (with `resume`, replayed `message`
-    /// events and then [`ServerFrame::Synced`] follow).
+    /// events and then [`Push::Synced`] follow).
     AuthOk {
         /// Answers `auth`.
         re: RequestId,
@@ -165,7 +169,31 @@ pub enum ServerFrame {
     },
     /// Something went wrong.
     Error(ErrorFrame),
-    // ---- events ----
+    /// An event (no `re`): see [`Push`].
+    #[serde(skip)]
+    Push(Push),
+    /// A frame type this client does not know (from a newer server); ignore it.
+    #[serde(other)]
+    Unknown,
+}
+
+/// An event the server pushes without being asked (a frame without `re`): the one event
+/// vocabulary of Zajel. The client SDK hands these to apps as they are
+/// (`zajel_client::Event::Server`), the browser package serializes them with serde, and the
+/// uniffi bindings convert them with one exhaustive `match`; so adding an event means adding a
+/// variant here (plus its example in `docs/protocol.md` and, for Kotlin/Swift/Python, its
+/// uniffi record).
+///
+/// ```
+/// use zajel_core::protocol::{Push, ServerFrame};
+/// let text = r#"{"type":"presence","user":"6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","online":true}"#;
+/// let frame = ServerFrame::decode(text).unwrap();
+/// assert!(matches!(frame, ServerFrame::Push(Push::Presence { online: true, .. })));
+/// assert_eq!(frame.encode(), text);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Push {
     /// Resume finished: replayed messages (as `message` events) precede this frame. An event
     /// (no `re`): `auth_ok` is the one answer to `auth`, and this frame ends what that `auth`'s
     /// `resume` started. A `re` sent by an older server is ignored.
@@ -225,24 +253,12 @@ pub enum ServerFrame {
         /// Suggested delay before reconnecting.
         reconnect_after_ms: u64,
     },
-    /// A frame type this client does not know (from a newer server); ignore it.
-    #[serde(other)]
-    Unknown,
 }
 
-impl ServerFrame {
-    /// Every frame `type` (excluding `Unknown`), for the docs test.
+impl Push {
+    /// Every push `type`, as on the wire.
     pub const TYPES: &'static [&'static str] = &[
-        "auth_ok",
         "synced",
-        "pong",
-        "friend_ok",
-        "friends",
-        "sent",
-        "history",
-        "conversations",
-        "read_ok",
-        "error",
         "message",
         "friend",
         "read",
@@ -250,6 +266,76 @@ impl ServerFrame {
         "presence",
         "going_away",
     ];
+}
+
+/// The `type` of every answer frame.
+const ANSWER_TYPES: [&str; 9] = [
+    "auth_ok",
+    "pong",
+    "friend_ok",
+    "friends",
+    "sent",
+    "history",
+    "conversations",
+    "read_ok",
+    "error",
+];
+
+/// [`ANSWER_TYPES`] then [`Push::TYPES`].
+const ALL_TYPES: [&str; ANSWER_TYPES.len() + Push::TYPES.len()] = {
+    let mut all = [""; ANSWER_TYPES.len() + Push::TYPES.len()];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = if i < ANSWER_TYPES.len() {
+            ANSWER_TYPES[i]
+        } else {
+            Push::TYPES[i - ANSWER_TYPES.len()]
+        };
+        i += 1;
+    }
+    all
+};
+
+impl From<Push> for ServerFrame {
+    fn from(p: Push) -> Self {
+        ServerFrame::Push(p)
+    }
+}
+
+// The derive (with `remote = "Self"`) writes the answers; a push serializes as itself, so the
+// bytes are the same as when the events were variants of `ServerFrame`.
+impl Serialize for ServerFrame {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ServerFrame::Push(p) => p.serialize(s),
+            answer => ServerFrame::serialize(answer, s),
+        }
+    }
+}
+
+// A push `type` decodes as a [`Push`]; anything else through the derive (answers, `error`,
+// and `Unknown` for a type from a newer server).
+impl<'de> Deserialize<'de> for ServerFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(d)?;
+        let is_push = value
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|t| Push::TYPES.contains(&t));
+        if is_push {
+            Push::deserialize(value).map(ServerFrame::Push)
+        } else {
+            ServerFrame::deserialize(value)
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+impl ServerFrame {
+    /// Every frame `type` (excluding `Unknown`), for the docs test: the answers and
+    /// [`Push::TYPES`].
+    pub const TYPES: &'static [&'static str] = &ALL_TYPES;
 
     /// Serializes to JSON text.
     pub fn encode(&self) -> String {
@@ -276,7 +362,7 @@ impl ServerFrame {
 /// splicing the same JSON, byte for byte what [`ServerFrame::encode`] writes.
 ///
 /// ```
-/// use zajel_core::protocol::{EncodedMessage, RequestId, ServerFrame};
+/// use zajel_core::protocol::{EncodedMessage, Push, RequestId, ServerFrame};
 /// # use zajel_core::{ConversationId, Message, MessageId, Timestamp, UserId};
 /// # let (a, b) = (UserId::new_random(), UserId::new_random());
 /// # let message = Message { id: MessageId::new_v7(), conversation: ConversationId::direct(a, b),
@@ -287,7 +373,7 @@ impl ServerFrame {
 ///     encoded.sent_frame(&re, false),
 ///     ServerFrame::Sent { re, message: message.clone(), duplicate: false }.encode()
 /// );
-/// assert_eq!(encoded.message_frame(), ServerFrame::Message { message }.encode());
+/// assert_eq!(encoded.message_frame(), ServerFrame::from(Push::Message { message }).encode());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedMessage {
@@ -343,6 +429,24 @@ mod tests {
     use super::*;
     use crate::ids::MessageId;
 
+    /// Every push type is a server frame type, and decodes as a [`Push`] (not as `Unknown`).
+    #[test]
+    fn push_types_decode_as_pushes() {
+        for t in Push::TYPES {
+            assert!(ServerFrame::TYPES.contains(t), "{t}");
+            // Without its fields a push is an error, never an unknown frame to ignore.
+            let err = ServerFrame::decode(&format!(r#"{{"type":"{t}"}}"#));
+            assert!(err.is_err() || *t == "synced", "{t}: {err:?}");
+        }
+        let typing = r#"{"type":"typing","conversation":"dm.1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11.6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","user":"6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","active":true}"#;
+        let frame = ServerFrame::decode(typing).unwrap();
+        assert!(matches!(
+            frame,
+            ServerFrame::Push(Push::Typing { active: true, .. })
+        ));
+        assert_eq!(frame.encode(), typing);
+    }
+
     /// The spliced frames are exactly what serde writes, for ids and bodies that need
     /// escaping and for both `duplicate` values; and they decode back to the same frames.
     #[test]
@@ -371,7 +475,7 @@ mod tests {
                 assert_eq!(ServerFrame::decode(&text).unwrap(), frame);
             }
         }
-        let event = ServerFrame::Message { message };
+        let event = ServerFrame::Push(Push::Message { message });
         assert_eq!(encoded.message_frame(), event.encode());
         assert_eq!(
             ServerFrame::decode(&encoded.message_frame()).unwrap(),

@@ -4,19 +4,19 @@ use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
 use crate::events::EngineEvent;
 use tokio::sync::OwnedMutexGuard;
-use zajel_core::protocol::{FriendEntry, ServerFrame};
+use zajel_core::protocol::{FriendEntry, Push, ServerFrame};
 use zajel_core::{
     ConversationId, ErrorCode, FriendChange, FriendGraph, FriendOp, FriendUpdate, Relation,
     Timestamp, UserId, Username,
 };
 
 fn friend_frame(u: &FriendUpdate) -> ServerFrame {
-    ServerFrame::Friend {
+    ServerFrame::Push(Push::Friend {
         user: u.user.clone(),
         relation: u.relation,
         reason: u.reason,
         at: u.at,
-    }
+    })
 }
 
 impl ChatService {
@@ -132,18 +132,18 @@ impl ChatService {
             let (me, them) = (change.actor.id, change.target.id);
             let online = self.engine.inner.presence.online(&[them]).await;
             if online.first().copied().unwrap_or(false) {
-                let p = ServerFrame::Presence {
+                let p = ServerFrame::Push(Push::Presence {
                     user: them,
                     online: true,
                     last_seen: None,
-                };
+                });
                 out = out.event(vec![me], p, false);
             }
-            let p = ServerFrame::Presence {
+            let p = ServerFrame::Push(Push::Presence {
                 user: me,
                 online: true,
                 last_seen: None,
-            };
+            });
             out = out.event(vec![them], p, false);
         }
         out

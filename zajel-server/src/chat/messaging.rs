@@ -3,11 +3,10 @@
 use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
 use crate::events::EngineEvent;
-use std::sync::atomic::Ordering;
 use tokio::sync::OwnedMutexGuard;
 use zajel_core::friends::UserPair;
 use zajel_core::messaging::{prepare_send, prepare_system};
-use zajel_core::protocol::{EncodedMessage, ServerFrame};
+use zajel_core::protocol::{EncodedMessage, Push, ServerFrame};
 use zajel_core::{
     Appended, ConversationId, ConversationSummary, ErrorCode, HistoryPage, HistoryQuery,
     NewMessage, ReadMark, Relation, Timestamp, UserId,
@@ -142,15 +141,11 @@ impl ChatService {
             .pop()
             .ok_or_else(|| EngineError::internal("append returned nothing"))??;
         if !appended.duplicate {
-            self.engine
-                .inner
-                .metrics
-                .messages_total
-                .fetch_add(1, Ordering::Relaxed);
+            self.engine.inner.metrics.messages_total.inc();
         }
-        let event = ServerFrame::Message {
+        let event = ServerFrame::Push(Push::Message {
             message: appended.message.clone(),
-        };
+        });
         // Published on the duplicate path too: a retry after a lost ack may follow an append
         // whose event never left (the node died between append and publish). Clients
         // de-duplicate live messages by `seq`.
@@ -248,11 +243,11 @@ impl ChatService {
             return Err(not_friends());
         }
         let mark = self.engine.store().mark_read(conversation, me, seq).await?;
-        let event = ServerFrame::Read {
+        let event = ServerFrame::Push(Push::Read {
             conversation: conversation.clone(),
             user: me,
             seq: mark.seq,
-        };
+        });
         let changed = mark.changed;
         let mut out = Outcome::new(actor, mark);
         if changed {
@@ -275,11 +270,11 @@ impl ChatService {
         if !self.are_friends(me, peer).await? {
             return Err(not_friends());
         }
-        let event = ServerFrame::Typing {
+        let event = ServerFrame::Push(Push::Typing {
             conversation: conversation.clone(),
             user: me,
             active,
-        };
+        });
         let mut out = Outcome::new(actor, ()).event(vec![peer], event, false);
         out.order = Some(order);
         Ok(out)

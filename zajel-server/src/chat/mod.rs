@@ -21,7 +21,7 @@ use crate::engine::Engine;
 use crate::events::EngineEvent;
 use crate::hub::{ConnId, Event};
 use tokio::sync::OwnedMutexGuard;
-use zajel_core::protocol::{EncodedMessage, ServerFrame};
+use zajel_core::protocol::{EncodedMessage, Push, ServerFrame};
 use zajel_core::{ErrorCode, UserId};
 
 /// Who performs an operation: a user, and the connection the request came from (which gets
@@ -195,10 +195,12 @@ impl ChatService {
             let skip = if ev.skip_origin { outcome.origin } else { None };
             let event = match (&ev.frame, &outcome.encoded) {
                 // The message was serialized once in `send`: splice it, do not re-encode.
-                (ServerFrame::Message { message }, Some(encoded)) => Event::from_serialized(
-                    encoded.message_frame(),
-                    Some((message.conversation.clone(), message.seq)),
-                ),
+                (ServerFrame::Push(Push::Message { message }), Some(encoded)) => {
+                    Event::from_serialized(
+                        encoded.message_frame(),
+                        Some((message.conversation.clone(), message.seq)),
+                    )
+                }
                 (frame, _) => Event::new(frame),
             };
             self.engine.inner.broker.publish(&ev.users, event, skip);

@@ -1,7 +1,7 @@
 //! Presence: a user's friends learn when they come online and go offline.
 
 use super::ChatService;
-use zajel_core::protocol::ServerFrame;
+use zajel_core::protocol::{Push, ServerFrame};
 use zajel_core::{Timestamp, UserId};
 
 impl ChatService {
@@ -44,11 +44,11 @@ impl ChatService {
     pub(crate) async fn announce(&self, user: UserId, online: bool, last_seen: Option<Timestamp>) {
         match self.friend_ids(user).await {
             Ok(friends) if !friends.is_empty() => {
-                let frame = ServerFrame::Presence {
+                let frame = ServerFrame::Push(Push::Presence {
                     user,
                     online,
                     last_seen,
-                };
+                });
                 self.engine.publish(&friends, &frame, None);
             }
             Ok(_) => {}

@@ -75,7 +75,11 @@ impl Engine {
 async fn track(State(engine): State<Engine>, req: Request, next: Next) -> Response {
     let t0 = Instant::now();
     let res = next.run(req).await;
-    engine.inner.metrics.http_latency.observe(t0.elapsed());
+    engine
+        .inner
+        .metrics
+        .http_latency
+        .observe(t0.elapsed().as_secs_f64());
     if let Some(code) = res.extensions().get::<ErrorCode>() {
         engine.inner.metrics.error(*code);
     }

@@ -45,6 +45,10 @@ pub enum IdentityError {
     /// Malformed request.
     #[error("{0}")]
     BadRequest(String),
+    /// A JSON endpoint got a body not declared `Content-Type: application/json` (what a
+    /// cross-site HTML form sends: refused so that it cannot act for a signed-in browser).
+    #[error("send the body as Content-Type: application/json")]
+    UnsupportedMediaType,
     /// Too many pending sign-ins on this server.
     #[error("too many sign-ins in progress; please try again in a minute")]
     Busy,
@@ -71,6 +75,7 @@ impl IdentityError {
             IdentityError::NotLinked => "identity_not_linked",
             IdentityError::Unauthenticated => "unauthenticated",
             IdentityError::BadRequest(_) => "invalid_field",
+            IdentityError::UnsupportedMediaType => "unsupported_media_type",
             IdentityError::Busy => "rate_limited",
             IdentityError::Unavailable => "unavailable",
             IdentityError::Internal => "internal",
@@ -90,6 +95,7 @@ impl IdentityError {
             IdentityError::ProviderUnavailable(_) => StatusCode::BAD_GATEWAY,
             IdentityError::UnknownProvider | IdentityError::NotLinked => StatusCode::NOT_FOUND,
             IdentityError::IdentityTaken | IdentityError::LastSignInMethod => StatusCode::CONFLICT,
+            IdentityError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IdentityError::Busy => StatusCode::TOO_MANY_REQUESTS,
             IdentityError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -175,6 +181,7 @@ impl IntoResponse for IdentityError {
         let wire = match self {
             IdentityError::Unauthenticated => Some(ErrorCode::Unauthenticated),
             IdentityError::InvalidCredential(_) => Some(ErrorCode::InvalidCredentials),
+            IdentityError::UnsupportedMediaType => Some(ErrorCode::UnsupportedMediaType),
             IdentityError::Busy => Some(ErrorCode::RateLimited),
             IdentityError::Unavailable => Some(ErrorCode::Unavailable),
             IdentityError::Internal => Some(ErrorCode::Internal),
@@ -192,6 +199,7 @@ impl From<crate::EngineError> for IdentityError {
         match e.code {
             ErrorCode::Unauthenticated => IdentityError::Unauthenticated,
             ErrorCode::RateLimited => IdentityError::Busy,
+            ErrorCode::UnsupportedMediaType => IdentityError::UnsupportedMediaType,
             ErrorCode::Unavailable => IdentityError::Unavailable,
             ErrorCode::Internal => IdentityError::Internal,
             _ => IdentityError::BadRequest(e.message),
@@ -210,6 +218,7 @@ impl HasErrorCode for IdentityError {
             IdentityError::Busy => ErrorCode::RateLimited,
             IdentityError::Unavailable => ErrorCode::Unavailable,
             IdentityError::BadRequest(_) => ErrorCode::InvalidField,
+            IdentityError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             IdentityError::UnknownProvider | IdentityError::NotLinked => ErrorCode::UserNotFound,
             _ => ErrorCode::Internal,
         }

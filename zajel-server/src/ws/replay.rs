@@ -4,7 +4,7 @@ use super::CLOSE_INTERNAL;
 use super::socket::Conn;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
-use zajel_core::protocol::{ResumeState, ServerFrame, SyncState, Unlisted};
+use zajel_core::protocol::{Push, ResumeState, ServerFrame, SyncState, Unlisted};
 use zajel_core::{ConversationId, HistoryQuery, UserId};
 
 /// Largest history page read at once while replaying.
@@ -90,7 +90,7 @@ impl Conn {
                 for message in page.messages {
                     after = message.seq;
                     sent += 1;
-                    let frame = ServerFrame::Message { message };
+                    let frame = ServerFrame::Push(Push::Message { message });
                     if !self.feed_text(Utf8Bytes::from(frame.encode())).await {
                         return false;
                     }
@@ -109,14 +109,14 @@ impl Conn {
                 return false;
             }
         };
-        let synced = ServerFrame::Synced {
+        let synced = ServerFrame::Push(Push::Synced {
             state: SyncState {
                 conversations,
                 friends,
                 truncated,
                 ahead,
             },
-        };
+        });
         self.feed_text(Utf8Bytes::from(synced.encode())).await && self.flush().await
     }
 }

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
-use zajel_core::protocol::{ClientFrame, ErrorFrame, PROTOCOL_VERSION, RequestId, ServerFrame};
+use zajel_core::protocol::{
+    ClientFrame, ErrorFrame, PROTOCOL_VERSION, Push, RequestId, ServerFrame,
+};
 use zajel_core::{ConversationId, ErrorCode};
 
 /// A received WebSocket message, classified.
@@ -169,10 +171,10 @@ impl Conn {
             self.engine.config().reconnect_rate,
             super::reconnect::random_unit(),
         );
-        let frame = ServerFrame::GoingAway {
+        let frame = ServerFrame::Push(Push::GoingAway {
             reason: close_reason(code).into(),
             reconnect_after_ms,
-        };
+        });
         if self.answer(&frame).await {
             self.close(code, close_reason(code)).await;
         }
@@ -428,7 +430,11 @@ impl Conn {
             }
             None => true,
         };
-        self.engine.inner.metrics.ws_latency.observe(t0.elapsed());
+        self.engine
+            .inner
+            .metrics
+            .ws_latency
+            .observe(t0.elapsed().as_secs_f64());
         ok
     }
 

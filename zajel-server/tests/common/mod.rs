@@ -28,6 +28,27 @@ pub fn test_config() -> ServerConfig {
     }
 }
 
+/// [`test_config`] with the per-address register and login throttles wide open: for tests that
+/// register and sign in many users from one address (loopback).
+pub fn open_config() -> ServerConfig {
+    ServerConfig {
+        register_per_address_per_minute: 1_000_000,
+        login_attempts_per_address_per_minute: 1_000_000,
+        ..test_config()
+    }
+}
+
+/// [`test_config`] for tests that push many large messages: 16 KiB bodies, and the per-socket
+/// rate limit out of the way.
+pub fn bulk_config() -> ServerConfig {
+    ServerConfig {
+        max_body_bytes: 16 * 1024,
+        rate_per_second: 100_000,
+        rate_burst: 100_000,
+        ..test_config()
+    }
+}
+
 /// An engine served in-process on 127.0.0.1:0.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -43,14 +64,26 @@ impl TestServer {
 
     /// Serves an already built engine.
     pub async fn serve(engine: Engine) -> Self {
+        let app = engine.router();
+        Self::serve_app(engine, app).await
+    }
+
+    /// Serves `app`: an application router that merged `engine.router()` with more routes
+    /// (OpenID Connect sign-in, an app's own authenticator).
+    pub async fn serve_app(engine: Engine, app: axum::Router) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(zajel_server::serve(listener, engine.clone(), async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(zajel_server::serve_router(
+            listener,
+            app,
+            engine.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Self {
             addr,
             engine,
@@ -59,8 +92,14 @@ impl TestServer {
         }
     }
 
+    /// On a fresh in-memory store with [`test_config`].
     pub async fn memory() -> Self {
-        Self::start(Arc::new(zajel_core::MemoryStore::new()), test_config()).await
+        Self::memory_with(test_config()).await
+    }
+
+    /// On a fresh in-memory store with `config`.
+    pub async fn memory_with(config: ServerConfig) -> Self {
+        Self::start(Arc::new(zajel_core::MemoryStore::new()), config).await
     }
 
     /// Triggers graceful shutdown and waits for `serve` to return.
@@ -74,6 +113,26 @@ impl TestServer {
             .expect("serve task")
             .expect("serve ok");
     }
+}
+
+/// The issuer of the OpenID Connect provider [`with_oidc_routes`] configures: nothing listens
+/// there.
+#[cfg(feature = "oidc")]
+pub const UNCONTACTED_ISSUER: &str = "http://127.0.0.1:9";
+
+/// `engine`'s router with the OpenID Connect routes merged, for one provider (`test`, at
+/// [`UNCONTACTED_ISSUER`]) that is never contacted: enough for the routes that only read and
+/// write the store (`/api/identities`, `/api/identities/unlink`).
+#[cfg(feature = "oidc")]
+pub fn with_oidc_routes(engine: &Engine) -> axum::Router {
+    use zajel_server::identity::oidc::{OidcConfig, OidcProvider, OidcSignIn};
+    let provider = OidcProvider::generic("test", "Test", UNCONTACTED_ISSUER, "client", None);
+    let config = OidcConfig {
+        providers: vec![provider],
+        ..OidcConfig::default()
+    };
+    let oidc = OidcSignIn::new(engine.clone(), config).expect("oidc configuration");
+    engine.router().merge(oidc.router())
 }
 
 /// A parsed HTTP response.
@@ -96,7 +155,8 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection (`Connection: close`).
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`); a body is sent as
+/// `application/json`.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -104,19 +164,31 @@ pub async fn http(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    let body = body.map(|b| (Some("application/json"), b));
+    http_with_type(addr, method, path, body, headers).await
+}
+
+/// Like [`http`], with the body's `Content-Type` given (`None`: no such header).
+pub async fn http_with_type(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(Option<&str>, &str)>,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
+    if let Some((content_type, b)) = body {
+        if let Some(t) = content_type {
+            req.push_str(&format!("Content-Type: {t}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     req.push_str("\r\n");
-    if let Some(b) = body {
+    if let Some((_, b)) = body {
         req.push_str(b);
     }
     stream.write_all(req.as_bytes()).await.expect("write");
@@ -481,6 +553,41 @@ pub async fn befriend(a: &mut Client, a_acc: &Account, b: &mut Client, b_acc: &A
         .await;
     assert_eq!(r["relation"], "friends", "{r}");
     a.expect("friend").await;
+}
+
+/// alice and bob: registered, each signed in on one connection, and friends.
+pub struct Pair {
+    pub alice: Account,
+    pub bob: Account,
+    pub a: Client,
+    pub b: Client,
+    /// Their direct conversation.
+    pub conv: String,
+}
+
+/// Registers alice and bob at `addr`, signs each in and makes them friends.
+pub async fn alice_and_bob(addr: SocketAddr) -> Pair {
+    let alice = register(addr, "alice").await;
+    let bob = register(addr, "bob").await;
+    let (mut a, _) = Client::login(addr, &alice).await;
+    let (mut b, _) = Client::login(addr, &bob).await;
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    let conv = dm(&alice, &bob);
+    Pair {
+        alice,
+        bob,
+        a,
+        b,
+        conv,
+    }
+}
+
+/// [`alice_and_bob`], with one message from alice (seq 1) that bob has received.
+pub async fn alice_and_bob_after_hello(addr: SocketAddr) -> Pair {
+    let mut p = alice_and_bob(addr).await;
+    p.a.send_message(&p.conv, "hello", "k1").await;
+    p.b.expect("message").await;
+    p
 }
 
 /// Logs `a_acc` in at `a_addr` and `b_acc` at `b_addr` (e.g. two nodes) and makes them

@@ -122,7 +122,7 @@ pub(super) fn decode_close(payload: &[u8]) -> Option<CloseRequest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zajel_core::protocol::ServerFrame;
+    use zajel_core::protocol::{Push, ServerFrame};
 
     #[test]
     fn close_requests_round_trip() {
@@ -154,11 +154,11 @@ mod tests {
         let b: UserId = "00000000-0000-4000-8000-000000000002"
             .parse()
             .expect("uuid");
-        let ev = Event::new(&ServerFrame::Typing {
+        let ev = Event::new(&ServerFrame::Push(Push::Typing {
             conversation: ConversationId::direct(a, b),
             user: a,
             active: true,
-        });
+        }));
         let bytes = encode("node-1", &[a, b], &ev);
         let env = decode(&bytes).expect("decodes");
         assert_eq!(env.origin, "node-1");

@@ -357,6 +357,8 @@ async fn unlink(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, IdentityError> {
+    // JSON only, like every body endpoint: a cross-site form cannot send it.
+    crate::http::require_json(&headers)?;
     let user = signed_in(&s, &headers).await?;
     let identity: ExternalIdentity = serde_json::from_slice(&body)
         .map_err(|e| IdentityError::BadRequest(format!("invalid request body: {e}")))?;
