@@ -292,11 +292,15 @@ impl State {
         let Some((lo, hi)) = m.conversation.participants() else {
             return Err(StoreError::NotAMember);
         };
-        if m.sender != lo && m.sender != hi {
+        let system = m.sender.is_system();
+        if m.sender != lo && m.sender != hi && !system {
             return Err(StoreError::NotAMember);
         }
-        // Under the same lock as `swap_edge`: a block that returned is seen here.
-        self.require_friends(lo, hi)?;
+        // Under the same lock as `swap_edge`: a block that returned is seen here. The system's
+        // messages need no friendship (the embedding app decides).
+        if !system {
+            self.require_friends(lo, hi)?;
+        }
         let conv = self
             .conversations
             .entry(m.conversation.clone())
@@ -321,8 +325,11 @@ impl State {
         };
         conv.messages.push(message.clone());
         conv.idempotency.insert(key, (seq, m.sent_at));
-        let mark = conv.read.entry(m.sender).or_default();
-        *mark = (*mark).max(seq);
+        if !system {
+            // Sending advances the sender's own mark; the system has none.
+            let mark = conv.read.entry(m.sender).or_default();
+            *mark = (*mark).max(seq);
+        }
         self.activity += 1;
         for member in [lo, hi] {
             self.user_conversations

@@ -9,7 +9,8 @@
 -- idempotency bucket of the message's time window and the one before it
 -- ('<sender>:<key>' -> seq), [both members' conversation lists (sorted sets)].
 -- 8 ARGV per message from ARGV[3+8i]: idempotency field, message id, sender, body, sent_at,
--- idempotency key, sender's read-mark field, activity score for the lists.
+-- idempotency key, sender's read-mark field (empty for a system message: the system has no
+-- mark, and needs no friendship: the embedding app decides), activity score for the lists.
 -- Returns, per message, {0, seq} for a new message, {1, seq, fields of the stored entry}
 -- for a repeat, {2} when the members are not friends (nothing written).
 local ttl = ARGV[1]
@@ -22,7 +23,7 @@ for i = 0, #KEYS / n - 1 do
   local field = ARGV[a]
   -- The friends-only rule, in the same atomic step as the write: a block or removal that
   -- swapped the edge before this script ran is seen; one after it orders after the message.
-  if redis.call('HGET', pair, 'friends') ~= '1' then
+  if ARGV[a + 6] ~= '' and redis.call('HGET', pair, 'friends') ~= '1' then
     out[i + 1] = {2}
   else
     local dup = redis.call('HGET', cur, field) or redis.call('HGET', prev, field)
@@ -36,7 +37,9 @@ for i = 0, #KEYS / n - 1 do
       redis.call('HSET', cur, field, seq)
       redis.call('PEXPIRE', cur, ttl)
       -- The new message is the newest, so the sender's mark moves to it (never backwards).
-      redis.call('HSET', meta, ARGV[a + 6], seq)
+      if ARGV[a + 6] ~= '' then
+        redis.call('HSET', meta, ARGV[a + 6], seq)
+      end
       out[i + 1] = {0, tonumber(seq)}
     end
     -- A repeat re-issues the list update too: that repairs a list a crash left behind.

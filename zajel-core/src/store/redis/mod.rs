@@ -1048,7 +1048,7 @@ impl MessageStore for RedisStore {
             let members = m
                 .conversation
                 .participants()
-                .filter(|(lo, hi)| m.sender == *lo || m.sender == *hi);
+                .filter(|(lo, hi)| m.sender == *lo || m.sender == *hi || m.sender.is_system());
             let Some((lo, hi)) = members else {
                 results.push(Some(Err(StoreError::NotAMember)));
                 lists.extend([None, None]);
@@ -1108,7 +1108,13 @@ impl MessageStore for RedisStore {
                 .arg(&message.body)
                 .arg(m.sent_at.0)
                 .arg(&message.idempotency_key)
-                .arg(read_field(m.sender))
+                // The system has no read mark (and needs no friendship): an empty field tells
+                // the script to move no mark and to skip the friends check.
+                .arg(if m.sender.is_system() {
+                    String::new()
+                } else {
+                    read_field(m.sender)
+                })
                 .arg(score);
             members_of_group.push((i, message));
         }
