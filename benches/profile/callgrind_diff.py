@@ -10,7 +10,12 @@ per message = (Ir_long - Ir_short) / (acked_long - acked_short). `acked`, not `s
 callgrind on a busy machine the server can fall behind, and sends it never answered before
 the run stopped cost it nothing (a warning says so when that happened). Prints the total and the top
 functions by self and by inclusive cost, as a Markdown table. Standard library only.
+
+With UNIT=connections in the environment the unit is an idle connection instead
+(`idle.connections` of the lines: `MODE=connect scripts/profile.sh`); `frame-decode` lines
+count `frames`.
 """
+import os
 import json
 import re
 import subprocess
@@ -52,6 +57,10 @@ def run(path):
 
 def sent(path):
     line = run(path)
+    if os.environ.get("UNIT") == "connections":
+        return line["idle"]["connections"]
+    if "frames" in line:
+        return line["frames"]
     if line.get("unanswered", 0):
         print(f"warning: {path}: {line['unanswered']} sends unanswered (server behind); "
               "counting acked messages", file=sys.stderr)
@@ -76,8 +85,9 @@ def main():
     _, s_incl = annotate(s_cg, True)
     _, l_incl = annotate(l_cg, True)
     per_msg = (l_total - s_total) / dn
-    print(f"messages acked: {sent(s_json)} (short) vs {sent(l_json)} (long): {dn} more")
-    print(f"instructions per message (server process, all threads): {per_msg:,.0f}")
+    unit = os.environ.get("UNIT", "frames" if "frames" in run(l_json) else "messages")
+    print(f"{unit}: {sent(s_json)} (short) vs {sent(l_json)} (long): {dn} more")
+    print(f"instructions per {unit.rstrip('s')} (whole process, all threads): {per_msg:,.0f}")
     for title, s, l in (("self", s_self, l_self), ("inclusive", s_incl, l_incl)):
         rows = sorted(((l.get(k, 0) - s.get(k, 0)) / dn, k) for k in set(s) | set(l))
         rows.reverse()

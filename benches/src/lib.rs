@@ -4,10 +4,12 @@
 //! * [`relay`]: the bare relay, the baseline Zajel is compared with in the same run.
 //! * [`compare`]: one invocation = target + baseline, optionally a `--find-max` rate sweep.
 //! * [`chart`]: p50/p99 against offered rate, drawn as SVG from the JSON lines.
+//! * [`frame_decode`]: the client frame decoder alone (for its instruction profile).
 //! * [`net`]: client sockets from several loopback source addresses (for `--idle 50000`).
 
 pub mod chart;
 pub mod compare;
+pub mod frame_decode;
 pub mod load;
 pub mod net;
 pub mod relay;

@@ -4,8 +4,8 @@
 //! ```text
 //! zajel-benches load [--spawn memory|embedded|redis|redis-aof|redis-cross-node | --url http://HOST:PORT]
 //!                    [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W]
-//!                    [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N]
-//!                    [--body-bytes N]
+//!                    [--grace S] [--idle N [--idle-accounts N]] [--server-pid PID]
+//!                    [--setup-concurrency N] [--body-bytes N]
 //! ```
 //!
 //! What a run does:
@@ -159,6 +159,10 @@ pub struct LoadConfig {
     pub grace: Duration,
     /// Extra authenticated idle connections (for memory per idle connection).
     pub idle: usize,
+    /// Accounts registered for the idle connections, at least `idle` (0 = `idle`): a profile
+    /// of connection setup registers the same number in both of its runs and connects a
+    /// different number, so registration cancels out of the difference.
+    pub idle_accounts: usize,
     /// Process id of an external server (for its memory); ignored with `Spawn`.
     pub server_pid: Option<u32>,
     /// Registrations and pair setups in flight at once.
@@ -204,6 +208,7 @@ impl Default for LoadConfig {
             window: 1,
             grace: Duration::from_secs(5),
             idle: 0,
+            idle_accounts: 0,
             server_pid: None,
             setup_concurrency: 16,
             body_bytes: 64,
@@ -219,7 +224,7 @@ impl Default for LoadConfig {
 }
 
 /// Usage line of the `load` benchmark.
-pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|redis-cross-node|relay-memory|relay-redis|relay-redb | --url http://HOST:PORT] [--baseline auto|none|<a --spawn value>] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--label NAME] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
+pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|redis-cross-node|relay-memory|relay-redis|relay-redb | --url http://HOST:PORT] [--baseline auto|none|<a --spawn value>] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N [--idle-accounts N]] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--label NAME] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
 
 impl LoadConfig {
     /// Parses the flags that follow `load` on the command line.
@@ -264,6 +269,7 @@ impl LoadConfig {
                 "--window" => cfg.window = value.parse()?,
                 "--grace" => cfg.grace = secs(&value)?,
                 "--idle" => cfg.idle = value.parse()?,
+                "--idle-accounts" => cfg.idle_accounts = value.parse()?,
                 "--server-pid" => cfg.server_pid = Some(value.parse()?),
                 "--setup-concurrency" => cfg.setup_concurrency = value.parse()?,
                 "--body-bytes" => cfg.body_bytes = value.parse()?,
@@ -291,6 +297,9 @@ impl LoadConfig {
             if !(cfg.step_factor.is_finite() && cfg.step_factor > 1.0) || cfg.max_steps == 0 {
                 bail!("--step-factor must be > 1 and --max-steps >= 1");
             }
+        }
+        if cfg.idle_accounts > 0 && cfg.idle_accounts < cfg.idle {
+            bail!("--idle-accounts must be at least --idle");
         }
         Ok(cfg)
     }
@@ -1088,8 +1097,11 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let mut idle_report = Value::Null;
     let mut idle_task = None;
     if cfg.idle > 0 {
-        let names = (0..cfg.idle).map(|i| format!("{run_tag}_i{i}")).collect();
-        let accounts = register_all(&host, names, cfg.setup_concurrency).await?;
+        let names = (0..cfg.idle.max(cfg.idle_accounts))
+            .map(|i| format!("{run_tag}_i{i}"))
+            .collect();
+        let mut accounts = register_all(&host, names, cfg.setup_concurrency).await?;
+        accounts.truncate(cfg.idle);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_path.as_deref().and_then(vm_rss_kib);
         let t0 = Instant::now();
@@ -1440,6 +1452,15 @@ mod tests {
         // find-max needs an open-loop starting rate, and is not an idle-memory run.
         assert!(LoadConfig::from_args(["--find-max", "--rate", "0"].map(String::from)).is_err());
         assert!(LoadConfig::from_args(["--find-max", "--idle", "10"].map(String::from)).is_err());
+        // A connection-setup profile registers more idle accounts than it connects, never fewer.
+        let idle =
+            LoadConfig::from_args(["--idle", "10", "--idle-accounts", "30"].map(String::from))
+                .expect("ok");
+        assert_eq!((idle.idle, idle.idle_accounts), (10, 30));
+        assert!(
+            LoadConfig::from_args(["--idle", "10", "--idle-accounts", "5"].map(String::from))
+                .is_err()
+        );
         // Any spawnable target is a baseline (e.g. one node for the cross-node mode).
         assert_eq!(
             LoadConfig::from_args(["--baseline", "redis"].map(String::from))

@@ -15,6 +15,9 @@
 //! relay in a process of their own until standard input closes: for profiling the server
 //! alone (`scripts/profile.sh`) with `load --url`.
 //!
+//! `frame-decode --frames N` decodes a typical `send` frame N times (the client frame
+//! decoder's instruction cost under callgrind: `scripts/profile.sh frame-decode`).
+//!
 //! `store-append` measures the message-append path of a store: `concurrency` tasks each send
 //! their share of `messages` into their own conversation, in batches of `batch` messages per
 //! `append` call, and the line reports throughput and per-call latency percentiles. With
@@ -35,7 +38,7 @@ struct Args {
     concurrency: u64,
 }
 
-const USAGE: &str = "usage: zajel-benches store-append [--backend B] [--messages N] [--batch N] [--concurrency N]\n       zajel-benches load --help\n       zajel-benches chart --in FILE.jsonl --out FILE.svg [--title T]\n       zajel-benches serve --store memory|embedded|redis --listen ADDR\n       zajel-benches relay --store memory|redis|redb --listen ADDR";
+const USAGE: &str = "usage: zajel-benches store-append [--backend B] [--messages N] [--batch N] [--concurrency N]\n       zajel-benches load --help\n       zajel-benches chart --in FILE.jsonl --out FILE.svg [--title T]\n       zajel-benches serve --store memory|embedded|redis --listen ADDR\n       zajel-benches relay --store memory|redis|redb --listen ADDR\n       zajel-benches frame-decode [--frames N]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
@@ -242,8 +245,15 @@ async fn main() -> Result<()> {
         "chart" => return chart(flags(it, &["--in", "--out", "--title"])?),
         "serve" => return serve(flags(it, &["--store", "--listen"])?).await,
         "relay" => return relay(flags(it, &["--store", "--listen"])?).await,
+        "frame-decode" => {
+            let f = flags(it, &["--frames"])?;
+            let frames = f.get("--frames").map_or(Ok(100_000), |n| n.parse())?;
+            zajel_benches::frame_decode::run(frames)
+        }
         other => {
-            bail!("unknown benchmark {other} (store-append, load, chart, serve, relay)\n{USAGE}")
+            bail!(
+                "unknown benchmark {other} (store-append, load, chart, serve, relay, frame-decode)\n{USAGE}"
+            )
         }
     };
     println!("{line}");

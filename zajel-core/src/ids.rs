@@ -36,12 +36,17 @@ pub struct InvalidId;
 /// assert!(parse_uuid(&id.replace('-', "")).is_err());
 /// ```
 pub fn parse_uuid(s: &str) -> Result<Uuid, InvalidId> {
-    let uuid = Uuid::try_parse(s).map_err(|_| InvalidId)?;
-    let mut buf = Uuid::encode_buffer();
-    match uuid.hyphenated().encode_lower(&mut buf) == s {
-        true => Ok(uuid),
-        false => Err(InvalidId),
+    // The one spelling, checked on the bytes (every frame carries ids: no re-encoding to
+    // compare): 36 characters, hyphens at 8, 13, 18 and 23, lower-case hex elsewhere.
+    let canonical = s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        });
+    if !canonical {
+        return Err(InvalidId);
     }
+    Uuid::try_parse(s).map_err(|_| InvalidId)
 }
 
 /// Deserializes an id strictly from text formats (JSON); binary formats carry the raw UUID.
@@ -200,9 +205,10 @@ impl fmt::Display for ConversationId {
     }
 }
 
-impl FromStr for ConversationId {
-    type Err = InvalidConversationId;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+impl ConversationId {
+    /// Checks `s` is `dm.<lo>.<hi>`: two ids in their one spelling, distinct, ascending. Such
+    /// a string is already what [`ConversationId::direct`] would write, so it is kept as is.
+    fn check(s: &str) -> Result<(), InvalidConversationId> {
         let rest = s.strip_prefix("dm.").ok_or(InvalidConversationId)?;
         let (a, b) = rest.split_once('.').ok_or(InvalidConversationId)?;
         let a: UserId = a.parse().map_err(|_| InvalidConversationId)?;
@@ -210,14 +216,23 @@ impl FromStr for ConversationId {
         if a >= b {
             return Err(InvalidConversationId);
         }
-        Ok(Self::direct(a, b))
+        Ok(())
+    }
+}
+
+impl FromStr for ConversationId {
+    type Err = InvalidConversationId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::check(s)?;
+        Ok(Self(s.to_owned()))
     }
 }
 
 impl TryFrom<String> for ConversationId {
     type Error = InvalidConversationId;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
+        Self::check(&s)?;
+        Ok(Self(s))
     }
 }
 
@@ -239,6 +254,14 @@ mod tests {
         assert_eq!(c.as_str(), format!("dm.{a}.{b}"));
         assert_eq!(c.peer_of(a), Some(b));
         assert_eq!(c.peer_of(UserId(Uuid::nil())), None);
+        // Parsed (from text or JSON), the id is the same value `direct` builds.
+        assert_eq!(c.as_str().parse::<ConversationId>().unwrap(), c);
+        assert_eq!(ConversationId::try_from(c.to_string()).unwrap(), c);
+        assert!(
+            "dm.00000000-0000-0000-0000-00000000000g.x"
+                .parse::<ConversationId>()
+                .is_err()
+        );
         // One spelling only: other UUID forms are refused, not canonicalized.
         let upper = a.to_string().to_uppercase();
         let simple = a.to_string().replace('-', "");

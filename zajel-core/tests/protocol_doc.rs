@@ -174,6 +174,9 @@ fn client_decode_errors_are_typed_and_echo_the_id() {
     let cases = [
         ("not json", None, ErrorCode::BadFrame),
         ("[1,2]", None, ErrorCode::BadFrame),
+        // An array is not a frame, even one shaped like a frame's values in order (serde's
+        // tagged enums used to read this as a ping).
+        (r#"["ping","1"]"#, None, ErrorCode::BadFrame),
         (r#"{"id":"a"}"#, Some("a"), ErrorCode::BadFrame),
         (
             r#"{"type":"warp","id":"b"}"#,

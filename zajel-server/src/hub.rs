@@ -163,6 +163,8 @@ pub struct Hub {
     next_id: AtomicU64,
     lagged: AtomicU64,
     delivered: AtomicU64,
+    /// `close_user` calls so far (see [`Hub::revocations`]).
+    revocations: AtomicU64,
 }
 
 impl Hub {
@@ -174,6 +176,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             lagged: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
         }
     }
 
@@ -271,6 +274,8 @@ impl Hub {
     /// Asks `user`'s connections to close with `code`: all of them, or only those of the
     /// session `session` (its token hash).
     pub fn close_user(&self, user: UserId, session: Option<&str>, code: u16) {
+        // Counted before the connections are looked up: see `revocations`.
+        self.revocations.fetch_add(1, Ordering::SeqCst);
         let map = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
         if let Some(conns) = map.get(&user) {
             for e in conns
@@ -280,6 +285,15 @@ impl Hub {
                 e.control.close(code);
             }
         }
+    }
+
+    /// How many times [`Hub::close_user`] ran (session revocations, local or from another
+    /// node). A connection reads this before it checks its session in the store and again
+    /// once it is subscribed: if the two are equal, no revocation can have run in between
+    /// (one that ran before the first read had already deleted the session from the store;
+    /// one after the second finds the subscription), so it needs no second store check.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
     }
 
     /// The id the next connection will get: connections with a smaller id exist already.
@@ -435,5 +449,22 @@ mod tests {
         assert_eq!(s2.control.requested(), None);
         hub.close_user(a, None, 4003);
         assert_eq!(s2.control.requested(), Some(4003));
+    }
+
+    /// A connection skips its second session check only when no revocation ran in between:
+    /// every `close_user`, for any user and whether or not it found a connection, counts.
+    #[test]
+    fn every_close_user_counts_as_a_revocation() {
+        let hub = Hub::new(4);
+        let before = hub.revocations();
+        hub.close_user(user(9), None, 4001);
+        assert_eq!(
+            hub.revocations(),
+            before + 1,
+            "no connection of the user: still counted"
+        );
+        let _s = hub.subscribe(user(1), "s".into());
+        hub.close_user(user(1), Some("other"), 4001);
+        assert_eq!(hub.revocations(), before + 2);
     }
 }

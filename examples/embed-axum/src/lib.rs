@@ -13,10 +13,11 @@
 //! WebSocket is at `/ws`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,28 +78,20 @@ pub struct AppSessions(Arc<Mutex<HashMap<String, (String, String)>>>);
 #[async_trait::async_trait]
 impl Authenticator for AppSessions {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<AppUser, IdentityError> {
-        let sid = cookie(headers, APP_COOKIE)
+        let jar = CookieJar::from_headers(headers);
+        let sid = jar
+            .get(APP_COOKIE)
+            .map(Cookie::value)
             .ok_or_else(|| IdentityError::InvalidCredential("not signed in to the app".into()))?;
         let sessions = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let (id, name) = sessions
-            .get(&sid)
+            .get(sid)
             .ok_or_else(|| IdentityError::InvalidCredential("unknown app session".into()))?;
         Ok(AppUser {
             id: id.clone(),
             username_hint: Some(name.clone()),
         })
     }
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
 }
 
 async fn hello(State(state): State<AppState>) -> String {
@@ -113,7 +106,7 @@ struct Login {
 }
 
 /// The app's own login (a real app verifies a password hash).
-async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> Response {
+async fn login(State(state): State<AppState>, jar: CookieJar, Json(body): Json<Login>) -> Response {
     let Some(account) = state
         .accounts
         .get(body.username.as_str())
@@ -132,14 +125,11 @@ async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> Respon
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(sid.clone(), (account.id.to_owned(), body.username.clone()));
-    (
-        [(
-            header::SET_COOKIE,
-            format!("{APP_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"),
-        )],
-        "signed in to the app",
-    )
-        .into_response()
+    let cookie = Cookie::build((APP_COOKIE, sid))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax);
+    (jar.add(cookie), "signed in to the app").into_response()
 }
 
 /// The Zajel engine for this app (in-memory store here; use

@@ -37,8 +37,12 @@ impl Unlisted {
     }
 }
 
+super::tag_first::client_frames! {
 /// A frame from client to server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized with a `type` tag (`{"type":"send","id":..}`); deserialized by reading `type`
+/// first (see `tag_first.rs`), which is what [`ClientFrame::decode`] does for every frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// First frame: authenticate (token, or none when the WebSocket upgrade carried a session
@@ -168,6 +172,7 @@ pub enum ClientFrame {
         /// Started (true) or stopped (false) typing.
         active: bool,
     },
+}
 }
 
 impl ClientFrame {

@@ -15,6 +15,7 @@
 mod client;
 mod decode;
 mod server;
+mod tag_first;
 
 pub use client::{ClientFrame, ResumeState, Unlisted};
 pub use decode::FrameError;

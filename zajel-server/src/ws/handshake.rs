@@ -16,8 +16,10 @@ use tokio::time::Instant;
 use zajel_core::protocol::{ClientFrame, PROTOCOL_VERSION, RequestId, ResumeState, ServerFrame};
 use zajel_core::{ErrorCode, User};
 
-/// Per-connection WebSocket read buffer (see the upgrade handler).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Per-connection WebSocket read buffer (see the upgrade handler): tungstenite zero-fills all
+/// of it, so every connection holds it resident for its whole life. A chat frame (a `send` of
+/// a typical message is ~200-300 bytes) fits in one read; the largest body (4 KiB) takes three.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// What the upgrade request carried for authentication.
 pub(crate) struct Upgrade {
@@ -38,6 +40,8 @@ pub(super) struct Authed {
     pub(super) re: RequestId,
     /// When the session ends: the connection closes with 4001 then.
     pub(super) expires_at: zajel_core::Timestamp,
+    /// [`Hub::revocations`](crate::hub::Hub::revocations) before the session was read.
+    pub(super) revocations: u64,
     pub(super) resume: Option<ResumeState>,
 }
 
@@ -87,6 +91,7 @@ impl Conn {
                             None if upgrade.cookie_allowed => upgrade.cookie_token.clone(),
                             None => None,
                         };
+                        let revocations = self.engine.inner.hub.revocations();
                         let result = match token {
                             Some(t) => self.engine.sessions().resolve(&t).await,
                             None => Err(EngineError::new(
@@ -100,6 +105,7 @@ impl Conn {
                                     user: info.user,
                                     session: info.hash.into(),
                                     expires_at: info.expires_at,
+                                    revocations,
                                     re: id,
                                     resume,
                                 });

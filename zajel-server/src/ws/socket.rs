@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use zajel_core::protocol::{
     ClientFrame, ErrorFrame, PROTOCOL_VERSION, Push, RequestId, ServerFrame,
 };
@@ -43,7 +43,9 @@ pub(super) struct Conn {
     /// The authenticated user, once known.
     pub(super) user: Option<zajel_core::UserId>,
     pub(super) strikes: u32,
-    pub(super) idle: Pin<Box<Sleep>>,
+    /// When the connection counts as idle (moved on every received message; the live loop's
+    /// one timer checks it lazily, so a message costs no timer reset).
+    pub(super) idle_at: Instant,
     pub(super) idle_for: Duration,
     pub(super) write_timeout: Duration,
     pub(super) shutdown: watch::Receiver<bool>,
@@ -70,16 +72,20 @@ pub(crate) async fn run(engine: Engine, socket: WebSocket, mut upgrade: Upgrade)
     let _active = engine.enter_connection();
     let _address = upgrade.address_slot.take();
     let shutdown = engine.shutdown_signal();
-    let cfg = engine.config().clone();
+    // Read what the connection needs, not a clone of the whole configuration: this task's
+    // state is held for the connection's lifetime, per connection.
+    let cfg = engine.config();
     let idle_for = Duration::from_millis(cfg.idle_timeout_ms.max(1));
+    let bucket = DirectLimiter::per_second(cfg.rate_per_second, cfg.rate_burst);
+    let write_timeout = Duration::from_millis(cfg.write_timeout_ms.max(1));
     let mut conn = Conn {
         socket,
-        bucket: DirectLimiter::per_second(cfg.rate_per_second, cfg.rate_burst),
+        bucket,
         user: None,
         strikes: 0,
-        idle: Box::pin(tokio::time::sleep(idle_for)),
+        idle_at: Instant::now() + idle_for,
         idle_for,
-        write_timeout: Duration::from_millis(cfg.write_timeout_ms.max(1)),
+        write_timeout,
         shutdown,
         engine,
     };
@@ -87,7 +93,9 @@ pub(crate) async fn run(engine: Engine, socket: WebSocket, mut upgrade: Upgrade)
         conn.going_away().await;
         return;
     }
-    let Some(authed) = conn.authenticate(&upgrade).await else {
+    // Boxed: the handshake's state is needed only until `auth` succeeds, and an inline future
+    // would stay part of this task's (per-connection, lifelong) size.
+    let Some(authed) = Box::pin(conn.authenticate(&upgrade)).await else {
         return;
     };
     conn.live(authed).await;
@@ -95,8 +103,7 @@ pub(crate) async fn run(engine: Engine, socket: WebSocket, mut upgrade: Upgrade)
 
 impl Conn {
     pub(super) fn touch(&mut self) {
-        let at = Instant::now() + self.idle_for;
-        self.idle.as_mut().reset(at);
+        self.idle_at = Instant::now() + self.idle_for;
     }
 
     pub(super) async fn send_text(&mut self, text: Utf8Bytes) -> bool {
@@ -133,7 +140,15 @@ impl Conn {
 
     /// Sends a close frame, then waits briefly for the peer's close so that unread input does
     /// not turn our close into a TCP reset (which could hide the close code from the client).
+    ///
+    /// The close paths (this, [`Conn::close_expecting_return`], the replay) run once per
+    /// connection at most, yet an inline future of theirs would make every connection's task
+    /// larger for its whole life: they are boxed, so their state exists only while they run.
     pub(super) async fn close(&mut self, code: u16, reason: &'static str) {
+        Box::pin(self.close_and_linger(code, reason)).await;
+    }
+
+    async fn close_and_linger(&mut self, code: u16, reason: &'static str) {
         let frame = Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
@@ -165,6 +180,10 @@ impl Conn {
     /// A close after which the client should come back (1001, 4008): a `going_away` frame
     /// with this connection's share of the wave's spread (see `reconnect.rs`), then the close.
     pub(super) async fn close_expecting_return(&mut self, code: u16, base_ms: u64, wave: usize) {
+        Box::pin(self.going_away_then_close(code, base_ms, wave)).await;
+    }
+
+    async fn going_away_then_close(&mut self, code: u16, base_ms: u64, wave: usize) {
         let reconnect_after_ms = super::reconnect::advice_ms(
             base_ms,
             wave,
@@ -279,11 +298,15 @@ impl Conn {
         // and a revocation from here on closes this connection.
         let mut sub = hub.subscribe(user.id, authed.session.clone());
         // A logout that raced the handshake (after `auth` resolved the token, before the
-        // registration) is caught here.
-        if !matches!(
-            engine.sessions().is_valid(user.id, &authed.session).await,
-            Ok(true)
-        ) {
+        // registration) is caught here. Only a revocation on this node (local, or relayed by
+        // the broker) since the token was resolved can have slipped in between, so the store
+        // is asked again only then: most connections skip that round trip.
+        if hub.revocations() != authed.revocations
+            && !matches!(
+                engine.sessions().is_valid(user.id, &authed.session).await,
+                Ok(true)
+            )
+        {
             let e = error(
                 Some(authed.re),
                 ErrorCode::Unauthenticated,
@@ -302,10 +325,15 @@ impl Conn {
         let expires_in = Duration::from_millis(
             u64::try_from(authed.expires_at.0 - zajel_core::Timestamp::now().0).unwrap_or(0),
         );
-        let expiry = tokio::time::sleep(expires_in);
-        tokio::pin!(expiry);
-        let mut recheck =
-            tokio::time::interval_at(Instant::now() + SESSION_RECHECK, SESSION_RECHECK);
+        // One timer for the idle timeout, the session's end and the periodic re-check
+        // (three timers cost memory per connection and a re-arm per received frame): it
+        // fires at the earliest deadline, and whatever is not due yet re-arms it.
+        let mut deadlines = Deadlines {
+            expires_at: Instant::now() + expires_in,
+            recheck_at: Instant::now() + SESSION_RECHECK,
+        };
+        let timer = tokio::time::sleep_until(deadlines.next(self.idle_at));
+        tokio::pin!(timer);
         tracing::debug!(user = %user.id, conn = sub.id, "connection authenticated");
         let chat = engine.chat();
         let actor = Actor::connection(user.id, sub.id);
@@ -321,7 +349,7 @@ impl Conn {
         let came_online = chat.connected(user.id, sub.first).await;
         let mut alive = self.answer(&ok).await;
         if alive && came_online {
-            chat.announce(user.id, true, None).await;
+            Box::pin(chat.announce(user.id, true, None)).await;
         }
         if alive && let Some(resume) = authed.resume {
             // At most `max_concurrent_replays` per node; the rest queue here (live events
@@ -333,7 +361,9 @@ impl Conn {
                 slot = gate.enter() => slot,
             };
             match slot {
-                Some(_slot) => alive = self.replay(user.id, resume, &mut known).await,
+                Some(_slot) => {
+                    alive = Box::pin(self.replay(user.id, resume, &mut known)).await;
+                }
                 None => {
                     self.going_away().await;
                     alive = false;
@@ -345,7 +375,9 @@ impl Conn {
         // so neither waits behind a slow store round trip (e.g. Redis timing out).
         let mut slow: VecDeque<ClientFrame> = VecDeque::new();
         let mut inflight: Option<Lane> = None;
-        let mut side: FuturesUnordered<Lane> = FuturesUnordered::new();
+        // Created on the first `typing` (an empty `FuturesUnordered` allocates): most idle
+        // connections never need it.
+        let mut side: Option<FuturesUnordered<Lane>> = None;
         while alive {
             if inflight.is_none()
                 && let Some(frame) = slow.pop_front()
@@ -376,15 +408,18 @@ impl Conn {
                     inflight = None;
                     self.reply(reply, t0).await
                 }
-                Some((reply, t0)) = side.next(), if !side.is_empty() => self.reply(reply, t0).await,
-                msg = self.socket.recv(), if slow.len() < MAX_QUEUED && side.len() < MAX_QUEUED => {
+                Some((reply, t0)) = async { side.as_mut().expect("guarded").next().await },
+                    if side.as_ref().is_some_and(|s| !s.is_empty()) => self.reply(reply, t0).await,
+                msg = self.socket.recv(),
+                    if slow.len() < MAX_QUEUED && side.as_ref().map_or(0, |s| s.len()) < MAX_QUEUED => {
                     match self.classify(msg) {
                         Incoming::Frame(ClientFrame::Ping { id }) => {
                             let t0 = std::time::Instant::now();
                             self.reply(Some(Answer::frame(&ServerFrame::Pong { re: id })), t0).await
                         }
                         Incoming::Frame(frame @ ClientFrame::Typing { .. }) => {
-                            side.push(lane(&chat, actor, frame));
+                            side.get_or_insert_with(FuturesUnordered::new)
+                                .push(lane(&chat, actor, frame));
                             true
                         }
                         Incoming::Frame(frame) => {
@@ -394,28 +429,38 @@ impl Conn {
                         other => self.handle_non_frame(other).await,
                     }
                 },
-                () = &mut self.idle => {
-                    self.close(CLOSE_IDLE, "idle timeout").await;
-                    false
-                }
-                () = &mut expiry => {
-                    self.close(CLOSE_UNAUTHENTICATED, close_reason(CLOSE_UNAUTHENTICATED)).await;
-                    false
-                }
-                _ = recheck.tick() => {
-                    match engine.sessions().is_valid(user.id, &authed.session).await {
-                        Ok(false) => {
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= self.idle_at {
+                        self.close(CLOSE_IDLE, "idle timeout").await;
+                        false
+                    } else if now >= deadlines.expires_at {
+                        self.close(CLOSE_UNAUTHENTICATED, close_reason(CLOSE_UNAUTHENTICATED)).await;
+                        false
+                    } else {
+                        let valid = if now >= deadlines.recheck_at {
+                            deadlines.recheck_at = now + SESSION_RECHECK;
+                            // Valid, or the store cannot say right now: keep the connection.
+                            !matches!(
+                                engine.sessions().is_valid(user.id, &authed.session).await,
+                                Ok(false)
+                            )
+                        } else {
+                            // Only the idle deadline moved (a message arrived since): re-arm.
+                            true
+                        };
+                        if valid {
+                            timer.as_mut().reset(deadlines.next(self.idle_at));
+                        } else {
                             self.close(CLOSE_UNAUTHENTICATED, close_reason(CLOSE_UNAUTHENTICATED)).await;
-                            false
                         }
-                        // Valid, or the store cannot say right now: keep the connection.
-                        _ => true,
+                        valid
                     }
                 }
             };
         }
         let last_local = hub.unsubscribe(user.id, sub.id);
-        chat.disconnected(user.id, last_local).await;
+        Box::pin(chat.disconnected(user.id, last_local)).await;
         tracing::debug!(user = %user.id, conn = sub.id, "connection closed");
     }
 
@@ -467,6 +512,21 @@ impl Conn {
             }
         }
         !wrote || self.flush().await
+    }
+}
+
+/// The live loop's deadlines besides the idle one (which lives in [`Conn`]).
+struct Deadlines {
+    /// The session's end: close with 4001.
+    expires_at: Instant,
+    /// The next re-check of the session in the store.
+    recheck_at: Instant,
+}
+
+impl Deadlines {
+    /// When the live loop's timer must fire next, given the idle deadline.
+    fn next(&self, idle_at: Instant) -> Instant {
+        idle_at.min(self.expires_at).min(self.recheck_at)
     }
 }
 
