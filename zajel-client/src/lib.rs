@@ -28,6 +28,10 @@
 //! // Everything else arrives as events, in order.
 //! while let Some(event) = events.next().await {
 //!     match event {
+//!         // A notice the app's server posted (`Engine::send_system`): no person wrote it.
+//!         Event::Message { message, .. } if message.is_system() => {
+//!             println!("-- {} --", message.body);
+//!         }
 //!         Event::Message { message, .. } => {
 //!             println!("{}: {}", message.sender, message.body);
 //!             client.mark_read(&message.conversation, message.seq).await?;
@@ -145,7 +149,7 @@ pub use view::CachedView;
 /// The protocol and model types the API uses, re-exported for convenience.
 pub use zajel_core::{
     self, ConversationId, ConversationSummary, ErrorCode, FriendReason, Message, MessageId,
-    Relation, Timestamp, User, UserId,
+    MessageKind, Relation, Timestamp, User, UserId,
     protocol::{FriendEntry, Push, ResumeState},
 };
 

@@ -72,6 +72,27 @@ impl<'de> Deserialize<'de> for MessageId {
 }
 
 impl UserId {
+    /// The sender of system messages (the nil UUID, `00000000-0000-0000-0000-000000000000`):
+    /// notices an embedding app posts into a conversation with
+    /// `Engine::send_system`, which no person wrote. No account can hold it (stores mint
+    /// random v4 ids, which are never nil), so nobody can sign in as it, befriend it or send
+    /// as it; it never has a read mark. A message from it is [`MessageKind::System`]
+    /// (`kind: "system"` on the wire).
+    ///
+    /// [`MessageKind::System`]: crate::MessageKind::System
+    ///
+    /// ```
+    /// use zajel_core::UserId;
+    /// assert_eq!(UserId::SYSTEM.to_string(), "00000000-0000-0000-0000-000000000000");
+    /// assert!(UserId::SYSTEM.is_system());
+    /// ```
+    pub const SYSTEM: UserId = UserId(Uuid::nil());
+
+    /// Whether this is [`UserId::SYSTEM`].
+    pub fn is_system(self) -> bool {
+        self == Self::SYSTEM
+    }
+
     /// A new random id.
     #[cfg(feature = "ids")]
     #[cfg_attr(docsrs, doc(cfg(feature = "ids")))]

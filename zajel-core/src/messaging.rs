@@ -59,20 +59,62 @@ pub async fn prepare_send<S: FriendStore + ?Sized>(
     max_body: usize,
     at: Timestamp,
 ) -> Result<NewMessage, SendError> {
-    let body = Body::parse_with_max(body, max_body)?;
-    let idempotency_key = IdempotencyKey::parse(idempotency_key)?;
+    let new = validated(conversation, sender, body, idempotency_key, max_body, at)?;
+    if sender.is_system() {
+        // Only `prepare_system` writes as the system (whose messages need no friendship).
+        return Err(SendError::NotAMember);
+    }
     let peer = conversation.peer_of(sender).ok_or(SendError::NotAMember)?;
     let pair = UserPair::new(sender, peer).ok_or(SendError::NotAMember)?;
     if !store.edge(pair).await?.are_friends() {
         return Err(SendError::NotFriends);
     }
+    Ok(new)
+}
+
+/// The message `sender` would append, once its body and key are valid (checked first, so a bad
+/// request says what is wrong with it whoever it is for).
+fn validated(
+    conversation: &ConversationId,
+    sender: UserId,
+    body: &str,
+    idempotency_key: &str,
+    max_body: usize,
+    at: Timestamp,
+) -> Result<NewMessage, SendError> {
     Ok(NewMessage {
         conversation: conversation.clone(),
         sender,
-        body,
-        idempotency_key,
+        body: Body::parse_with_max(body, max_body)?,
+        idempotency_key: IdempotencyKey::parse(idempotency_key)?,
         sent_at: at,
     })
+}
+
+/// Validates a system message for `conversation` (a direct conversation between two users,
+/// neither of them [`UserId::SYSTEM`]), returning the message to append from
+/// [`UserId::SYSTEM`]. No friendship is required: the embedding app posting it decides
+/// whether the relation allows it. Body and key follow the rules of a person's send; the key
+/// is scoped to the system sender in that conversation, apart from the members' keys.
+pub fn prepare_system(
+    conversation: &ConversationId,
+    body: &str,
+    idempotency_key: &str,
+    max_body: usize,
+    at: Timestamp,
+) -> Result<NewMessage, SendError> {
+    let new = validated(
+        conversation,
+        UserId::SYSTEM,
+        body,
+        idempotency_key,
+        max_body,
+        at,
+    )?;
+    match conversation.participants() {
+        Some((a, b)) if !a.is_system() && !b.is_system() => Ok(new),
+        _ => Err(SendError::NotAMember),
+    }
 }
 
 /// Convenience for one message: [`prepare_send`] then append.

@@ -29,7 +29,32 @@ pub struct Session {
 }
 
 /// A stored message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A message from [`UserId::SYSTEM`] is a system message ([`Message::kind`]): serialized, it
+/// carries `"kind": "system"` after `sender`; a person's message has no `kind` (the frame
+/// stays as small as before, and older clients ignore the field). The sender id decides:
+/// `kind` is its spelled-out form for clients, ignored when read back.
+///
+/// ```
+/// use zajel_core::{ConversationId, Message, MessageId, MessageKind, Timestamp, UserId};
+/// let alice: UserId = "1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11".parse().unwrap();
+/// let bob: UserId = "6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422".parse().unwrap();
+/// let notice = Message {
+///     id: MessageId(Default::default()),
+///     conversation: ConversationId::direct(alice, bob),
+///     seq: 1,
+///     sender: UserId::SYSTEM,
+///     body: "alice and bob are now friends".into(),
+///     sent_at: Timestamp(1732550000000),
+///     idempotency_key: "friends".into(),
+/// };
+/// assert_eq!(notice.kind(), MessageKind::System);
+/// let json = serde_json::to_value(&notice).unwrap();
+/// assert_eq!(json["kind"], "system");
+/// let from_alice = Message { sender: alice, ..notice };
+/// assert!(serde_json::to_value(&from_alice).unwrap().get("kind").is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Message {
     /// Server-assigned id.
     pub id: MessageId,
@@ -48,12 +73,62 @@ pub struct Message {
     pub idempotency_key: String,
 }
 
+/// Who wrote a [`Message`]: a person, or the system (the embedding app, through
+/// `Engine::send_system`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Sent by `sender`, a member of the conversation.
+    User,
+    /// Posted by the system into a conversation between two users (`sender` is
+    /// [`UserId::SYSTEM`]): render it as a notice, not as either member's message.
+    System,
+}
+
+impl Message {
+    /// Whether a person or the system wrote it (decided by `sender`).
+    pub fn kind(&self) -> MessageKind {
+        if self.sender.is_system() {
+            MessageKind::System
+        } else {
+            MessageKind::User
+        }
+    }
+
+    /// Whether it is a system message (`sender` is [`UserId::SYSTEM`]).
+    pub fn is_system(&self) -> bool {
+        self.sender.is_system()
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let system = self.is_system();
+        let mut m = s.serialize_struct("Message", 7 + usize::from(system))?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("conversation", &self.conversation)?;
+        m.serialize_field("seq", &self.seq)?;
+        m.serialize_field("sender", &self.sender)?;
+        if system {
+            m.serialize_field("kind", &MessageKind::System)?;
+        } else {
+            m.skip_field("kind")?;
+        }
+        m.serialize_field("body", &self.body)?;
+        m.serialize_field("sent_at", &self.sent_at)?;
+        m.serialize_field("idempotency_key", &self.idempotency_key)?;
+        m.end()
+    }
+}
+
 /// A message to append; valid by construction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage {
     /// Target conversation.
     pub conversation: ConversationId,
-    /// Author (must be a member of `conversation`; the store checks).
+    /// Author: a member of `conversation` (the store checks), or [`UserId::SYSTEM`] for a
+    /// system message (which moves nobody's read mark).
     pub sender: UserId,
     /// Validated text.
     pub body: Body,

@@ -212,3 +212,40 @@ fn client_decode_errors_are_typed_and_echo_the_id() {
     // Unknown fields are ignored (forward compatibility).
     assert!(ClientFrame::decode(r#"{"type":"ping","id":"e","future":1}"#).is_ok());
 }
+
+/// The documented system message is one (reserved sender, `kind`), and `kind` only says what
+/// the sender id decides: a person's message never gains it, a forged `kind` is dropped.
+#[test]
+fn system_message_example_is_marked() {
+    let system: Vec<_> = examples()
+        .into_iter()
+        .filter(|e| e.json.contains(r#""kind": "system""#))
+        .collect();
+    assert_eq!(system.len(), 1, "one documented system message");
+    let ServerFrame::Push(Push::Message { message }) =
+        ServerFrame::decode(&system[0].json).expect("decodes")
+    else {
+        panic!("the system example is a message frame");
+    };
+    assert!(message.is_system());
+    assert_eq!(message.sender, zajel_core::UserId::SYSTEM);
+    let forged = system[0].json.replace(
+        "00000000-0000-0000-0000-000000000000",
+        "6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422",
+    );
+    let ServerFrame::Push(Push::Message { message }) =
+        ServerFrame::decode(&forged).expect("decodes")
+    else {
+        panic!("a message frame");
+    };
+    assert!(!message.is_system());
+    assert!(!message_frame_has_kind(&ServerFrame::Push(Push::Message {
+        message
+    })));
+}
+
+fn message_frame_has_kind(frame: &ServerFrame) -> bool {
+    serde_json::from_str::<Value>(&frame.encode()).unwrap()["message"]
+        .get("kind")
+        .is_some()
+}

@@ -140,6 +140,12 @@ pub struct ServerConfig {
     /// `auth_ok`), so a population returning together queues instead of stampeding the store.
     #[cfg_attr(feature = "cli", arg(long, env = "ZAJEL_MAX_CONCURRENT_REPLAYS"))]
     pub max_concurrent_replays: u32,
+    /// A system message posted into two users' conversation when they become friends (see
+    /// `docs/identity.md`, "System messages"), e.g. `"{requester} and {accepter} are now
+    /// friends"`: `{requester}` and `{accepter}` become the usernames. Stored before the
+    /// acceptance is answered, delivered after the friend events. Off when absent.
+    #[cfg_attr(feature = "cli", arg(long, env = "ZAJEL_FRIENDS_NOTICE"))]
+    pub friends_notice: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -174,6 +180,7 @@ impl Default for ServerConfig {
             reconnect_after_ms: 1000,
             reconnect_rate: 500,
             max_concurrent_replays: 16,
+            friends_notice: None,
         }
     }
 }

@@ -21,15 +21,29 @@ export interface Session {
   expires_at: Timestamp;
 }
 
+/** The sender of system messages: no account has it. */
+export const SYSTEM_USER_ID: UserId = '00000000-0000-0000-0000-000000000000';
+
 export interface Message {
   id: string;
   conversation: ConversationId;
   /** 1, 2, 3, … per conversation, no gaps. */
   seq: number;
+  /** The author; `SYSTEM_USER_ID` for a system message. */
   sender: UserId;
+  /**
+   * `'system'`: a notice the app's server posted into the conversation (no person wrote it);
+   * show it as a notice, not as either member's message. Absent for a person's message.
+   */
+  kind?: 'system';
   body: string;
   sent_at: Timestamp;
   idempotency_key: string;
+}
+
+/** Whether `m` is a system message (a notice from the app's server, not from a person). */
+export function isSystemMessage(m: Pick<Message, 'sender' | 'kind'>): boolean {
+  return m.kind === 'system' || m.sender === SYSTEM_USER_ID;
 }
 
 export interface ConversationSummary {

@@ -38,7 +38,7 @@ pub use error::{ErrorCode, ZajelError, error_code_wire_name};
 pub use event::{ConnectionState, EventListener, ZajelEvent};
 pub use model::{
     ConversationSummary, FriendEntry, FriendReason, FriendStatus, HistoryPage, HistoryQuery,
-    Message, OutboxItem, Relation, ResumeCursors, SendState, Session, User,
+    Message, MessageKind, OutboxItem, Relation, ResumeCursors, SendState, Session, User,
 };
 
 uniffi::setup_scaffolding!("zajel");

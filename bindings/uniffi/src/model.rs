@@ -69,8 +69,11 @@ pub struct Message {
     pub conversation: String,
     /// Position in the conversation: 1, 2, 3, … with no gaps.
     pub seq: u64,
-    /// The author's user id.
+    /// The author's user id (`00000000-0000-0000-0000-000000000000` for a system message).
     pub sender: String,
+    /// Whether a person or the system (the app's server) wrote it: show a system message as a
+    /// notice, not as either member's message.
+    pub kind: MessageKind,
     /// The text.
     pub body: String,
     /// When the server stored it (ms since the epoch).
@@ -86,9 +89,28 @@ impl From<zajel_client::Message> for Message {
             conversation: m.conversation.to_string(),
             seq: m.seq,
             sender: m.sender.to_string(),
+            kind: m.kind().into(),
             body: m.body,
             sent_at_ms: m.sent_at.0,
             idempotency_key: m.idempotency_key,
+        }
+    }
+}
+
+/// Who wrote a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum MessageKind {
+    /// A person: `sender`, a member of the conversation.
+    User,
+    /// The system: a notice the app's server posted into the conversation.
+    System,
+}
+
+impl From<zajel_client::MessageKind> for MessageKind {
+    fn from(k: zajel_client::MessageKind) -> Self {
+        match k {
+            zajel_client::MessageKind::User => Self::User,
+            zajel_client::MessageKind::System => Self::System,
         }
     }
 }

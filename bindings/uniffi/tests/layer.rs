@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use zajel_server::{Engine, ServerConfig};
 use zajel_uniffi::{
-    ConnectionState, ErrorCode, EventListener, HistoryQuery, Relation, ZajelError, ZajelEvent,
+    ConnectionState, ErrorCode, EventListener, HistoryQuery, MessageKind, Relation, ZajelError,
+    ZajelEvent,
 };
 
 #[derive(Clone, Default)]
@@ -38,6 +39,11 @@ impl Recorder {
 }
 
 async fn server() -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (url, stop, _) = server_with_engine().await;
+    (url, stop)
+}
+
+async fn server_with_engine() -> (String, tokio::sync::oneshot::Sender<()>, Engine) {
     let config = ServerConfig {
         argon2_memory_kib: 256,
         argon2_iterations: 1,
@@ -47,10 +53,58 @@ async fn server() -> (String, tokio::sync::oneshot::Sender<()>) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let engine = Engine::new(Arc::new(zajel_core::MemoryStore::new()), config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(zajel_server::serve(listener, engine, async move {
+    tokio::spawn(zajel_server::serve(listener, engine.clone(), async move {
         let _ = stopped.await;
     }));
-    (url, stop)
+    (url, stop, engine)
+}
+
+/// A system message (posted by the embedding app) reaches the layer marked as one, live and
+/// in history; a person's message is `User`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_messages_carry_their_kind() {
+    let (url, _stop, engine) = server_with_engine().await;
+    let a = zajel_uniffi::register(url.clone(), "ada".into(), "password-123".into())
+        .await
+        .unwrap();
+    let b = zajel_uniffi::register(url.clone(), "bob".into(), "password-123".into())
+        .await
+        .unwrap();
+    let ra = Recorder::default();
+    let ada = zajel_uniffi::connect(url.clone(), a.token.clone(), Box::new(ra.clone()), None)
+        .await
+        .unwrap();
+    let (ida, idb) = (a.user.id.parse().unwrap(), b.user.id.parse().unwrap());
+    engine
+        .send_system(ida, idb, "welcome, ada and bob", "welcome")
+        .await
+        .unwrap();
+    let got = ra
+        .wait_for("system message", |e| {
+            matches!(e, ZajelEvent::Message { .. })
+        })
+        .await;
+    let ZajelEvent::Message { message, .. } = got else {
+        unreachable!()
+    };
+    assert_eq!(
+        (message.kind, message.sender.as_str(), message.body.as_str()),
+        (
+            MessageKind::System,
+            "00000000-0000-0000-0000-000000000000",
+            "welcome, ada and bob"
+        )
+    );
+    engine.make_friends(ida, idb).await.unwrap();
+    let mine = ada.send(b.user.id.clone(), "hi bob".into()).await.unwrap();
+    assert_eq!(mine.kind, MessageKind::User);
+    let page = ada
+        .history(mine.conversation.clone(), HistoryQuery::default())
+        .await
+        .unwrap();
+    let kinds: Vec<_> = page.messages.iter().map(|m| m.kind).collect();
+    assert_eq!(kinds, [MessageKind::System, MessageKind::User]);
+    ada.disconnect();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@
 //! * [`AppSessions`] implements Zajel's [`Authenticator`] over those sessions, and
 //!   `engine.app_auth_router("embed-demo", …)` adds `POST /api/auth/app`: the app's cookie in,
 //!   a Zajel session (token + cookie) out. Each app user becomes a Zajel user on first sight.
-//! * The app uses the engine's server-side API: its two demo users are made friends at start.
+//! * The app uses the engine's server-side API: its two demo users are made friends at start
+//!   and welcomed by a system message in their conversation (`engine.send_system`).
 //!
 //! Run with `cargo run -p example-embed-axum`, then
 //! `curl -c jar -d '{"username":"alice","password":"wonderland"}' -H 'content-type: application/json' http://127.0.0.1:3000/login`
@@ -139,12 +140,21 @@ pub fn engine(config: ServerConfig) -> Engine {
     Engine::new(Arc::new(zajel_server::MemoryStore::new()), config)
 }
 
+/// The welcome notice [`seed`] posts into the demo users' conversation.
+pub const WELCOME: &str = "Welcome! alice and bob can chat here now.";
+
 /// The app's server-side use of the engine: its two demo users may talk to each other, so
-/// they are made friends (created as Zajel users if needed).
-pub async fn seed(engine: &Engine) -> Result<(), IdentityError> {
+/// they are made friends (created as Zajel users if needed), and a system message welcomes
+/// them in their conversation. Its idempotency key is fixed, so running this again posts it
+/// once (with a persistent store, across restarts too, within the store's dedupe window).
+pub async fn seed(engine: &Engine) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let alice = engine.app_user(APP, "u-1001", Some("alice")).await?;
     let bob = engine.app_user(APP, "u-1002", Some("bob")).await?;
-    engine.make_friends(alice.id, bob.id).await
+    engine.make_friends(alice.id, bob.id).await?;
+    engine
+        .send_system(alice.id, bob.id, WELCOME, "welcome")
+        .await?;
+    Ok(())
 }
 
 /// The application's router with Zajel merged in, signing the app's users into Zajel.

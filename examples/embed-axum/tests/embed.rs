@@ -155,7 +155,7 @@ async fn the_apps_own_users_chat_without_zajel_passwords() {
     let engine = example_embed_axum::engine(ServerConfig::default());
     tokio::spawn(example_embed_axum::run(
         listener,
-        engine,
+        engine.clone(),
         std::future::pending(),
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -219,6 +219,33 @@ async fn the_apps_own_users_chat_without_zajel_passwords() {
         .parse()
         .expect("uuid");
     let conversation = zajel_server::zajel_core::ConversationId::direct(a_id, b_id).to_string();
+    // The app's welcome notice opens the conversation, marked as a system message; seeding
+    // again (a restart) does not repeat it.
+    example_embed_axum::seed(&engine).await.expect("seed again");
+    let history = json!({"type": "history", "id": "h1", "conversation": conversation});
+    a.send(Message::Text(history.to_string().into()))
+        .await
+        .expect("send");
+    let page = loop {
+        let f = next_json(&mut a).await;
+        if f["re"] == "h1" {
+            break f;
+        }
+    };
+    let messages = page["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 1, "{page}");
+    assert_eq!(
+        (
+            &messages[0]["kind"],
+            &messages[0]["body"],
+            &messages[0]["sender"]
+        ),
+        (
+            &json!("system"),
+            &json!(example_embed_axum::WELCOME),
+            &json!(zajel_server::zajel_core::UserId::SYSTEM)
+        )
+    );
     let send = json!({"type": "send", "id": "s1", "conversation": conversation,
         "body": "hi bob, from the app", "idempotency_key": "k1"});
     a.send(Message::Text(send.to_string().into()))
@@ -233,8 +260,15 @@ async fn the_apps_own_users_chat_without_zajel_passwords() {
     }
     loop {
         let f = next_json(&mut b).await;
+        if f["type"] == "message" && f["message"]["kind"] == "system" {
+            // The repeat of the welcome republishes it (same seq; clients de-duplicate).
+            assert_eq!(f["message"]["seq"], 1, "{f}");
+            continue;
+        }
         if f["type"] == "message" {
             assert_eq!(f["message"]["body"], "hi bob, from the app");
+            assert_eq!(f["message"]["seq"], 2, "after the welcome notice");
+            assert!(f["message"].get("kind").is_none(), "{f}");
             break;
         }
     }

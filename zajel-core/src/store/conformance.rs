@@ -20,8 +20,8 @@
 use crate::friends::{Edge, FriendGraph, FriendOp, Link, UserPair};
 use crate::ids::{ConversationId, Timestamp, UserId};
 use crate::limits::{Body, IdempotencyKey, Username};
-use crate::messaging::{SendError, prepare_send, send_one};
-use crate::model::{HistoryQuery, NewMessage, Relation, Session, User};
+use crate::messaging::{SendError, prepare_send, prepare_system, send_one};
+use crate::model::{HistoryQuery, MessageKind, NewMessage, Relation, Session, User};
 use crate::store::{Store, StoreError};
 use crate::{ErrorCode, HasErrorCode};
 use std::collections::BTreeSet;
@@ -60,6 +60,7 @@ macro_rules! store_conformance_tests {
             conversation_list_and_unread,
             read_marks_move_forward_only,
             friends_only_messaging,
+            system_messages,
             expired_sessions_are_pruned,
             idempotency_window,
         );
@@ -1012,6 +1013,150 @@ pub async fn friends_only_messaging(store: DynStore) {
         code(send_one(&*store, a.id, &ab, "hi", "k5", T0).await),
         Err(ErrorCode::NotFriends)
     );
+}
+
+/// System messages (sender [`UserId::SYSTEM`]): stored in a conversation between two users
+/// whatever their relation, read back as system messages (history, list, repeats), unread for
+/// both members, moving nobody's read mark; their idempotency keys are apart from the
+/// members'. The system is no account: it cannot be befriended, send as a person or read.
+pub async fn system_messages(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let ab = ConversationId::direct(a.id, b.id);
+    let system = |body: &str, key: &str| {
+        prepare_system(&ab, body, key, crate::limits::BODY_MAX_BYTES, T0).expect("valid notice")
+    };
+    // No friendship needed: the app posting it decides.
+    let first = append1(&store, system("alice and bob matched", "match"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(
+        (
+            first.message.seq,
+            first.message.sender,
+            first.message.kind()
+        ),
+        (1, UserId::SYSTEM, MessageKind::System)
+    );
+    assert_eq!(first.message.body, "alice and bob matched");
+    // A repeat of the key stores nothing; a member's message with the same key is another
+    // message, and a later notice with a member's key too (the scopes are apart).
+    let again = append1(&store, system("edited", "match")).await.unwrap();
+    assert_eq!((again.duplicate, &again.message), (true, &first.message));
+    let mine = append1(&store, msg(&ab, a.id, "hi", "match"))
+        .await
+        .unwrap();
+    assert_eq!((mine.duplicate, mine.message.seq), (false, 2));
+    assert_eq!(mine.message.kind(), MessageKind::User);
+    // In one batch with a person's message, and a repeat of it in the same batch.
+    let batch = store
+        .append(vec![
+            system("order shipped", "ship"),
+            msg(&ab, b.id, "yay", "b1"),
+            system("order shipped", "ship"),
+        ])
+        .await;
+    let batch: Vec<_> = batch.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        batch
+            .iter()
+            .map(|x| (x.message.seq, x.duplicate, x.message.is_system()))
+            .collect::<Vec<_>>(),
+        vec![(3, false, true), (4, false, false), (3, true, true)]
+    );
+    // Read back as system messages, with the marker on the wire form.
+    let page = store.history(&ab, q(None, None, 50)).await.unwrap();
+    assert_eq!(
+        page.messages
+            .iter()
+            .map(|m| (m.seq, m.kind()))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, MessageKind::System),
+            (2, MessageKind::User),
+            (3, MessageKind::System),
+            (4, MessageKind::User)
+        ]
+    );
+    assert_eq!(page.messages[0], first.message);
+    let json = serde_json::to_value(&page.messages[0]).unwrap();
+    assert_eq!(
+        (&json["kind"], &json["sender"]),
+        (
+            &serde_json::json!("system"),
+            &serde_json::json!(UserId::SYSTEM)
+        )
+    );
+    assert!(
+        serde_json::to_value(&page.messages[1])
+            .unwrap()
+            .get("kind")
+            .is_none()
+    );
+    // Read marks: alice's send moved hers to 2, bob's to 4; the notices moved none.
+    let alice = store.conversations(a.id, 10).await.unwrap();
+    assert_eq!(
+        (
+            alice[0].last_seq,
+            alice[0].read_seq,
+            alice[0].unread,
+            alice[0].peer_read_seq
+        ),
+        (4, 2, 2, 4)
+    );
+    append1(&store, system("last notice", "last"))
+        .await
+        .unwrap();
+    let bob = store.conversations(b.id, 10).await.unwrap();
+    assert_eq!(
+        (
+            bob[0].last_seq,
+            bob[0].read_seq,
+            bob[0].unread,
+            bob[0].peer_read_seq
+        ),
+        (5, 4, 1, 2)
+    );
+    assert!(bob[0].last_message.as_ref().is_some_and(|m| m.is_system()));
+    assert!(store.conversations(c.id, 10).await.unwrap().is_empty());
+    // The system has no read mark to move and is no account.
+    assert_eq!(
+        store.mark_read(&ab, UserId::SYSTEM, 1).await,
+        Err(StoreError::NotAMember)
+    );
+    assert_eq!(store.user(UserId::SYSTEM).await.unwrap(), None);
+    assert!(matches!(
+        FriendGraph::new(&*store)
+            .apply(a.id, UserId::SYSTEM, FriendOp::Request, T0)
+            .await,
+        Err(crate::FriendError::UserNotFound)
+    ));
+    assert_eq!(
+        store
+            .edge(UserPair::new(a.id, UserId::SYSTEM).unwrap())
+            .await
+            .unwrap(),
+        Edge::default()
+    );
+    let as_system = prepare_send(&*store, UserId::SYSTEM, &ab, "forged", "f", 100, T0).await;
+    assert_eq!(
+        as_system.unwrap_err().code(),
+        ErrorCode::ConversationNotFound
+    );
+    // A conversation with the system as a member takes no notice; bad input is refused.
+    let with_system = ConversationId::direct(UserId::SYSTEM, a.id);
+    assert!(prepare_system(&with_system, "x", "k", 100, T0).is_err());
+    assert_eq!(
+        prepare_system(&ab, " ", "k", 100, T0).unwrap_err().code(),
+        ErrorCode::EmptyBody
+    );
+    assert_eq!(
+        prepare_system(&ab, "x", "", 100, T0).unwrap_err().code(),
+        ErrorCode::InvalidIdempotencyKey
+    );
+    assert_eq!(store.last_seq(&ab).await.unwrap(), 5);
 }
 
 /// Expired sessions are deleted, not just hidden: after a later sign-in and a prune, a session

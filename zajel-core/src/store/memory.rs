@@ -282,7 +282,8 @@ impl State {
         let Some((lo, hi)) = m.conversation.participants() else {
             return Err(StoreError::NotAMember);
         };
-        if m.sender != lo && m.sender != hi {
+        let system = m.sender.is_system();
+        if m.sender != lo && m.sender != hi && !system {
             return Err(StoreError::NotAMember);
         }
         let conv = self
@@ -309,8 +310,11 @@ impl State {
         };
         conv.messages.push(message.clone());
         conv.idempotency.insert(key, (seq, m.sent_at));
-        let mark = conv.read.entry(m.sender).or_default();
-        *mark = (*mark).max(seq);
+        if !system {
+            // Sending advances the sender's own mark; the system has none.
+            let mark = conv.read.entry(m.sender).or_default();
+            *mark = (*mark).max(seq);
+        }
         self.activity += 1;
         for member in [lo, hi] {
             self.user_conversations

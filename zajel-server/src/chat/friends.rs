@@ -3,6 +3,7 @@
 use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
 use crate::events::EngineEvent;
+use tokio::sync::OwnedMutexGuard;
 use zajel_core::protocol::{FriendEntry, Push, ServerFrame};
 use zajel_core::{
     ConversationId, ErrorCode, FriendChange, FriendGraph, FriendOp, FriendUpdate, Relation,
@@ -47,7 +48,7 @@ impl ChatService {
     ) -> Result<Outcome<FriendUpdate>, EngineError> {
         let store = self.engine.store();
         // Friendship changes of a pair order with the pair's sends (see `send`).
-        let _order = match actor.user != target {
+        let order = match actor.user != target {
             true => Some(
                 self.engine
                     .lock_conversation(&ConversationId::direct(actor.user, target))
@@ -58,7 +59,52 @@ impl ChatService {
         let change = FriendGraph::new(store)
             .apply(actor.user, target, op, Timestamp::now())
             .await?;
-        Ok(self.friend_changed(actor, change).await)
+        // A new friendship gets the configured notice, if any.
+        let notice = self
+            .engine
+            .config()
+            .friends_notice
+            .as_ref()
+            .filter(|_| change.for_actor.relation == Relation::Friends)
+            .map(|template| {
+                template
+                    .replace("{requester}", &change.target.username)
+                    .replace("{accepter}", &change.actor.username)
+            });
+        let since = change.for_actor.at;
+        let out = self.friend_changed(actor, change).await;
+        Ok(match (notice, order) {
+            (Some(body), Some(order)) => {
+                let conversation = ConversationId::direct(actor.user, target);
+                self.friends_notice(out, conversation, body, since, order)
+                    .await
+            }
+            _ => out,
+        })
+    }
+
+    /// Posts the configured `friends_notice` as a system message into the new friends'
+    /// conversation, still under the pair's `order` lock: stored before the friend operation
+    /// is answered, its event published after the friend events. Its key names the
+    /// friendship's start, so only a new friendship posts a new notice. A failure (the store
+    /// away, a template that makes no valid body) leaves the friendship made, without notice.
+    async fn friends_notice(
+        &self,
+        out: Outcome<FriendUpdate>,
+        conversation: ConversationId,
+        body: String,
+        since: Timestamp,
+        order: OwnedMutexGuard<()>,
+    ) -> Outcome<FriendUpdate> {
+        let key = format!("friends-{}", since.0);
+        match self.post_system(&conversation, &body, &key, order).await {
+            Ok(notice) => out.absorb(notice),
+            Err(e) => {
+                tracing::warn!(%conversation, code = ?e.code, error = %e.message,
+                    "friends notice not posted");
+                out
+            }
+        }
     }
 
     /// The events of a friend-graph change and the actor's reply.

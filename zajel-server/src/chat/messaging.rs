@@ -3,12 +3,13 @@
 use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
 use crate::events::EngineEvent;
+use tokio::sync::OwnedMutexGuard;
 use zajel_core::friends::UserPair;
-use zajel_core::messaging::prepare_send;
+use zajel_core::messaging::{prepare_send, prepare_system};
 use zajel_core::protocol::{EncodedMessage, Push, ServerFrame};
 use zajel_core::{
-    Appended, ConversationId, ConversationSummary, ErrorCode, HistoryPage, HistoryQuery, ReadMark,
-    Relation, Timestamp, UserId,
+    Appended, ConversationId, ConversationSummary, ErrorCode, HistoryPage, HistoryQuery,
+    NewMessage, ReadMark, Relation, Timestamp, UserId,
 };
 
 fn not_member() -> EngineError {
@@ -71,7 +72,70 @@ impl ChatService {
             Timestamp::now(),
         )
         .await?;
-        let appended = store
+        self.store_and_publish(actor, vec![peer, me], new, order)
+            .await
+    }
+
+    /// Stores a system message (sender [`UserId::SYSTEM`]) in the direct conversation between
+    /// two existing users, whatever their relation (the app posting it decides), and returns
+    /// it; the event goes to every device of both members. A retry with the same idempotency
+    /// key returns the stored message with `duplicate: true` (and publishes it again, like a
+    /// send). `conversation_not_found` for a conversation the system cannot post in,
+    /// `user_not_found` when a member has no account.
+    pub async fn send_system(
+        &self,
+        conversation: &ConversationId,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<Outcome<Appended>, EngineError> {
+        let (lo, hi) = conversation
+            .participants()
+            .filter(|(lo, hi)| !lo.is_system() && !hi.is_system())
+            .ok_or_else(not_member)?;
+        let store = self.engine.store();
+        for member in [lo, hi] {
+            if store.user(member).await?.is_none() {
+                return Err(EngineError::new(ErrorCode::UserNotFound, "no such user"));
+            }
+        }
+        let order = self.engine.lock_conversation(conversation).await;
+        self.post_system(conversation, body, idempotency_key, order)
+            .await
+    }
+
+    /// [`ChatService::send_system`] once its members are known to exist, holding the
+    /// conversation's `order` lock.
+    pub(super) async fn post_system(
+        &self,
+        conversation: &ConversationId,
+        body: &str,
+        idempotency_key: &str,
+        order: OwnedMutexGuard<()>,
+    ) -> Result<Outcome<Appended>, EngineError> {
+        let new = prepare_system(
+            conversation,
+            body,
+            idempotency_key,
+            self.engine.config().effective_max_body(),
+            Timestamp::now(),
+        )?;
+        let (lo, hi) = conversation.participants().ok_or_else(not_member)?;
+        self.store_and_publish(Actor::user(UserId::SYSTEM), vec![lo, hi], new, order)
+            .await
+    }
+
+    /// Appends `new` (holding its conversation's `order` lock) and builds the outcome: the
+    /// `message` event for `recipients`, the engine event for a new message.
+    async fn store_and_publish(
+        &self,
+        actor: Actor,
+        recipients: Vec<UserId>,
+        new: NewMessage,
+        order: OwnedMutexGuard<()>,
+    ) -> Result<Outcome<Appended>, EngineError> {
+        let appended = self
+            .engine
+            .store()
             .append(vec![new])
             .await
             .pop()
@@ -86,7 +150,7 @@ impl ChatService {
         // whose event never left (the node died between append and publish). Clients
         // de-duplicate live messages by `seq`.
         let encoded = EncodedMessage::new(&appended.message);
-        let mut out = Outcome::new(actor, appended.clone()).event(vec![peer, me], event, true);
+        let mut out = Outcome::new(actor, appended.clone()).event(recipients, event, true);
         if !appended.duplicate {
             let message = appended.message;
             out = out.notice(move || EngineEvent::MessageStored { message });

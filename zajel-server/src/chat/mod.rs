@@ -107,6 +107,21 @@ impl<T> Outcome<T> {
         self
     }
 
+    /// Takes over `other`'s events, engine events and ordering lock (its reply is dropped):
+    /// an operation that caused another, published together (a friendship and its notice).
+    fn absorb<U>(mut self, other: Outcome<U>) -> Self {
+        // `skip_origin` meant `other`'s origin: without one, nobody is skipped.
+        let keep_skip = other.origin.is_some() && other.origin == self.origin;
+        self.events.extend(other.events.into_iter().map(|mut ev| {
+            ev.skip_origin &= keep_skip;
+            ev
+        }));
+        self.notices.extend(other.notices);
+        self.order = other.order.or(self.order);
+        self.encoded = other.encoded.or(self.encoded);
+        self
+    }
+
     /// The same outcome with its reply transformed.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
         Outcome {

@@ -220,6 +220,66 @@ impl Engine {
         Ok(chat.commit(outcome))
     }
 
+    /// Posts a **system message** into the direct conversation of `a` and `b`: a notice no
+    /// person wrote ("alice and bob are now friends", "your order shipped"). It is stored before
+    /// this returns and delivered live to every device of both users, marked as a system
+    /// message (sender [`UserId::SYSTEM`], `"kind": "system"` on the wire); it is in history and
+    /// replayed on resume like any message, counts as unread for both users and moves nobody's
+    /// read mark. A repeat with the same `idempotency_key` (scoped to the system in that
+    /// conversation) stores nothing new (`duplicate: true`).
+    ///
+    /// No friendship is required and blocks do not stop it: the app decides whether a notice
+    /// fits the relation (see [`Engine::relation`]). Errors: `user_not_found` when either user
+    /// has no account, `conversation_not_found` for `a == b` or [`UserId::SYSTEM`] as a
+    /// member, `empty_body` / `body_too_long` / `invalid_idempotency_key` like a send,
+    /// `unavailable` when the store is away (nothing stored: retry with the same key).
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: zajel_server::Engine) -> Result<(), Box<dyn std::error::Error>> {
+    /// let alice = engine.app_user("shop", "customer-42", Some("alice")).await?;
+    /// let bob = engine.app_user("shop", "seller-7", Some("bob")).await?;
+    /// engine.make_friends(alice.id, bob.id).await?;
+    /// let notice = engine
+    ///     .send_system(alice.id, bob.id, "alice and bob are now connected", "connected")
+    ///     .await?;
+    /// assert!(notice.message.is_system());
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_system(
+        &self,
+        a: UserId,
+        b: UserId,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<zajel_core::Appended, crate::EngineError> {
+        if a == b {
+            return Err(crate::EngineError::new(
+                ErrorCode::ConversationNotFound,
+                "a conversation needs two different users",
+            ));
+        }
+        let chat = self.chat();
+        let conversation = zajel_core::ConversationId::direct(a, b);
+        let outcome = chat
+            .send_system(&conversation, body, idempotency_key)
+            .await?;
+        Ok(chat.commit(outcome))
+    }
+
+    /// How `user` sees `other` (`friends`, `blocked` when `user` blocks `other`, …; a user who
+    /// is blocked sees `none`, so ask both ways to learn of a block either way; `none` for
+    /// oneself). For an app
+    /// deciding, e.g., whether to post a [`Engine::send_system`] notice.
+    pub async fn relation(
+        &self,
+        user: UserId,
+        other: UserId,
+    ) -> Result<zajel_core::Relation, crate::EngineError> {
+        Ok(zajel_core::FriendGraph::new(self.store())
+            .relation(user, other)
+            .await?)
+    }
+
     /// The external identities linked to `user`.
     pub async fn identities(&self, user: UserId) -> Result<Vec<LinkedIdentity>, IdentityError> {
         self.inner

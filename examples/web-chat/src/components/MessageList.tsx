@@ -1,8 +1,9 @@
 // The conversation: day separators, bubbles (mine right, theirs left) with time and state:
-// sending (or waiting for the network), sent ✓, seen ✓✓, not sent (reason, retry/edit/delete).
+// sending (or waiting for the network), sent ✓, seen ✓✓, not sent (reason, retry/edit/delete);
+// system messages (notices from the app's server) as centered grey lines.
 import { Fragment, useEffect, useLayoutEffect, useRef } from 'react'
 import { useMessages, useZajel } from '@zajel/client/react'
-import type { User } from '@zajel/client'
+import { isSystemMessage, type User } from '@zajel/client'
 import { friendly } from '../errors.ts'
 import { clock, day, sameDay } from '../time.ts'
 
@@ -60,6 +61,18 @@ export function MessageList({ me, peer, chat, onEdit }: Props) {
           </li>
         )}
         {messages.map((m) => {
+          if (isSystemMessage(m)) {
+            // A notice from the app's server (no person wrote it): a centered grey line.
+            return (
+              <Fragment key={m.seq}>
+                {separator(m.sent_at)}
+                <li className="notice" data-testid="system-message" data-seq={m.seq} role="note">
+                  <span className="body">{m.body}</span>
+                  <time dateTime={new Date(m.sent_at).toISOString()}>{clock(m.sent_at)}</time>
+                </li>
+              </Fragment>
+            )
+          }
           const mine = m.sender === me
           const seen = mine && m.seq <= peerReadSeq
           return (

@@ -402,7 +402,11 @@ impl<'t> Tx<'t> {
         let Some((lo, hi)) = m.conversation.participants() else {
             return Err(StoreError::NotAMember.into());
         };
-        let side = member_side((lo, hi), m.sender).ok_or(StoreError::NotAMember)?;
+        // A member's side (whose read mark the send moves); none for the system's messages.
+        let side = match m.sender.is_system() {
+            true => None,
+            false => Some(member_side((lo, hi), m.sender).ok_or(StoreError::NotAMember)?),
+        };
         let conv = m.conversation.as_str();
         let key = m.idempotency_key.as_str();
         let sender = uid(m.sender);
@@ -446,7 +450,9 @@ impl<'t> Tx<'t> {
         let bytes = encode(&message)?;
         state.last_seq = seq;
         // Sending advances the sender's own read mark (the new message is the newest).
-        state.marks[side] = seq;
+        if let Some(side) = side {
+            state.marks[side] = seq;
+        }
         state.activity = self.next_activity()?;
         state.idem_bucket = bucket;
 

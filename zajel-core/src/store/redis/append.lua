@@ -4,7 +4,8 @@
 -- 'r:<user>' = read marks), conversation stream (entry id '<seq>-0'), the idempotency bucket
 -- of the message's time window and the one before it ('<sender>:<key>' -> seq).
 -- ARGV[1] = bucket lifetime in ms; then 7 per message from ARGV[2+7i]: idempotency field,
--- message id, sender, body, sent_at, idempotency key, sender's read-mark field.
+-- message id, sender, body, sent_at, idempotency key, sender's read-mark field (empty for a
+-- system message: the system has no mark).
 -- Returns, per message, {0, seq} for a new message or {1, seq, fields of the stored entry}
 -- for a repeat.
 local ttl = ARGV[1]
@@ -24,7 +25,9 @@ for i = 0, #KEYS / 4 - 1 do
     redis.call('HSET', cur, field, seq)
     redis.call('PEXPIRE', cur, ttl)
     -- The new message is the newest, so the sender's mark moves to it (never backwards).
-    redis.call('HSET', meta, ARGV[a + 6], seq)
+    if ARGV[a + 6] ~= '' then
+      redis.call('HSET', meta, ARGV[a + 6], seq)
+    end
     out[i + 1] = {0, tonumber(seq)}
   end
 end

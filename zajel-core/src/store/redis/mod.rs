@@ -1023,7 +1023,7 @@ impl MessageStore for RedisStore {
             let members = m
                 .conversation
                 .participants()
-                .filter(|(lo, hi)| m.sender == *lo || m.sender == *hi);
+                .filter(|(lo, hi)| m.sender == *lo || m.sender == *hi || m.sender.is_system());
             let Some((lo, hi)) = members else {
                 results.push(Some(Err(StoreError::NotAMember)));
                 continue;
@@ -1070,7 +1070,12 @@ impl MessageStore for RedisStore {
                 .arg(&message.body)
                 .arg(m.sent_at.0)
                 .arg(&message.idempotency_key)
-                .arg(read_field(m.sender));
+                // The system has no read mark: an empty field tells the script to move none.
+                .arg(if m.sender.is_system() {
+                    String::new()
+                } else {
+                    read_field(m.sender)
+                });
             let score = self.activity.next();
             for member in [lo, hi] {
                 let mut zadd = ::redis::cmd("ZADD");
