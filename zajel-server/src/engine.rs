@@ -6,6 +6,7 @@
 #[cfg(feature = "redis")]
 use crate::broker::RedisBroker;
 use crate::config::ServerConfig;
+use crate::error::EngineError;
 use crate::hub::{Broker, Event, Hub};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 use zajel_core::protocol::ServerFrame;
-use zajel_core::{ConversationId, Store, UserId};
+use zajel_core::{ConversationId, ErrorCode, Store, UserId};
 
 /// The chat engine: store, hub, broker, limits and metrics. Cheap to clone (an `Arc` inside);
 /// every clone is the same engine.
@@ -127,6 +128,16 @@ impl Engine {
                 events: crate::events::EventBus::new(),
             }),
         }
+    }
+
+    /// Takes one request from `user`'s rate (`rate_per_second`, `rate_burst`: the budget every
+    /// WebSocket frame of the user's connections draws from), for the HTTP requests that write
+    /// for a signed-in user; `rate_limited` with `retry_after_ms` when it is spent.
+    pub(crate) fn take_user_request(&self, user: UserId) -> Result<(), EngineError> {
+        self.inner.frames_by_user.take(user).map_err(|wait| {
+            EngineError::new(ErrorCode::RateLimited, "too many requests; slow down")
+                .retry_after(wait)
+        })
     }
 
     /// The store.

@@ -119,3 +119,56 @@ async fn a_user_renames_themselves_and_friends_see_it() {
     );
     server.stop().await;
 }
+
+/// Each rename is a durable write (and an event to every subscriber), so it draws from the
+/// user's request rate like a `send`: a signed-in user cannot flood the store's writer with
+/// renames (they were unthrottled), and a refused rename changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_draw_from_the_users_request_rate() {
+    let server = TestServer::memory_with(zajel_server::ServerConfig {
+        rate_per_second: 1,
+        rate_burst: 3,
+        ..test_config()
+    })
+    .await;
+    let me = register(server.addr, "flipper").await;
+    let mut statuses = Vec::new();
+    let mut last_renamed = None;
+    for i in 0..8 {
+        let name = format!("flip_{i}");
+        let body = json!({"username": name}).to_string();
+        let r = rename(server.addr, &me.token, &body).await;
+        match r.status {
+            200 => last_renamed = Some(name),
+            429 => {
+                assert_eq!(r.json()["code"], "rate_limited", "{}", r.body);
+                assert!(r.json()["retry_after_ms"].as_u64().is_some(), "{}", r.body);
+            }
+            other => panic!("rename answered {other}: {}", r.body),
+        }
+        statuses.push(r.status);
+    }
+    // The burst goes through, then the rate holds (1 per second: the loop takes far less than
+    // the 5 seconds it would need to let the rest through).
+    assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 3,
+        "{statuses:?}"
+    );
+    // A refused rename changed nothing: the name is the last one that went through.
+    let who = http(
+        server.addr,
+        "GET",
+        "/api/me",
+        None,
+        &[("Authorization", &format!("Bearer {}", me.token))],
+    )
+    .await;
+    assert_eq!(
+        who.json()["user"]["username"].as_str(),
+        last_renamed.as_deref(),
+        "{}",
+        who.body
+    );
+    server.stop().await;
+}

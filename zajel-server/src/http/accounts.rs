@@ -159,6 +159,8 @@ pub(super) async fn rename(
     require_json(&headers)?;
     let token = request_token(&headers).ok_or_else(EngineError::unauthenticated)?;
     let me = engine.sessions().resolve(&token).await?.user;
+    // A rename is a durable write like a `send`: it counts against the same per-user rate.
+    engine.take_user_request(me.id)?;
     let NewName { username } = parse_json(&body)?;
     let user = engine.rename_user(me.id, &username).await?;
     Ok(Json(MeBody { user }))
