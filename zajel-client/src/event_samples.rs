@@ -57,6 +57,17 @@ fn kind(e: &Event) -> &'static str {
     }
 }
 
+/// The documented system message (a `message` push from the reserved system sender).
+fn system_message(pushes: &[Push]) -> Message {
+    pushes
+        .iter()
+        .find_map(|p| match p {
+            Push::Message { message } if message.is_system() => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 fn samples() -> Vec<Event> {
     let pushes = documented_pushes();
     let message: Message = pushes
@@ -94,6 +105,11 @@ fn samples() -> Vec<Event> {
         Event::Message {
             message: message.clone(),
             replayed: true,
+        },
+        // A system message too: its `kind` must be in the TypeScript `Message`.
+        Event::Message {
+            message: system_message(&pushes),
+            replayed: false,
         },
         Event::Sent(message.clone()),
         item(SendState::Queued),

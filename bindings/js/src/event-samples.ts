@@ -11,6 +11,7 @@ export const EVENT_SAMPLES = [
   {"type":"state","state":{"status":"signed_out"}},
   {"type":"state","state":{"status":"closed"}},
   {"type":"message","message":{"id":"01936d2a-8b4c-7d3e-9f10-a1b2c3d4e5f6","conversation":"dm.1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11.6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","seq":43,"sender":"6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","body":"are you there?","sent_at":1732550060000,"idempotency_key":"b-77"},"replayed":true},
+  {"type":"message","message":{"id":"01936d2a-8b4c-7d3e-9f10-a1b2c3d4e5f7","conversation":"dm.1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11.6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","seq":44,"sender":"00000000-0000-0000-0000-000000000000","kind":"system","body":"alice and bob are now friends","sent_at":1732550061000,"idempotency_key":"friends-1732550010000"},"replayed":false},
   {"type":"sent","message":{"id":"01936d2a-8b4c-7d3e-9f10-a1b2c3d4e5f6","conversation":"dm.1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11.6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","seq":43,"sender":"6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","body":"are you there?","sent_at":1732550060000,"idempotency_key":"b-77"}},
   {"type":"outbox","item":{"key":"b-77","to":"6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","conversation":"dm.1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11.6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","body":"are you there?","state":"queued"}},
   {"type":"outbox","item":{"key":"b-77","to":"6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","conversation":"dm.1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11.6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422","body":"are you there?","state":"sending"}},
