@@ -138,6 +138,8 @@ pub struct ServerConfig {
     pub reconnect_rate: u32,
     /// Most resume replays running at once on this node; further ones wait their turn (after
     /// `auth_ok`), so a population returning together queues instead of stampeding the store.
+    /// One user holds at most a quarter of them (at least one), so a slow reader cannot starve
+    /// everyone else.
     #[cfg_attr(feature = "cli", arg(long, env = "ZAJEL_MAX_CONCURRENT_REPLAYS"))]
     pub max_concurrent_replays: u32,
     /// A system message posted into two users' conversation when they become friends (see

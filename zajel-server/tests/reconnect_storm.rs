@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use std::time::Duration;
 use zajel_server::ServerConfig;
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -119,5 +120,74 @@ async fn resumes_queue_behind_the_replay_cap() {
         "the others queued: {waited}"
     );
     assert_eq!(metric(&m.body, "zajel_replays_active"), 0);
+    server.stop().await;
+}
+
+/// A user who opens many resumes and reads none of them holds at most a quarter of the replay
+/// slots: another user's resume runs at once. (Before, the hog's stalled replays held every
+/// slot until their writes timed out, and everyone else's resume waited behind them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_cannot_hold_every_replay_slot() {
+    const CAP: u32 = 4;
+    const BACKLOG: u64 = 400;
+    let server = TestServer::memory_with(ServerConfig {
+        max_concurrent_replays: CAP,
+        // The hog's stalled writes must not free the slots while the test runs.
+        write_timeout_ms: 120_000,
+        ..bulk_config()
+    })
+    .await;
+    let addr = server.addr;
+    let Pair {
+        alice,
+        bob,
+        mut a,
+        b,
+        conv,
+    } = alice_and_bob(addr).await;
+    b.close().await;
+    let body = "x".repeat(16 * 1024);
+    for i in 1..=BACKLOG {
+        a.send_message(&conv, &body, &format!("k{i}")).await;
+    }
+    // bob resumes from 0 on CAP devices and reads nothing: each replay stalls on a full socket.
+    let mut hogs = Vec::new();
+    for i in 0..CAP {
+        let mut c = Client::connect(addr, &format!("bob-{i}")).await;
+        let id = c.id();
+        c.send_raw(
+            &json!({"type": "auth", "id": id, "protocol": 1, "token": bob.token,
+                    "resume": {"cursors": {conv.clone(): 0}}})
+            .to_string(),
+        )
+        .await;
+        hogs.push(c);
+    }
+    // Give every hog replay the time to start and stall.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // alice resumes on a new device: her replay must not wait behind bob's.
+    let mut c = Client::connect(addr, "alice-2").await;
+    let resumed = tokio::time::timeout(Duration::from_secs(8), async {
+        let ok = c
+            .auth(
+                &alice.token,
+                Some(json!({"cursors": {conv.clone(): BACKLOG}})),
+            )
+            .await;
+        assert_eq!(ok["type"], "auth_ok", "{ok}");
+        c.expect("synced").await
+    })
+    .await
+    .expect("another user's resume is not starved by one user's stalled replays");
+    assert_eq!(resumed["type"], "synced");
+    let m = http(addr, "GET", "/metrics", None, &[]).await;
+    let active = metric(&m.body, "zajel_replays_active");
+    assert!(active >= 1, "the hog's replay still runs: {active}");
+    assert!(
+        active <= (CAP / 4) as u64,
+        "one user holds at most a quarter: {active}"
+    );
+    drop(hogs);
+    c.close().await;
     server.stop().await;
 }

@@ -358,7 +358,7 @@ impl Conn {
             let slot = tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => None,
-                slot = gate.enter() => slot,
+                slot = gate.enter(user.id) => slot,
             };
             match slot {
                 Some(_slot) => {
