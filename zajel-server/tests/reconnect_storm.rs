@@ -77,23 +77,9 @@ async fn resumes_queue_behind_the_replay_cap() {
     b.close().await;
     // 400 x 16 KiB per replay: far more than loopback socket buffers hold, so a replay stays
     // running until its client reads, and the others must queue meanwhile.
-    let body = "x".repeat(16 * 1024);
-    for i in 1..=BACKLOG {
-        a.send_message(&conv, &body, &format!("k{i}")).await;
-    }
+    send_backlog(&mut a, &conv, BACKLOG).await;
     // Every device of bob resumes from 0 at once, and only then starts reading.
-    let mut devices = Vec::new();
-    for i in 0..RESUMING {
-        let mut c = Client::connect(addr, &format!("bob-{i}")).await;
-        let id = c.id();
-        c.send_raw(
-            &json!({"type": "auth", "id": id, "protocol": 1, "token": bob.token,
-                    "resume": {"cursors": {conv.clone(): 0}}})
-            .to_string(),
-        )
-        .await;
-        devices.push(c);
-    }
+    let devices = resume_from_zero(addr, &bob.token, &conv, RESUMING).await;
     let readers: Vec<_> = devices
         .into_iter()
         .map(|mut c| {
@@ -146,23 +132,9 @@ async fn one_user_cannot_hold_every_replay_slot() {
         conv,
     } = alice_and_bob(addr).await;
     b.close().await;
-    let body = "x".repeat(16 * 1024);
-    for i in 1..=BACKLOG {
-        a.send_message(&conv, &body, &format!("k{i}")).await;
-    }
+    send_backlog(&mut a, &conv, BACKLOG).await;
     // bob resumes from 0 on CAP devices and reads nothing: each replay stalls on a full socket.
-    let mut hogs = Vec::new();
-    for i in 0..CAP {
-        let mut c = Client::connect(addr, &format!("bob-{i}")).await;
-        let id = c.id();
-        c.send_raw(
-            &json!({"type": "auth", "id": id, "protocol": 1, "token": bob.token,
-                    "resume": {"cursors": {conv.clone(): 0}}})
-            .to_string(),
-        )
-        .await;
-        hogs.push(c);
-    }
+    let hogs = resume_from_zero(addr, &bob.token, &conv, CAP as usize).await;
     // Give every hog replay the time to start and stall.
     tokio::time::sleep(Duration::from_millis(500)).await;
     // alice resumes on a new device: her replay must not wait behind bob's.
@@ -190,4 +162,35 @@ async fn one_user_cannot_hold_every_replay_slot() {
     drop(hogs);
     c.close().await;
     server.stop().await;
+}
+
+/// `n` messages of 16 KiB from `a` into `conv` (keys k1..=kn).
+async fn send_backlog(a: &mut Client, conv: &str, n: u64) {
+    let body = "x".repeat(16 * 1024);
+    for i in 1..=n {
+        a.send_message(conv, &body, &format!("k{i}")).await;
+    }
+}
+
+/// `devices` new connections of the account with `token`, each asking to resume `conv` from 0;
+/// none reads anything yet.
+async fn resume_from_zero(
+    addr: std::net::SocketAddr,
+    token: &str,
+    conv: &str,
+    devices: usize,
+) -> Vec<Client> {
+    let mut out = Vec::new();
+    for i in 0..devices {
+        let mut c = Client::connect(addr, &format!("device-{i}")).await;
+        let id = c.id();
+        c.send_raw(
+            &json!({"type": "auth", "id": id, "protocol": 1, "token": token,
+                    "resume": {"cursors": {conv: 0}}})
+            .to_string(),
+        )
+        .await;
+        out.push(c);
+    }
+    out
 }
