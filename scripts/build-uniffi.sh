@@ -20,12 +20,15 @@ case "$(uname -s)" in
 esac
 
 # ZAJEL_REUSE_TEST_BUILD=1 (scripts/test.sh, right after nextest): the workspace's test build
-# has just produced the library (its lib target emits the cdylib too), uniffi-bindgen and the
-# server binary, from this checkout; building them again with `-p` would resolve another
+# has just produced the library (its lib target emits the cdylib and staticlib too, into
+# deps/: cargo copies up to $target/debug only what was asked for by name), uniffi-bindgen and
+# the server binary, from this checkout; building them again with `-p` would resolve another
 # feature set and recompile ~15 crates (~70 s in CI) for nothing.
-if [[ "${ZAJEL_REUSE_TEST_BUILD:-}" == 1 && -f "$target/debug/$lib" \
+deps="$target/debug/deps"
+if [[ "${ZAJEL_REUSE_TEST_BUILD:-}" == 1 && -f "$deps/$lib" && -f "$deps/libzajel_uniffi.a" \
       && -x "$target/debug/uniffi-bindgen" && -x "$target/debug/zajel-server" ]]; then
   echo "uniffi: reusing the library, uniffi-bindgen and zajel-server of the test build"
+  cp -f "$deps/$lib" "$deps/libzajel_uniffi.a" "$target/debug/"
 else
   # With zajel-server in the same invocation: the Python and Kotlin tests need the server
   # binary, and one invocation means one feature set, so shared dependencies compile once.
