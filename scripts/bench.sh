@@ -93,8 +93,11 @@ fi
 # redis-server's) over the measured window from /proc, divided by the messages (the `cpu`
 # object of the line). Barely sensitive to what else runs, unlike the latencies above.
 if part cpu; then
-    for s in embedded redis memory; do external serve "$s" "${common[@]}" --rate "$FIXED_RATE"; done
-    for s in redb redis memory; do external relay "$s" "${common[@]}" --rate "$FIXED_RATE"; done
+    # The quick form checks the pipeline with one Zajel and one relay run.
+    if [[ -n "${QUICK:-}" ]]; then serves=(redis) relays=(memory)
+    else serves=(embedded redis memory) relays=(redb redis memory); fi
+    for s in "${serves[@]}"; do external serve "$s" "${common[@]}" --rate "$FIXED_RATE"; done
+    for s in "${relays[@]}"; do external relay "$s" "${common[@]}" --rate "$FIXED_RATE"; done
 fi
 # Idle authenticated connections: server RSS per connection and connect time, each server in
 # a fresh process of its own.
