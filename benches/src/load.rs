@@ -45,6 +45,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::net;
 use crate::relay::{self, RelayStore};
@@ -583,9 +584,14 @@ async fn ws_connect(host: &str) -> Result<Ws> {
     let stream = net::connect(host)
         .await
         .with_context(|| format!("connect {host}"))?;
+    // tungstenite's default read buffer is 128 KiB, and it zero-fills the free part before
+    // every read: a third of the load generator's CPU at 5,000 msgs/s went to that memset
+    // (perf), CPU the server under test then lacked on the shared cores. Frames here are a
+    // few hundred bytes (the relay and the server use small buffers for the same reason).
+    let config = WebSocketConfig::default().read_buffer_size(4096);
     let (ws, _) = tokio::time::timeout(
         SETUP_WAIT,
-        tokio_tungstenite::client_async_with_config(req, stream, None),
+        tokio_tungstenite::client_async_with_config(req, stream, Some(config)),
     )
     .await
     .context("WebSocket handshake timed out")??;
