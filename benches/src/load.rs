@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
@@ -690,7 +690,7 @@ fn text_frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one frame; returns (opcode, payload).
-async fn read_raw_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
+async fn read_raw_frame(s: &mut (impl AsyncRead + Unpin)) -> Result<(u8, Vec<u8>)> {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).await?;
     let opcode = h[0] & 0x0f;
@@ -722,38 +722,65 @@ async fn read_raw_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
     Ok((opcode, payload))
 }
 
-/// Opens `/ws`, authenticates and returns the bare socket.
+/// Opens `/ws`, authenticates and returns the bare socket once `auth_ok` has arrived.
+///
+/// This is the client side of the connect benchmark, so it does as little as a client can:
+/// the upgrade response and the frames are read through one small buffer (a read call per
+/// segment, not per byte), and `auth_ok` is recognised by its `type` alone.
 async fn idle_connect(host: &str, token: &str) -> Result<TcpStream> {
-    let mut s = net::connect(host).await?;
+    let s = net::connect(host).await?;
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: zajel.v1\r\n\r\n"
     );
-    s.write_all(req.as_bytes()).await?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 16 * 1024 || s.read(&mut byte).await? == 0 {
-            bail!("bad upgrade response");
-        }
-        head.push(byte[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        bail!("upgrade refused: {}", String::from_utf8_lossy(&head));
-    }
+    // Small: the 101 head and `auth_ok` are a few hundred bytes; a larger frame still reads.
+    let mut s = BufReader::with_capacity(1024, s);
+    s.get_mut().write_all(req.as_bytes()).await?;
+    read_upgrade_head(&mut s).await?;
     let auth = json!({"type": "auth", "id": "a", "protocol": 1, "token": token}).to_string();
-    s.write_all(&text_frame(auth.as_bytes())).await?;
+    s.get_mut().write_all(&text_frame(auth.as_bytes())).await?;
     loop {
         let (op, payload) = read_raw_frame(&mut s).await?;
         match op {
             0x1 => {
-                let v: Value = serde_json::from_slice(&payload).context("non-JSON frame")?;
-                if v["type"] == "auth_ok" {
-                    return Ok(s);
+                /// Only the `type` of the answer matters here.
+                #[derive(serde::Deserialize)]
+                struct Kind<'a> {
+                    #[serde(rename = "type", borrow)]
+                    kind: &'a str,
                 }
-                bail!("auth failed: {v}");
+                let v: Kind = serde_json::from_slice(&payload).context("non-JSON frame")?;
+                if v.kind == "auth_ok" {
+                    // Whatever the server sent after `auth_ok` (nothing, for a user without
+                    // friends) is not read by an idle client anyway.
+                    return Ok(s.into_inner());
+                }
+                bail!("auth failed: {}", String::from_utf8_lossy(&payload));
             }
             0x8 => bail!("closed during auth"),
             _ => {}
+        }
+    }
+}
+
+/// Reads an HTTP response head up to its blank line; an error unless it is `101`.
+async fn read_upgrade_head(s: &mut (impl AsyncBufRead + Unpin)) -> Result<()> {
+    let mut line = Vec::with_capacity(128);
+    let mut total = 0;
+    let mut first = true;
+    loop {
+        line.clear();
+        let n = s.read_until(b'\n', &mut line).await?;
+        total += n;
+        if n == 0 || total > 16 * 1024 {
+            bail!("bad upgrade response");
+        }
+        if first {
+            if !line.starts_with(b"HTTP/1.1 101") {
+                bail!("upgrade refused: {}", String::from_utf8_lossy(&line));
+            }
+            first = false;
+        } else if line == b"\r\n" {
+            return Ok(());
         }
     }
 }
@@ -765,6 +792,37 @@ fn vm_rss_kib(status_path: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+/// CPU time (user + system, seconds) a process has used so far, from `/proc/<pid>/stat`
+/// (`pid` = "self" for this process), plus that of its direct children that are still running
+/// (the `redis-server` a `serve --store redis` starts), from `/proc/<pid>/task/*/children`.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let mut total = own_cpu_seconds(pid)?;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace() {
+                total += own_cpu_seconds(child).unwrap_or(0.0);
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+fn own_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the file (utime, stime) are the 12th and 13th after the name.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
 }
 
 /// Descriptors a run holds at once: one per WebSocket here and, with an in-process server,
@@ -1104,6 +1162,14 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         accounts.truncate(cfg.idle);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_path.as_deref().and_then(vm_rss_kib);
+        let server_pid = match &cfg.target {
+            Target::Url(_) => cfg.server_pid.map(|p| p.to_string()),
+            Target::Spawn(_) | Target::Relay(_) => None,
+        };
+        let cpu_before = (
+            cpu_seconds("self"),
+            server_pid.as_deref().and_then(cpu_seconds),
+        );
         let t0 = Instant::now();
         let sem = Arc::new(Semaphore::new(cfg.setup_concurrency.max(32)));
         let mut tasks = Vec::with_capacity(accounts.len());
@@ -1122,6 +1188,14 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             sockets.push(t.await??);
         }
         let connect_s = t0.elapsed().as_secs_f64();
+        let cpu_after = (
+            cpu_seconds("self"),
+            server_pid.as_deref().and_then(cpu_seconds),
+        );
+        let spent = |b: Option<f64>, a: Option<f64>| match (b, a) {
+            (Some(b), Some(a)) => json!(round2(a - b)),
+            _ => Value::Null,
+        };
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = rss_path.as_deref().and_then(vm_rss_kib);
         let per_conn = match (before, after) {
@@ -1140,6 +1214,13 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             "rss_before_kib": before,
             "rss_after_kib": after,
             "bytes_per_idle_connection": per_conn,
+            // CPU seconds spent while the connections were opened (timed part above): this
+            // process (the load generator, and with --spawn the server too) and, with --url
+            // and --server-pid, the server process and its children (redis-server).
+            "cpu_seconds": {
+                "this_process": spent(cpu_before.0, cpu_after.0),
+                "server": spent(cpu_before.1, cpu_after.1),
+            },
         });
         // Keep them open (and alive) during the load run.
         let mut stop = idle_stop_rx.clone();
