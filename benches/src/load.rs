@@ -802,37 +802,6 @@ fn vm_rss_kib(status_path: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// CPU time (user + system, seconds) a process has used so far, from `/proc/<pid>/stat`
-/// (`pid` = "self" for this process), plus that of its direct children that are still running
-/// (the `redis-server` a `serve --store redis` starts), from `/proc/<pid>/task/*/children`.
-pub fn cpu_seconds(pid: &str) -> Option<f64> {
-    let mut total = own_cpu_seconds(pid)?;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_whitespace() {
-                total += own_cpu_seconds(child).unwrap_or(0.0);
-            }
-        }
-    }
-    Some(total)
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).
-const USER_HZ: f64 = 100.0;
-
-fn own_cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces: count after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of the file (utime, stime) are the 12th and 13th after the name.
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
-}
-
 /// Descriptors a run holds at once: one per WebSocket here and, with an in-process server,
 /// one more per WebSocket there, plus registrations in flight and a margin.
 pub fn open_files_needed(cfg: &LoadConfig) -> u64 {
@@ -1171,13 +1140,10 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_path.as_deref().and_then(vm_rss_kib);
         let server_pid = match &cfg.target {
-            Target::Url(_) => cfg.server_pid.map(|p| p.to_string()),
+            Target::Url(_) => cfg.server_pid,
             Target::Spawn(_) | Target::Relay(_) => None,
         };
-        let cpu_before = (
-            cpu_seconds("self"),
-            server_pid.as_deref().and_then(cpu_seconds),
-        );
+        let cpu_before = crate::cpu::Sample::take_optional(server_pid);
         let t0 = Instant::now();
         let sem = Arc::new(Semaphore::new(cfg.setup_concurrency.max(32)));
         let mut tasks = Vec::with_capacity(accounts.len());
@@ -1196,14 +1162,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             sockets.push(t.await??);
         }
         let connect_s = t0.elapsed().as_secs_f64();
-        let cpu_after = (
-            cpu_seconds("self"),
-            server_pid.as_deref().and_then(cpu_seconds),
-        );
-        let spent = |b: Option<f64>, a: Option<f64>| match (b, a) {
-            (Some(b), Some(a)) => json!(round2(a - b)),
-            _ => Value::Null,
-        };
+        let cpu_after = crate::cpu::Sample::take_optional(server_pid);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = rss_path.as_deref().and_then(vm_rss_kib);
         let per_conn = match (before, after) {
@@ -1222,13 +1181,10 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             "rss_before_kib": before,
             "rss_after_kib": after,
             "bytes_per_idle_connection": per_conn,
-            // CPU seconds spent while the connections were opened (timed part above): this
-            // process (the load generator, and with --spawn the server too) and, with --url
-            // and --server-pid, the server process and its children (redis-server).
-            "cpu_seconds": {
-                "this_process": spent(cpu_before.0, cpu_after.0),
-                "server": spent(cpu_before.1, cpu_after.1),
-            },
+            // CPU seconds spent while the connections were opened (the timed part): the load
+            // generator (with --spawn: the server too, one process) and, with --url and
+            // --server-pid, the server process and its child store process (redis-server).
+            "cpu_seconds": crate::cpu::seconds(cpu_before, cpu_after),
         });
         // Keep them open (and alive) during the load run.
         let mut stop = idle_stop_rx.clone();
