@@ -9,7 +9,7 @@
 # Knobs (environment): OUT, CHART, PAIRS (500 = the issue's 1,000 users), DURATION, WARMUP (s
 # per run or find-max step), IDLE (idle connections for the memory/connect-time runs), BIG_IDLE
 # (0 = skip the 100,000-connection run), BIN (a prebuilt zajel-benches), PARTS (a subset of
-# "sweep fixed cross idle big"), APPEND=1 (add to $OUT instead of starting it afresh).
+# "sweep fixed cross cpu idle big"), APPEND=1 (add to $OUT instead of starting it afresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,8 +45,8 @@ mkdir -p "$(dirname "$OUT")" "$(dirname "$CHART")"
 [[ -n "${APPEND:-}" ]] || : > "$OUT"
 # The quick form leaves out the cross-node runs (~10 s; benches/tests/load_smoke.rs checks
 # that mode in ~3 s).
-if [[ -n "${QUICK:-}" ]]; then PARTS=${PARTS:-sweep fixed idle big}; fi
-PARTS=${PARTS:-sweep fixed cross idle big}
+if [[ -n "${QUICK:-}" ]]; then PARTS=${PARTS:-sweep fixed cpu idle big}; fi
+PARTS=${PARTS:-sweep fixed cross cpu idle big}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 run() {
@@ -88,6 +88,16 @@ fi
 if part cross; then
     run load --spawn redis-cross-node "${common[@]}" "${sweep[@]}"
     run load --spawn redis-cross-node "${common[@]}" --rate "$FIXED_RATE"
+fi
+# CPU per message at the fixed rate: each server in a process of its own, its CPU time (and its
+# redis-server's) over the measured window from /proc, divided by the messages (the `cpu`
+# object of the line). Barely sensitive to what else runs, unlike the latencies above.
+if part cpu; then
+    # The quick form checks the pipeline with one Zajel and one relay run.
+    if [[ -n "${QUICK:-}" ]]; then serves=(redis) relays=(memory)
+    else serves=(embedded redis memory) relays=(redb redis memory); fi
+    for s in "${serves[@]}"; do external serve "$s" "${common[@]}" --rate "$FIXED_RATE"; done
+    for s in "${relays[@]}"; do external relay "$s" "${common[@]}" --rate "$FIXED_RATE"; done
 fi
 # Idle authenticated connections: server RSS per connection and connect time, each server in
 # a fresh process of its own.

@@ -62,9 +62,9 @@ cargo clippy -p zajel-wasm --target wasm32-unknown-unknown -- -D warnings
 step "tests (nextest: unit, conformance against memory/embedded/Redis, integration)"
 cargo nextest run --workspace --no-fail-fast
 
-step "fuzz: cargo-fuzz (libFuzzer) on the frame decoder and the HTTP bodies, 20 s each"
+step "fuzz: cargo-fuzz (libFuzzer) on the frame decoder and the HTTP bodies, 15 s each"
 fuzz_start=$SECONDS
-bash scripts/fuzz.sh
+ZAJEL_FUZZ_SECONDS=15 bash scripts/fuzz.sh
 echo "fuzz step: $((SECONDS - fuzz_start)) s"
 
 step "benchmark pipeline smoke (seconds, not a measurement): Zajel + relay baseline, --find-max, --idle, chart"
@@ -89,7 +89,9 @@ echo "wasm browser tests: $((SECONDS - wasm_test_start)) s"
 step "web: zajel-wasm -> @zajel/client -> examples/web-chat (type-checked), then the web tests"
 web_start=$SECONDS
 bash scripts/build-web.sh
-cargo build -p zajel-server
+# The server binary the web tests start: nextest's build above made it from this checkout
+# (`cargo build -p zajel-server` would resolve another feature set and recompile ~25 crates).
+[[ -x target/debug/zajel-server ]] || cargo build -p zajel-server
 npm test --silent -w @zajel/client              # hook unit tests (Vitest, happy-dom)
 npm run --silent test:node -w @zajel/client     # the package under Node 20, real server
 (cd examples/web-chat && npx playwright test)   # browser tests: the demo at two sizes, the packed
@@ -98,7 +100,7 @@ echo "web step: $((SECONDS - web_start)) s"
 
 step "uniffi: Kotlin/Swift/Python bindings generated; the Python (pytest) and Kotlin tests against the real server"
 uniffi_start=$SECONDS
-bash scripts/test-uniffi.sh
+ZAJEL_REUSE_TEST_BUILD=1 bash scripts/test-uniffi.sh
 echo "uniffi step: $((SECONDS - uniffi_start)) s"
 
 step "publish dry-run: zajel-core, zajel-server, zajel-client packaged and each built from its .crate"

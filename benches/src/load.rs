@@ -25,7 +25,9 @@
 //!    each sender had acknowledged with what its friend received.
 //!
 //! Only messages sent after the warmup (and before the end) count for the latency
-//! percentiles; throughput counts `message` events received within the measured window.
+//! percentiles; throughput counts `message` events received within the measured window. With
+//! `--url … --server-pid PID` the line also has `cpu`: the server's (and its child store
+//! process's) CPU µs per message over that window ([`crate::cpu`]).
 
 use anyhow::{Context, Result, bail};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -43,6 +45,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::net;
 use crate::relay::{self, RelayStore};
@@ -163,7 +166,7 @@ pub struct LoadConfig {
     /// of connection setup registers the same number in both of its runs and connects a
     /// different number, so registration cancels out of the difference.
     pub idle_accounts: usize,
-    /// Process id of an external server (for its memory); ignored with `Spawn`.
+    /// Process id of an external server (for its memory and CPU time); ignored with `Spawn`.
     pub server_pid: Option<u32>,
     /// Registrations and pair setups in flight at once.
     pub setup_concurrency: usize,
@@ -581,9 +584,14 @@ async fn ws_connect(host: &str) -> Result<Ws> {
     let stream = net::connect(host)
         .await
         .with_context(|| format!("connect {host}"))?;
+    // tungstenite's default read buffer is 128 KiB, and it zero-fills the free part before
+    // every read: a third of the load generator's CPU at 5,000 msgs/s went to that memset
+    // (perf), CPU the server under test then lacked on the shared cores. Frames here are a
+    // few hundred bytes (the relay and the server use small buffers for the same reason).
+    let config = WebSocketConfig::default().read_buffer_size(4096);
     let (ws, _) = tokio::time::timeout(
         SETUP_WAIT,
-        tokio_tungstenite::client_async_with_config(req, stream, None),
+        tokio_tungstenite::client_async_with_config(req, stream, Some(config)),
     )
     .await
     .context("WebSocket handshake timed out")??;
@@ -1201,6 +1209,19 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         acked: AtomicU64::new(0),
         received: AtomicU64::new(0),
     });
+    // The server's CPU over the measured window (a server in a process of its own only).
+    let cpu_window = match (&cfg.target, cfg.server_pid) {
+        (Target::Url(_), Some(pid)) => {
+            let (from, to) = (start + cfg.warmup, stop_at);
+            Some(tokio::spawn(async move {
+                tokio::time::sleep_until(from).await;
+                let before = crate::cpu::Sample::take(pid);
+                tokio::time::sleep_until(to).await;
+                Some((before?, crate::cpu::Sample::take(pid)?))
+            }))
+        }
+        _ => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let users = cfg.pairs * 2;
     let padding = "x".repeat(cfg.body_bytes.saturating_sub(24).max(1));
@@ -1313,9 +1334,16 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     }
     e2e.sort_unstable();
     ack.sort_unstable();
+    let secs = cfg.duration.as_secs_f64();
+    let cpu = match cpu_window {
+        Some(t) => match t.await? {
+            Some((before, after)) => crate::cpu::report(before, after, secs, delivered_in_window),
+            None => Value::Null,
+        },
+        None => Value::Null,
+    };
     let sent = shared.sent.load(Ordering::Relaxed);
     let answered = shared.answered.load(Ordering::Relaxed);
-    let secs = cfg.duration.as_secs_f64();
     let json = json!({
         "bench": "load",
         "target": target_name,
@@ -1355,6 +1383,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         "unanswered": sent.saturating_sub(answered),
         "errors": errors,
         "idle": idle_report,
+        "cpu": cpu,
         "total_seconds": round2(started.elapsed().as_secs_f64()),
         "loadavg_before": loadavg_before,
         "loadavg_after": loadavg(),
