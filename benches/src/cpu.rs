@@ -64,6 +64,39 @@ impl Sample {
     }
 }
 
+impl Sample {
+    /// Like [`Sample::take`], but without a server (`None`: it runs in this process, or is
+    /// not known) only the load generator is read and the server's parts stay zero.
+    pub fn take_optional(pid: Option<u32>) -> Option<(Self, bool)> {
+        match pid {
+            Some(pid) => Some((Self::take(pid)?, true)),
+            None => Some((
+                Self {
+                    server: 0,
+                    children: 0,
+                    load_generator: process_ticks(std::process::id())?,
+                },
+                false,
+            )),
+        }
+    }
+}
+
+/// CPU seconds between two [`Sample::take_optional`] readings, per process (`null` for the
+/// server's parts when it was not read, and for all when a reading failed).
+pub fn seconds(before: Option<(Sample, bool)>, after: Option<(Sample, bool)>) -> Value {
+    let (Some((b, with_server)), Some((a, _))) = (before, after) else {
+        return Value::Null;
+    };
+    let s = |d: u64| json!(d as f64 / TICKS_PER_S);
+    let server = |d: u64| if with_server { s(d) } else { Value::Null };
+    json!({
+        "load_generator": s(a.load_generator.saturating_sub(b.load_generator)),
+        "server": server(a.server.saturating_sub(b.server)),
+        "store_process": server(a.children.saturating_sub(b.children)),
+    })
+}
+
 /// The JSON report of a window: CPU µs per message for the server, its children (the store
 /// process when there is one) and the load generator, and the share of one core each used.
 pub fn report(before: Sample, after: Sample, window_s: f64, messages: u64) -> Value {
@@ -138,5 +171,16 @@ mod tests {
         assert_eq!(r["load_generator_us_per_msg"], json!(40.0));
         assert_eq!(r["server_cores"], json!(0.1));
         assert_eq!(report(a, b, 5.0, 0)["server_us_per_msg"], Value::Null);
+        // The connect phase's seconds, with and without a server process.
+        let s = seconds(Some((a, true)), Some((b, true)));
+        assert_eq!(s["server"], json!(0.5));
+        assert_eq!(s["store_process"], json!(0.2));
+        assert_eq!(s["load_generator"], json!(0.4));
+        let s = seconds(Some((a, false)), Some((b, false)));
+        assert_eq!(
+            (&s["server"], &s["load_generator"]),
+            (&Value::Null, &json!(0.4))
+        );
+        assert_eq!(seconds(None, Some((b, true))), Value::Null);
     }
 }

@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
@@ -698,7 +698,7 @@ fn text_frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one frame; returns (opcode, payload).
-async fn read_raw_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
+async fn read_raw_frame(s: &mut (impl AsyncRead + Unpin)) -> Result<(u8, Vec<u8>)> {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).await?;
     let opcode = h[0] & 0x0f;
@@ -730,38 +730,65 @@ async fn read_raw_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
     Ok((opcode, payload))
 }
 
-/// Opens `/ws`, authenticates and returns the bare socket.
+/// Opens `/ws`, authenticates and returns the bare socket once `auth_ok` has arrived.
+///
+/// This is the client side of the connect benchmark, so it does as little as a client can:
+/// the upgrade response and the frames are read through one small buffer (a read call per
+/// segment, not per byte), and `auth_ok` is recognised by its `type` alone.
 async fn idle_connect(host: &str, token: &str) -> Result<TcpStream> {
-    let mut s = net::connect(host).await?;
+    let s = net::connect(host).await?;
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: zajel.v1\r\n\r\n"
     );
-    s.write_all(req.as_bytes()).await?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 16 * 1024 || s.read(&mut byte).await? == 0 {
-            bail!("bad upgrade response");
-        }
-        head.push(byte[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        bail!("upgrade refused: {}", String::from_utf8_lossy(&head));
-    }
+    // Small: the 101 head and `auth_ok` are a few hundred bytes; a larger frame still reads.
+    let mut s = BufReader::with_capacity(1024, s);
+    s.get_mut().write_all(req.as_bytes()).await?;
+    read_upgrade_head(&mut s).await?;
     let auth = json!({"type": "auth", "id": "a", "protocol": 1, "token": token}).to_string();
-    s.write_all(&text_frame(auth.as_bytes())).await?;
+    s.get_mut().write_all(&text_frame(auth.as_bytes())).await?;
     loop {
         let (op, payload) = read_raw_frame(&mut s).await?;
         match op {
             0x1 => {
-                let v: Value = serde_json::from_slice(&payload).context("non-JSON frame")?;
-                if v["type"] == "auth_ok" {
-                    return Ok(s);
+                /// Only the `type` of the answer matters here.
+                #[derive(serde::Deserialize)]
+                struct Kind<'a> {
+                    #[serde(rename = "type", borrow)]
+                    kind: &'a str,
                 }
-                bail!("auth failed: {v}");
+                let v: Kind = serde_json::from_slice(&payload).context("non-JSON frame")?;
+                if v.kind == "auth_ok" {
+                    // Whatever the server sent after `auth_ok` (nothing, for a user without
+                    // friends) is not read by an idle client anyway.
+                    return Ok(s.into_inner());
+                }
+                bail!("auth failed: {}", String::from_utf8_lossy(&payload));
             }
             0x8 => bail!("closed during auth"),
             _ => {}
+        }
+    }
+}
+
+/// Reads an HTTP response head up to its blank line; an error unless it is `101`.
+async fn read_upgrade_head(s: &mut (impl AsyncBufRead + Unpin)) -> Result<()> {
+    let mut line = Vec::with_capacity(128);
+    let mut total = 0;
+    let mut first = true;
+    loop {
+        line.clear();
+        let n = s.read_until(b'\n', &mut line).await?;
+        total += n;
+        if n == 0 || total > 16 * 1024 {
+            bail!("bad upgrade response");
+        }
+        if first {
+            if !line.starts_with(b"HTTP/1.1 101") {
+                bail!("upgrade refused: {}", String::from_utf8_lossy(&line));
+            }
+            first = false;
+        } else if line == b"\r\n" {
+            return Ok(());
         }
     }
 }
@@ -1112,6 +1139,11 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         accounts.truncate(cfg.idle);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_path.as_deref().and_then(vm_rss_kib);
+        let server_pid = match &cfg.target {
+            Target::Url(_) => cfg.server_pid,
+            Target::Spawn(_) | Target::Relay(_) => None,
+        };
+        let cpu_before = crate::cpu::Sample::take_optional(server_pid);
         let t0 = Instant::now();
         let sem = Arc::new(Semaphore::new(cfg.setup_concurrency.max(32)));
         let mut tasks = Vec::with_capacity(accounts.len());
@@ -1130,6 +1162,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             sockets.push(t.await??);
         }
         let connect_s = t0.elapsed().as_secs_f64();
+        let cpu_after = crate::cpu::Sample::take_optional(server_pid);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = rss_path.as_deref().and_then(vm_rss_kib);
         let per_conn = match (before, after) {
@@ -1148,6 +1181,10 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             "rss_before_kib": before,
             "rss_after_kib": after,
             "bytes_per_idle_connection": per_conn,
+            // CPU seconds spent while the connections were opened (the timed part): the load
+            // generator (with --spawn: the server too, one process) and, with --url and
+            // --server-pid, the server process and its child store process (redis-server).
+            "cpu_seconds": crate::cpu::seconds(cpu_before, cpu_after),
         });
         // Keep them open (and alive) during the load run.
         let mut stop = idle_stop_rx.clone();

@@ -54,13 +54,11 @@ impl Sessions {
     /// Resolves a session token to its user (and the session's key).
     pub(crate) async fn resolve(&self, token: &str) -> Result<SessionInfo, EngineError> {
         let (user_id, hash) = auth::parse_token(token).ok_or_else(EngineError::unauthenticated)?;
-        let store = self.engine.store();
-        let session = store
-            .session(user_id, &hash, Timestamp::now())
-            .await?
-            .ok_or_else(EngineError::unauthenticated)?;
-        let user = store
-            .user(user_id)
+        // One store read for both (every connection's authentication goes through here).
+        let (session, user) = self
+            .engine
+            .store()
+            .session_with_user(user_id, &hash, Timestamp::now())
             .await?
             .ok_or_else(EngineError::unauthenticated)?;
         Ok(SessionInfo {

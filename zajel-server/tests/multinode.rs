@@ -341,6 +341,14 @@ mod gated {
         ) -> StoreResult<Option<Session>> {
             self.inner.session(user, token_hash, now).await
         }
+        async fn session_with_user(
+            &self,
+            user: UserId,
+            token_hash: &str,
+            now: Timestamp,
+        ) -> StoreResult<Option<(Session, User)>> {
+            self.inner.session_with_user(user, token_hash, now).await
+        }
         async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
             self.inner.delete_session(user, token_hash).await
         }

@@ -320,8 +320,41 @@ pub async fn sessions_lifecycle(store: DynStore) {
         None,
         "expired"
     );
+    // The session and its user in one read: the same answers as the two separate reads,
+    // with the user's current name.
+    assert_eq!(
+        store.session_with_user(a.id, "h1", T0).await.unwrap(),
+        Some((s1.clone(), a.clone()))
+    );
+    let renamed = store.rename_user(a.id, &name("Alicia")).await.unwrap();
+    assert_eq!(
+        store.session_with_user(a.id, "h1", T0).await.unwrap(),
+        Some((s1.clone(), renamed))
+    );
+    assert_eq!(
+        store.session_with_user(b.id, "h1", T0).await.unwrap(),
+        None,
+        "hash belongs to another user"
+    );
+    assert_eq!(
+        store
+            .session_with_user(a.id, "h1", T0.plus_millis(1000))
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        store
+            .session_with_user(UserId::new_random(), "h1", T0)
+            .await
+            .unwrap(),
+        None,
+        "unknown user"
+    );
     assert!(store.delete_session(a.id, "h1").await.unwrap());
     assert!(!store.delete_session(a.id, "h1").await.unwrap());
+    assert_eq!(store.session_with_user(a.id, "h1", T0).await.unwrap(), None);
     assert_eq!(store.session(a.id, "h1", T0).await.unwrap(), None);
     assert_eq!(store.session(a.id, "h2", T0).await.unwrap(), Some(s2));
     assert_eq!(store.delete_user_sessions(a.id).await.unwrap(), 1);

@@ -229,6 +229,26 @@ impl SessionStore for MemoryStore {
             .cloned())
     }
 
+    async fn session_with_user(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Session, User)>> {
+        let s = self.lock();
+        let Some(session) = s
+            .sessions
+            .get(&user)
+            .and_then(|m| m.get(token_hash))
+            .filter(|sess| sess.expires_at > now)
+        else {
+            return Ok(None);
+        };
+        Ok(s.users
+            .get(&user)
+            .map(|row| (session.clone(), row.user.clone())))
+    }
+
     async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
         Ok(self
             .lock()

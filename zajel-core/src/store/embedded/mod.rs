@@ -265,11 +265,8 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        self.read(move |txn| {
-            let users = txn.open_table(USERS).map_err(be)?;
-            Ok(user_row(&users, id)?.map(|r| r.user))
-        })
-        .await
+        self.read(move |txn| user_profile(&txn.open_table(USERS).map_err(be)?, id))
+            .await
     }
 
     async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
@@ -348,6 +345,29 @@ impl SessionStore for EmbeddedStore {
             };
             let session: Session = decode("session", v.value())?;
             Ok(Some(session).filter(|s| s.expires_at > now))
+        })
+        .await
+    }
+
+    async fn session_with_user(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Session, User)>> {
+        let token_hash = token_hash.to_owned();
+        // One read transaction (and one hop to the blocking pool) for both rows.
+        self.read(move |txn| {
+            let sessions = txn.open_table(SESSIONS).map_err(be)?;
+            let Some(v) = sessions.get((uid(user), token_hash.as_str())).map_err(be)? else {
+                return Ok(None);
+            };
+            let session: Session = decode("session", v.value())?;
+            if session.expires_at <= now {
+                return Ok(None);
+            }
+            let users = txn.open_table(USERS).map_err(be)?;
+            Ok(user_profile(&users, user)?.map(|u| (session, u)))
         })
         .await
     }

@@ -178,6 +178,37 @@ pub(super) fn user_row(
     }
 }
 
+/// The user of a row, decoded for a lookup by id: the password hash and last seen are skipped
+/// (scanned, not copied) and the stored id is not parsed again (the row was found by it), so a
+/// connection's authentication decodes only what it needs.
+pub(super) fn user_profile(
+    t: &impl ReadableTable<u128, &'static [u8]>,
+    id: UserId,
+) -> StoreResult<Option<User>> {
+    /// [`UserRow`]'s `user` field, which is all that is read.
+    #[derive(Deserialize)]
+    struct Row {
+        user: Profile,
+    }
+    /// [`User`] without its id.
+    #[derive(Deserialize)]
+    struct Profile {
+        username: String,
+        created_at: Timestamp,
+    }
+    match t.get(uid(id)).map_err(be)? {
+        Some(v) => {
+            let row: Row = decode("user", v.value())?;
+            Ok(Some(User {
+                id,
+                username: row.user.username,
+                created_at: row.user.created_at,
+            }))
+        }
+        None => Ok(None),
+    }
+}
+
 pub(super) fn edge(
     t: &impl ReadableTable<(u128, u128), &'static [u8]>,
     pair: UserPair,

@@ -303,6 +303,19 @@ fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_unrecoverable_error() || e.is_connection_refusal()
 }
 
+/// A user from the `HGETALL` reply of its hash; `None` if the hash is empty (no such user).
+fn user_from_hash(id: UserId, reply: Value) -> StoreResult<Option<User>> {
+    let mut f = fields(reply)?;
+    if f.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(User {
+        id,
+        username: string(take(&mut f, "username")?)?,
+        created_at: Timestamp(int(take(&mut f, "created_at")?, "created_at")?),
+    }))
+}
+
 /// A Redis error as a store error: a key of the wrong type is damaged data, the rest is the
 /// backend failing.
 fn redis_err(e: RedisError) -> StoreError {
@@ -772,15 +785,7 @@ impl UserStore for RedisStore {
         let reply = self
             .query(::redis::cmd("HGETALL").arg(self.keys.user(id)))
             .await?;
-        let mut f = fields(reply)?;
-        if f.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(User {
-            id,
-            username: string(take(&mut f, "username")?)?,
-            created_at: Timestamp(int(take(&mut f, "created_at")?, "created_at")?),
-        }))
+        user_from_hash(id, reply)
     }
 
     async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
@@ -917,6 +922,36 @@ impl SessionStore for RedisStore {
         };
         let session: Session = json(&text, "session")?;
         Ok((session.expires_at > now).then_some(session))
+    }
+
+    async fn session_with_user(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Session, User)>> {
+        // Both keys carry the user's hash tag (one slot): one pipeline, one round trip.
+        let mut session_cmd = ::redis::cmd("HGET");
+        session_cmd.arg(self.keys.sessions(user)).arg(token_hash);
+        let mut user_cmd = ::redis::cmd("HGETALL");
+        user_cmd.arg(self.keys.user(user));
+        let mut replies = self
+            .send_all(vec![session_cmd, user_cmd], 2, Retry::Once)
+            .await?
+            .into_iter();
+        let (Some(session), Some(row)) = (replies.next(), replies.next()) else {
+            return Err(StoreError::Backend(
+                "expected 2 replies to a session read".into(),
+            ));
+        };
+        let Some(text) = opt_string(session.map_err(redis_err)?)? else {
+            return Ok(None);
+        };
+        let session: Session = json(&text, "session")?;
+        if session.expires_at <= now {
+            return Ok(None);
+        }
+        Ok(user_from_hash(user, row.map_err(redis_err)?)?.map(|u| (session, u)))
     }
 
     async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
