@@ -15,6 +15,7 @@
 //! calls share it. Every round trip runs under a timeout and a circuit breaker (`breaker.rs`).
 
 mod breaker;
+mod coalesce;
 mod conn;
 
 pub use conn::RedisConnection;
@@ -28,6 +29,7 @@ use crate::model::Message;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use breaker::Breaker;
+use coalesce::Coalescer;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -91,6 +93,9 @@ pub struct RedisStore {
     breaker: Arc<Breaker>,
     options: Arc<RedisOptions>,
     activity: Arc<ActivityClock>,
+    /// The queue that merges concurrent appends into one script call (one node only; `None`
+    /// in the clone the queue's own task appends through).
+    appends: Option<Arc<Coalescer>>,
 }
 
 /// Scores for the per-user conversation lists: wall-clock microseconds, strictly increasing
@@ -416,7 +421,7 @@ impl RedisStore {
                 options.prefix
             )));
         }
-        Ok(Self {
+        let mut store = Self {
             con,
             keys: Arc::new(Keys {
                 prefix: options.prefix.clone(),
@@ -424,7 +429,12 @@ impl RedisStore {
             breaker: Arc::new(Breaker::new(options.breaker_cooldown)),
             options: Arc::new(options),
             activity: Arc::default(),
-        })
+            appends: None,
+        };
+        if matches!(store.con, Conn::Single(_)) {
+            store.appends = Coalescer::start(store.clone()).map(Arc::new);
+        }
+        Ok(store)
     }
 
     /// Runs one Redis round trip under the command timeout and the circuit breaker: fails at
@@ -1058,150 +1068,10 @@ impl FriendStore for RedisStore {
 #[async_trait]
 impl MessageStore for RedisStore {
     async fn append(&self, batch: Vec<NewMessage>) -> Vec<StoreResult<Appended>> {
-        if batch.is_empty() {
-            return Vec::new();
+        match &self.appends {
+            Some(queue) if !batch.is_empty() => queue.append(self, batch).await,
+            _ => self.append_now(batch).await,
         }
-        // Membership is decided by the conversation id alone; refused items never reach Redis.
-        let mut results: Vec<Option<StoreResult<Appended>>> = Vec::with_capacity(batch.len());
-        let window = self.options.dedupe_window_ms.max(1);
-        // One node: one script call for the whole batch (see append.lua), which also moves the
-        // appended conversations up both members' lists: one round trip in all. On a Cluster
-        // a script may only touch one slot: one call per conversation, and the lists (in the
-        // members' slots) are updated afterwards, for the messages the script accepted only
-        // (a refused send must not move a conversation: that would tell the blocker).
-        let per_conversation = matches!(self.con, Conn::Cluster(_));
-        let keys_per_message = if per_conversation { 5 } else { 7 };
-        let new_call = || {
-            Call::new(&SCRIPTS.append)
-                .arg(window.saturating_mul(2))
-                .arg(keys_per_message)
-        };
-        let mut groups: Vec<(Call, Vec<(usize, Message)>)> = Vec::new();
-        let mut group_of: HashMap<&ConversationId, usize> = HashMap::new();
-        let mut lists: Vec<Option<Cmd>> = Vec::with_capacity(2 * batch.len());
-        for (i, m) in batch.iter().enumerate() {
-            let members = m
-                .conversation
-                .participants()
-                .filter(|(lo, hi)| m.sender == *lo || m.sender == *hi || m.sender.is_system());
-            let Some((lo, hi)) = members else {
-                results.push(Some(Err(StoreError::NotAMember)));
-                lists.extend([None, None]);
-                continue;
-            };
-            results.push(None);
-            let message = Message {
-                id: MessageId::new_v7(),
-                conversation: m.conversation.clone(),
-                seq: 0,
-                sender: m.sender,
-                body: m.body.as_str().to_owned(),
-                sent_at: m.sent_at,
-                idempotency_key: m.idempotency_key.as_str().to_owned(),
-            };
-            let c = &m.conversation;
-            let g = if per_conversation {
-                *group_of.entry(c).or_insert_with(|| {
-                    groups.push((new_call(), Vec::new()));
-                    groups.len() - 1
-                })
-            } else {
-                if groups.is_empty() {
-                    groups.push((new_call(), Vec::new()));
-                }
-                0
-            };
-            let bucket = (m.sent_at.0.max(0) as u64) / window;
-            let (call, members_of_group) = &mut groups[g];
-            let score = self.activity.next();
-            let taken = std::mem::replace(call, Call::new(&SCRIPTS.append));
-            let mut next = taken
-                .key(self.keys.pair_of(c))
-                .key(self.keys.meta(c))
-                .key(self.keys.log(c))
-                .key(self.keys.idempotency(c, bucket))
-                .key(self.keys.idempotency(c, bucket.saturating_sub(1)));
-            if per_conversation {
-                for member in [lo, hi] {
-                    let mut zadd = ::redis::cmd("ZADD");
-                    zadd.arg(self.keys.conversations(member))
-                        .arg("GT")
-                        .arg(score)
-                        .arg(c.as_str());
-                    lists.push(Some(zadd));
-                }
-            } else {
-                next = next
-                    .key(self.keys.conversations(lo))
-                    .key(self.keys.conversations(hi));
-                lists.extend([None, None]);
-            }
-            *call = next
-                .arg(format!("{}:{}", m.sender, message.idempotency_key))
-                .arg(message.id)
-                .arg(m.sender)
-                .arg(&message.body)
-                .arg(m.sent_at.0)
-                .arg(&message.idempotency_key)
-                // The system has no read mark (and needs no friendship): an empty field tells
-                // the script to move no mark and to skip the friends check.
-                .arg(if m.sender.is_system() {
-                    String::new()
-                } else {
-                    read_field(m.sender)
-                })
-                .arg(score);
-            members_of_group.push((i, message));
-        }
-        if groups.is_empty() {
-            return results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("no reply".into()))))
-                .collect();
-        }
-        let (calls, pending): (Vec<Call>, Vec<Vec<(usize, Message)>>) = groups.into_iter().unzip();
-        // Retrying after a connection failure is safe: the idempotency keys turn any message
-        // that did get stored into a `duplicate` answer, and `ZADD GT` is idempotent.
-        let replies = self.eval_many(&calls, &[], Retry::Once).await;
-        for (g, group) in pending.into_iter().enumerate() {
-            let reply = match &replies {
-                Ok(r) => match r.get(g) {
-                    Some(Ok(v)) => array(v.clone()),
-                    Some(Err(e)) => Err(redis_err(e.clone())),
-                    None => Err(StoreError::Backend("no reply to the append script".into())),
-                },
-                Err(e) => Err(e.clone()),
-            };
-            match reply {
-                Ok(values) if values.len() == group.len() => {
-                    for ((i, message), v) in group.into_iter().zip(values) {
-                        results[i] = Some(decode_append(message, v));
-                    }
-                }
-                Ok(values) => {
-                    let e = corrupt(format_args!(
-                        "append script answered {} of {} messages",
-                        values.len(),
-                        group.len()
-                    ));
-                    for (i, _) in group {
-                        results[i] = Some(Err(e.clone()));
-                    }
-                }
-                Err(e) => {
-                    for (i, _) in group {
-                        results[i] = Some(Err(e.clone()));
-                    }
-                }
-            }
-        }
-        if per_conversation {
-            self.update_lists(&mut results, lists).await;
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("no reply".into()))))
-            .collect()
     }
 
     async fn history(
@@ -1349,6 +1219,155 @@ impl MessageStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Appends `batch` with one script call on one node (per conversation on a Cluster); what
+    /// [`MessageStore::append`] does once the coalescing queue has merged concurrent callers.
+    async fn append_now(&self, batch: Vec<NewMessage>) -> Vec<StoreResult<Appended>> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        // Membership is decided by the conversation id alone; refused items never reach Redis.
+        let mut results: Vec<Option<StoreResult<Appended>>> = Vec::with_capacity(batch.len());
+        let window = self.options.dedupe_window_ms.max(1);
+        // One node: one script call for the whole batch (see append.lua), which also moves the
+        // appended conversations up both members' lists: one round trip in all. On a Cluster
+        // a script may only touch one slot: one call per conversation, and the lists (in the
+        // members' slots) are updated afterwards, for the messages the script accepted only
+        // (a refused send must not move a conversation: that would tell the blocker).
+        let per_conversation = matches!(self.con, Conn::Cluster(_));
+        let keys_per_message = if per_conversation { 5 } else { 7 };
+        let new_call = || {
+            Call::new(&SCRIPTS.append)
+                .arg(window.saturating_mul(2))
+                .arg(keys_per_message)
+        };
+        let mut groups: Vec<(Call, Vec<(usize, Message)>)> = Vec::new();
+        let mut group_of: HashMap<&ConversationId, usize> = HashMap::new();
+        let mut lists: Vec<Option<Cmd>> = Vec::with_capacity(2 * batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            let members = m
+                .conversation
+                .participants()
+                .filter(|(lo, hi)| m.sender == *lo || m.sender == *hi || m.sender.is_system());
+            let Some((lo, hi)) = members else {
+                results.push(Some(Err(StoreError::NotAMember)));
+                lists.extend([None, None]);
+                continue;
+            };
+            results.push(None);
+            let message = Message {
+                id: MessageId::new_v7(),
+                conversation: m.conversation.clone(),
+                seq: 0,
+                sender: m.sender,
+                body: m.body.as_str().to_owned(),
+                sent_at: m.sent_at,
+                idempotency_key: m.idempotency_key.as_str().to_owned(),
+            };
+            let c = &m.conversation;
+            let g = if per_conversation {
+                *group_of.entry(c).or_insert_with(|| {
+                    groups.push((new_call(), Vec::new()));
+                    groups.len() - 1
+                })
+            } else {
+                if groups.is_empty() {
+                    groups.push((new_call(), Vec::new()));
+                }
+                0
+            };
+            let bucket = (m.sent_at.0.max(0) as u64) / window;
+            let (call, members_of_group) = &mut groups[g];
+            let score = self.activity.next();
+            let taken = std::mem::replace(call, Call::new(&SCRIPTS.append));
+            let mut next = taken
+                .key(self.keys.pair_of(c))
+                .key(self.keys.meta(c))
+                .key(self.keys.log(c))
+                .key(self.keys.idempotency(c, bucket))
+                .key(self.keys.idempotency(c, bucket.saturating_sub(1)));
+            if per_conversation {
+                for member in [lo, hi] {
+                    let mut zadd = ::redis::cmd("ZADD");
+                    zadd.arg(self.keys.conversations(member))
+                        .arg("GT")
+                        .arg(score)
+                        .arg(c.as_str());
+                    lists.push(Some(zadd));
+                }
+            } else {
+                next = next
+                    .key(self.keys.conversations(lo))
+                    .key(self.keys.conversations(hi));
+                lists.extend([None, None]);
+            }
+            *call = next
+                .arg(format!("{}:{}", m.sender, message.idempotency_key))
+                .arg(message.id)
+                .arg(m.sender)
+                .arg(&message.body)
+                .arg(m.sent_at.0)
+                .arg(&message.idempotency_key)
+                // The system has no read mark (and needs no friendship): an empty field tells
+                // the script to move no mark and to skip the friends check.
+                .arg(if m.sender.is_system() {
+                    String::new()
+                } else {
+                    read_field(m.sender)
+                })
+                .arg(score);
+            members_of_group.push((i, message));
+        }
+        if groups.is_empty() {
+            return results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("no reply".into()))))
+                .collect();
+        }
+        let (calls, pending): (Vec<Call>, Vec<Vec<(usize, Message)>>) = groups.into_iter().unzip();
+        // Retrying after a connection failure is safe: the idempotency keys turn any message
+        // that did get stored into a `duplicate` answer, and `ZADD GT` is idempotent.
+        let replies = self.eval_many(&calls, &[], Retry::Once).await;
+        for (g, group) in pending.into_iter().enumerate() {
+            let reply = match &replies {
+                Ok(r) => match r.get(g) {
+                    Some(Ok(v)) => array(v.clone()),
+                    Some(Err(e)) => Err(redis_err(e.clone())),
+                    None => Err(StoreError::Backend("no reply to the append script".into())),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            match reply {
+                Ok(values) if values.len() == group.len() => {
+                    for ((i, message), v) in group.into_iter().zip(values) {
+                        results[i] = Some(decode_append(message, v));
+                    }
+                }
+                Ok(values) => {
+                    let e = corrupt(format_args!(
+                        "append script answered {} of {} messages",
+                        values.len(),
+                        group.len()
+                    ));
+                    for (i, _) in group {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in group {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        if per_conversation {
+            self.update_lists(&mut results, lists).await;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("no reply".into()))))
+            .collect()
+    }
+
     /// Cluster: moves the conversations of the accepted appends (new or repeated) up both
     /// members' lists (`lists[2i]`, `lists[2i + 1]` for input `i`), concurrently, about one
     /// round trip. If that fails the message is stored but its result becomes the error: the

@@ -208,6 +208,99 @@ async fn scripts_reload_after_cache_flush() {
     assert_eq!(store.mark_read(&conv, b, 3).await.unwrap().seq, 3);
 }
 
+/// Calls of `EVALSHA` so far, from `INFO commandstats`.
+async fn evalsha_calls(store: &RedisStore) -> u64 {
+    let info = store
+        .query(::redis::cmd("INFO").arg("commandstats"))
+        .await
+        .unwrap();
+    let text = match info {
+        Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO answered {other:?}"),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Issue 13: the server appends one message per `send`; concurrent calls are merged into a
+/// few script calls (not one each), and every caller still gets exactly its own results, in
+/// its own order: friends their new sequences, strangers `NotFriends`, a repeat its original.
+#[tokio::test]
+async fn concurrent_appends_share_script_calls_and_keep_their_results() {
+    let (store, _server) = setup().await;
+    let mut convs = Vec::new();
+    for i in 0..40 {
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        let friends = i % 2 == 0;
+        if friends {
+            crate::testing::befriend(&store, a, b).await;
+        }
+        convs.push((ConversationId::direct(a, b), a, b, friends));
+    }
+    // One message stored before, so one caller below repeats it.
+    let (c0, a0, _, _) = &convs[0];
+    let first = store
+        .append(vec![msg(c0, *a0, "k")])
+        .await
+        .remove(0)
+        .unwrap();
+    let before = evalsha_calls(&store).await;
+    let mut tasks = Vec::new();
+    for (c, a, b, _) in &convs {
+        let store = store.clone();
+        // Each caller: its own message, the friend's answer, and a repeat of its own.
+        let batch = vec![msg(c, *a, "k2"), msg(c, *b, "k3"), msg(c, *a, "k2")];
+        tasks.push(tokio::spawn(async move { store.append(batch).await }));
+    }
+    let repeat = {
+        let store = store.clone();
+        let batch = vec![msg(c0, *a0, "k")];
+        tokio::spawn(async move { store.append(batch).await })
+    };
+    for ((c, a, b, friends), task) in convs.iter().zip(tasks) {
+        let results = task.await.unwrap();
+        assert_eq!(results.len(), 3, "{c}");
+        if !friends {
+            assert!(
+                results.iter().all(|r| r == &Err(StoreError::NotFriends)),
+                "{c}: {results:?}"
+            );
+            assert_eq!(store.last_seq(c).await.unwrap(), 0);
+            continue;
+        }
+        let got: Vec<_> = results
+            .into_iter()
+            .map(|r| {
+                let r = r.unwrap();
+                let m = r.message;
+                (m.conversation, m.sender, m.idempotency_key, r.duplicate)
+            })
+            .collect();
+        let base = u64::from(c == c0);
+        assert_eq!(
+            got,
+            vec![
+                (c.clone(), *a, "k2".to_owned(), false),
+                (c.clone(), *b, "k3".to_owned(), false),
+                (c.clone(), *a, "k2".to_owned(), true),
+            ],
+        );
+        assert_eq!(store.last_seq(c).await.unwrap(), base + 2, "{c}");
+    }
+    let repeat = repeat.await.unwrap().remove(0).unwrap();
+    assert!(repeat.duplicate);
+    assert_eq!(repeat.message, first.message);
+    let calls = evalsha_calls(&store).await - before;
+    // One call per caller (41) before coalescing.
+    assert!(
+        calls <= 10,
+        "{calls} script calls for 41 concurrent appends"
+    );
+}
+
 /// Issue 7 item 7 on Redis, two nodes: node 1 runs the old send path's friendship check (a
 /// read of the edge: friends), node 2 then blocks and is acknowledged, and node 1's append
 /// comes after. The check inside the append script refuses it and writes nothing (on the
