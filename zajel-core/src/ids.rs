@@ -172,9 +172,54 @@ impl Timestamp {
 /// assert_eq!(c.participants(), Some((a, b)));
 /// assert!("dm.nope".parse::<ConversationId>().is_err());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ConversationId(String);
+#[derive(Clone, Debug)]
+pub struct ConversationId {
+    text: String,
+    /// The two members, lower first: parsed once when the id is made (every message asks
+    /// for them several times: the peer, the membership check, the stores).
+    members: (UserId, UserId),
+}
+
+// Equality, order and hashing follow the text; `members` is a function of it. (The order of
+// two canonical ids' texts is also the order of their members: same prefix, fixed-width
+// lower-case hex.)
+impl PartialEq for ConversationId {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for ConversationId {}
+
+impl PartialOrd for ConversationId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ConversationId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl std::hash::Hash for ConversationId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl Serialize for ConversationId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConversationId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::try_from(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 /// Why a string is not a [`ConversationId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,14 +232,15 @@ impl ConversationId {
     /// The direct conversation between two users (order of the arguments does not matter).
     pub fn direct(a: UserId, b: UserId) -> Self {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        Self(format!("dm.{lo}.{hi}"))
+        Self {
+            text: format!("dm.{lo}.{hi}"),
+            members: (lo, hi),
+        }
     }
 
     /// The two participants of a direct conversation, lower id first.
     pub fn participants(&self) -> Option<(UserId, UserId)> {
-        let rest = self.0.strip_prefix("dm.")?;
-        let (a, b) = rest.split_once('.')?;
-        Some((a.parse().ok()?, b.parse().ok()?))
+        Some(self.members)
     }
 
     /// Whether `user` takes part in this conversation.
@@ -216,20 +262,21 @@ impl ConversationId {
 
     /// The id as a string.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl fmt::Display for ConversationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl ConversationId {
     /// Checks `s` is `dm.<lo>.<hi>`: two ids in their one spelling, distinct, ascending. Such
     /// a string is already what [`ConversationId::direct`] would write, so it is kept as is.
-    fn check(s: &str) -> Result<(), InvalidConversationId> {
+    /// Returns the two members.
+    fn check(s: &str) -> Result<(UserId, UserId), InvalidConversationId> {
         let rest = s.strip_prefix("dm.").ok_or(InvalidConversationId)?;
         let (a, b) = rest.split_once('.').ok_or(InvalidConversationId)?;
         let a: UserId = a.parse().map_err(|_| InvalidConversationId)?;
@@ -237,29 +284,32 @@ impl ConversationId {
         if a >= b {
             return Err(InvalidConversationId);
         }
-        Ok(())
+        Ok((a, b))
     }
 }
 
 impl FromStr for ConversationId {
     type Err = InvalidConversationId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::check(s)?;
-        Ok(Self(s.to_owned()))
+        let members = Self::check(s)?;
+        Ok(Self {
+            text: s.to_owned(),
+            members,
+        })
     }
 }
 
 impl TryFrom<String> for ConversationId {
     type Error = InvalidConversationId;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::check(&s)?;
-        Ok(Self(s))
+        let members = Self::check(&s)?;
+        Ok(Self { text: s, members })
     }
 }
 
 impl From<ConversationId> for String {
     fn from(c: ConversationId) -> String {
-        c.0
+        c.text
     }
 }
 
@@ -322,5 +372,33 @@ mod tests {
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<UserId>(&json).unwrap(), a);
         assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+    }
+
+    /// The members are parsed once, when the id is made: every way of making one gives the
+    /// same members, and equality, order and hashing follow the text alone.
+    #[test]
+    fn members_are_kept_from_every_constructor() {
+        use std::hash::BuildHasher;
+        let a: UserId = "1f0c5a52-8d3b-4a7e-9c61-2b7f4e0a9d11".parse().unwrap();
+        let b: UserId = "6a4e2c90-3b1d-4f8e-a5c7-90d2e1f3b422".parse().unwrap();
+        let text = format!("dm.{a}.{b}");
+        let json = serde_json::to_string(&text).unwrap();
+        let made = [
+            ConversationId::direct(b, a),
+            text.parse().unwrap(),
+            ConversationId::try_from(text.clone()).unwrap(),
+            serde_json::from_str(&json).unwrap(),
+        ];
+        let hasher = std::hash::RandomState::new();
+        for c in &made {
+            assert_eq!(c.participants(), Some((a, b)));
+            assert_eq!((c.peer_of(a), c.peer_of(b)), (Some(b), Some(a)));
+            assert_eq!(c, &made[0]);
+            assert_eq!(hasher.hash_one(c), hasher.hash_one(&made[0]));
+        }
+        // Text order is member order.
+        let z: UserId = "ffffffff-0000-4000-8000-000000000000".parse().unwrap();
+        assert!(ConversationId::direct(a, b) < ConversationId::direct(a, z));
+        assert!(ConversationId::direct(a, z) < ConversationId::direct(b, z));
     }
 }

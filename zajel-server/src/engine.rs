@@ -10,7 +10,7 @@ use crate::error::EngineError;
 use crate::hub::{Broker, Event, Hub};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::ratelimit::KeyedLimiter;
+use crate::ratelimit::{KeyedLimiter, UserLimiter};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -55,7 +55,7 @@ pub(crate) struct Inner {
     pub(crate) login_by_address: KeyedLimiter,
     pub(crate) register_by_address: KeyedLimiter,
     /// Frames per user, all their connections together.
-    pub(crate) frames_by_user: KeyedLimiter,
+    pub(crate) frames_by_user: UserLimiter,
     /// Open WebSocket connections by client address (see `ws/limits.rs`).
     pub(crate) conns_by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
     shutting_down: AtomicBool,
@@ -100,7 +100,7 @@ impl Engine {
                 register_by_address: KeyedLimiter::per_minute(
                     p.config.register_per_address_per_minute,
                 ),
-                frames_by_user: KeyedLimiter::per_second(
+                frames_by_user: UserLimiter::per_second(
                     p.config.rate_per_second,
                     p.config.rate_burst,
                 ),

@@ -39,6 +39,9 @@ pub(crate) struct Observed {
     pub(crate) replays_waited: u64,
     /// `(published, received, lost)` of the Redis broker, when there is one.
     pub(crate) broker: Option<(u64, u64, u64)>,
+    /// The store's durable commits, when it groups writes into commits of its own
+    /// ([`zajel_core::store::Store::commits_total`]).
+    pub(crate) store_commits: Option<u64>,
 }
 
 struct Mirrors {
@@ -49,6 +52,8 @@ struct Mirrors {
     replays_waited: IntCounter,
     /// Registered at the first scrape that sees a broker (no broker, no broker series).
     broker: Option<[IntCounter; 3]>,
+    /// Registered at the first scrape whose store counts commits.
+    store_commits: Option<IntCounter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +98,7 @@ impl Default for Metrics {
                 "Resume replays that waited for a slot (the node was at max_concurrent_replays).",
             ),
             broker: None,
+            store_commits: None,
         };
         Self {
             connections: gauge(r, "zajel_connections", "Open WebSocket connections."),
@@ -162,6 +168,17 @@ impl Metrics {
                     catch_up(c, v);
                 }
             }
+            if let Some(commits) = observed.store_commits {
+                let c = m.store_commits.get_or_insert_with(|| {
+                    counter(
+                        &self.registry,
+                        "zajel_store_commits_total",
+                        "Durable store commits (one fsync each); messages per commit = \
+                         zajel_messages_total / this.",
+                    )
+                });
+                catch_up(c, commits);
+            }
         }
         let mut out = String::with_capacity(4096);
         // Encoding only fails on a family without samples or with a malformed name; neither is
@@ -216,6 +233,7 @@ mod tests {
             replays_peak: 3,
             replays_waited: 2,
             broker: None,
+            store_commits: None,
         }
     }
 
@@ -255,6 +273,10 @@ mod tests {
             !text.contains("zajel_broker"),
             "no broker, no broker series"
         );
+        assert!(
+            !text.contains("zajel_store_commits"),
+            "a store without commits of its own, no commit series"
+        );
     }
 
     /// Mirrored counters follow their source across scrapes and never go down; a second
@@ -265,8 +287,14 @@ mod tests {
         m.render(observed(4));
         let text = m.render(Observed {
             broker: Some((7, 8, 1)),
+            store_commits: Some(3),
             ..observed(9)
         });
+        assert!(
+            text.contains("# TYPE zajel_store_commits_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("zajel_store_commits_total 3\n"), "{text}");
         assert!(text.contains("zajel_lagged_total 9\n"), "{text}");
         assert!(text.contains("zajel_broker_published_total 7\n"), "{text}");
         assert!(text.contains("zajel_broker_lost_total 1\n"), "{text}");

@@ -194,6 +194,36 @@ async fn full_flow_embedded() {
     server.stop().await;
 }
 
+/// The embedded store's commits are a metric (operators compare them with messages stored to
+/// see how well group commit groups); a store without commits of its own has no such series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_commits_are_a_metric() {
+    let commits = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("zajel_store_commits_total "))
+            .map(|v| v.trim().parse().expect("a counter value"))
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = zajel_core::EmbeddedStore::open(dir.path()).expect("open embedded store");
+    let server = TestServer::start(Arc::new(store), test_config()).await;
+    let mut p = alice_and_bob(server.addr).await;
+    let before = commits(&http(server.addr, "GET", "/metrics", None, &[]).await.body)
+        .expect("the embedded store counts commits");
+    p.a.send_message(&p.conv, "hello", "k1").await;
+    let after = commits(&http(server.addr, "GET", "/metrics", None, &[]).await.body)
+        .expect("the embedded store counts commits");
+    assert!(
+        after > before,
+        "a stored message is committed: {before} -> {after}"
+    );
+    server.stop().await;
+
+    let server = TestServer::memory().await;
+    let text = http(server.addr, "GET", "/metrics", None, &[]).await.body;
+    assert_eq!(commits(&text), None, "{text}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_flow_redis() {
     let redis = zajel_core::testing::RedisServer::start().expect("redis-server");

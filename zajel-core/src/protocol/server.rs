@@ -381,11 +381,51 @@ pub struct EncodedMessage {
 }
 
 impl EncodedMessage {
-    /// Serializes `message` (the only serialization the frames below need).
+    /// Serializes `message` (the only serialization the frames below need), byte for byte
+    /// what its `Serialize` writes.
+    ///
+    /// Written by hand because this runs for every message: ids are copied as they are (a
+    /// UUID's hyphenated form and a checked conversation id need no escaping), where serde
+    /// formats each UUID through `Display` and escapes it character by character. The
+    /// texts a client chose (body, idempotency key) are escaped by `serde_json` as usual.
     pub fn new(message: &Message) -> Self {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(
+            160 + message.conversation.as_str().len()
+                + message.body.len()
+                + message.idempotency_key.len(),
+        );
+        let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        out.extend_from_slice(br#"{"id":""#);
+        out.extend_from_slice(message.id.0.hyphenated().encode_lower(&mut uuid).as_bytes());
+        out.extend_from_slice(br#"","conversation":""#);
+        out.extend_from_slice(message.conversation.as_str().as_bytes());
+        out.extend_from_slice(br#"","seq":"#);
+        let _ = write!(out, "{}", message.seq);
+        out.extend_from_slice(br#","sender":""#);
+        out.extend_from_slice(
+            message
+                .sender
+                .0
+                .hyphenated()
+                .encode_lower(&mut uuid)
+                .as_bytes(),
+        );
+        out.push(b'"');
+        if message.is_system() {
+            out.extend_from_slice(br#","kind":"system""#);
+        }
+        out.extend_from_slice(br#","body":"#);
+        // Writing a `str` to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut out, &message.body);
+        out.extend_from_slice(br#","sent_at":"#);
+        let _ = write!(out, "{}", message.sent_at.0);
+        out.extend_from_slice(br#","idempotency_key":"#);
+        let _ = serde_json::to_writer(&mut out, &message.idempotency_key);
+        out.push(b'}');
         Self {
-            // A `Message` is plain strings and numbers: serializing it cannot fail.
-            json: serde_json::to_string(message).unwrap_or_else(|_| "null".into()),
+            // Only UTF-8 was written (ids are ASCII, serde_json writes UTF-8).
+            json: String::from_utf8(out).unwrap_or_else(|_| "null".into()),
         }
     }
 
@@ -445,6 +485,39 @@ mod tests {
             ServerFrame::Push(Push::Typing { active: true, .. })
         ));
         assert_eq!(frame.encode(), typing);
+    }
+
+    /// The hand-written message JSON is exactly what `Serialize for Message` writes: system
+    /// and user senders, every control character, non-ASCII text, extreme numbers.
+    #[test]
+    fn encoded_message_is_the_serde_serialization() {
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        let controls: String = (0u8..0x20).chain([0x7f]).map(char::from).collect();
+        for (sender, seq, sent_at) in [
+            (a, 1, Timestamp(0)),
+            (UserId::SYSTEM, u64::MAX, Timestamp(i64::MIN)),
+            (b, 7, Timestamp(i64::MAX)),
+        ] {
+            for (body, key) in [
+                ("", "k"),
+                (controls.as_str(), "\\u{2028}\u{2028}"),
+                ("ünï 🕊 \"\\/", "a/b"),
+            ] {
+                let message = Message {
+                    id: MessageId::new_v7(),
+                    conversation: ConversationId::direct(a, b),
+                    seq,
+                    sender,
+                    body: body.into(),
+                    sent_at,
+                    idempotency_key: key.into(),
+                };
+                let encoded = EncodedMessage::new(&message);
+                assert_eq!(encoded.json(), serde_json::to_string(&message).unwrap());
+                let back: Message = serde_json::from_str(encoded.json()).unwrap();
+                assert_eq!(back, message);
+            }
+        }
     }
 
     /// The spliced frames are exactly what serde writes, for ids and bodies that need

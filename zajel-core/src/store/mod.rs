@@ -311,6 +311,14 @@ pub trait Store:
         StoreHealth::Ok
     }
 
+    /// Durable commits (each one fsync) since the store was opened, for stores that group
+    /// writes into commits of their own (the embedded store); `None` for the others. Cheap (no
+    /// I/O). Compared with the number of messages stored it shows how well concurrent writes
+    /// share commits (served as `zajel_store_commits_total`).
+    fn commits_total(&self) -> Option<u64> {
+        None
+    }
+
     /// Deletes what has expired at `now`: sessions whose `expires_at <= now`, and idempotency
     /// records older than the store's dedupe window (recorded at the message's `sent_at`).
     /// Call it periodically ([`spawn_pruner`]). A repeat of a send within the window is always

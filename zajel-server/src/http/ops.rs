@@ -42,6 +42,7 @@ pub(super) async fn metrics(State(engine): State<Engine>) -> Response {
             .map(|b| (b.published_total(), b.received_total(), b.lost_total())),
         #[cfg(not(feature = "redis"))]
         broker: None,
+        store_commits: engine.store().commits_total(),
     });
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response()
 }

@@ -9,7 +9,7 @@ use super::{
 use crate::chat::{Actor, Answer};
 use crate::engine::Engine;
 use crate::hub::Event;
-use crate::ratelimit::DirectLimiter;
+use crate::ratelimit::{DirectLimiter, UserBucket};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use futures_util::StreamExt;
@@ -38,10 +38,10 @@ pub(super) enum Incoming {
 pub(super) struct Conn {
     pub(super) engine: Engine,
     pub(super) socket: WebSocket,
-    /// Frames before `auth` (afterwards the user's shared limiter counts them).
+    /// Frames before `auth` (afterwards `user_bucket` counts them).
     pub(super) bucket: DirectLimiter,
-    /// The authenticated user, once known.
-    pub(super) user: Option<zajel_core::UserId>,
+    /// The authenticated user's frame budget, shared by all their connections on this node.
+    pub(super) user_bucket: Option<Arc<UserBucket>>,
     pub(super) strikes: u32,
     /// When the connection counts as idle (moved on every received message; the live loop's
     /// one timer checks it lazily, so a message costs no timer reset).
@@ -81,7 +81,7 @@ pub(crate) async fn run(engine: Engine, socket: WebSocket, mut upgrade: Upgrade)
     let mut conn = Conn {
         socket,
         bucket,
-        user: None,
+        user_bucket: None,
         strikes: 0,
         idle_at: Instant::now() + idle_for,
         idle_for,
@@ -231,8 +231,8 @@ impl Conn {
             return Incoming::Close(Some(e), CLOSE_TOO_LARGE, "frame too large");
         }
         let decoded = ClientFrame::decode(text);
-        let taken = match self.user {
-            Some(user) => self.engine.inner.frames_by_user.take(user),
+        let taken = match &self.user_bucket {
+            Some(bucket) => bucket.take(),
             None => self.bucket.take(),
         };
         if let Err(wait) = taken {
@@ -319,7 +319,7 @@ impl Conn {
             hub.unsubscribe(user.id, sub.id);
             return;
         }
-        self.user = Some(user.id);
+        self.user_bucket = Some(engine.inner.frames_by_user.bucket(user.id));
         // The session's end, and a periodic re-check (a revocation from another node can be
         // lost while Redis is away; the store is the record).
         let expires_in = Duration::from_millis(
@@ -378,6 +378,20 @@ impl Conn {
         // Created on the first `typing` (an empty `FuturesUnordered` allocates): most idle
         // connections never need it.
         let mut side: Option<FuturesUnordered<Lane>> = None;
+        // The two ways the connection is told to end, as one future made once: a fresh
+        // `changed()` and `closed()` per turn of the loop would add and remove a waiter per
+        // message (on the shutdown channel every connection of the engine shares, under its
+        // lock). `None`: shutdown; `Some(code)`: the hub asks for a close.
+        let mut shutdown = self.shutdown.clone();
+        let control = sub.control.clone();
+        let stop = async move {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => None,
+                code = control.closed() => Some(code),
+            }
+        };
+        tokio::pin!(stop);
         while alive {
             if inflight.is_none()
                 && let Some(frame) = slow.pop_front()
@@ -386,11 +400,12 @@ impl Conn {
             }
             alive = tokio::select! {
                 biased;
-                _ = self.shutdown.changed() => {
-                    self.going_away().await;
-                    false
-                }
-                code = sub.control.closed() => {
+                stopped = &mut stop => match stopped {
+                    None => {
+                        self.going_away().await;
+                        false
+                    }
+                    Some(code) => {
                     tracing::debug!(user = %user.id, code, "closing connection on hub request");
                     if code == CLOSE_LAGGED {
                         // Nothing is lost (the client resumes), but it must come back: when.
@@ -399,7 +414,8 @@ impl Conn {
                         self.close(code, close_reason(code)).await;
                     }
                     false
-                }
+                    }
+                },
                 ev = sub.rx.recv() => match ev {
                     Some(ev) => self.forward(ev, &mut sub.rx, &known).await,
                     None => false,

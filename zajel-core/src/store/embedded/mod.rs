@@ -540,6 +540,10 @@ impl Store for EmbeddedStore {
         self.inner.shared.health()
     }
 
+    fn commits_total(&self) -> Option<u64> {
+        Some(self.commit_count())
+    }
+
     async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
         // A bucket is looked up while it is the current one or the one before: once `now` is
         // two windows past its start it is never read again (and everything in it was

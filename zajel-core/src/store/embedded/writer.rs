@@ -45,64 +45,103 @@ fn fatal(e: redb::StorageError) -> OpError {
 
 pub(super) type OpResult<T> = Result<T, OpError>;
 
-/// All tables, opened once per transaction.
-pub(super) struct Tx<'t> {
-    users: Table<'t, u128, &'static [u8]>,
-    usernames: Table<'t, &'static str, u128>,
-    externals: Table<'t, (&'static str, &'static str), u128>,
-    user_externals: Table<'t, (u128, &'static str, &'static str), i64>,
-    sessions: Table<'t, (u128, &'static str), &'static [u8]>,
-    edges: Table<'t, (u128, u128), &'static [u8]>,
-    relations: Table<'t, (u128, u128), &'static [u8]>,
-    messages: Table<'t, (&'static str, u64), &'static [u8]>,
-    idempotency: Table<'t, (u64, &'static str, u128, &'static str), u64>,
-    conversations: Table<'t, &'static str, ConvRow>,
-    member_convs: Table<'t, (u128, &'static str), ()>,
-    counters: Table<'t, &'static str, u64>,
-    session_expiry: Table<'t, (u64, u128, &'static str), ()>,
-    /// The activity counter, read at the first send of the transaction and written back once
-    /// by [`Tx::flush`]: one read and one write per batch instead of per message.
-    activity: Option<u64>,
-    activity_dirty: bool,
+/// Declares [`Tx`]'s tables: each is opened the first time an operation of the transaction
+/// uses it (a batch of appends opens 5 of the 13), because opening a table costs a lookup in
+/// redb's table tree now and another when the commit checks it for changes (~8,000
+/// instructions per table and commit, measured with callgrind).
+macro_rules! lazy_tables {
+    ($($name:ident: $def:ident => ($k:ty, $v:ty),)*) => {
+        /// The write transaction's tables, opened on first use, and what its operations defer.
+        pub(super) struct Tx<'t> {
+            txn: &'t WriteTransaction,
+            $($name: Option<Table<'t, $k, $v>>,)*
+            /// The activity counter, read at the first send of the transaction and written
+            /// back once by [`Tx::flush`]: one read and one write per batch, not per message.
+            activity: Option<u64>,
+            activity_dirty: bool,
+        }
+
+        impl<'t> Tx<'t> {
+            pub(super) fn new(txn: &'t WriteTransaction) -> Self {
+                Self {
+                    txn,
+                    $($name: None,)*
+                    activity: None,
+                    activity_dirty: false,
+                }
+            }
+
+            /// How many tables this transaction has opened.
+            #[cfg(test)]
+            fn opened(&self) -> usize {
+                [$(self.$name.is_some(),)*].iter().filter(|open| **open).count()
+            }
+
+            /// Opens (creating) every table: used when the file is opened, so readers never
+            /// meet a missing table.
+            pub(super) fn open_all(&mut self) -> OpResult<()> {
+                $(self.$name()?;)*
+                Ok(())
+            }
+
+            $(
+                /// The table, opened on first use. Failing to open it is fatal for the
+                /// transaction: the operation may already have mutated other tables.
+                fn $name(&mut self) -> OpResult<&mut Table<'t, $k, $v>> {
+                    if self.$name.is_none() {
+                        self.$name = Some(self.txn.open_table($def).map_err(|e| OpError::Fatal(be(e)))?);
+                    }
+                    self.$name
+                        .as_mut()
+                        .ok_or_else(|| OpError::Fatal(StoreError::Backend("table not open".into())))
+                }
+            )*
+        }
+    };
 }
 
-impl<'t> Tx<'t> {
-    pub(super) fn open(txn: &'t WriteTransaction) -> StoreResult<Self> {
-        Ok(Self {
-            users: txn.open_table(USERS).map_err(be)?,
-            usernames: txn.open_table(USERNAMES).map_err(be)?,
-            externals: txn.open_table(EXTERNALS).map_err(be)?,
-            user_externals: txn.open_table(USER_EXTERNALS).map_err(be)?,
-            sessions: txn.open_table(SESSIONS).map_err(be)?,
-            edges: txn.open_table(EDGES).map_err(be)?,
-            relations: txn.open_table(RELATIONS).map_err(be)?,
-            messages: txn.open_table(MESSAGES).map_err(be)?,
-            idempotency: txn.open_table(IDEMPOTENCY).map_err(be)?,
-            conversations: txn.open_table(CONVERSATIONS).map_err(be)?,
-            member_convs: txn.open_table(MEMBER_CONVERSATIONS).map_err(be)?,
-            counters: txn.open_table(COUNTERS).map_err(be)?,
-            session_expiry: txn.open_table(SESSION_EXPIRY).map_err(be)?,
-            activity: None,
-            activity_dirty: false,
-        })
-    }
+lazy_tables! {
+    users: USERS => (u128, &'static [u8]),
+    usernames: USERNAMES => (&'static str, u128),
+    externals: EXTERNALS => ((&'static str, &'static str), u128),
+    user_externals: USER_EXTERNALS => ((u128, &'static str, &'static str), i64),
+    sessions: SESSIONS => ((u128, &'static str), &'static [u8]),
+    edges: EDGES => ((u128, u128), &'static [u8]),
+    relations: RELATIONS => ((u128, u128), &'static [u8]),
+    messages: MESSAGES => ((&'static str, u64), &'static [u8]),
+    idempotency: IDEMPOTENCY => ((u64, &'static str, u128, &'static str), u64),
+    conversations: CONVERSATIONS => (&'static str, ConvRow),
+    member_convs: MEMBER_CONVERSATIONS => ((u128, &'static str), ()),
+    counters: COUNTERS => (&'static str, u64),
+    session_expiry: SESSION_EXPIRY => ((u64, u128, &'static str), ()),
+}
 
+impl OpError {
+    /// The error to report, whichever kind it is.
+    fn into_store(self) -> StoreError {
+        match self {
+            OpError::Reject(e) | OpError::Fatal(e) => e,
+        }
+    }
+}
+
+impl Tx<'_> {
     /// Writes what the transaction's operations deferred (the activity counter). Called once,
     /// after the last operation and before the commit.
-    pub(super) fn flush(&mut self) -> StoreResult<()> {
+    pub(super) fn flush(&mut self) -> OpResult<()> {
         if let (Some(n), true) = (self.activity, self.activity_dirty) {
-            self.counters.insert(ACTIVITY_COUNTER, n).map_err(be)?;
+            self.counters()?.insert(ACTIVITY_COUNTER, n).map_err(be)?;
             self.activity_dirty = false;
         }
         Ok(())
     }
 
     /// The next activity stamp (monotonic across the file).
-    fn next_activity(&mut self) -> StoreResult<u64> {
+    fn next_activity(&mut self) -> OpResult<u64> {
         let current = match self.activity {
             Some(n) => n,
             None => self
-                .counters
+                .counters()?
                 .get(ACTIVITY_COUNTER)
                 .map_err(be)?
                 .map_or(0, |v| v.value()),
@@ -113,13 +152,13 @@ impl<'t> Tx<'t> {
     }
 
     /// Proves the file takes writes again (see the writer's recovery).
-    pub(super) fn probe(&mut self) -> StoreResult<()> {
+    pub(super) fn probe(&mut self) -> OpResult<()> {
         let n = self
-            .counters
+            .counters()?
             .get(HEALTH_PROBE)
             .map_err(be)?
             .map_or(0, |v| v.value());
-        self.counters
+        self.counters()?
             .insert(HEALTH_PROBE, n.wrapping_add(1))
             .map_err(be)?;
         Ok(())
@@ -137,7 +176,7 @@ impl<'t> Tx<'t> {
         let upper = ms(now).saturating_add(1);
         let mut expired = Vec::new();
         for entry in self
-            .session_expiry
+            .session_expiry()?
             .range(..(upper, 0u128, ""))
             .map_err(be)?
             .take(limit + 1)
@@ -149,19 +188,19 @@ impl<'t> Tx<'t> {
         let more_sessions = expired.len() > limit;
         expired.truncate(limit);
         for (at, user, hash) in &expired {
-            self.session_expiry
+            self.session_expiry()?
                 .remove((*at, *user, hash.as_str()))
                 .map_err(fatal)?;
             // The index entry is removed whenever the session is replaced or deleted, but
             // check anyway: never delete a session that is still valid.
-            let still_valid = match self.sessions.get((*user, hash.as_str())).map_err(be)? {
+            let still_valid = match self.sessions()?.get((*user, hash.as_str())).map_err(be)? {
                 Some(v) => {
                     decode::<Session>("session", v.value()).is_ok_and(|s| s.expires_at > now)
                 }
                 None => continue,
             };
             if !still_valid {
-                self.sessions
+                self.sessions()?
                     .remove((*user, hash.as_str()))
                     .map_err(fatal)?;
                 pruned.sessions += 1;
@@ -171,7 +210,7 @@ impl<'t> Tx<'t> {
         if let Some(before) = idem_before.filter(|b| *b > 0) {
             let mut old = Vec::new();
             for entry in self
-                .idempotency
+                .idempotency()?
                 .range(..(before, "", 0u128, ""))
                 .map_err(be)?
                 .take(limit + 1)
@@ -183,7 +222,7 @@ impl<'t> Tx<'t> {
             more_records = old.len() > limit;
             old.truncate(limit);
             for (bucket, conv, sender, key) in &old {
-                self.idempotency
+                self.idempotency()?
                     .remove((*bucket, conv.as_str(), *sender, key.as_str()))
                     .map_err(fatal)?;
             }
@@ -192,13 +231,13 @@ impl<'t> Tx<'t> {
         Ok((pruned, more_sessions || more_records))
     }
 
-    fn existing_user(&self, id: UserId) -> OpResult<UserRow> {
-        Ok(user_row(&self.users, id)?.ok_or(StoreError::UserNotFound)?)
+    fn existing_user(&mut self, id: UserId) -> OpResult<UserRow> {
+        Ok(user_row(self.users()?, id)?.ok_or(StoreError::UserNotFound)?)
     }
 
     fn put_user(&mut self, row: &UserRow) -> OpResult<()> {
         let bytes = encode(row)?;
-        self.users
+        self.users()?
             .insert(uid(row.user.id), bytes.as_slice())
             .map_err(fatal)?;
         Ok(())
@@ -211,12 +250,12 @@ impl<'t> Tx<'t> {
         password_hash: Option<String>,
         at: Timestamp,
     ) -> OpResult<User> {
-        if self.usernames.get(canonical).map_err(be)?.is_some() {
+        if self.usernames()?.get(canonical).map_err(be)?.is_some() {
             return Err(StoreError::UsernameTaken.into());
         }
         // v4 collisions are astronomically unlikely, but checking costs one lookup.
         let mut id = UserId::new_random();
-        while self.users.get(uid(id)).map_err(be)?.is_some() {
+        while self.users()?.get(uid(id)).map_err(be)?.is_some() {
             id = UserId::new_random();
         }
         let row = UserRow {
@@ -229,8 +268,10 @@ impl<'t> Tx<'t> {
             last_seen: None,
         };
         let bytes = encode(&row)?;
-        self.usernames.insert(canonical, uid(id)).map_err(fatal)?;
-        self.users
+        self.usernames()?
+            .insert(canonical, uid(id))
+            .map_err(fatal)?;
+        self.users()?
             .insert(uid(id), bytes.as_slice())
             .map_err(fatal)?;
         Ok(row.user)
@@ -244,7 +285,7 @@ impl<'t> Tx<'t> {
     ) -> OpResult<User> {
         let mut row = self.existing_user(id)?;
         let owner = self
-            .usernames
+            .usernames()?
             .get(canonical)
             .map_err(be)?
             .map(|v| v.value());
@@ -253,8 +294,10 @@ impl<'t> Tx<'t> {
         }
         // The canonical form of a stored name (`Username::canonical`).
         let old = row.user.username.to_ascii_lowercase();
-        self.usernames.remove(old.as_str()).map_err(fatal)?;
-        self.usernames.insert(canonical, uid(id)).map_err(fatal)?;
+        self.usernames()?.remove(old.as_str()).map_err(fatal)?;
+        self.usernames()?
+            .insert(canonical, uid(id))
+            .map_err(fatal)?;
         row.user.username = display.to_owned();
         self.put_user(&row)?;
         Ok(row.user)
@@ -277,16 +320,16 @@ impl<'t> Tx<'t> {
         let bytes = encode(session)?;
         let (user, hash) = (uid(session.user_id), session.token_hash.as_str());
         let replaced = self
-            .sessions
+            .sessions()?
             .insert((user, hash), bytes.as_slice())
             .map_err(fatal)?
             .and_then(|old| decode::<Session>("session", old.value()).ok());
         if let Some(old) = replaced {
-            self.session_expiry
+            self.session_expiry()?
                 .remove((ms(old.expires_at), user, hash))
                 .map_err(fatal)?;
         }
-        self.session_expiry
+        self.session_expiry()?
             .insert((ms(session.expires_at), user, hash), ())
             .map_err(fatal)?;
         Ok(())
@@ -294,12 +337,13 @@ impl<'t> Tx<'t> {
 
     pub(super) fn delete_session(&mut self, user: UserId, token_hash: &str) -> OpResult<bool> {
         let u = uid(user);
-        let Some(old) = self.sessions.remove((u, token_hash)).map_err(fatal)? else {
-            return Ok(false);
+        let old = match self.sessions()?.remove((u, token_hash)).map_err(fatal)? {
+            Some(old) => decode::<Session>("session", old.value()),
+            None => return Ok(false),
         };
         // An undecodable session leaves a stale index entry; pruning skips it harmlessly.
-        if let Ok(old) = decode::<Session>("session", old.value()) {
-            self.session_expiry
+        if let Ok(old) = old {
+            self.session_expiry()?
                 .remove((ms(old.expires_at), u, token_hash))
                 .map_err(fatal)?;
         }
@@ -315,7 +359,7 @@ impl<'t> Tx<'t> {
             None => std::ops::Bound::Unbounded,
         };
         let mut index = Vec::new();
-        self.sessions
+        self.sessions()?
             .retain_in(
                 (std::ops::Bound::Included((u, "")), upper),
                 |(_, hash), v| {
@@ -328,7 +372,7 @@ impl<'t> Tx<'t> {
             )
             .map_err(fatal)?;
         for (at, hash) in &index {
-            self.session_expiry
+            self.session_expiry()?
                 .remove((*at, u, hash.as_str()))
                 .map_err(fatal)?;
         }
@@ -341,7 +385,7 @@ impl<'t> Tx<'t> {
         expected: Edge,
         new: Edge,
     ) -> OpResult<bool> {
-        if edge(&self.edges, pair)? != expected {
+        if edge(self.edges()?, pair)? != expected {
             return Ok(false);
         }
         // Encode everything first so nothing can fail between the mutations but I/O.
@@ -360,18 +404,18 @@ impl<'t> Tx<'t> {
             };
             sides.push(((uid(me), uid(peer)), entry));
         }
-        self.edges
+        self.edges()?
             .insert((uid(pair.lo), uid(pair.hi)), edge_bytes.as_slice())
             .map_err(fatal)?;
         for (key, entry) in sides {
             match entry {
                 Some(bytes) => {
-                    self.relations
+                    self.relations()?
                         .insert(key, bytes.as_slice())
                         .map_err(fatal)?;
                 }
                 None => {
-                    self.relations.remove(key).map_err(fatal)?;
+                    self.relations()?.remove(key).map_err(fatal)?;
                 }
             }
         }
@@ -380,9 +424,9 @@ impl<'t> Tx<'t> {
 
     /// `NotFriends` unless the pair's edge says friends. Read in the write transaction, so a
     /// `swap_edge` committed before it is seen and one after it orders after the write.
-    fn require_friends(&self, a: UserId, b: UserId) -> OpResult<()> {
+    fn require_friends(&mut self, a: UserId, b: UserId) -> OpResult<()> {
         let pair = UserPair::new(a, b).ok_or(StoreError::NotAMember)?;
-        match edge(&self.edges, pair)?.are_friends() {
+        match edge(self.edges()?, pair)?.are_friends() {
             true => Ok(()),
             false => Err(StoreError::NotFriends.into()),
         }
@@ -425,7 +469,7 @@ impl<'t> Tx<'t> {
         let conv = m.conversation.as_str();
         let key = m.idempotency_key.as_str();
         let sender = uid(m.sender);
-        let mut state = conv_state(&self.conversations, conv)?;
+        let mut state = conv_state(self.conversations()?, conv)?;
         // The bucket never moves backwards (see `ConvState::idem_bucket`); a key is looked up
         // in it and the one before. Sees earlier messages of this same transaction, so
         // in-batch duplicates are caught.
@@ -434,7 +478,7 @@ impl<'t> Tx<'t> {
         let mut first = None;
         for b in std::iter::once(bucket).chain(previous) {
             first = self
-                .idempotency
+                .idempotency()?
                 .get((b, conv, sender, key))
                 .map_err(be)?
                 .map(|v| v.value());
@@ -443,7 +487,7 @@ impl<'t> Tx<'t> {
             }
         }
         if let Some(seq) = first {
-            let message = message(&self.messages, conv, seq)?.ok_or_else(|| {
+            let message = message(self.messages()?, conv, seq)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("idempotency key points at missing {conv}#{seq}"))
             })?;
             return Ok(Appended {
@@ -471,18 +515,18 @@ impl<'t> Tx<'t> {
         state.activity = self.next_activity()?;
         state.idem_bucket = bucket;
 
-        self.messages
+        self.messages()?
             .insert((conv, seq), bytes.as_slice())
             .map_err(fatal)?;
-        self.idempotency
+        self.idempotency()?
             .insert((bucket, conv, sender, key), seq)
             .map_err(fatal)?;
-        self.conversations
+        self.conversations()?
             .insert(conv, state.row())
             .map_err(fatal)?;
         if is_new {
             for member in [lo, hi] {
-                self.member_convs
+                self.member_convs()?
                     .insert((uid(member), conv), ())
                     .map_err(fatal)?;
             }
@@ -503,7 +547,7 @@ impl<'t> Tx<'t> {
         let side = member_side(members, user).ok_or(StoreError::NotAMember)?;
         self.require_friends(members.0, members.1)?;
         let conv = conversation.as_str();
-        let mut state = conv_state(&self.conversations, conv)?;
+        let mut state = conv_state(self.conversations()?, conv)?;
         if seq > state.last_seq {
             return Err(StoreError::InvalidCursor(format!(
                 "seq {seq} is past the last message ({})",
@@ -515,7 +559,7 @@ impl<'t> Tx<'t> {
         let changed = seq > mark;
         if changed {
             state.marks[side] = seq;
-            self.conversations
+            self.conversations()?
                 .insert(conv, state.row())
                 .map_err(fatal)?;
         }
@@ -820,7 +864,7 @@ pub(super) fn open_database(path: &Path, window_ms: u64) -> Result<Database, Ope
     let init = || -> StoreResult<()> {
         let txn = db.begin_write().map_err(be)?;
         migrate(&txn, window_ms)?;
-        drop(Tx::open(&txn)?);
+        Tx::new(&txn).open_all().map_err(OpError::into_store)?;
         txn.commit().map_err(be)
     };
     match init() {
@@ -834,7 +878,7 @@ pub(super) fn open_database(path: &Path, window_ms: u64) -> Result<Database, Ope
 fn probe(db: &Database) -> StoreResult<()> {
     let mut txn = db.begin_write().map_err(be)?;
     txn.set_durability(Durability::Immediate).map_err(be)?;
-    Tx::open(&txn)?.probe()?;
+    Tx::new(&txn).probe().map_err(OpError::into_store)?;
     txn.commit().map_err(be)
 }
 
@@ -842,10 +886,14 @@ fn commit_batch(db: &Database, batch: &mut [Job]) -> StoreResult<()> {
     let mut txn = db.begin_write().map_err(be)?;
     // Acknowledged means fsynced: the reply is sent only after this commit returns.
     txn.set_durability(Durability::Immediate).map_err(be)?;
-    let applied = Tx::open(&txn).and_then(|mut tx| {
-        batch.iter_mut().try_for_each(|job| job.apply(&mut tx))?;
-        tx.flush()
-    });
+    // The tables (opened on first use) are closed when `tx` drops, before the commit.
+    let applied = {
+        let mut tx = Tx::new(&txn);
+        batch
+            .iter_mut()
+            .try_for_each(|job| job.apply(&mut tx))
+            .and_then(|()| tx.flush().map_err(OpError::into_store))
+    };
     match applied {
         Ok(()) => txn
             .commit()
@@ -927,6 +975,49 @@ mod tests {
         let dup = later[0].as_ref().unwrap();
         assert_eq!((dup.message.id, dup.duplicate), (first.message.id, true));
         assert_eq!(later[1].as_ref().unwrap().message.seq, 2);
+    }
+
+    /// A transaction opens only the tables its operations use: appends between friends read
+    /// the edge, the conversation row and the idempotency bucket, write the message and bump
+    /// the activity counter (plus both members' lists for a conversation's first message).
+    #[test]
+    fn appends_open_only_their_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(db) = open_database(&dir.path().join("t.redb"), W) else {
+            panic!("open")
+        };
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        let conv = ConversationId::direct(a, b);
+        let friends = Edge {
+            link: crate::friends::Link::Friends,
+            ..Edge::default()
+        };
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tx = Tx::new(&txn);
+            let pair = UserPair::new(a, b).unwrap();
+            assert!(matches!(
+                tx.swap_edge(pair, Edge::default(), friends),
+                Ok(true)
+            ));
+            assert_eq!(tx.opened(), 2, "edges and relations");
+        }
+        txn.commit().unwrap();
+        for (first, tables) in [(true, 6), (false, 5)] {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut tx = Tx::new(&txn);
+                let sent = tx.append(vec![msg(&conv, a, &format!("k{first}"))], W);
+                assert!(matches!(sent.as_deref(), Ok([Ok(_)])));
+                assert!(tx.flush().is_ok());
+                assert_eq!(tx.opened(), tables, "first message: {first}");
+            }
+            txn.commit().unwrap();
+        }
+        let txn = db.begin_write().unwrap();
+        let mut tx = Tx::new(&txn);
+        assert!(tx.open_all().is_ok());
+        assert_eq!(tx.opened(), 13);
     }
 
     /// Recovery closes and reopens the file; while an old handle is still in use the reopen is

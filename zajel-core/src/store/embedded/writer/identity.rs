@@ -9,9 +9,9 @@ use crate::store::{ExternalIdentity, StoreError};
 use redb::ReadableTable;
 
 impl Tx<'_> {
-    fn external_owner(&self, identity: &ExternalIdentity) -> OpResult<Option<UserId>> {
+    fn external_owner(&mut self, identity: &ExternalIdentity) -> OpResult<Option<UserId>> {
         Ok(self
-            .externals
+            .externals()?
             .get((identity.provider.as_str(), identity.subject.as_str()))
             .map_err(crate::store::embedded::tables::be)?
             .map(|v| from_uid(v.value())))
@@ -24,8 +24,8 @@ impl Tx<'_> {
         at: Timestamp,
     ) -> OpResult<()> {
         let (p, s) = (identity.provider.as_str(), identity.subject.as_str());
-        self.externals.insert((p, s), uid(user)).map_err(fatal)?;
-        self.user_externals
+        self.externals()?.insert((p, s), uid(user)).map_err(fatal)?;
+        self.user_externals()?
             .insert((uid(user), p, s), at.0)
             .map_err(fatal)?;
         Ok(())
@@ -39,7 +39,7 @@ impl Tx<'_> {
         at: Timestamp,
     ) -> OpResult<ExternalUser> {
         if let Some(owner) = self.external_owner(identity)? {
-            let row = user_row(&self.users, owner)?
+            let row = user_row(self.users()?, owner)?
                 .ok_or_else(|| StoreError::Corrupt(format!("identity owner {owner} missing")))?;
             return Ok(ExternalUser {
                 user: row.user,
@@ -81,7 +81,7 @@ impl Tx<'_> {
         let u = uid(user);
         let mut count = 0usize;
         for entry in self
-            .user_externals
+            .user_externals()?
             .range((u, "", "")..)
             .map_err(crate::store::embedded::tables::be)?
         {
@@ -98,8 +98,8 @@ impl Tx<'_> {
             return Ok(Unlink::LastSignInMethod);
         }
         let (p, s) = (identity.provider.as_str(), identity.subject.as_str());
-        self.externals.remove((p, s)).map_err(fatal)?;
-        self.user_externals.remove((u, p, s)).map_err(fatal)?;
+        self.externals()?.remove((p, s)).map_err(fatal)?;
+        self.user_externals()?.remove((u, p, s)).map_err(fatal)?;
         Ok(Unlink::Removed)
     }
 }
