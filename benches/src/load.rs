@@ -943,14 +943,14 @@ async fn writer(
         }
         n += 1;
         let body = format!("{n} {due_us} {padding}");
-        let frame = json!({
-            "type": "send",
-            "id": format!("m{n}"),
-            "conversation": conversation,
-            "body": body,
-            "idempotency_key": format!("{tag}-{n}"),
-        })
-        .to_string();
+        // `type` first, as the SDKs write it (`json!` sorts keys, which put it last and sent
+        // every frame through the server decoder's buffered path).
+        let frame = format!(
+            r#"{{"type":"send","id":"m{n}","conversation":{},"body":{},"idempotency_key":{}}}"#,
+            json!(conversation),
+            json!(body),
+            json!(format!("{tag}-{n}")),
+        );
         sink.send(Message::Text(frame.into())).await?;
         shared.sent.fetch_add(1, Ordering::Relaxed);
     }
