@@ -943,14 +943,14 @@ async fn writer(
         }
         n += 1;
         let body = format!("{n} {due_us} {padding}");
-        let frame = json!({
-            "type": "send",
-            "id": format!("m{n}"),
-            "conversation": conversation,
-            "body": body,
-            "idempotency_key": format!("{tag}-{n}"),
-        })
-        .to_string();
+        // `type` first, as the SDKs write it (`json!` sorts keys, which put it last and sent
+        // every frame through the server decoder's buffered path).
+        let frame = format!(
+            r#"{{"type":"send","id":"m{n}","conversation":{},"body":{},"idempotency_key":{}}}"#,
+            json!(conversation),
+            json!(body),
+            json!(format!("{tag}-{n}")),
+        );
         sink.send(Message::Text(frame.into())).await?;
         shared.sent.fetch_add(1, Ordering::Relaxed);
     }
@@ -1457,6 +1457,42 @@ mod tests {
         let long = text_frame(&[b'a'; 300]);
         assert_eq!(long[1], 0x80 | 126);
         assert_eq!(u16::from_be_bytes([long[2], long[3]]), 300);
+    }
+
+    /// The idle client's buffered reads: a head that arrives in pieces, with the first frame
+    /// right behind it in the same segment, is read up to its blank line and the frame is
+    /// still there; a refusal, a cut-off head and an endless head are errors.
+    #[tokio::test]
+    async fn upgrade_head_then_frame_through_one_buffer() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let feeder = tokio::spawn(async move {
+            let mut bytes =
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+            // An unmasked server frame: text, "ok".
+            bytes.extend([0x81, 2, b'o', b'k']);
+            for piece in bytes.chunks(7) {
+                server.write_all(piece).await.expect("write");
+            }
+            server
+        });
+        let mut r = BufReader::with_capacity(1024, client);
+        read_upgrade_head(&mut r).await.expect("101 head");
+        assert_eq!(
+            read_raw_frame(&mut r).await.expect("frame"),
+            (1, b"ok".to_vec())
+        );
+        drop(feeder.await);
+
+        let refused = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n";
+        let err = read_upgrade_head(&mut &refused[..])
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("401"), "{err}");
+        let cut = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: webs";
+        assert!(read_upgrade_head(&mut &cut[..]).await.is_err());
+        let mut endless = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+        endless.extend(b"X-Pad: y\r\n".repeat(2000));
+        assert!(read_upgrade_head(&mut &endless[..]).await.is_err());
     }
 
     #[test]

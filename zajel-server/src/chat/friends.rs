@@ -86,7 +86,7 @@ impl ChatService {
     /// Posts the configured `friends_notice` as a system message into the new friends'
     /// conversation, still under the pair's `order` lock: stored before the friend operation
     /// is answered, its event published after the friend events. Its key names the
-    /// friendship's start, so only a new friendship posts a new notice. A failure (the store
+    /// friendship's start (see [`notice_key`]), so only a new friendship posts a new notice. A failure (the store
     /// away, a template that makes no valid body) leaves the friendship made, without notice.
     async fn friends_notice(
         &self,
@@ -96,7 +96,7 @@ impl ChatService {
         since: Timestamp,
         order: OwnedMutexGuard<()>,
     ) -> Outcome<FriendUpdate> {
-        let key = format!("friends-{}", since.0);
+        let key = notice_key(since);
         match self.post_system(&conversation, &body, &key, order).await {
             Ok(notice) => out.absorb(notice),
             Err(e) => {
@@ -195,5 +195,37 @@ impl ChatService {
             });
         }
         Ok(out)
+    }
+}
+
+/// The idempotency key of the notice of a friendship that began at `since`: its start, made
+/// unique. A notice is posted once per new friendship (a retried or repeated answer changes
+/// nothing and posts nothing), so the key only has to differ between friendships, and the
+/// start alone does not: a pair that unfriends and befriends again within one millisecond
+/// would have had its second notice taken for a retry of the first (and the first published
+/// again instead).
+fn notice_key(since: Timestamp) -> String {
+    format!(
+        "friends-{}-{}",
+        since.0,
+        zajel_core::MessageId::new_v7().0.simple()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two friendships that begin in the same millisecond get distinct notice keys, each a
+    /// valid idempotency key.
+    #[test]
+    fn friendships_in_one_millisecond_have_distinct_notice_keys() {
+        let since = Timestamp(i64::MAX);
+        let (a, b) = (notice_key(since), notice_key(since));
+        assert_ne!(a, b);
+        for key in [a, b] {
+            assert!(key.starts_with(&format!("friends-{}-", i64::MAX)));
+            assert!(zajel_core::IdempotencyKey::parse(&key).is_ok(), "{key}");
+        }
     }
 }
