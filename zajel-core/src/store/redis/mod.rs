@@ -13,6 +13,7 @@
 //! One multiplexed connection (a reconnecting [`::redis::aio::ConnectionManager`], or the
 //! cluster client's) carries all traffic, so [`RedisStore`] is cheap to clone and concurrent
 //! calls share it. Every round trip runs under a timeout and a circuit breaker (`breaker.rs`).
+//! On one node, concurrent appends are merged into shared script calls (`coalesce.rs`).
 
 mod breaker;
 mod coalesce;
@@ -1314,7 +1315,8 @@ impl RedisStore {
                 } else {
                     read_field(m.sender)
                 })
-                .arg(score);
+                .arg(score)
+                .arg(c.as_str());
             members_of_group.push((i, message));
         }
         if groups.is_empty() {
