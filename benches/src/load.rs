@@ -744,7 +744,12 @@ async fn idle_connect(host: &str, token: &str) -> Result<TcpStream> {
     let mut s = BufReader::with_capacity(1024, s);
     s.get_mut().write_all(req.as_bytes()).await?;
     read_upgrade_head(&mut s).await?;
-    let auth = json!({"type": "auth", "id": "a", "protocol": 1, "token": token}).to_string();
+    // `type` first, as the SDKs write it (`json!` sorts keys, which would put it last and send
+    // the frame through the server decoder's buffered path).
+    let auth = format!(
+        r#"{{"type":"auth","id":"a","protocol":1,"token":{}}}"#,
+        serde_json::to_string(token)?
+    );
     s.get_mut().write_all(&text_frame(auth.as_bytes())).await?;
     loop {
         let (op, payload) = read_raw_frame(&mut s).await?;
