@@ -381,19 +381,17 @@ impl Conn {
         // The two ways the connection is told to end, as one future made once: a fresh
         // `changed()` and `closed()` per turn of the loop would add and remove a waiter per
         // message (on the shutdown channel every connection of the engine shares, under its
-        // lock). `None`: shutdown; `Some(code)`: the hub asks for a close. Held in a
-        // `FuturesUnordered`, which polls it only when it was woken: `select!` polls every
-        // branch on every wake-up, and polling a registered waiter takes that lock too.
+        // lock). `None`: shutdown; `Some(code)`: the hub asks for a close.
         let mut shutdown = self.shutdown.clone();
         let control = sub.control.clone();
-        let mut stop: FuturesUnordered<_> = std::iter::once(async move {
+        let stop = async move {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => None,
                 code = control.closed() => Some(code),
             }
-        })
-        .collect();
+        };
+        tokio::pin!(stop);
         while alive {
             if inflight.is_none()
                 && let Some(frame) = slow.pop_front()
@@ -402,7 +400,7 @@ impl Conn {
             }
             alive = tokio::select! {
                 biased;
-                Some(stopped) = stop.next() => match stopped {
+                stopped = &mut stop => match stopped {
                     None => {
                         self.going_away().await;
                         false
