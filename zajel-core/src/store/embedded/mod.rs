@@ -324,6 +324,21 @@ impl UserStore for EmbeddedStore {
     }
 }
 
+/// `user`'s session with this token hash, if it exists and has not expired at `now`.
+fn live_session(
+    txn: &ReadTransaction,
+    user: UserId,
+    token_hash: &str,
+    now: Timestamp,
+) -> StoreResult<Option<Session>> {
+    let sessions = txn.open_table(SESSIONS).map_err(be)?;
+    let Some(v) = sessions.get((uid(user), token_hash)).map_err(be)? else {
+        return Ok(None);
+    };
+    let session: Session = decode("session", v.value())?;
+    Ok(Some(session).filter(|s| s.expires_at > now))
+}
+
 #[async_trait]
 impl SessionStore for EmbeddedStore {
     async fn create_session(&self, session: &Session) -> StoreResult<()> {
@@ -338,15 +353,8 @@ impl SessionStore for EmbeddedStore {
         now: Timestamp,
     ) -> StoreResult<Option<Session>> {
         let token_hash = token_hash.to_owned();
-        self.read(move |txn| {
-            let sessions = txn.open_table(SESSIONS).map_err(be)?;
-            let Some(v) = sessions.get((uid(user), token_hash.as_str())).map_err(be)? else {
-                return Ok(None);
-            };
-            let session: Session = decode("session", v.value())?;
-            Ok(Some(session).filter(|s| s.expires_at > now))
-        })
-        .await
+        self.read(move |txn| live_session(txn, user, &token_hash, now))
+            .await
     }
 
     async fn session_with_user(
@@ -358,14 +366,9 @@ impl SessionStore for EmbeddedStore {
         let token_hash = token_hash.to_owned();
         // One read transaction (and one hop to the blocking pool) for both rows.
         self.read(move |txn| {
-            let sessions = txn.open_table(SESSIONS).map_err(be)?;
-            let Some(v) = sessions.get((uid(user), token_hash.as_str())).map_err(be)? else {
+            let Some(session) = live_session(txn, user, &token_hash, now)? else {
                 return Ok(None);
             };
-            let session: Session = decode("session", v.value())?;
-            if session.expires_at <= now {
-                return Ok(None);
-            }
             let users = txn.open_table(USERS).map_err(be)?;
             Ok(user_profile(&users, user)?.map(|u| (session, u)))
         })
