@@ -143,12 +143,22 @@ async fn recovers_after_the_disk_was_full() {
         ),
         "{failure:?}"
     );
-    // The store knows it cannot write, and says so cheaply.
+    // The store knows it cannot write, and says so cheaply; and it keeps saying so while the
+    // disk stays full, past several recovery attempts (a failed commit frees pages inside the
+    // file, so a tiny probe commit succeeds there: health must not flap back to `Ok` on it).
     let health = store.health();
     assert!(
         matches!(health, StoreHealth::Unavailable { .. }),
         "{health:?}"
     );
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let health = store.health();
+        assert!(
+            matches!(health, StoreHealth::Unavailable { .. }),
+            "health flapped back while the disk is full: {health:?}"
+        );
+    }
     // While the disk stays full, writes keep failing, fast and typed. (A batch of 64, half a
     // MiB in one transaction: more than the pages a failed commit leaves free inside the file,
     // which redb reuses, so "full" does not depend on the file's slack.)
@@ -169,10 +179,12 @@ async fn recovers_after_the_disk_was_full() {
         "{again:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    // Not asserted here: health may already be back to `Ok`, because the writer's small probe
-    // commit can fit in the pages the failed batch freed inside the file (the first failure
-    // above is where health must say `Unavailable`).
-    println!("while full: {again:?} / {:?}", store.health());
+    let health = store.health();
+    assert!(
+        matches!(health, StoreHealth::Unavailable { .. }),
+        "{health:?}"
+    );
+    println!("while full: {again:?} / {health:?}");
 
     // Free the space: the store recovers by itself, no restart.
     std::fs::remove_file(&ballast).unwrap();

@@ -31,8 +31,8 @@
 //!   writer; further writers wait (asynchronously) for a slot instead of growing memory.
 //! * **Recovery.** After an I/O error redb refuses every write until the file is reopened.
 //!   The writer then closes and reopens the file by itself (redb repairs it), retrying with
-//!   backoff, and [`Store::health`] reports [`StoreHealth::Unavailable`] until a probe commit
-//!   succeeds again; meanwhile operations fail fast with [`StoreError::Unavailable`]. If the
+//!   backoff, and [`Store::health`] reports [`StoreHealth::Unavailable`] until the file's
+//!   filesystem has 1 MiB free again and a probe commit succeeds; meanwhile operations fail fast with [`StoreError::Unavailable`]. If the
 //!   file can no longer be opened at all, health becomes [`StoreHealth::Failed`] (exit and
 //!   let a supervisor restart the process).
 //!

@@ -797,6 +797,22 @@ fn recover(shared: &Shared, state: State) -> State {
         State::Broken { backoff, .. } => backoff,
         other => return other,
     };
+    // 0. A failed commit frees pages inside the file, so on a full disk a tiny probe commit
+    //    succeeds while every real write still fails: health would flap. Wait for headroom.
+    if let Some(free) = free_space(&shared.path)
+        && free < RECOVERY_MIN_FREE_BYTES
+    {
+        shared.set_health(StoreHealth::Unavailable {
+            reason: format!(
+                "the disk is full: {free} bytes free where the database lives, {RECOVERY_MIN_FREE_BYTES} needed to resume writing"
+            ),
+            retry_after_ms: backoff.as_millis() as u64,
+        });
+        return State::Broken {
+            next: Instant::now() + backoff,
+            backoff: (backoff * 2).min(RETRY_MAX),
+        };
+    }
     // 1. Maybe the handle is fine (the failure was not an I/O error): prove it with a commit.
     if let Ok(db) = shared.db()
         && probe(&db).is_ok()
@@ -840,6 +856,25 @@ fn recover(shared: &Shared, state: State) -> State {
     State::Broken {
         next: Instant::now() + backoff,
         backoff: (backoff * 2).min(RETRY_MAX),
+    }
+}
+
+/// Free space the database's filesystem needs before writes resume after a failed commit.
+const RECOVERY_MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// Bytes an unprivileged process may still write on the filesystem holding `path`; `None`
+/// where that cannot be asked (then recovery relies on the probe commit alone).
+fn free_space(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let st = rustix::fs::statvfs(dir.unwrap_or(path)).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
