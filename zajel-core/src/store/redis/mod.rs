@@ -1258,7 +1258,7 @@ impl RedisStore {
                 call = call.key(self.keys.meta(c));
             }
             call.args
-                .arg(window.saturating_mul(2))
+                .arg(window.saturating_mul(3))
                 .arg(self.keys.prefix.as_str())
                 .arg(if per_conversation { "0" } else { "1" });
             call

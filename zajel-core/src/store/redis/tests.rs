@@ -239,7 +239,11 @@ async fn append_writes_the_documented_keys() {
         .collect();
     assert_eq!(
         meta,
-        HashMap::from([("seq".into(), "2".into()), (read_field(b), "1".into())])
+        HashMap::from([
+            ("seq".into(), "2".into()),
+            (read_field(b), "1".into()),
+            ("ib".into(), bucket.to_string())
+        ])
     );
     for u in [a, b] {
         let list = store.conversations(u, 10).await.unwrap();
@@ -252,7 +256,7 @@ async fn append_writes_the_documented_keys() {
         .unwrap();
     let ttl: i64 = int(ttl, "ttl").unwrap();
     assert!(
-        ttl > (2 * DEFAULT_DEDUPE_WINDOW_MS - 60_000) as i64,
+        ttl > (3 * DEFAULT_DEDUPE_WINDOW_MS - 60_000) as i64,
         "{ttl}"
     );
     let query = HistoryQuery {
@@ -287,6 +291,113 @@ async fn prefixes_isolate_and_are_validated() {
         RedisStore::connect_with_prefix(&server.url(), "a{b}").await,
         Err(StoreError::Backend(_))
     ));
+}
+
+/// An idempotency bucket gets its lifetime (3 windows) from its first write, not from every
+/// message; a bucket written before that rule (no `ib` in the meta hash) gets it on its next
+/// write; and repeats are still found in the previous window's bucket.
+#[tokio::test]
+async fn idempotency_buckets_get_their_lifetime_once() {
+    let (store, _server) = setup().await;
+    let (a, b) = (UserId::new_random(), UserId::new_random());
+    crate::testing::befriend(&store, a, b).await;
+    let conv = ConversationId::direct(a, b);
+    const W: u64 = DEFAULT_DEDUPE_WINDOW_MS;
+    let at = |sender: UserId, key: &str, t: Timestamp| NewMessage {
+        sent_at: t,
+        ..msg(&conv, sender, key)
+    };
+    let pttl = |bucket: u64| {
+        let store = store.clone();
+        let key = store.keys.idempotency(&conv, bucket);
+        async move {
+            int::<i64>(
+                store.query(::redis::cmd("PTTL").arg(key)).await.unwrap(),
+                "ttl",
+            )
+        }
+    };
+    let meta_field = |field: &'static str| {
+        let store = store.clone();
+        let key = store.keys.meta(&conv);
+        async move {
+            opt_string(
+                store
+                    .query(::redis::cmd("HGET").arg(key).arg(field))
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let first_bucket = T0.0 as u64 / W;
+    let fresh = (3 * W - 60_000) as i64;
+    store.append(vec![at(a, "k1", T0)]).await[0]
+        .as_ref()
+        .unwrap();
+    assert!(pttl(first_bucket).await.unwrap() > fresh);
+    // A later write into the same bucket leaves its expiry alone.
+    raw(
+        &store,
+        ::redis::cmd("PEXPIRE")
+            .arg(store.keys.idempotency(&conv, first_bucket))
+            .arg(1_000_000),
+    )
+    .await;
+    store.append(vec![at(a, "k2", T0)]).await[0]
+        .as_ref()
+        .unwrap();
+    assert!(pttl(first_bucket).await.unwrap() <= 1_000_000);
+    // The next window's first write (a system message: no read mark) sets the new bucket's.
+    let next = T0.plus_millis(W as i64);
+    let system = store
+        .append(vec![at(UserId::SYSTEM, "s", next)])
+        .await
+        .remove(0);
+    assert_eq!(system.unwrap().message.seq, 3);
+    assert!(pttl(first_bucket + 1).await.unwrap() > fresh);
+    assert_eq!(
+        meta_field("ib").await.unwrap(),
+        Some((first_bucket + 1).to_string())
+    );
+    assert_eq!(meta_field("r:-").await.unwrap(), None);
+    assert_eq!(
+        opt_string(
+            store
+                .query(
+                    ::redis::cmd("HGET")
+                        .arg(store.keys.meta(&conv))
+                        .arg(read_field(a))
+                )
+                .await
+                .unwrap()
+        )
+        .unwrap(),
+        Some("2".into())
+    );
+    // Data from before this rule: no `ib`, and a bucket whose expiry is someone else's.
+    raw(
+        &store,
+        ::redis::cmd("HDEL").arg(store.keys.meta(&conv)).arg("ib"),
+    )
+    .await;
+    raw(
+        &store,
+        ::redis::cmd("PERSIST").arg(store.keys.idempotency(&conv, first_bucket + 1)),
+    )
+    .await;
+    store.append(vec![at(b, "k3", next)]).await[0]
+        .as_ref()
+        .unwrap();
+    assert!(pttl(first_bucket + 1).await.unwrap() > fresh);
+    // A repeat of the first window's message in the next window is still a duplicate.
+    let again = store
+        .append(vec![at(a, "k2", next)])
+        .await
+        .remove(0)
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message.seq, 2);
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 4);
 }
 
 #[tokio::test]
