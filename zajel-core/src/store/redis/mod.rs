@@ -266,41 +266,55 @@ fn read_field(u: UserId) -> String {
     format!("r:{u}")
 }
 
-/// One script call: keys and arguments.
+/// One script call: keys and arguments, written into the `EVALSHA` command as they are added
+/// (keys first; the append writes ~10 arguments per message straight from its fields, without
+/// a `String` or a copy each).
 struct Call {
-    script: &'static Lua,
+    /// `EVALSHA <sha>`, then (once the first argument arrives) `<numkeys> <keys…>` and the
+    /// arguments.
+    cmd: Cmd,
+    /// Keys not yet written into `cmd` (its key count comes first).
     keys: Vec<String>,
-    /// The arguments after the keys, packed into one buffer as they are added (the append
-    /// writes ~10 per message straight from its fields, without a `String` each).
-    args: Cmd,
+    keys_written: bool,
 }
 
 impl Call {
     fn new(script: &'static Lua) -> Self {
+        Self::with_capacity(script, 8, 256)
+    }
+    /// A call expected to carry about `args` arguments of `bytes` in all.
+    fn with_capacity(script: &'static Lua, args: usize, bytes: usize) -> Self {
+        let mut cmd = Cmd::with_capacity(args + 3, bytes + 64);
+        cmd.arg("EVALSHA").arg(script.script.get_hash());
         Self {
-            script,
+            cmd,
             keys: Vec::new(),
-            args: Cmd::new(),
+            keys_written: false,
         }
     }
     fn key(mut self, k: String) -> Self {
+        debug_assert!(!self.keys_written, "keys come before arguments");
         self.keys.push(k);
         self
     }
     fn arg(mut self, a: impl ToString) -> Self {
-        self.args.arg(a.to_string());
+        self.args().arg(a.to_string());
         self
     }
-    fn evalsha(&self) -> Cmd {
-        let mut cmd = ::redis::cmd("EVALSHA");
-        cmd.arg(self.script.script.get_hash())
-            .arg(self.keys.len())
-            .arg(&self.keys);
-        for a in self.args.args_iter() {
-            if let ::redis::Arg::Simple(bytes) = a {
-                cmd.arg(bytes);
-            }
+    /// The command, to write arguments into directly (after the keys).
+    fn args(&mut self) -> &mut Cmd {
+        if !self.keys_written {
+            self.keys_written = true;
+            self.cmd.arg(self.keys.len()).arg(&self.keys);
         }
+        &mut self.cmd
+    }
+    fn evalsha(&self) -> Cmd {
+        if self.keys_written {
+            return self.cmd.clone();
+        }
+        let mut cmd = self.cmd.clone();
+        cmd.arg(self.keys.len()).arg(&self.keys);
         cmd
     }
 }
@@ -1252,12 +1266,13 @@ impl RedisStore {
         let per_conversation = matches!(self.con, Conn::Cluster(_));
         // The script derives every key from the prefix and the conversation id; a Cluster
         // call declares the conversation's meta hash so it is routed to that slot.
-        let new_call = |routing: Option<&ConversationId>| {
-            let mut call = Call::new(&SCRIPTS.append);
+        let new_call = |routing: Option<&ConversationId>, messages: usize| {
+            // 9 arguments per message of ~300 bytes with a 64-byte body.
+            let mut call = Call::with_capacity(&SCRIPTS.append, 3 + 9 * messages, 400 * messages);
             if let Some(c) = routing {
                 call = call.key(self.keys.meta(c));
             }
-            call.args
+            call.args()
                 .arg(window.saturating_mul(3))
                 .arg(self.keys.prefix.as_str())
                 .arg(if per_conversation { "0" } else { "1" });
@@ -1267,6 +1282,7 @@ impl RedisStore {
         let mut group_of: HashMap<ConversationId, usize> = HashMap::new();
         let mut lists: Vec<Option<Cmd>> = Vec::with_capacity(2 * batch.len());
         let mut uuid = ::uuid::Uuid::encode_buffer();
+        let n = batch.len();
         for (i, m) in batch.into_iter().enumerate() {
             let members = m
                 .conversation
@@ -1282,14 +1298,14 @@ impl RedisStore {
                 match group_of.get(&m.conversation) {
                     Some(&g) => g,
                     None => {
-                        groups.push((new_call(Some(&m.conversation)), Vec::new()));
+                        groups.push((new_call(Some(&m.conversation), 1), Vec::new()));
                         group_of.insert(m.conversation.clone(), groups.len() - 1);
                         groups.len() - 1
                     }
                 }
             } else {
                 if groups.is_empty() {
-                    groups.push((new_call(None), Vec::new()));
+                    groups.push((new_call(None, n), Vec::new()));
                 }
                 0
             };
@@ -1300,7 +1316,7 @@ impl RedisStore {
             let (call, members_of_group) = &mut groups[g];
             // The script's 9 arguments per message (append.lua), written straight into the
             // command buffer.
-            call.args
+            call.args()
                 .arg(c)
                 .arg(bucket)
                 .arg(bucket.saturating_sub(1))
