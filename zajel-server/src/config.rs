@@ -575,7 +575,7 @@ mod standalone {
         #[test]
         fn oidc_from_file_and_flags() {
             let s = resolve(
-                "[oidc]\npublic_url = \"https://f.example\"\n[[oidc.providers]]\nid = \"corp\"\nname = \"Corp\"\nissuer = \"https://sso.example\"\nclient_id = \"c\"\n",
+                "[oidc]\npublic_url = \"https://f.example\"\nca_files = [\"/etc/zajel/corp-ca.pem\"]\n[[oidc.providers]]\nid = \"corp\"\nname = \"Corp\"\nissuer = \"https://sso.example\"\nclient_id = \"c\"\n",
                 &[
                     "--public-url",
                     "https://chat.example",
@@ -590,6 +590,10 @@ mod standalone {
             let ids: Vec<&str> = oidc.providers.iter().map(|p| p.id.as_str()).collect();
             assert_eq!(ids, ["google", "corp"]);
             assert_eq!(oidc.providers[1].scopes, ["email", "profile"]);
+            assert_eq!(
+                oidc.ca_files,
+                [std::path::PathBuf::from("/etc/zajel/corp-ca.pem")]
+            );
             assert!(resolve("", &[]).oidc.is_none());
             assert!(toml::from_str::<Standalone>("[oidc]\npublic_ur = \"x\"").is_err());
         }

@@ -435,3 +435,97 @@ async fn a_signed_in_user_links_a_provider_explicitly() {
     .await;
     assert_eq!(unlink.status, 204, "{}", unlink.body);
 }
+
+/// A provider served over https with a certificate no public CA signed (a private CA, as an
+/// in-house Keycloak has): trusted through `ca_files`, sign-in works end to end; a server
+/// without it refuses the provider's certificate with a clear error and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_provider_behind_a_private_ca_is_trusted_only_through_ca_files() {
+    let tls = TestCertificate::generate();
+    let (listener, base) = IdentityServer::bind().await;
+    let provider = RealProvider::start_tls(&IdentityServer::callback_url(&base), &tls);
+    assert!(
+        provider.issuer.starts_with("https://"),
+        "{}",
+        provider.issuer
+    );
+    let store = Arc::new(MemoryStore::new());
+    let config = provider_config(
+        &provider.issuer,
+        &provider.client_id,
+        &provider.client_secret,
+    );
+    let server = IdentityServer::serve(
+        listener,
+        store.clone() as Arc<dyn Store>,
+        config.clone(),
+        |c| c.ca_files = vec![tls.cert_path()],
+    )
+    .await;
+    let s = Setup {
+        server,
+        provider,
+        store,
+    };
+    let mut browser = Browser::trusting(Some(&tls.cert_pem));
+    let cb = to_callback(&s, &mut browser, "erin", Consent::Grant).await;
+    let done = browser.get(&cb).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let token = browser
+        .cookie(&s.server.base, zajel_server::SESSION_COOKIE)
+        .expect("session cookie");
+    assert_eq!(me(&s, &token).await["user"]["username"], "erin");
+
+    // The same provider, a server that does not trust its certificate: discovery fails.
+    let (listener, _) = IdentityServer::bind().await;
+    let untrusting_store = Arc::new(MemoryStore::new());
+    let untrusting = IdentityServer::serve(
+        listener,
+        untrusting_store.clone() as Arc<dyn Store>,
+        config,
+        |_| {},
+    )
+    .await;
+    let page = browser.get(&untrusting.start_url("/")).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert_eq!(page.header("x-zajel-error"), Some("provider_unavailable"));
+    let erin = zajel_core::Username::parse("erin").unwrap();
+    assert!(
+        untrusting_store
+            .user_by_username(&erin)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A CA file that is missing or holds no certificate is a configuration error at startup, not
+/// a sign-in failure later.
+#[tokio::test]
+async fn a_ca_file_that_is_missing_or_holds_no_certificate_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    for (file, says) in [
+        (dir.path().join("missing.pem"), "cannot read CA file"),
+        (empty, "holds no PEM certificate"),
+    ] {
+        let engine = zajel_server::Engine::new(
+            Arc::new(MemoryStore::new()),
+            zajel_server::ServerConfig::default(),
+        );
+        let config = zajel_server::identity::oidc::OidcConfig {
+            providers: vec![provider_config("https://idp.example", "c", "s")],
+            ca_files: vec![file.clone()],
+            ..Default::default()
+        };
+        match zajel_server::identity::oidc::OidcSignIn::new(engine, config) {
+            Err(zajel_server::identity::IdentityError::BadRequest(why)) => {
+                assert!(why.contains(says), "{why}");
+                assert!(why.contains(&*file.to_string_lossy()), "{why}");
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("{} accepted", file.display()),
+        }
+    }
+}

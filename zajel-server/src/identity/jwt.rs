@@ -14,6 +14,7 @@
 //! claiming `HS256` is refused by a JWKS-configured authenticator (no key confusion) and
 //! `alg: none` is never accepted.
 
+use super::outbound::provider_client;
 use super::{AppUser, Authenticator, IdentityError};
 use async_trait::async_trait;
 use axum::http::{HeaderMap, header};
@@ -21,6 +22,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use openidconnect::reqwest;
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
@@ -63,6 +65,9 @@ pub struct JwtConfig {
     pub jwks_min_refresh: Duration,
     /// Timeout of a JWKS fetch.
     pub http_timeout: Duration,
+    /// PEM files of extra root certificates trusted for the JWKS URL, beside the web PKI
+    /// roots (a JWKS served behind a private CA).
+    pub ca_files: Vec<PathBuf>,
 }
 
 impl JwtConfig {
@@ -76,6 +81,7 @@ impl JwtConfig {
             source: TokenSource::Bearer,
             jwks_min_refresh: Duration::from_secs(30),
             http_timeout: Duration::from_secs(5),
+            ca_files: Vec::new(),
         }
     }
 }
@@ -126,11 +132,7 @@ impl JwtAuthenticator {
             })?),
             _ => None,
         };
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.http_timeout)
-            .build()
-            .map_err(IdentityError::internal)?;
+        let http = provider_client(config.http_timeout, &config.ca_files)?;
         Ok(Arc::new(Self {
             config,
             cache: RwLock::new(JwksCache {

@@ -24,6 +24,8 @@ pub mod jwt;
 #[cfg(feature = "oidc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
 pub mod oidc;
+#[cfg(feature = "oidc")]
+mod outbound;
 mod username;
 
 pub use authenticator::{AppUser, Authenticator};

@@ -53,12 +53,21 @@ fn host_of(url: &reqwest::Url) -> String {
 
 impl Browser {
     pub fn new() -> Self {
+        Self::trusting(None)
+    }
+
+    /// A browser that also trusts the certificate `ca_pem` (a provider's private CA).
+    pub fn trusting(ca_pem: Option<&str>) -> Self {
+        let mut http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20));
+        if let Some(pem) = ca_pem {
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(pem.as_bytes()).expect("ca pem"),
+            );
+        }
         Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("client"),
+            http: http.build().expect("client"),
             jar: HashMap::new(),
         }
     }
@@ -203,8 +212,44 @@ pub struct RealProvider {
     pub client_secret: String,
 }
 
+/// A certificate for `127.0.0.1` (rcgen, self-signed: its own trust anchor) written as PEM
+/// files into a temp dir, for a provider served over https.
+pub struct TestCertificate {
+    pub dir: tempfile::TempDir,
+    pub cert_pem: String,
+}
+
+impl TestCertificate {
+    pub fn generate() -> Self {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert_pem = cert.cert.pem();
+        std::fs::write(dir.path().join("cert.pem"), &cert_pem).expect("write cert");
+        std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem())
+            .expect("write key");
+        Self { dir, cert_pem }
+    }
+
+    pub fn cert_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    pub fn key_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("key.pem")
+    }
+}
+
 impl RealProvider {
     pub fn start(redirect_uri: &str) -> Self {
+        Self::start_with(redirect_uri, None)
+    }
+
+    /// The provider served over https with `tls`'s certificate.
+    pub fn start_tls(redirect_uri: &str, tls: &TestCertificate) -> Self {
+        Self::start_with(redirect_uri, Some(tls))
+    }
+
+    fn start_with(redirect_uri: &str, tls: Option<&TestCertificate>) -> Self {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc-provider");
         assert!(
             std::path::Path::new(dir)
@@ -212,7 +257,12 @@ impl RealProvider {
                 .exists(),
             "the test provider is not installed: run `source scripts/ensure-tools.sh && ensure_oidc_provider`"
         );
-        let mut child = Command::new("node")
+        let mut node = Command::new("node");
+        if let Some(tls) = tls {
+            node.env("TLS_CERT", tls.cert_path())
+                .env("TLS_KEY", tls.key_path());
+        }
+        let mut child = node
             .arg("provider.mjs")
             .arg(redirect_uri)
             .current_dir(dir)

@@ -1,11 +1,14 @@
 // A real OpenID Connect provider (npm `oidc-provider`) for the identity tests, on loopback.
 //
-//   node provider.mjs <redirect_uri> [client_id] [client_secret]
+//   [TLS_CERT=cert.pem TLS_KEY=key.pem] node provider.mjs <redirect_uri> [client_id] [client_secret]
 //
-// Listens on a free 127.0.0.1 port and prints one line `listening <issuer>` when ready.
+// Listens on a free 127.0.0.1 port (https when TLS_CERT and TLS_KEY name PEM files) and prints
+// one line `listening <issuer>` when ready.
 // devInteractions give a login form (any login/password; the login becomes `sub`) and a
 // consent form; `/interaction/<uid>/abort` denies consent (error=access_denied).
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import Provider from 'oidc-provider';
 
 const [redirectUri, clientId = 'zajel-test', clientSecret = 'zajel-test-secret'] =
@@ -15,10 +18,13 @@ if (!redirectUri) {
   process.exit(2);
 }
 
-const server = http.createServer();
+const tls = process.env.TLS_CERT && process.env.TLS_KEY;
+const server = tls
+  ? https.createServer({ cert: readFileSync(process.env.TLS_CERT), key: readFileSync(process.env.TLS_KEY) })
+  : http.createServer();
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const op = new Provider(issuer, {
     clients: [{
       client_id: clientId,

@@ -233,7 +233,10 @@ impl Keys {
     fn log(&self, c: &ConversationId) -> String {
         format!("{}:{{c:{c}}}:log", self.prefix)
     }
-    /// The idempotency records of one dedupe window (`bucket` = `sent_at / window`).
+    /// The idempotency records of one dedupe window (`bucket` = `sent_at / window`). The
+    /// append script derives this and the other conversation keys itself (`append.lua`);
+    /// `append_writes_the_documented_keys` holds the two spellings together.
+    #[cfg(test)]
     fn idempotency(&self, c: &ConversationId, bucket: u64) -> String {
         format!("{}:{{c:{c}}}:idem:{bucket}", self.prefix)
     }
@@ -263,35 +266,55 @@ fn read_field(u: UserId) -> String {
     format!("r:{u}")
 }
 
-/// One script call: keys and string arguments.
+/// One script call: keys and arguments, written into the `EVALSHA` command as they are added
+/// (keys first; the append writes ~10 arguments per message straight from its fields, without
+/// a `String` or a copy each).
 struct Call {
-    script: &'static Lua,
+    /// `EVALSHA <sha>`, then (once the first argument arrives) `<numkeys> <keys…>` and the
+    /// arguments.
+    cmd: Cmd,
+    /// Keys not yet written into `cmd` (its key count comes first).
     keys: Vec<String>,
-    args: Vec<String>,
+    keys_written: bool,
 }
 
 impl Call {
     fn new(script: &'static Lua) -> Self {
+        Self::with_capacity(script, 8, 256)
+    }
+    /// A call expected to carry about `args` arguments of `bytes` in all.
+    fn with_capacity(script: &'static Lua, args: usize, bytes: usize) -> Self {
+        let mut cmd = Cmd::with_capacity(args + 3, bytes + 64);
+        cmd.arg("EVALSHA").arg(script.script.get_hash());
         Self {
-            script,
+            cmd,
             keys: Vec::new(),
-            args: Vec::new(),
+            keys_written: false,
         }
     }
     fn key(mut self, k: String) -> Self {
+        debug_assert!(!self.keys_written, "keys come before arguments");
         self.keys.push(k);
         self
     }
     fn arg(mut self, a: impl ToString) -> Self {
-        self.args.push(a.to_string());
+        self.args().arg(a.to_string());
         self
     }
+    /// The command, to write arguments into directly (after the keys).
+    fn args(&mut self) -> &mut Cmd {
+        if !self.keys_written {
+            self.keys_written = true;
+            self.cmd.arg(self.keys.len()).arg(&self.keys);
+        }
+        &mut self.cmd
+    }
     fn evalsha(&self) -> Cmd {
-        let mut cmd = ::redis::cmd("EVALSHA");
-        cmd.arg(self.script.script.get_hash())
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
+        if self.keys_written {
+            return self.cmd.clone();
+        }
+        let mut cmd = self.cmd.clone();
+        cmd.arg(self.keys.len()).arg(&self.keys);
         cmd
     }
 }
@@ -654,14 +677,20 @@ fn parse<T: FromStr>(s: &str, what: &str) -> StoreResult<T> {
         .map_err(|_| corrupt(format_args!("bad {what}: {s:?}")))
 }
 
-fn int<T: FromStr>(v: Value, what: &str) -> StoreResult<T> {
+/// A number from an integer or a string reply (without an intermediate `String`: the append
+/// reads two per message).
+fn int<T: FromStr + TryFrom<i64>>(v: Value, what: &str) -> StoreResult<T> {
     match v {
-        Value::Int(i) => parse(&i.to_string(), what),
+        Value::Int(i) => T::try_from(i).map_err(|_| corrupt(format_args!("bad {what}: {i}"))),
+        Value::BulkString(b) => match std::str::from_utf8(&b) {
+            Ok(s) => parse(s, what),
+            Err(_) => Err(corrupt(format_args!("bad {what}: {b:?}"))),
+        },
         v => parse(&string(v)?, what),
     }
 }
 
-fn opt_int<T: FromStr>(v: Value, what: &str) -> StoreResult<Option<T>> {
+fn opt_int<T: FromStr + TryFrom<i64>>(v: Value, what: &str) -> StoreResult<Option<T>> {
     match v {
         Value::Nil => Ok(None),
         v => int(v, what).map(Some),
@@ -1235,16 +1264,26 @@ impl RedisStore {
         // members' slots) are updated afterwards, for the messages the script accepted only
         // (a refused send must not move a conversation: that would tell the blocker).
         let per_conversation = matches!(self.con, Conn::Cluster(_));
-        let keys_per_message = if per_conversation { 5 } else { 7 };
-        let new_call = || {
-            Call::new(&SCRIPTS.append)
-                .arg(window.saturating_mul(2))
-                .arg(keys_per_message)
+        // The script derives every key from the prefix and the conversation id; a Cluster
+        // call declares the conversation's meta hash so it is routed to that slot.
+        let new_call = |routing: Option<&ConversationId>, messages: usize| {
+            // 9 arguments per message of ~300 bytes with a 64-byte body.
+            let mut call = Call::with_capacity(&SCRIPTS.append, 3 + 9 * messages, 400 * messages);
+            if let Some(c) = routing {
+                call = call.key(self.keys.meta(c));
+            }
+            call.args()
+                .arg(window.saturating_mul(3))
+                .arg(self.keys.prefix.as_str())
+                .arg(if per_conversation { "0" } else { "1" });
+            call
         };
         let mut groups: Vec<(Call, Vec<(usize, Message)>)> = Vec::new();
-        let mut group_of: HashMap<&ConversationId, usize> = HashMap::new();
+        let mut group_of: HashMap<ConversationId, usize> = HashMap::new();
         let mut lists: Vec<Option<Cmd>> = Vec::with_capacity(2 * batch.len());
-        for (i, m) in batch.iter().enumerate() {
+        let mut uuid = ::uuid::Uuid::encode_buffer();
+        let n = batch.len();
+        for (i, m) in batch.into_iter().enumerate() {
             let members = m
                 .conversation
                 .participants()
@@ -1255,68 +1294,59 @@ impl RedisStore {
                 continue;
             };
             results.push(None);
-            let message = Message {
-                id: MessageId::new_v7(),
-                conversation: m.conversation.clone(),
-                seq: 0,
-                sender: m.sender,
-                body: m.body.as_str().to_owned(),
-                sent_at: m.sent_at,
-                idempotency_key: m.idempotency_key.as_str().to_owned(),
-            };
-            let c = &m.conversation;
             let g = if per_conversation {
-                *group_of.entry(c).or_insert_with(|| {
-                    groups.push((new_call(), Vec::new()));
-                    groups.len() - 1
-                })
+                match group_of.get(&m.conversation) {
+                    Some(&g) => g,
+                    None => {
+                        groups.push((new_call(Some(&m.conversation), 1), Vec::new()));
+                        group_of.insert(m.conversation.clone(), groups.len() - 1);
+                        groups.len() - 1
+                    }
+                }
             } else {
                 if groups.is_empty() {
-                    groups.push((new_call(), Vec::new()));
+                    groups.push((new_call(None, n), Vec::new()));
                 }
                 0
             };
             let bucket = (m.sent_at.0.max(0) as u64) / window;
-            let (call, members_of_group) = &mut groups[g];
             let score = self.activity.next();
-            let taken = std::mem::replace(call, Call::new(&SCRIPTS.append));
-            let mut next = taken
-                .key(self.keys.pair_of(c))
-                .key(self.keys.meta(c))
-                .key(self.keys.log(c))
-                .key(self.keys.idempotency(c, bucket))
-                .key(self.keys.idempotency(c, bucket.saturating_sub(1)));
+            let id = MessageId::new_v7();
+            let c = m.conversation.as_str();
+            let (call, members_of_group) = &mut groups[g];
+            // The script's 9 arguments per message (append.lua), written straight into the
+            // command buffer.
+            call.args()
+                .arg(c)
+                .arg(bucket)
+                .arg(bucket.saturating_sub(1))
+                .arg(&*id.0.hyphenated().encode_lower(&mut uuid))
+                .arg(&*m.sender.0.hyphenated().encode_lower(&mut uuid))
+                .arg(m.body.as_str())
+                .arg(m.sent_at.0)
+                .arg(m.idempotency_key.as_str())
+                .arg(score);
             if per_conversation {
                 for member in [lo, hi] {
                     let mut zadd = ::redis::cmd("ZADD");
                     zadd.arg(self.keys.conversations(member))
                         .arg("GT")
                         .arg(score)
-                        .arg(c.as_str());
+                        .arg(c);
                     lists.push(Some(zadd));
                 }
             } else {
-                next = next
-                    .key(self.keys.conversations(lo))
-                    .key(self.keys.conversations(hi));
                 lists.extend([None, None]);
             }
-            *call = next
-                .arg(format!("{}:{}", m.sender, message.idempotency_key))
-                .arg(message.id)
-                .arg(m.sender)
-                .arg(&message.body)
-                .arg(m.sent_at.0)
-                .arg(&message.idempotency_key)
-                // The system has no read mark (and needs no friendship): an empty field tells
-                // the script to move no mark and to skip the friends check.
-                .arg(if m.sender.is_system() {
-                    String::new()
-                } else {
-                    read_field(m.sender)
-                })
-                .arg(score)
-                .arg(c.as_str());
+            let message = Message {
+                id,
+                seq: 0,
+                sender: m.sender,
+                body: m.body.as_str().to_owned(),
+                sent_at: m.sent_at,
+                idempotency_key: m.idempotency_key.as_str().to_owned(),
+                conversation: m.conversation,
+            };
             members_of_group.push((i, message));
         }
         if groups.is_empty() {
@@ -1328,12 +1358,15 @@ impl RedisStore {
         let (calls, pending): (Vec<Call>, Vec<Vec<(usize, Message)>>) = groups.into_iter().unzip();
         // Retrying after a connection failure is safe: the idempotency keys turn any message
         // that did get stored into a `duplicate` answer, and `ZADD GT` is idempotent.
-        let replies = self.eval_many(&calls, &[], Retry::Once).await;
-        for (g, group) in pending.into_iter().enumerate() {
-            let reply = match &replies {
-                Ok(r) => match r.get(g) {
-                    Some(Ok(v)) => array(v.clone()),
-                    Some(Err(e)) => Err(redis_err(e.clone())),
+        let mut replies = match self.eval_many(&calls, &[], Retry::Once).await {
+            Ok(r) => Ok(r.into_iter()),
+            Err(e) => Err(e),
+        };
+        for group in pending {
+            let reply = match &mut replies {
+                Ok(r) => match r.next() {
+                    Some(Ok(v)) => array(v),
+                    Some(Err(e)) => Err(redis_err(e)),
                     None => Err(StoreError::Backend("no reply to the append script".into())),
                 },
                 Err(e) => Err(e.clone()),

@@ -170,6 +170,113 @@ async fn damaged_log_is_corrupt() {
     ));
 }
 
+/// `append.lua` derives its keys from the prefix and the conversation id; they must be exactly
+/// the keys the rest of the store (history, summaries, read marks, friend checks) reads:
+/// after appends, Redis holds these keys and no others, with the values the readers expect.
+#[tokio::test]
+async fn append_writes_the_documented_keys() {
+    let server = RedisServer::start().expect("redis-server");
+    // Characters that are special in Lua patterns and in SCAN globs must not matter.
+    let prefix = "t%1.*[x]";
+    let store = RedisStore::connect_with_prefix(&server.url(), prefix)
+        .await
+        .expect("connect");
+    let (a, b) = (UserId::new_random(), UserId::new_random());
+    crate::testing::befriend(&store, a, b).await;
+    let conv = ConversationId::direct(a, b);
+    let before: std::collections::BTreeSet<String> = all_keys(&store).await;
+    let mine = store
+        .append(vec![msg(&conv, b, "k")])
+        .await
+        .remove(0)
+        .unwrap();
+    let system = store
+        .append(vec![msg(&conv, UserId::SYSTEM, "s")])
+        .await
+        .remove(0)
+        .unwrap();
+    assert_eq!((mine.message.seq, system.message.seq), (1, 2));
+    let bucket = T0.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS;
+    let written: std::collections::BTreeSet<String> = all_keys(&store)
+        .await
+        .difference(&before)
+        .cloned()
+        .collect();
+    let expected: std::collections::BTreeSet<String> = [
+        store.keys.meta(&conv),
+        store.keys.log(&conv),
+        store.keys.idempotency(&conv, bucket),
+        store.keys.conversations(a),
+        store.keys.conversations(b),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(written, expected);
+    // The records are where the readers look: the idempotency fields, the sender's read mark
+    // (none for the system), the lists' members, the log entries.
+    let idem = store
+        .query(::redis::cmd("HGETALL").arg(store.keys.idempotency(&conv, bucket)))
+        .await
+        .unwrap();
+    let idem: HashMap<String, String> = fields(idem)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, string(v).unwrap()))
+        .collect();
+    let system_field = format!("{}:s", UserId::SYSTEM);
+    assert_eq!(
+        idem,
+        HashMap::from([(format!("{b}:k"), "1".into()), (system_field, "2".into())])
+    );
+    let meta = store
+        .query(::redis::cmd("HGETALL").arg(store.keys.meta(&conv)))
+        .await
+        .unwrap();
+    let meta: HashMap<String, String> = fields(meta)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, string(v).unwrap()))
+        .collect();
+    assert_eq!(
+        meta,
+        HashMap::from([
+            ("seq".into(), "2".into()),
+            (read_field(b), "1".into()),
+            ("ib".into(), bucket.to_string())
+        ])
+    );
+    for u in [a, b] {
+        let list = store.conversations(u, 10).await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].last_message.as_ref(), Some(&system.message));
+    }
+    let ttl = store
+        .query(::redis::cmd("PTTL").arg(store.keys.idempotency(&conv, bucket)))
+        .await
+        .unwrap();
+    let ttl: i64 = int(ttl, "ttl").unwrap();
+    assert!(
+        ttl > (3 * DEFAULT_DEDUPE_WINDOW_MS - 60_000) as i64,
+        "{ttl}"
+    );
+    let query = HistoryQuery {
+        before: None,
+        after: Some(0),
+        limit: 10,
+    };
+    let page = store.history(&conv, query).await.unwrap();
+    assert_eq!(page.messages, vec![mine.message, system.message]);
+}
+
+async fn all_keys(store: &RedisStore) -> std::collections::BTreeSet<String> {
+    let keys = store.query(::redis::cmd("KEYS").arg("*")).await.unwrap();
+    array(keys)
+        .unwrap()
+        .into_iter()
+        .map(|k| string(k).unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn prefixes_isolate_and_are_validated() {
     let (store, server) = setup().await;
@@ -184,6 +291,113 @@ async fn prefixes_isolate_and_are_validated() {
         RedisStore::connect_with_prefix(&server.url(), "a{b}").await,
         Err(StoreError::Backend(_))
     ));
+}
+
+/// An idempotency bucket gets its lifetime (3 windows) from its first write, not from every
+/// message; a bucket written before that rule (no `ib` in the meta hash) gets it on its next
+/// write; and repeats are still found in the previous window's bucket.
+#[tokio::test]
+async fn idempotency_buckets_get_their_lifetime_once() {
+    let (store, _server) = setup().await;
+    let (a, b) = (UserId::new_random(), UserId::new_random());
+    crate::testing::befriend(&store, a, b).await;
+    let conv = ConversationId::direct(a, b);
+    const W: u64 = DEFAULT_DEDUPE_WINDOW_MS;
+    let at = |sender: UserId, key: &str, t: Timestamp| NewMessage {
+        sent_at: t,
+        ..msg(&conv, sender, key)
+    };
+    let pttl = |bucket: u64| {
+        let store = store.clone();
+        let key = store.keys.idempotency(&conv, bucket);
+        async move {
+            int::<i64>(
+                store.query(::redis::cmd("PTTL").arg(key)).await.unwrap(),
+                "ttl",
+            )
+        }
+    };
+    let meta_field = |field: &'static str| {
+        let store = store.clone();
+        let key = store.keys.meta(&conv);
+        async move {
+            opt_string(
+                store
+                    .query(::redis::cmd("HGET").arg(key).arg(field))
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let first_bucket = T0.0 as u64 / W;
+    let fresh = (3 * W - 60_000) as i64;
+    store.append(vec![at(a, "k1", T0)]).await[0]
+        .as_ref()
+        .unwrap();
+    assert!(pttl(first_bucket).await.unwrap() > fresh);
+    // A later write into the same bucket leaves its expiry alone.
+    raw(
+        &store,
+        ::redis::cmd("PEXPIRE")
+            .arg(store.keys.idempotency(&conv, first_bucket))
+            .arg(1_000_000),
+    )
+    .await;
+    store.append(vec![at(a, "k2", T0)]).await[0]
+        .as_ref()
+        .unwrap();
+    assert!(pttl(first_bucket).await.unwrap() <= 1_000_000);
+    // The next window's first write (a system message: no read mark) sets the new bucket's.
+    let next = T0.plus_millis(W as i64);
+    let system = store
+        .append(vec![at(UserId::SYSTEM, "s", next)])
+        .await
+        .remove(0);
+    assert_eq!(system.unwrap().message.seq, 3);
+    assert!(pttl(first_bucket + 1).await.unwrap() > fresh);
+    assert_eq!(
+        meta_field("ib").await.unwrap(),
+        Some((first_bucket + 1).to_string())
+    );
+    assert_eq!(meta_field("r:-").await.unwrap(), None);
+    assert_eq!(
+        opt_string(
+            store
+                .query(
+                    ::redis::cmd("HGET")
+                        .arg(store.keys.meta(&conv))
+                        .arg(read_field(a))
+                )
+                .await
+                .unwrap()
+        )
+        .unwrap(),
+        Some("2".into())
+    );
+    // Data from before this rule: no `ib`, and a bucket whose expiry is someone else's.
+    raw(
+        &store,
+        ::redis::cmd("HDEL").arg(store.keys.meta(&conv)).arg("ib"),
+    )
+    .await;
+    raw(
+        &store,
+        ::redis::cmd("PERSIST").arg(store.keys.idempotency(&conv, first_bucket + 1)),
+    )
+    .await;
+    store.append(vec![at(b, "k3", next)]).await[0]
+        .as_ref()
+        .unwrap();
+    assert!(pttl(first_bucket + 1).await.unwrap() > fresh);
+    // A repeat of the first window's message in the next window is still a duplicate.
+    let again = store
+        .append(vec![at(a, "k2", next)])
+        .await
+        .remove(0)
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message.seq, 2);
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 4);
 }
 
 #[tokio::test]

@@ -32,6 +32,7 @@ mod routes;
 pub use routes::OidcSignIn;
 
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Google's issuer (discovery at `/.well-known/openid-configuration`).
@@ -117,6 +118,10 @@ pub struct OidcConfig {
     pub http_timeout_secs: u64,
     /// Most sign-ins in progress at once (memory bound).
     pub max_pending: usize,
+    /// PEM files of extra root certificates trusted for requests to the providers, beside the
+    /// web PKI roots: for a provider behind a private CA (e.g. an in-house Keycloak). A file
+    /// that cannot be read or holds no certificate fails [`OidcSignIn::new`].
+    pub ca_files: Vec<PathBuf>,
 }
 
 impl Default for OidcConfig {
@@ -128,6 +133,7 @@ impl Default for OidcConfig {
             flow_ttl_secs: 600,
             http_timeout_secs: 10,
             max_pending: 10_000,
+            ca_files: Vec::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP side of OpenID Connect sign-in, and identity listing/unlinking.
 
 use super::super::IdentityError;
+use super::super::outbound::provider_client;
 use super::OidcConfig;
 use super::flow::{Pending, PendingFlows};
 use super::provider::Provider;
@@ -86,12 +87,7 @@ impl OidcSignIn {
             }
             order.push(p.id.clone());
         }
-        let http = reqwest::Client::builder()
-            // Following redirects from a provider is an SSRF risk and never needed here.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.http_timeout())
-            .build()
-            .map_err(IdentityError::internal)?;
+        let http = provider_client(config.http_timeout(), &config.ca_files)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pending: PendingFlows::new(config.flow_ttl(), config.max_pending),
