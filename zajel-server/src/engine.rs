@@ -173,6 +173,11 @@ impl Engine {
                 "shutting down: telling clients to go away"
             );
             self.inner.shutdown_tx.send_replace(true);
+            // Connections that are live learn it from the hub, through the close request each
+            // of them waits on anyway (no per-connection wait on the shutdown channel: that
+            // future would be held for each connection's whole life). One that registers
+            // after this loop checks `is_shutting_down` once it is in the hub.
+            self.inner.hub.close_all(crate::ws::CLOSE_GOING_AWAY);
         }
         let grace = Duration::from_millis(self.inner.config.shutdown_grace_ms);
         if tokio::time::timeout(grace, self.wait_idle()).await.is_err() {

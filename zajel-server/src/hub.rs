@@ -13,10 +13,13 @@
 //! reconnects and resumes from its cursor, and the durable history fills the gap.
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use tokio::sync::{Notify, mpsc};
+use std::task::Poll;
+use tokio::sync::mpsc;
 use zajel_core::ConversationId;
 use zajel_core::UserId;
 use zajel_core::protocol::{Push, ServerFrame};
@@ -75,14 +78,19 @@ impl Event {
     }
 }
 
-/// Lets the hub ask a connection task to close itself (e.g. lagged, signed out).
+/// Lets the hub ask a connection task to close itself (e.g. lagged, signed out, shutdown).
+///
+/// One waiter, the connection's own task: it is woken through an [`AtomicWaker`] rather than a
+/// [`tokio::sync::Notify`], so waiting in [`ConnControl::closed`] is a future of one pointer
+/// (re-made on every turn of the connection's loop for the cost of a few atomic operations)
+/// and the control itself stays small. Every open connection holds one for its whole life.
 #[derive(Debug, Default)]
 pub struct ConnControl {
     code: AtomicU16,
     /// How many connections were asked to close together with this one (see
     /// [`ConnControl::close_in_wave`]).
     wave: AtomicUsize,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl ConnControl {
@@ -101,7 +109,7 @@ impl ConnControl {
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.notify.notify_one();
+            self.waker.wake();
         }
     }
 
@@ -110,15 +118,20 @@ impl ConnControl {
         self.wave.load(Ordering::Acquire).max(1)
     }
 
-    /// Waits until a close was requested and returns its code.
-    pub async fn closed(&self) -> u16 {
-        loop {
-            let code = self.code.load(Ordering::Acquire);
-            if code != 0 {
-                return code;
+    /// Waits until a close was requested and returns its code. Meant for one task at a time
+    /// (the connection's): a second concurrent waiter could take the other's wake-up.
+    pub fn closed(&self) -> impl Future<Output = u16> + '_ {
+        std::future::poll_fn(|cx| {
+            if let Some(code) = self.requested() {
+                return Poll::Ready(code);
             }
-            self.notify.notified().await;
-        }
+            self.waker.register(cx.waker());
+            // A close between the check and the registration found no waker to wake.
+            match self.requested() {
+                Some(code) => Poll::Ready(code),
+                None => Poll::Pending,
+            }
+        })
     }
 
     /// The requested close code, if any.
@@ -324,6 +337,13 @@ impl Hub {
         n
     }
 
+    /// Asks every local connection to close with `code` (shutdown: 1001). Returns how many
+    /// were asked. A connection that registers afterwards must check for itself (see
+    /// [`Engine::shutdown`](crate::Engine::shutdown)).
+    pub fn close_all(&self, code: u16) -> usize {
+        self.close_older(ConnId::MAX, code)
+    }
+
     /// Asks `user`'s connections whose id is below `before` to close with `code`, as part of
     /// a wave of about `wave` connections closed together (see [`ConnControl::close_in_wave`]).
     pub fn close_user_older(&self, user: UserId, before: ConnId, code: u16, wave: usize) {
@@ -388,6 +408,7 @@ impl Broker for LocalBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use zajel_core::protocol::RequestId;
 
     fn user(n: u8) -> UserId {
@@ -435,6 +456,35 @@ mod tests {
         assert_eq!(slow.control.closed().await, CLOSE_LAGGED);
         assert_eq!(fast.control.requested(), None);
         assert_eq!(hub.lagged_total(), 1);
+    }
+
+    /// Shutdown reaches connections through their controls: every registered one is asked,
+    /// and a task already waiting in `closed()` is woken (not only a later poll sees it).
+    #[tokio::test]
+    async fn close_all_asks_every_connection_and_wakes_its_waiter() {
+        let hub = Hub::new(4);
+        let a = hub.subscribe(user(1), "s1".into());
+        let a2 = hub.subscribe(user(1), "s2".into());
+        let b = hub.subscribe(user(2), "s3".into());
+        let mut waiting = std::pin::pin!(a.control.closed());
+        // Polled once: pending, its waker registered.
+        assert!(
+            tokio::time::timeout(Duration::ZERO, waiting.as_mut())
+                .await
+                .is_err()
+        );
+        assert_eq!(hub.close_all(1001), 3);
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert_eq!(woken, Ok(1001), "the waiting task is woken with the code");
+        assert_eq!(a2.control.requested(), Some(1001));
+        assert_eq!(b.control.closed().await, 1001);
+        assert_eq!(b.control.wave(), 3, "one wave of all the connections");
+        // The first request wins.
+        b.control.close(CLOSE_LAGGED);
+        assert_eq!(b.control.requested(), Some(1001));
+        // A connection registered afterwards is not asked (it checks the shutdown flag).
+        let late = hub.subscribe(user(3), "s4".into());
+        assert_eq!(late.control.requested(), None);
     }
 
     #[test]

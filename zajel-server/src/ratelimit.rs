@@ -1,6 +1,6 @@
-//! Rate limiters (the maintained `governor` crate, GCRA): per key (login and registration
-//! throttling), per user (frames and signed-in HTTP requests: [`UserLimiter`]) and per
-//! connection (frames before `auth`).
+//! Rate limiters, all GCRA: per key (login and registration throttling; the maintained
+//! `governor` crate), per user (frames and signed-in HTTP requests: [`UserLimiter`]) and per
+//! connection (frames before `auth`), the last two on [`Gcra`], an 8-byte bucket.
 //!
 //! Keys are hashed with a per-process random seed to a `u64`, so memory per key is fixed
 //! whatever the client sends (a 10 MB "username" costs 8 bytes) and keys cannot be chosen to
@@ -9,7 +9,6 @@
 
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DashMapStateStore;
-use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -82,16 +81,70 @@ impl KeyedLimiter {
     }
 }
 
+/// A GCRA limit's parameters (the same algorithm as `governor`'s): one cell every `t`
+/// nanoseconds, bursting to `burst` cells. The state of one bucket is a single theoretical
+/// arrival time (TAT, nanoseconds since `epoch`) in an `AtomicU64`, so a bucket costs 8 bytes:
+/// `governor`'s direct limiter carries the quota and a clock in every bucket (~80 bytes), and
+/// a node holds one per connected user plus one per connection before `auth`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gcra {
+    /// Nanoseconds per cell.
+    t: u64,
+    /// How far the TAT may run ahead of now: `t * (burst - 1)`.
+    tau: u64,
+    epoch: Instant,
+}
+
+impl Gcra {
+    /// `per_second` cells a second, bursting to `burst` (zeros count as 1, never a panic).
+    pub(crate) fn per_second(per_second: u32, burst: u32) -> Self {
+        let t = (1_000_000_000 / u64::from(per_second.max(1))).max(1);
+        Self {
+            t,
+            tau: t.saturating_mul(u64::from(burst.max(1) - 1)),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a cell from the bucket whose TAT is `tat`, or says how long until one is
+    /// available (at least 1 ms).
+    pub(crate) fn take(&self, tat: &AtomicU64) -> Result<(), Duration> {
+        self.take_at(tat, self.now())
+    }
+
+    fn take_at(&self, tat: &AtomicU64, now: u64) -> Result<(), Duration> {
+        let mut current = tat.load(Ordering::Acquire);
+        loop {
+            // A fresh bucket (TAT 0, or any TAT in the past) is full.
+            let earliest = current.saturating_sub(self.tau);
+            if now < earliest {
+                return Err(Duration::from_nanos(earliest - now).max(Duration::from_millis(1)));
+            }
+            let next = current.max(now).saturating_add(self.t);
+            match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(()),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Whether the bucket is full again (as good as a fresh one) at `now`.
+    fn is_full(&self, tat: &AtomicU64, now: u64) -> bool {
+        tat.load(Ordering::Acquire) <= now
+    }
+}
+
 /// Frames per user on this node: one bucket per user, which every connection of the user and
 /// their signed-in HTTP requests draw from. A connection keeps its user's bucket
 /// ([`UserLimiter::bucket`]), so a frame costs one atomic update of it instead of a lookup in
 /// a map every connection shares. A bucket nobody holds is dropped once it is full again
 /// (checked every [`PRUNE_EVERY`] lookups), so the limit survives a reconnect.
 pub(crate) struct UserLimiter {
-    quota: Quota,
-    /// How long an empty bucket takes to fill up again.
-    refill: Duration,
-    epoch: Instant,
+    gcra: Gcra,
     shards: Box<[UserShard]>,
     lookups: AtomicU64,
 }
@@ -103,11 +156,8 @@ type UserShard = Mutex<HashMap<UserId, Arc<UserBucket>>>;
 impl UserLimiter {
     /// `per_second` per user, bursting to `burst`.
     pub(crate) fn per_second(per_second: u32, burst: u32) -> Self {
-        let quota = quota(per_second, Duration::from_secs(1), burst);
         Self {
-            refill: quota.burst_size_replenished_in(),
-            quota,
-            epoch: Instant::now(),
+            gcra: Gcra::per_second(per_second, burst),
             shards: (0..USER_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
@@ -115,44 +165,42 @@ impl UserLimiter {
         }
     }
 
+    /// The limit's parameters (also the per-connection limit before `auth`).
+    pub(crate) fn gcra(&self) -> &Gcra {
+        &self.gcra
+    }
+
     fn shard(&self, user: UserId) -> &UserShard {
         // User ids are minted by the stores (random v4), so their low bits spread evenly.
         &self.shards[(user.0.as_u128() as usize) % USER_SHARDS]
     }
 
-    /// `user`'s bucket, shared with their other connections and requests on this node.
+    /// `user`'s bucket, shared with their other connections and requests on this node; draw
+    /// from it with [`UserLimiter::take_from`].
     pub(crate) fn bucket(&self, user: UserId) -> Arc<UserBucket> {
         if self.lookups.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune();
         }
         let mut map = self.shard(user).lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(user)
-            .or_insert_with(|| {
-                Arc::new(UserBucket {
-                    limiter: RateLimiter::direct(self.quota),
-                    epoch: self.epoch,
-                    last: AtomicU64::new(NEVER),
-                })
-            })
-            .clone()
+        map.entry(user).or_default().clone()
+    }
+
+    /// Takes a cell from a bucket of this limiter, or says how long until one is available.
+    pub(crate) fn take_from(&self, bucket: &UserBucket) -> Result<(), Duration> {
+        self.gcra.take(&bucket.tat)
     }
 
     /// Takes a cell from `user`'s bucket, or says how long until one is available.
     pub(crate) fn take(&self, user: UserId) -> Result<(), Duration> {
-        self.bucket(user).take()
+        self.take_from(&self.bucket(user))
     }
 
     /// Drops the buckets no connection holds that are full again (as good as new).
     fn prune(&self) {
-        let now = self.epoch.elapsed();
+        let now = self.gcra.now();
         for shard in self.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-            map.retain(|_, b| {
-                let last = b.last.load(Ordering::Relaxed);
-                Arc::strong_count(b) > 1
-                    || (last != NEVER
-                        && now.saturating_sub(Duration::from_nanos(last)) < self.refill)
-            });
+            map.retain(|_, b| Arc::strong_count(b) > 1 || !self.gcra.is_full(&b.tat, now));
         }
     }
 
@@ -166,52 +214,10 @@ impl UserLimiter {
     }
 }
 
-/// One user's bucket (see [`UserLimiter`]).
+/// One user's bucket (see [`UserLimiter`]): its TAT only, the parameters are the limiter's.
+#[derive(Debug, Default)]
 pub(crate) struct UserBucket {
-    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
-    epoch: Instant,
-    /// When a cell was last taken, in nanoseconds since `epoch` (pruning drops only buckets
-    /// that have filled up since), or [`NEVER`].
-    last: AtomicU64,
-}
-
-/// `UserBucket::last` of a bucket never drawn from (full).
-const NEVER: u64 = 0;
-
-impl UserBucket {
-    /// Takes a cell, or says how long until one is available.
-    pub(crate) fn take(&self) -> Result<(), Duration> {
-        let since = u64::try_from(self.epoch.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(NEVER + 1);
-        self.last.store(since, Ordering::Relaxed);
-        let clock = self.limiter.clock();
-        self.limiter
-            .check()
-            .map_err(|nu| nu.wait_time_from(clock.now()).max(Duration::from_millis(1)))
-    }
-}
-
-/// One connection's limiter (frames before `auth`).
-pub(crate) struct DirectLimiter {
-    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
-}
-
-impl DirectLimiter {
-    /// `per_second`, bursting to `burst`.
-    pub(crate) fn per_second(per_second: u32, burst: u32) -> Self {
-        Self {
-            limiter: RateLimiter::direct(quota(per_second, Duration::from_secs(1), burst)),
-        }
-    }
-
-    /// Takes a cell, or says how long until one is available.
-    pub(crate) fn take(&self) -> Result<(), Duration> {
-        let clock = self.limiter.clock();
-        self.limiter
-            .check()
-            .map_err(|nu| nu.wait_time_from(clock.now()).max(Duration::from_millis(1)))
-    }
+    tat: AtomicU64,
 }
 
 #[cfg(test)]
@@ -226,8 +232,64 @@ mod tests {
         assert!(wait <= Duration::from_secs(1));
         let k = KeyedLimiter::per_minute(0);
         assert!(k.take("k").is_ok() && k.take("k").is_err());
-        let d = DirectLimiter::per_second(0, 0);
-        assert!(d.take().is_ok() && d.take().is_err());
+        let g = Gcra::per_second(0, 0);
+        let tat = AtomicU64::new(0);
+        assert!(g.take(&tat).is_ok() && g.take(&tat).is_err());
+    }
+
+    /// The 8-byte bucket decides exactly as `governor`'s direct limiter (which it replaced)
+    /// over a long irregular sequence of takes, wait times included.
+    #[test]
+    fn gcra_matches_governor() {
+        use governor::clock::FakeRelativeClock;
+        for (per_second, burst) in [(1, 1), (5, 3), (20, 40), (1000, 1), (3, 0)] {
+            let g = Gcra::per_second(per_second, burst);
+            let tat = AtomicU64::new(0);
+            let clock = FakeRelativeClock::default();
+            let reference = RateLimiter::direct_with_clock(
+                quota(per_second, Duration::from_secs(1), burst),
+                clock.clone(),
+            );
+            // Start away from 0 (a bucket is first used some time after the epoch).
+            clock.advance(Duration::from_millis(1234));
+            let mut now = 1_234_000_000u64;
+            let mut step = 7u64;
+            for i in 0..2_000 {
+                // Bursts of takes at one instant, then pauses of varying length.
+                if i % 5 == 0 {
+                    step = step
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let pause = (step >> 33) % 600_000_000;
+                    clock.advance(Duration::from_nanos(pause));
+                    now += pause;
+                }
+                let expected = reference
+                    .check()
+                    .map_err(|nu| nu.wait_time_from(clock.now()).max(Duration::from_millis(1)));
+                assert_eq!(
+                    g.take_at(&tat, now),
+                    expected,
+                    "{per_second}/s burst {burst}, take {i}"
+                );
+            }
+        }
+    }
+
+    /// Full again exactly when the TAT is not ahead of now: pruning keys on it.
+    #[test]
+    fn bucket_is_full_again_once_refilled() {
+        let g = Gcra::per_second(10, 2);
+        let tat = AtomicU64::new(0);
+        assert!(g.is_full(&tat, 5));
+        assert!(g.take_at(&tat, 1_000).is_ok() && g.take_at(&tat, 1_000).is_ok());
+        assert_eq!(
+            g.take_at(&tat, 1_000),
+            Err(Duration::from_millis(100)),
+            "the next cell comes 1/10 s later"
+        );
+        assert!(!g.is_full(&tat, 1_000 + 199_999_999));
+        assert!(g.is_full(&tat, 1_000 + 200_000_000));
     }
 
     fn user(n: u64) -> UserId {
@@ -241,8 +303,8 @@ mod tests {
     fn one_budget_per_user_across_holders() {
         let l = UserLimiter::per_second(1, 3);
         let (c1, c2) = (l.bucket(user(1)), l.bucket(user(1)));
-        assert!(c1.take().is_ok() && c2.take().is_ok() && l.take(user(1)).is_ok());
-        assert!(c1.take().is_err() && c2.take().is_err() && l.take(user(1)).is_err());
+        assert!(l.take_from(&c1).is_ok() && l.take_from(&c2).is_ok() && l.take(user(1)).is_ok());
+        assert!(l.take_from(&c1).is_err() && l.take_from(&c2).is_err() && l.take(user(1)).is_err());
         // Another user is not affected.
         assert!(l.take(user(2)).is_ok());
     }
@@ -253,10 +315,10 @@ mod tests {
     fn pruning_keeps_held_and_spent_buckets() {
         let l = UserLimiter::per_second(1, 2);
         let held = l.bucket(user(1));
-        assert!(held.take().is_ok() && held.take().is_ok());
+        assert!(l.take_from(&held).is_ok() && l.take_from(&held).is_ok());
         // Spent, then let go (the connection closed).
         let spent = l.bucket(user(2));
-        assert!(spent.take().is_ok() && spent.take().is_ok());
+        assert!(l.take_from(&spent).is_ok() && l.take_from(&spent).is_ok());
         drop(spent);
         // Full and let go.
         drop(l.bucket(user(3)));
@@ -270,11 +332,11 @@ mod tests {
             l.take(user(2)).is_err(),
             "the spent budget survives a reconnect"
         );
-        assert!(held.take().is_err());
+        assert!(l.take_from(&held).is_err());
         // Refills fast: full again at once, and dropped when nobody holds it.
         let fast = UserLimiter::per_second(1_000_000, 1);
         let b = fast.bucket(user(4));
-        assert!(b.take().is_ok());
+        assert!(fast.take_from(&b).is_ok());
         drop(b);
         std::thread::sleep(Duration::from_millis(2));
         fast.prune();

@@ -2,9 +2,9 @@
 //! (`socket.rs`) and resume replay (`replay.rs`). Requests are performed by the chat service
 //! ([`crate::chat`]); this module only moves frames.
 //!
-//! A connection task owns its socket. It waits on five things at once (`select!`):
-//! * shutdown: send `going_away`, close 1001;
-//! * a close request from the hub (4008 lagged, 4001 session revoked);
+//! A connection task owns its socket. It waits on four things at once (`select!`):
+//! * a close request from the hub: 4008 lagged, 4001 session revoked, and shutdown (the
+//!   engine asks every registered connection to close with 1001: send `going_away`, close);
 //! * its event queue: forward pre-serialized events (batched, one flush);
 //! * the socket: answer requests in order, one at a time (a connection's requests are
 //!   handled sequentially, so its answers come back in request order);
@@ -19,6 +19,8 @@ mod reconnect;
 mod replay;
 mod replay_gate;
 mod socket;
+#[cfg(test)]
+mod task_size;
 
 pub(crate) use handshake::ws_upgrade;
 pub(crate) use replay_gate::ReplayGate;

@@ -2,14 +2,16 @@
 //! replay share.
 
 use super::handshake::{Authed, Upgrade};
+use super::limits::AddressSlot;
 use super::{
     CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_LAGGED, CLOSE_POLICY, CLOSE_TOO_LARGE,
     CLOSE_UNAUTHENTICATED, close_reason,
 };
 use crate::chat::{Actor, Answer};
+use crate::engine::ActiveGuard;
 use crate::engine::Engine;
-use crate::hub::Event;
-use crate::ratelimit::{DirectLimiter, UserBucket};
+use crate::hub::{Event, Subscription};
+use crate::ratelimit::UserBucket;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use futures_util::StreamExt;
@@ -18,13 +20,14 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use zajel_core::protocol::{
     ClientFrame, ErrorFrame, PROTOCOL_VERSION, Push, RequestId, ServerFrame,
 };
-use zajel_core::{ConversationId, ErrorCode};
+use zajel_core::{ConversationId, ErrorCode, UserId};
 
 /// A received WebSocket message, classified.
 pub(super) enum Incoming {
@@ -38,8 +41,9 @@ pub(super) enum Incoming {
 pub(super) struct Conn {
     pub(super) engine: Engine,
     pub(super) socket: WebSocket,
-    /// Frames before `auth` (afterwards `user_bucket` counts them).
-    pub(super) bucket: DirectLimiter,
+    /// Frames before `auth` (afterwards `user_bucket` counts them): this connection's own
+    /// bucket (its GCRA arrival time), with the per-user limit's parameters.
+    pub(super) bucket: AtomicU64,
     /// The authenticated user's frame budget, shared by all their connections on this node.
     pub(super) user_bucket: Option<Arc<UserBucket>>,
     pub(super) strikes: u32,
@@ -49,6 +53,23 @@ pub(super) struct Conn {
     pub(super) idle_for: Duration,
     pub(super) write_timeout: Duration,
     pub(super) shutdown: watch::Receiver<bool>,
+    /// Counts the connection as open until it ends (metrics, shutdown drain).
+    _active: ActiveGuard,
+    /// The client address's connection slot, released when the connection ends.
+    _address_slot: Option<AddressSlot>,
+}
+
+/// What the live loop needs, set up once the connection is registered ([`Conn::go_live`]).
+pub(super) struct Live {
+    user: UserId,
+    /// The session's key (token hash), for the periodic re-check.
+    session: Arc<str>,
+    sub: Subscription,
+    /// Highest sequence the client is known to hold, per conversation (resume de-dup).
+    known: HashMap<ConversationId, u64>,
+    deadlines: Deadlines,
+    /// False when the connection ended while going live (it still has to be torn down).
+    alive: bool,
 }
 
 /// A request being performed: its answer and when it was received.
@@ -68,19 +89,26 @@ const MAX_QUEUED: usize = 64;
 const SESSION_RECHECK: Duration = Duration::from_secs(60);
 
 /// Runs one upgraded connection to its end.
-pub(crate) async fn run(engine: Engine, socket: WebSocket, mut upgrade: Upgrade) {
-    let _active = engine.enter_connection();
-    let _address = upgrade.address_slot.take();
+///
+/// Not an `async fn`: an async fn keeps its arguments in its future for its whole life, beside
+/// the `Conn` they are moved into (the socket alone is ~370 bytes, per connection). The
+/// connection is put together here, and the future holds only it and the upgrade's data.
+pub(crate) fn run(
+    engine: Engine,
+    socket: WebSocket,
+    mut upgrade: Upgrade,
+) -> impl Future<Output = ()> + Send + 'static {
+    let active = engine.enter_connection();
+    let address_slot = upgrade.address_slot.take();
     let shutdown = engine.shutdown_signal();
     // Read what the connection needs, not a clone of the whole configuration: this task's
     // state is held for the connection's lifetime, per connection.
     let cfg = engine.config();
     let idle_for = Duration::from_millis(cfg.idle_timeout_ms.max(1));
-    let bucket = DirectLimiter::per_second(cfg.rate_per_second, cfg.rate_burst);
     let write_timeout = Duration::from_millis(cfg.write_timeout_ms.max(1));
     let mut conn = Conn {
         socket,
-        bucket,
+        bucket: AtomicU64::new(0),
         user_bucket: None,
         strikes: 0,
         idle_at: Instant::now() + idle_for,
@@ -88,17 +116,26 @@ pub(crate) async fn run(engine: Engine, socket: WebSocket, mut upgrade: Upgrade)
         write_timeout,
         shutdown,
         engine,
+        _active: active,
+        _address_slot: address_slot,
     };
-    if *conn.shutdown.borrow() {
-        conn.going_away().await;
-        return;
+    async move {
+        if *conn.shutdown.borrow() {
+            conn.going_away().await;
+            return;
+        }
+        // Boxed: the handshake and going live (`auth_ok`, presence, the resume replay) run
+        // once, and an inline future would stay part of this task's (per-connection,
+        // lifelong) size.
+        let live = Box::pin(async {
+            let authed = conn.authenticate(&upgrade).await?;
+            conn.go_live(authed).await
+        })
+        .await;
+        if let Some(mut live) = live {
+            conn.live(&mut live).await;
+        }
     }
-    // Boxed: the handshake's state is needed only until `auth` succeeds, and an inline future
-    // would stay part of this task's (per-connection, lifelong) size.
-    let Some(authed) = Box::pin(conn.authenticate(&upgrade)).await else {
-        return;
-    };
-    conn.live(authed).await;
 }
 
 impl Conn {
@@ -231,9 +268,10 @@ impl Conn {
             return Incoming::Close(Some(e), CLOSE_TOO_LARGE, "frame too large");
         }
         let decoded = ClientFrame::decode(text);
+        let limit = &self.engine.inner.frames_by_user;
         let taken = match &self.user_bucket {
-            Some(bucket) => bucket.take(),
-            None => self.bucket.take(),
+            Some(bucket) => limit.take_from(bucket),
+            None => limit.gcra().take(&self.bucket),
         };
         if let Err(wait) = taken {
             self.strikes += 1;
@@ -278,7 +316,10 @@ impl Conn {
         }
     }
 
-    pub(super) async fn live(&mut self, authed: Authed) {
+    /// Registers an authenticated connection and brings it live: the per-user connection
+    /// limit, the hub, `auth_ok`, presence, the resume replay. `None` when it ended before it
+    /// counted as connected (nothing to tear down).
+    pub(super) async fn go_live(&mut self, authed: Authed) -> Option<Live> {
         let engine = self.engine.clone();
         let hub = engine.inner.hub.clone();
         let user = authed.user.clone();
@@ -292,11 +333,18 @@ impl Conn {
             if self.answer(&e).await {
                 self.close(CLOSE_POLICY, "too many connections").await;
             }
-            return;
+            return None;
         }
         // Register first: events published from here on wait in the queue while we replay,
         // and a revocation from here on closes this connection.
-        let mut sub = hub.subscribe(user.id, authed.session.clone());
+        let sub = hub.subscribe(user.id, authed.session.clone());
+        // Shutdown reaches live connections as a close request from the hub
+        // (`Hub::close_all`, after the shutdown flag is set); a connection registered after
+        // that ran sees the flag here, since its registration and the hub's sweep take the
+        // same shard lock.
+        if engine.is_shutting_down() {
+            sub.control.close(CLOSE_GOING_AWAY);
+        }
         // A logout that raced the handshake (after `auth` resolved the token, before the
         // registration) is caught here. Only a revocation on this node (local, or relayed by
         // the broker) since the token was resolved can have slipped in between, so the store
@@ -317,7 +365,7 @@ impl Conn {
                     .await;
             }
             hub.unsubscribe(user.id, sub.id);
-            return;
+            return None;
         }
         self.user_bucket = Some(engine.inner.frames_by_user.bucket(user.id));
         // The session's end, and a periodic re-check (a revocation from another node can be
@@ -328,15 +376,12 @@ impl Conn {
         // One timer for the idle timeout, the session's end and the periodic re-check
         // (three timers cost memory per connection and a re-arm per received frame): it
         // fires at the earliest deadline, and whatever is not due yet re-arms it.
-        let mut deadlines = Deadlines {
+        let deadlines = Deadlines {
             expires_at: Instant::now() + expires_in,
             recheck_at: Instant::now() + SESSION_RECHECK,
         };
-        let timer = tokio::time::sleep_until(deadlines.next(self.idle_at));
-        tokio::pin!(timer);
         tracing::debug!(user = %user.id, conn = sub.id, "connection authenticated");
         let chat = engine.chat();
-        let actor = Actor::connection(user.id, sub.id);
         let ok = ServerFrame::AuthOk {
             re: authed.re.clone(),
             user: user.clone(),
@@ -370,6 +415,23 @@ impl Conn {
                 }
             }
         }
+        Some(Live {
+            user: user.id,
+            session: authed.session,
+            sub,
+            known,
+            deadlines,
+            alive,
+        })
+    }
+
+    /// The live loop, then the teardown (hub, presence, last seen).
+    pub(super) async fn live(&mut self, live: &mut Live) {
+        let engine = self.engine.clone();
+        let chat = engine.chat();
+        let actor = Actor::connection(live.user, live.sub.id);
+        let timer = tokio::time::sleep_until(live.deadlines.next(self.idle_at));
+        tokio::pin!(timer);
         // Requests that touch the store run one at a time, in order, in the slow lane while the
         // loop keeps reading: a `ping` is answered at once and a `typing` runs beside them,
         // so neither waits behind a slow store round trip (e.g. Redis timing out).
@@ -378,20 +440,7 @@ impl Conn {
         // Created on the first `typing` (an empty `FuturesUnordered` allocates): most idle
         // connections never need it.
         let mut side: Option<FuturesUnordered<Lane>> = None;
-        // The two ways the connection is told to end, as one future made once: a fresh
-        // `changed()` and `closed()` per turn of the loop would add and remove a waiter per
-        // message (on the shutdown channel every connection of the engine shares, under its
-        // lock). `None`: shutdown; `Some(code)`: the hub asks for a close.
-        let mut shutdown = self.shutdown.clone();
-        let control = sub.control.clone();
-        let stop = async move {
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => None,
-                code = control.closed() => Some(code),
-            }
-        };
-        tokio::pin!(stop);
+        let mut alive = live.alive;
         while alive {
             if inflight.is_none()
                 && let Some(frame) = slow.pop_front()
@@ -400,24 +449,23 @@ impl Conn {
             }
             alive = tokio::select! {
                 biased;
-                stopped = &mut stop => match stopped {
-                    None => {
+                // How the connection is told to end (shutdown included): a future of one
+                // pointer, re-made per turn for a few atomic operations. Anything held across
+                // the loop would be held for the connection's life (see `task_size.rs`).
+                code = live.sub.control.closed() => {
+                    tracing::debug!(user = %live.user, code, "closing connection on hub request");
+                    if code == CLOSE_GOING_AWAY {
                         self.going_away().await;
-                        false
-                    }
-                    Some(code) => {
-                    tracing::debug!(user = %user.id, code, "closing connection on hub request");
-                    if code == CLOSE_LAGGED {
+                    } else if code == CLOSE_LAGGED {
                         // Nothing is lost (the client resumes), but it must come back: when.
-                        self.close_expecting_return(code, 0, sub.control.wave()).await;
+                        self.close_expecting_return(code, 0, live.sub.control.wave()).await;
                     } else {
                         self.close(code, close_reason(code)).await;
                     }
                     false
-                    }
                 },
-                ev = sub.rx.recv() => match ev {
-                    Some(ev) => self.forward(ev, &mut sub.rx, &known).await,
+                ev = live.sub.rx.recv() => match ev {
+                    Some(ev) => self.forward(ev, &mut live.sub.rx, &live.known).await,
                     None => false,
                 },
                 (reply, t0) = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
@@ -442,7 +490,11 @@ impl Conn {
                             slow.push_back(frame);
                             true
                         }
-                        other => self.handle_non_frame(other).await,
+                        Incoming::Nothing => true,
+                        Incoming::Gone => false,
+                        // Boxed: errors and closes are rare, and their state inline would
+                        // widen every connection's task for its whole life.
+                        other => Box::pin(self.handle_non_frame(other)).await,
                     }
                 },
                 () = &mut timer => {
@@ -450,15 +502,15 @@ impl Conn {
                     if now >= self.idle_at {
                         self.close(CLOSE_IDLE, "idle timeout").await;
                         false
-                    } else if now >= deadlines.expires_at {
+                    } else if now >= live.deadlines.expires_at {
                         self.close(CLOSE_UNAUTHENTICATED, close_reason(CLOSE_UNAUTHENTICATED)).await;
                         false
                     } else {
-                        let valid = if now >= deadlines.recheck_at {
-                            deadlines.recheck_at = now + SESSION_RECHECK;
+                        let valid = if now >= live.deadlines.recheck_at {
+                            live.deadlines.recheck_at = now + SESSION_RECHECK;
                             // Valid, or the store cannot say right now: keep the connection.
                             !matches!(
-                                engine.sessions().is_valid(user.id, &authed.session).await,
+                                engine.sessions().is_valid(live.user, &live.session).await,
                                 Ok(false)
                             )
                         } else {
@@ -466,7 +518,7 @@ impl Conn {
                             true
                         };
                         if valid {
-                            timer.as_mut().reset(deadlines.next(self.idle_at));
+                            timer.as_mut().reset(live.deadlines.next(self.idle_at));
                         } else {
                             self.close(CLOSE_UNAUTHENTICATED, close_reason(CLOSE_UNAUTHENTICATED)).await;
                         }
@@ -475,9 +527,9 @@ impl Conn {
                 }
             };
         }
-        let last_local = hub.unsubscribe(user.id, sub.id);
-        Box::pin(chat.disconnected(user.id, last_local)).await;
-        tracing::debug!(user = %user.id, conn = sub.id, "connection closed");
+        let last_local = engine.inner.hub.unsubscribe(live.user, live.sub.id);
+        Box::pin(chat.disconnected(live.user, last_local)).await;
+        tracing::debug!(user = %live.user, conn = live.sub.id, "connection closed");
     }
 
     /// Writes a request's answer (if any) and records its latency.

@@ -55,7 +55,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use tables::*;
 use tokio::sync::{Semaphore, oneshot};
-use writer::{Job, OpResult, OpenError, Pending, Shared, Tx};
+use writer::{Job, OpResult, OpenError, Pending, PreparedMessage, Shared, Tx};
 
 /// Upper bound on operations the writer coalesces into one transaction, so one commit's
 /// latency stays bounded under a flood and early callers are not held back by late ones.
@@ -449,6 +449,12 @@ impl MessageStore for EmbeddedStore {
         }
         let n = batch.len();
         let window = self.inner.options.dedupe_window_ms;
+        // Ids, rows and keys are made here, on the caller's task: the writer thread, which
+        // every send queues behind, only reads, checks and inserts.
+        let batch: Vec<_> = batch
+            .into_iter()
+            .map(|m| PreparedMessage::new(m, window))
+            .collect();
         match self.write(move |tx| tx.append(batch, window)).await {
             Ok(results) => results,
             Err(e) => vec![Err(e); n],

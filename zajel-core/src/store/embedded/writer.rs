@@ -10,8 +10,8 @@ use super::MAX_BATCH_OPS;
 use super::migrate::migrate;
 use super::tables::*;
 use crate::friends::{Edge, UserPair};
-use crate::ids::{ConversationId, MessageId, Timestamp, UserId};
-use crate::model::{Appended, Message, NewMessage, ReadMark, Relation, Session, User};
+use crate::ids::{ConversationId, Timestamp, UserId};
+use crate::model::{ReadMark, Relation, Session, User};
 use crate::store::{Pruned, StoreHealth};
 use crate::store::{RelationEntry, StoreError, StoreResult};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
@@ -22,7 +22,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+mod append;
 mod identity;
+
+pub(super) use append::PreparedMessage;
 
 /// Why an operation did not produce a value.
 pub(super) enum OpError {
@@ -430,111 +433,6 @@ impl Tx<'_> {
             true => Ok(()),
             false => Err(StoreError::NotFriends.into()),
         }
-    }
-
-    /// Appends each message; per-message refusals are values, I/O failures abort the batch.
-    /// `window_ms` is the dedupe window (the idempotency bucket width).
-    pub(super) fn append(
-        &mut self,
-        batch: Vec<NewMessage>,
-        window_ms: u64,
-    ) -> OpResult<Vec<StoreResult<Appended>>> {
-        batch
-            .into_iter()
-            .map(|m| match self.append_one(m, window_ms) {
-                Ok(a) => Ok(Ok(a)),
-                Err(OpError::Reject(e)) => Ok(Err(e)),
-                Err(fatal) => Err(fatal),
-            })
-            .collect()
-    }
-
-    /// One message: reads the conversation's row and at most two idempotency entries, writes
-    /// the message, its idempotency entry and the row (plus the two members' list entries
-    /// for a conversation's first message).
-    fn append_one(&mut self, m: NewMessage, window_ms: u64) -> OpResult<Appended> {
-        let Some((lo, hi)) = m.conversation.participants() else {
-            return Err(StoreError::NotAMember.into());
-        };
-        // A member's side (whose read mark the send moves); none for the system's messages,
-        // which need no friendship either (the embedding app decides).
-        let side = match m.sender.is_system() {
-            true => None,
-            false => {
-                let side = member_side((lo, hi), m.sender).ok_or(StoreError::NotAMember)?;
-                self.require_friends(lo, hi)?;
-                Some(side)
-            }
-        };
-        let conv = m.conversation.as_str();
-        let key = m.idempotency_key.as_str();
-        let sender = uid(m.sender);
-        let mut state = conv_state(self.conversations()?, conv)?;
-        // The bucket never moves backwards (see `ConvState::idem_bucket`); a key is looked up
-        // in it and the one before. Sees earlier messages of this same transaction, so
-        // in-batch duplicates are caught.
-        let bucket = state.idem_bucket.max(bucket_of(m.sent_at, window_ms));
-        let previous = bucket.checked_sub(window_ms.max(1));
-        let mut first = None;
-        for b in std::iter::once(bucket).chain(previous) {
-            first = self
-                .idempotency()?
-                .get((b, conv, sender, key))
-                .map_err(be)?
-                .map(|v| v.value());
-            if first.is_some() {
-                break;
-            }
-        }
-        if let Some(seq) = first {
-            let message = message(self.messages()?, conv, seq)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("idempotency key points at missing {conv}#{seq}"))
-            })?;
-            return Ok(Appended {
-                message,
-                duplicate: true,
-            });
-        }
-        let is_new = state.last_seq == 0;
-        let seq = state.last_seq + 1;
-        let message = Message {
-            id: MessageId::new_v7(),
-            conversation: m.conversation.clone(),
-            seq,
-            sender: m.sender,
-            body: m.body.as_str().to_owned(),
-            sent_at: m.sent_at,
-            idempotency_key: key.to_owned(),
-        };
-        let bytes = encode(&message)?;
-        state.last_seq = seq;
-        // Sending advances the sender's own read mark (the new message is the newest).
-        if let Some(side) = side {
-            state.marks[side] = seq;
-        }
-        state.activity = self.next_activity()?;
-        state.idem_bucket = bucket;
-
-        self.messages()?
-            .insert((conv, seq), bytes.as_slice())
-            .map_err(fatal)?;
-        self.idempotency()?
-            .insert((bucket, conv, sender, key), seq)
-            .map_err(fatal)?;
-        self.conversations()?
-            .insert(conv, state.row())
-            .map_err(fatal)?;
-        if is_new {
-            for member in [lo, hi] {
-                self.member_convs()?
-                    .insert((uid(member), conv), ())
-                    .map_err(fatal)?;
-            }
-        }
-        Ok(Appended {
-            message,
-            duplicate: false,
-        })
     }
 
     pub(super) fn mark_read(
@@ -945,6 +843,7 @@ fn commit_batch(db: &Database, batch: &mut [Job]) -> StoreResult<()> {
 mod tests {
     use super::*;
     use crate::limits::{Body, IdempotencyKey};
+    use crate::model::NewMessage;
 
     const W: u64 = crate::store::DEFAULT_DEDUPE_WINDOW_MS;
 
@@ -955,14 +854,15 @@ mod tests {
         (Box::new(Pending::new(op, reply, None)), answer)
     }
 
-    fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
-        NewMessage {
+    fn msg(conv: &ConversationId, sender: UserId, key: &str) -> StoreResult<PreparedMessage> {
+        let new = NewMessage {
             conversation: conv.clone(),
             sender,
             body: Body::parse("m").unwrap(),
             idempotency_key: IdempotencyKey::parse(key).unwrap(),
             sent_at: Timestamp(1),
-        }
+        };
+        PreparedMessage::new(new, W)
     }
 
     /// Refused operations in one transaction change nothing; their neighbours commit.
