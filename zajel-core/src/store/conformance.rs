@@ -46,6 +46,7 @@ macro_rules! store_conformance_tests {
             sessions_lifecycle,
             edges_swap_atomically,
             friend_flow_updates_both_lists,
+            many_relations_are_all_listed,
             friend_edge_cases,
             request_to_a_blocker_is_hidden,
             racing_accepts_one_wins,
@@ -418,6 +419,36 @@ pub async fn edges_swap_atomically(store: DynStore) {
     assert!(store.swap_edge(pair, req, none).await.unwrap());
     assert!(store.relations(a.id).await.unwrap().is_empty());
     assert!(store.relations(b.id).await.unwrap().is_empty());
+}
+
+/// A user with many relations gets all of them, each once (the embedded store reads a short
+/// list inline and a long one on the blocking pool: both paths, and the boundary).
+pub async fn many_relations_are_all_listed(store: DynStore) {
+    let hub = user(&store, "hub").await;
+    let mut peers = Vec::new();
+    for i in 0..40 {
+        let peer = user(&store, &format!("peer{i}")).await;
+        crate::testing::befriend(&*store, hub.id, peer.id).await;
+        peers.push(peer.id);
+        if matches!(i, 31..=33) {
+            let listed = store.relations(hub.id).await.unwrap();
+            assert_eq!(listed.len(), i + 1, "relations with {} friends", i + 1);
+        }
+    }
+    let mut listed: Vec<_> = store
+        .relations(hub.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.relation, Relation::Friends);
+            r.peer
+        })
+        .collect();
+    listed.sort();
+    peers.sort();
+    assert_eq!(listed, peers);
+    assert_eq!(store.relations(peers[0]).await.unwrap().len(), 1);
 }
 
 /// The whole friend flow through [`FriendGraph`], with both lists checked at each step.

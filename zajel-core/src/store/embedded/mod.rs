@@ -26,7 +26,9 @@
 //!   changes nothing and its neighbours commit. If a mutation or the commit itself fails, the
 //!   transaction is aborted and every operation in it gets [`StoreError::Backend`].
 //! * **Reads** run in redb read transactions (consistent snapshots, never blocked by the
-//!   writer) on [`tokio::task::spawn_blocking`].
+//!   writer) on [`tokio::task::spawn_blocking`], queued so that reads arriving together share
+//!   one trip to the blocking pool (see `reader.rs`); the small reads every connection makes
+//!   (its session and user, a short friend list) run inline instead (see `read_inline`).
 //! * **Backpressure.** At most [`EmbeddedOptions::queue_capacity`] operations wait for the
 //!   writer; further writers wait (asynchronously) for a slot instead of growing memory.
 //! * **Recovery.** After an I/O error redb refuses every write until the file is reopened.
@@ -40,6 +42,7 @@
 
 mod identity;
 mod migrate;
+mod reader;
 mod tables;
 mod writer;
 
@@ -58,6 +61,10 @@ use writer::{Job, OpResult, OpenError, Pending, PreparedMessage, Shared, Tx};
 /// latency stays bounded under a flood and early callers are not held back by late ones.
 /// (One [`MessageStore::append`] call is one operation, whatever its batch size.)
 pub const MAX_BATCH_OPS: usize = 256;
+
+/// Most relations [`FriendStore::relations`] reads inline (see `read_inline`): decoding
+/// them costs about as much as the trip to the blocking pool that a longer list takes.
+const INLINE_RELATIONS: usize = 32;
 
 /// File name used when [`EmbeddedStore::open`] is given a directory.
 pub const DEFAULT_FILE_NAME: &str = "zajel.redb";
@@ -113,6 +120,7 @@ struct Inner {
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
     queue: Arc<Semaphore>,
+    readers: Arc<reader::Readers>,
     options: EmbeddedOptions,
 }
 
@@ -185,6 +193,7 @@ impl EmbeddedStore {
                 jobs: Some(jobs),
                 writer: Some(writer),
                 queue: Arc::new(Semaphore::new(options.queue_capacity.max(1))),
+                readers: Arc::default(),
                 options,
             }),
         })
@@ -232,21 +241,36 @@ impl EmbeddedStore {
         answer.await.map_err(|_| closed())?
     }
 
-    /// Runs `f` in a read transaction on the blocking pool.
+    /// Runs `f` in a read transaction right here, on the calling task: for the reads every
+    /// connection makes (its session and user, its friend list for the presence
+    /// announcement), which are a few B-tree descents whose pages are nearly always cached.
+    /// At ~10 µs that is cheaper than the hop to the blocking pool and back, which cost more
+    /// CPU than the read (docs/storage-embedded.md, "Reads"). Only for reads of bounded size;
+    /// a page that is not cached blocks this worker for one disk read.
+    fn read_inline<T>(&self, f: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
+        let db = self.inner.shared.db()?;
+        let txn = db.begin_read().map_err(be)?;
+        f(&txn)
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool (queued: see `reader.rs`).
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
     {
-        // The closure holds the handle, so the file stays open even if our caller goes away.
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let db = inner.shared.db()?;
-            let txn = db.begin_read().map_err(be)?;
-            f(&txn)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+        let (reply, answer) = oneshot::channel();
+        let job: reader::ReadJob = Box::new(move |txn| {
+            let answer = txn.and_then(f);
+            Box::new(move || {
+                let _ = reply.send(answer);
+            })
+        });
+        // The drainer holds the shared file, so it stays open even if our caller goes away.
+        self.inner.readers.submit(&self.inner.shared, job);
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("read task failed".into()))?
     }
 }
 
@@ -352,9 +376,7 @@ impl SessionStore for EmbeddedStore {
         token_hash: &str,
         now: Timestamp,
     ) -> StoreResult<Option<Session>> {
-        let token_hash = token_hash.to_owned();
-        self.read(move |txn| live_session(txn, user, &token_hash, now))
-            .await
+        self.read_inline(|txn| live_session(txn, user, token_hash, now))
     }
 
     async fn session_with_user(
@@ -363,16 +385,14 @@ impl SessionStore for EmbeddedStore {
         token_hash: &str,
         now: Timestamp,
     ) -> StoreResult<Option<(Session, User)>> {
-        let token_hash = token_hash.to_owned();
-        // One read transaction (and one hop to the blocking pool) for both rows.
-        self.read(move |txn| {
-            let Some(session) = live_session(txn, user, &token_hash, now)? else {
+        // One read transaction, inline, for both rows.
+        self.read_inline(|txn| {
+            let Some(session) = live_session(txn, user, token_hash, now)? else {
                 return Ok(None);
             };
             let users = txn.open_table(USERS).map_err(be)?;
             Ok(user_profile(&users, user)?.map(|u| (session, u)))
         })
-        .await
     }
 
     async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
@@ -399,8 +419,25 @@ impl FriendStore for EmbeddedStore {
     }
 
     async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
-        self.read(move |txn| relation_entries(&txn.open_table(RELATIONS).map_err(be)?, user))
-            .await
+        // Inline when the list is short (every connection's presence announcement reads it);
+        // a long one is read on the blocking pool, after at most `INLINE_RELATIONS + 1`
+        // entries read here.
+        let short = self.read_inline(|txn| {
+            relation_entries_upto(
+                &txn.open_table(RELATIONS).map_err(be)?,
+                user,
+                INLINE_RELATIONS,
+            )
+        })?;
+        match short {
+            Some(entries) => Ok(entries),
+            None => {
+                self.read(move |txn| {
+                    relation_entries(&txn.open_table(RELATIONS).map_err(be)?, user)
+                })
+                .await
+            }
+        }
     }
 }
 

@@ -244,12 +244,24 @@ pub(super) fn relation_entries(
     t: &impl ReadableTable<(u128, u128), &'static [u8]>,
     user: UserId,
 ) -> StoreResult<Vec<RelationEntry>> {
+    Ok(relation_entries_upto(t, user, usize::MAX)?.unwrap_or_default())
+}
+
+/// `user`'s relations if there are at most `limit` of them (`None` when there are more:
+/// then no more than `limit + 1` were read).
+pub(super) fn relation_entries_upto(
+    t: &impl ReadableTable<(u128, u128), &'static [u8]>,
+    user: UserId,
+    limit: usize,
+) -> StoreResult<Option<Vec<RelationEntry>>> {
     let u = uid(user);
-    t.range((u, 0u128)..=(u, u128::MAX))
-        .map_err(be)?
-        .map(|entry| {
-            let (_, v) = entry.map_err(be)?;
-            decode("relation", v.value())
-        })
-        .collect()
+    let mut out = Vec::new();
+    for entry in t.range((u, 0u128)..=(u, u128::MAX)).map_err(be)? {
+        if out.len() == limit {
+            return Ok(None);
+        }
+        let (_, v) = entry.map_err(be)?;
+        out.push(decode("relation", v.value())?);
+    }
+    Ok(Some(out))
 }
