@@ -273,6 +273,9 @@ pub struct Client {
     /// Frames received while waiting for something else.
     pending: VecDeque<Value>,
     pub name: String,
+    /// How long a read waits for the next frame before the test fails ([`WAIT`]); longer for
+    /// a client whose next frame legitimately waits its turn (a queued replay).
+    pub wait: Duration,
 }
 
 impl Client {
@@ -307,6 +310,7 @@ impl Client {
             ws,
             next_id: 0,
             pending: VecDeque::new(),
+            wait: WAIT,
             name: name.to_owned(),
         }
     }
@@ -349,9 +353,10 @@ impl Client {
     /// The next text frame from the socket (ignores control frames), or the close code.
     async fn read_socket(&mut self) -> Result<Value, u16> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
+            let wait = self.wait;
+            let msg = tokio::time::timeout(wait, self.ws.next())
                 .await
-                .unwrap_or_else(|_| panic!("{}: no frame within {WAIT:?}", self.name))
+                .unwrap_or_else(|_| panic!("{}: no frame within {wait:?}", self.name))
                 .unwrap_or_else(|| panic!("{}: connection ended", self.name))
                 .unwrap_or_else(|e| panic!("{}: ws error {e}", self.name));
             match msg {
