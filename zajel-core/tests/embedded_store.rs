@@ -411,6 +411,49 @@ async fn prune_finds_records_written_after_a_prune() {
     assert_eq!(store.last_seq(&conv).await.unwrap(), 5);
 }
 
+/// An account with 5,000 conversations: its list is one meta-row read per conversation plus
+/// one message read per listed entry (`limit`), newest activity first, and each peer sees its
+/// one conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_list_of_five_thousand() {
+    const N: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let me = UserId::new_random();
+    let peers: Vec<UserId> = (0..N).map(|_| UserId::new_random()).collect();
+    // Concurrent, so group commit packs them into few transactions.
+    let tasks: Vec<_> = peers
+        .iter()
+        .map(|&peer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                zajel_core::testing::befriend(&*store, me, peer).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // One message per conversation, in order, so the activity order is the peers' order.
+    for chunk in peers.chunks(500) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|&peer| msg(&ConversationId::direct(me, peer), peer, "hi", "k"))
+            .collect();
+        for r in store.append(batch).await {
+            assert_eq!(r.unwrap().message.seq, 1);
+        }
+    }
+    let list = store.conversations(me, 20).await.unwrap();
+    let listed: Vec<_> = list.iter().map(|s| s.peer.unwrap()).collect();
+    let newest: Vec<_> = peers.iter().rev().take(20).copied().collect();
+    assert_eq!(listed, newest);
+    assert!(list.iter().all(|s| s.unread == 1 && s.last_seq == 1));
+    assert_eq!(store.conversations(me, 10_000).await.unwrap().len(), N);
+    let theirs = store.conversations(peers[17], 20).await.unwrap();
+    assert_eq!((theirs.len(), theirs[0].read_seq), (1, 1));
+}
+
 /// Group commit groups: 1,000 concurrent senders, each sending its next message as soon as the
 /// previous one is acknowledged (like a client with one message in flight), share fsyncs
 /// instead of queueing behind one fsync each. Counted, not timed.
