@@ -845,7 +845,7 @@ async fn check_layout_2_migrated(
     let (now_blocked, _) = current.apply(true, crate::FriendOp::Block, T0).unwrap();
     assert!(
         store
-            .swap_edge(friends, current.clone(), now_blocked.clone())
+            .swap_edge(friends, current, now_blocked)
             .await
             .unwrap()
     );
