@@ -1,18 +1,22 @@
 //! [`IdentityStore`] for Redis: one Lua script per change (`external_*.lua`).
 //!
 //! Keys: `<prefix>:{x:<identity>}:ext` (claim: identity → user id) and
-//! `<prefix>:{u:<id>}:ext` (hash: identity JSON → linked_at ms). The scripts are invoked
-//! through [`::redis::Script`], which reloads them itself after a `NOSCRIPT`.
+//! `<prefix>:{u:<id>}:ext` (hash: identity JSON → linked_at ms), one-time tickets in
+//! `<prefix>:{t:<key>}:ticket` (a string with a `PX` expiry, taken by `GETDEL`). The scripts
+//! are invoked through [`::redis::Script`], which reloads them itself after a `NOSCRIPT`.
 
 use super::{RedisStore, corrupt, fields, int, opt_string, parse, string, tag_safe};
 use crate::ids::{Timestamp, UserId};
 use crate::limits::Username;
 use crate::model::User;
 use crate::store::identity::{ExternalUser, LinkedIdentity, Unlink};
-use crate::store::{ExternalIdentity, IdentityStore, StoreError, StoreResult, UserStore};
+use crate::store::{
+    ExternalIdentity, IdentityStore, StoreError, StoreResult, TicketKey, UserStore,
+};
 use ::redis::{Script, Value};
 use async_trait::async_trait;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 static LINK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("external_link.lua")));
 static CREATE: LazyLock<Script> =
@@ -27,6 +31,11 @@ impl RedisStore {
             self.keys.prefix,
             tag_safe(&identity.key())
         )
+    }
+
+    fn ticket_key(&self, key: &TicketKey) -> String {
+        // A `TicketKey` has no braces, so it is its own hash tag as it is.
+        format!("{}:{{t:{}}}:ticket", self.keys.prefix, key.as_str())
     }
 
     fn user_ext_key(&self, user: UserId) -> String {
@@ -166,6 +175,30 @@ impl IdentityStore for RedisStore {
             1 => Ok(Unlink::Removed),
             2 => Ok(Unlink::LastSignInMethod),
             _ => Ok(Unlink::NotLinked),
+        }
+    }
+
+    async fn put_ticket(&self, key: &TicketKey, value: &[u8], ttl: Duration) -> StoreResult<()> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.ticket_key(key)).arg(value).arg("PX").arg(ms);
+        // A repeat after a lost reply writes the same value again: safe to retry.
+        self.query(&cmd).await?;
+        Ok(())
+    }
+
+    async fn take_ticket(&self, key: &TicketKey) -> StoreResult<Option<Vec<u8>>> {
+        let mut cmd = ::redis::cmd("GETDEL");
+        cmd.arg(self.ticket_key(key));
+        // No retry: a repeat after a lost reply would find the ticket already taken.
+        let mut con = self.con.clone();
+        let reply = self
+            .guarded(async move { cmd.query_async::<Value>(&mut con).await })
+            .await?;
+        match reply {
+            Value::Nil => Ok(None),
+            Value::BulkString(b) => Ok(Some(b)),
+            other => Err(corrupt(format_args!("ticket: expected bytes, got {other:?}"))),
         }
     }
 }
