@@ -552,7 +552,13 @@ async fn a_sign_in_started_on_one_node_finishes_on_another_on_a_redis_cluster() 
     let (listener_b, base_b) = IdentityServer::bind().await;
     let cb = IdentityServer::callback_url(&base_b);
     let provider = RealProvider::start(&cb);
-    let config = || provider_config(&provider.issuer, &provider.client_id, &provider.client_secret);
+    let config = || {
+        provider_config(
+            &provider.issuer,
+            &provider.client_id,
+            &provider.client_secret,
+        )
+    };
     // The public URL (the balancer's) is what the provider redirects to: here, node B.
     let public = base_b.clone();
     let a = IdentityServer::serve(listener_a, store().await, config(), |c| {
@@ -573,7 +579,11 @@ async fn a_sign_in_started_on_one_node_finishes_on_another_on_a_redis_cluster() 
     // One site behind the balancer: the browser sends A's cookie to B.
     browser.set_cookie(&b.base, "zajel_oidc_state", &state);
     let done = browser.get(&callback).await;
-    assert_eq!(done.status, 303, "node B finishes A's sign-in: {}", done.body);
+    assert_eq!(
+        done.status, 303,
+        "node B finishes A's sign-in: {}",
+        done.body
+    );
     let token = browser
         .cookie(&b.base, zajel_server::SESSION_COOKIE)
         .expect("session cookie");

@@ -253,7 +253,14 @@ mod tests {
     fn ticket_keys_are_plain_bounded_ascii() {
         assert!(TicketKey::new("oidc:AZaz09_-.").is_ok());
         assert!(TicketKey::new(&"k".repeat(TICKET_KEY_MAX)).is_ok());
-        for bad in ["", "a b", "a{b}", "a\nb", "é", &"k".repeat(TICKET_KEY_MAX + 1)] {
+        for bad in [
+            "",
+            "a b",
+            "a{b}",
+            "a\nb",
+            "é",
+            &"k".repeat(TICKET_KEY_MAX + 1),
+        ] {
             assert_eq!(TicketKey::new(bad), Err(InvalidTicketKey), "{bad:?}");
         }
     }

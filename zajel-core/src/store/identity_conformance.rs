@@ -300,7 +300,10 @@ pub async fn tickets_are_taken_once_and_replaced_by_a_second_put(store: DynStore
     assert_eq!(store.take_ticket(&ticket("unknown")).await.unwrap(), None);
     store.put_ticket(&k, b"first", ttl).await.unwrap();
     store.put_ticket(&k, b"second", ttl).await.unwrap();
-    assert_eq!(store.take_ticket(&k).await.unwrap(), Some(b"second".to_vec()));
+    assert_eq!(
+        store.take_ticket(&k).await.unwrap(),
+        Some(b"second".to_vec())
+    );
     assert_eq!(store.take_ticket(&k).await.unwrap(), None);
 }
 

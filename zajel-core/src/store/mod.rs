@@ -33,8 +33,8 @@ use crate::model::{
 };
 use async_trait::async_trait;
 pub use identity::{
-    ExternalIdentity, ExternalUser, IdentityKind, IdentityStore, InvalidIdentity,
-    InvalidTicketKey, LinkedIdentity, TicketKey, Unlink,
+    ExternalIdentity, ExternalUser, IdentityKind, IdentityStore, InvalidIdentity, InvalidTicketKey,
+    LinkedIdentity, TicketKey, Unlink,
 };
 use serde::{Deserialize, Serialize};
 

@@ -32,13 +32,16 @@ impl Tickets {
 
     pub(crate) fn put(&self, key: &TicketKey, value: &[u8], ttl: Duration) {
         let now = Instant::now();
-        let expires = now.checked_add(ttl).unwrap_or(now + Duration::from_secs(86_400 * 365));
+        let expires = now
+            .checked_add(ttl)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
         let mut t = self.lock();
         if t.map.len() >= t.sweep_at.max(SWEEP_FLOOR) {
             t.map.retain(|_, (exp, _)| *exp > now);
             t.sweep_at = t.map.len() * 2;
         }
-        t.map.insert(key.as_str().to_owned(), (expires, value.to_vec()));
+        t.map
+            .insert(key.as_str().to_owned(), (expires, value.to_vec()));
     }
 
     pub(crate) fn take(&self, key: &TicketKey) -> Option<Vec<u8>> {

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use zajel_core::store::{IdentityStore, TicketKey};
 use zajel_core::UserId;
+use zajel_core::store::{IdentityStore, TicketKey};
 
 /// One started sign-in.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +126,9 @@ mod tests {
         let back = t.take(&store, "a").await.unwrap();
         assert_eq!(back.pkce_verifier, "v");
         assert!(back.link_user.is_some());
-        let used = Some(IdentityError::InvalidState("unknown, already used or expired"));
+        let used = Some(IdentityError::InvalidState(
+            "unknown, already used or expired",
+        ));
         assert_eq!(t.take(&store, "a").await.err(), used);
         // Any string a callback brings is a valid lookup.
         assert_eq!(t.take(&store, "{ weird \n state }").await.err(), used);
