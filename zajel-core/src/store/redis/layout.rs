@@ -31,7 +31,7 @@ pub(super) const LAYOUT: u64 = 2;
 const SCAN_COUNT: usize = 500;
 
 /// Where a `SCAN` runs: the one node, or one primary of a Cluster.
-enum ScanTarget {
+pub(super) enum ScanTarget {
     Single,
     Node { host: String, port: u16 },
 }
@@ -187,7 +187,7 @@ impl RedisStore {
     }
 
     /// The nodes whose keys together are the whole data set: the one node, or every primary.
-    async fn scan_targets(&self) -> StoreResult<Vec<ScanTarget>> {
+    pub(super) async fn scan_targets(&self) -> StoreResult<Vec<ScanTarget>> {
         if !self.con.is_cluster() {
             return Ok(vec![ScanTarget::Single]);
         }
@@ -210,7 +210,7 @@ impl RedisStore {
     }
 
     /// Runs `cmd` on `target` (under the timeout and the breaker).
-    async fn query_on(&self, target: &ScanTarget, cmd: Cmd) -> StoreResult<Value> {
+    pub(super) async fn query_on(&self, target: &ScanTarget, cmd: Cmd) -> StoreResult<Value> {
         match (target, &self.con) {
             (ScanTarget::Node { host, port }, Conn::Cluster(con)) => {
                 let mut con = con.clone();

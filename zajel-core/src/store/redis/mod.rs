@@ -18,6 +18,7 @@
 mod breaker;
 mod coalesce;
 mod conn;
+mod eviction;
 
 pub use conn::RedisConnection;
 /// The store's connection (short name inside this module).
@@ -64,6 +65,11 @@ pub struct RedisOptions {
     pub breaker_cooldown: Duration,
     /// How long an idempotency record deduplicates retries (default 24 h, at least 1 ms).
     pub dedupe_window_ms: u64,
+    /// Start even if Redis may evict keys (`maxmemory-policy` other than `noeviction`;
+    /// default `false`: connecting fails with [`StoreError::Misconfigured`]). Eviction deletes
+    /// acknowledged messages, sessions and idempotency records without telling anyone; only
+    /// set this for a Redis whose contents you can afford to lose.
+    pub allow_eviction: bool,
 }
 
 impl Default for RedisOptions {
@@ -74,6 +80,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(1),
             breaker_cooldown: Duration::from_secs(1),
             dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+            allow_eviction: false,
         }
     }
 }
@@ -346,14 +353,88 @@ fn user_from_hash(id: UserId, reply: Value) -> StoreResult<Option<User>> {
     }))
 }
 
-/// A Redis error as a store error: a key of the wrong type is damaged data, the rest is the
+/// A Redis error as a store error: a key of the wrong type is damaged data, a refusal (see
+/// [`refusal`]) is `Unavailable` (retry later: the command did not run), the rest is the
 /// backend failing.
 fn redis_err(e: RedisError) -> StoreError {
     if e.code() == Some("WRONGTYPE") {
         StoreError::Corrupt(e.to_string())
+    } else if refusal(&e).is_some() {
+        StoreError::unavailable(refusal_reason(&e), REFUSAL_RETRY_MS)
     } else {
         StoreError::Backend(e.to_string())
     }
+}
+
+/// The retry hint of a refusal answered outside the breaker's bookkeeping (the breaker's own
+/// errors carry its cooldown).
+const REFUSAL_RETRY_MS: u64 = 1000;
+
+/// Replies by which Redis says it cannot do this now, though it is reachable. None of them
+/// ran the command: a script refused by `OOM`/`MISCONF`/`READONLY` fails at its first write
+/// command and nothing before it wrote (Redis 7 refuses a write inside a script only while the
+/// script has not written yet; checked against redis-server 7.0 in `redis_faults.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Writes are refused, reads still work: `OOM` (`maxmemory` reached under `noeviction`),
+    /// `READONLY` (a replica, e.g. the old primary after a failover), `MISCONF` (RDB snapshots
+    /// fail and `stop-writes-on-bgsave-error` is on), `NOREPLICAS` (`min-replicas-to-write`).
+    Writes,
+    /// Every command is refused for a while: `LOADING` (reading its data at start), `BUSY` (a
+    /// script runs too long), `MASTERDOWN` (a replica cut off from its primary with
+    /// `replica-serve-stale-data no`), `CLUSTERDOWN` (slots not served). Handled like a
+    /// timeout: the breaker opens.
+    Server,
+    /// One slot is being moved (`TRYAGAIN`, Cluster): retry this call shortly; the rest of
+    /// the store is fine.
+    Retry,
+}
+
+fn refusal(e: &RedisError) -> Option<Refusal> {
+    match e.code()? {
+        "OOM" | "READONLY" | "MISCONF" | "NOREPLICAS" => Some(Refusal::Writes),
+        "LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" => Some(Refusal::Server),
+        "TRYAGAIN" => Some(Refusal::Retry),
+        _ => None,
+    }
+}
+
+/// The reason given for a refusal: its code and Redis's own words (they name the setting to
+/// look at).
+fn refusal_reason(e: &RedisError) -> String {
+    format!(
+        "Redis refuses the command ({}): {e}",
+        e.code().unwrap_or("?")
+    )
+}
+
+/// Room Redis must have below `maxmemory` before the write probe reports writes as taken
+/// again: 1 MiB, or a tenth of `maxmemory` if that is smaller. At the limit, memory use moves
+/// by a few KB with every reply and connection buffer, so a tiny probe write fits now and then
+/// while real writes still fail; health would flap (the embedded store's full-disk health did
+/// until it waited for free space too).
+fn memory_margin(maxmemory: u64) -> u64 {
+    (1 << 20).min(maxmemory / 10)
+}
+
+/// From `INFO memory`: why writes should still count as refused (memory within
+/// [`memory_margin`] of `maxmemory`), or `None`. Memory Redis does not count towards its
+/// limit (replica and AOF buffers) is left out, as Redis does.
+fn memory_too_full(info: &str) -> Option<String> {
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let max = field("maxmemory");
+    let used = field("used_memory").saturating_sub(field("mem_not_counted_for_evict"));
+    (max > 0 && used + memory_margin(max) > max).then(|| {
+        format!(
+            "Redis memory is nearly full: {used} of maxmemory {max} bytes used (writes are \
+             refused with OOM at the limit)"
+        )
+    })
 }
 
 fn is_noscript(e: &RedisError) -> bool {
@@ -407,6 +488,8 @@ impl RedisStore {
             false => redis_err(e),
         })?;
         Self::with_connection(Conn::Single(con), options)?
+            .check_eviction()
+            .await?
             .ensure_layout()
             .await
     }
@@ -435,6 +518,8 @@ impl RedisStore {
             false => redis_err(e),
         })?;
         Self::with_connection(Conn::Cluster(con), options)?
+            .check_eviction()
+            .await?
             .ensure_layout()
             .await
     }
@@ -477,15 +562,107 @@ impl RedisStore {
             Ok(Err(e)) if is_connection_error(&e) => {
                 Err(self.breaker.trip(format!("Redis connection failed: {e}")))
             }
-            Ok(Err(e)) => {
-                self.breaker.close();
-                Err(redis_err(e))
-            }
+            Ok(Err(e)) => match refusal(&e) {
+                Some(kind) => Err(self.refused(kind, &e)),
+                None => {
+                    self.breaker.close();
+                    Err(redis_err(e))
+                }
+            },
             Ok(Ok(v)) => {
                 self.breaker.close();
                 Ok(v)
             }
         }
+    }
+
+    /// Records a refusal reply (see [`Refusal`]) in the breaker and returns the call's error.
+    fn refused(&self, kind: Refusal, e: &RedisError) -> StoreError {
+        let reason = refusal_reason(e);
+        match kind {
+            Refusal::Server => self.breaker.trip(reason),
+            Refusal::Writes => {
+                // Redis answered: the connection is fine, only writes are not.
+                self.breaker.close();
+                let (error, started) = self.breaker.refuse_writes(reason);
+                if started {
+                    self.probe_writes();
+                }
+                error
+            }
+            Refusal::Retry => {
+                self.breaker.close();
+                StoreError::unavailable(reason, REFUSAL_RETRY_MS)
+            }
+        }
+    }
+
+    /// Records the refusals among the per-command replies of a pipeline (the callers turn
+    /// each into its error with [`redis_err`]).
+    fn note_refusals(&self, replies: &[Result<Value, RedisError>]) {
+        for e in replies.iter().filter_map(|r| r.as_ref().err()) {
+            if let Some(kind) = refusal(e) {
+                self.refused(kind, e);
+            }
+        }
+    }
+
+    /// While Redis refuses writes, tries one tiny write every breaker cooldown (a key of its
+    /// own that expires by itself) and ends the refusal when one is taken, so health recovers
+    /// even when no traffic comes (a load balancer stops sending it to an unhealthy node).
+    /// `SET` is a command Redis refuses under `OOM`, `MISCONF` and `READONLY` alike. Ends
+    /// when the store is dropped.
+    fn probe_writes(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let breaker = Arc::downgrade(&self.breaker);
+        let mut con = self.con.clone();
+        let key = format!("{}:probe", self.keys.prefix);
+        let timeout = self.options.command_timeout;
+        runtime.spawn(async move {
+            loop {
+                let Some(cooldown) = breaker.upgrade().map(|b| b.cooldown()) else {
+                    return;
+                };
+                tokio::time::sleep(cooldown).await;
+                let Some(breaker) = breaker.upgrade() else {
+                    return;
+                };
+                if !breaker.writes_refused() {
+                    return;
+                }
+                let mut set = ::redis::cmd("SET");
+                set.arg(&key).arg("1").arg("PX").arg(60_000);
+                match tokio::time::timeout(timeout, set.query_async::<Value>(&mut con)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) if refusal(&e) == Some(Refusal::Writes) => {
+                        breaker.refuse_writes(refusal_reason(&e));
+                        continue;
+                    }
+                    // Unreachable or busy: the calls' own breaker handles that; keep probing.
+                    _ => continue,
+                }
+                // The write was taken; is there room for more than a tiny one? (On a Cluster
+                // INFO answers per node, not as one text: only the write counts there.)
+                let mut info = ::redis::cmd("INFO");
+                info.arg("memory");
+                let full = match tokio::time::timeout(timeout, info.query_async(&mut con)).await {
+                    Ok(Ok(Value::BulkString(b))) => memory_too_full(&String::from_utf8_lossy(&b)),
+                    Ok(Ok(Value::VerbatimString { text, .. })) => memory_too_full(&text),
+                    _ => None,
+                };
+                match full {
+                    Some(reason) => {
+                        breaker.refuse_writes(reason);
+                    }
+                    None => {
+                        breaker.writes_ok();
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// The key prefix in use.
@@ -604,15 +781,18 @@ impl RedisStore {
                     }
                 }
                 let mut con = self.con.clone();
-                self.guarded(async move {
-                    match pipe.query_async(&mut con).await {
-                        Err(e) if retry == Retry::Once && is_connection_error(&e) => {
-                            pipe.query_async(&mut con).await
+                let results: Vec<Result<Value, RedisError>> = self
+                    .guarded(async move {
+                        match pipe.query_async(&mut con).await {
+                            Err(e) if retry == Retry::Once && is_connection_error(&e) => {
+                                pipe.query_async(&mut con).await
+                            }
+                            r => r,
                         }
-                        r => r,
-                    }
-                })
-                .await
+                    })
+                    .await?;
+                self.note_refusals(&results);
+                Ok(results)
             }
             Conn::Cluster(_) => {
                 let tasks: Vec<_> = cmds
@@ -640,6 +820,7 @@ impl RedisStore {
                     return Err(self.breaker.trip(format!("Redis connection failed: {e}")));
                 }
                 results.truncate(keep);
+                self.note_refusals(&results);
                 Ok(results)
             }
         }

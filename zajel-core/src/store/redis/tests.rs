@@ -741,3 +741,86 @@ async fn layout_1_is_migrated_on_a_cluster() {
         .unwrap();
     check_migrated(&store, &pairs).await;
 }
+
+/// A reply as Redis sends it, as the error redis-rs makes of it.
+fn server_error(reply: &str) -> RedisError {
+    match ::redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).map(Value::extract_error) {
+        Ok(Err(e)) | Err(e) => e,
+        Ok(Ok(v)) => panic!("not an error: {v:?}"),
+    }
+}
+
+#[test]
+fn refusals_are_classified_and_unavailable() {
+    let cases = [
+        (
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            Some(Refusal::Writes),
+        ),
+        (
+            "READONLY You can't write against a read only replica.",
+            Some(Refusal::Writes),
+        ),
+        (
+            "MISCONF Redis is configured to save RDB snapshots",
+            Some(Refusal::Writes),
+        ),
+        (
+            "NOREPLICAS Not enough good replicas to write.",
+            Some(Refusal::Writes),
+        ),
+        (
+            "LOADING Redis is loading the dataset in memory",
+            Some(Refusal::Server),
+        ),
+        (
+            "BUSY Redis is busy running a script.",
+            Some(Refusal::Server),
+        ),
+        ("MASTERDOWN Link with MASTER is down", Some(Refusal::Server)),
+        ("CLUSTERDOWN The cluster is down", Some(Refusal::Server)),
+        (
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            Some(Refusal::Retry),
+        ),
+        ("ERR unknown command", None),
+        ("BUSYKEY Target key name already exists.", None),
+    ];
+    for (reply, expected) in cases {
+        let e = server_error(reply);
+        assert_eq!(refusal(&e), expected, "{reply}");
+        let mapped = redis_err(e);
+        assert_eq!(
+            matches!(mapped, StoreError::Unavailable { .. }),
+            expected.is_some(),
+            "{reply}: {mapped:?}"
+        );
+    }
+    assert!(matches!(
+        redis_err(server_error("WRONGTYPE Operation against a key")),
+        StoreError::Corrupt(_)
+    ));
+}
+
+#[test]
+fn the_write_probe_wants_room_below_maxmemory() {
+    let info = |used: u64, not_counted: u64, max: u64| {
+        format!(
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:x\r\nmaxmemory:{max}\r\n\
+             maxmemory_policy:noeviction\r\nmem_not_counted_for_evict:{not_counted}\r\n"
+        )
+    };
+    // No limit: always room.
+    assert_eq!(memory_too_full(&info(5 << 30, 0, 0)), None);
+    // 4 MB limit: the margin is a tenth (400 KB).
+    assert!(memory_too_full(&info(3_900_000, 0, 4_000_000)).is_some());
+    assert_eq!(memory_too_full(&info(3_500_000, 0, 4_000_000)), None);
+    // Replica/AOF buffers do not count, as for Redis itself.
+    assert_eq!(memory_too_full(&info(3_900_000, 500_000, 4_000_000)), None);
+    // 1 GB limit: the margin is 1 MiB.
+    assert!(memory_too_full(&info((1 << 30) - 1000, 0, 1 << 30)).is_some());
+    assert_eq!(
+        memory_too_full(&info((1 << 30) - (2 << 20), 0, 1 << 30)),
+        None
+    );
+}
