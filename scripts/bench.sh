@@ -5,11 +5,14 @@
 #
 #   scripts/bench.sh                 # the full set (~10-15 minutes on the 2-core machine)
 #   QUICK=1 scripts/bench.sh         # a few seconds per run, small numbers: checks the pipeline
+#   PARTS=compare scripts/bench.sh   # Socket.IO and Django Channels on the same workload (~8 min;
+#                                    # installs their npm/pip packages first, once)
 #
 # Knobs (environment): OUT, CHART, PAIRS (500 = the issue's 1,000 users), DURATION, WARMUP (s
 # per run or find-max step), IDLE (idle connections for the memory/connect-time runs), BIG_IDLE
 # (0 = skip the 100,000-connection run), BIN (a prebuilt zajel-benches), PARTS (a subset of
-# "sweep fixed cross cpu idle big"), APPEND=1 (add to $OUT instead of starting it afresh).
+# "sweep fixed cross cpu idle big compare"), APPEND=1 (add to $OUT instead of starting it
+# afresh), COMPARE_START_RATE (per-user rate the comparison servers' find-max starts at).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,11 +21,12 @@ CHART=${CHART:-docs/benchmarks/chart.svg}
 if [[ -n "${QUICK:-}" ]]; then
     PAIRS=${PAIRS:-20}; DURATION=${DURATION:-1}; WARMUP=${WARMUP:-0.5}; IDLE=${IDLE:-200}
     BIG_IDLE=${BIG_IDLE:-0}; MAX_STEPS=${MAX_STEPS:-2}; START_RATE=${START_RATE:-5}
-    FIXED_RATE=${FIXED_RATE:-5}
+    FIXED_RATE=${FIXED_RATE:-5}; COMPARE_START_RATE=${COMPARE_START_RATE:-2}
 else
     PAIRS=${PAIRS:-500}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-2}; IDLE=${IDLE:-10000}
     BIG_IDLE=${BIG_IDLE:-100000}; MAX_STEPS=${MAX_STEPS:-14}; START_RATE=${START_RATE:-2}
     FIXED_RATE=${FIXED_RATE:-5}   # 5/s per user x 1,000 users = the issue's 5,000 msgs/s
+    COMPARE_START_RATE=${COMPARE_START_RATE:-1}   # Channels may not hold 2,000 msgs/s
 fi
 
 # Every WebSocket is a descriptor in the client and another in the server. The idle runs serve
@@ -46,7 +50,7 @@ mkdir -p "$(dirname "$OUT")" "$(dirname "$CHART")"
 # The quick form leaves out the cross-node runs (~10 s; benches/tests/load_smoke.rs checks
 # that mode in ~3 s).
 if [[ -n "${QUICK:-}" ]]; then PARTS=${PARTS:-sweep fixed cpu idle big}; fi
-PARTS=${PARTS:-sweep fixed cross cpu idle big}
+PARTS=${PARTS:-sweep fixed cross cpu idle big compare}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 run() {
@@ -111,7 +115,21 @@ if part big && (( BIG_IDLE > 0 )); then
     external serve memory "${idle_args[@]}" --idle "$BIG_IDLE" --setup-concurrency 64
 fi
 
-if part sweep || [[ -n "${APPEND:-}" ]]; then
+# The same workload on Socket.IO (2 node cluster workers, Redis adapter) and Django Channels
+# (uvicorn, 2 workers, channels_redis), each in processes of their own with their own
+# redis-server (benches/compare/): max sustained rate, latency at the fixed rate, and memory
+# per idle connection (the sum over the server's processes) with the connect time.
+if part compare; then
+    benches/compare/install.sh
+    for s in socketio channels; do
+        run load --spawn "$s" "${common[@]}" --find-max --rate "$COMPARE_START_RATE" \
+            --max-steps "$MAX_STEPS"
+        run load --spawn "$s" "${common[@]}" --rate "$FIXED_RATE"
+        run load --spawn "$s" "${idle_args[@]}" --idle "$IDLE"
+    done
+fi
+
+if part sweep || part compare || [[ -n "${APPEND:-}" ]]; then
     "$BIN" chart --in "$OUT" --out "$CHART"
 fi
 echo "lines: $OUT, chart: $CHART" >&2

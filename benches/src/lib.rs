@@ -6,6 +6,7 @@
 //! * [`cpu`]: the server's CPU time per message, from `/proc` (with `load --url --server-pid`).
 //! * [`chart`]: p50/p99 against offered rate, drawn as SVG from the JSON lines.
 //! * [`frame_decode`]: the client frame decoder alone (for its instruction profile).
+//! * [`others`]: Socket.IO and Django Channels doing the same workload (`load --spawn socketio|channels`).
 //! * [`net`]: client sockets from several loopback source addresses (for `--idle 50000`).
 
 pub mod chart;
@@ -14,4 +15,5 @@ pub mod cpu;
 pub mod frame_decode;
 pub mod load;
 pub mod net;
+pub mod others;
 pub mod relay;

@@ -48,6 +48,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::net;
+use crate::others::{self, System};
 use crate::relay::{self, RelayStore};
 
 /// How long a setup step (HTTP request, WebSocket handshake, one answer) may take.
@@ -56,7 +57,7 @@ const SETUP_WAIT: Duration = Duration::from_secs(60);
 const IDLE_PING_EVERY: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "load-bench-password";
 
-type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// Where the load goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,12 +68,18 @@ pub enum Target {
     Relay(RelayStore),
     /// A running server, e.g. `http://127.0.0.1:8080`.
     Url(String),
+    /// Socket.IO or Django Channels doing the same workload in processes of their own, with
+    /// a throwaway Redis ([`crate::others`]).
+    Other(System),
 }
 
 impl Target {
-    /// A `--spawn` value: `memory|embedded|redis|redis-aof` (Zajel) or
-    /// `relay-memory|relay-redis|relay-redb` (the bare relay).
+    /// A `--spawn` value: `memory|embedded|redis|redis-aof` (Zajel),
+    /// `relay-memory|relay-redis|relay-redb` (the bare relay) or `socketio|channels`.
     pub fn parse_spawn(s: &str) -> Result<Self> {
+        if let Some(system) = System::parse(s) {
+            return Ok(Self::Other(system));
+        }
         match s.strip_prefix("relay-") {
             Some(store) => Ok(Self::Relay(RelayStore::parse(store)?)),
             None => Ok(Self::Spawn(Backend::parse(s)?)),
@@ -85,6 +92,7 @@ impl Target {
             Self::Spawn(b) => format!("spawn:{}", b.name()),
             Self::Relay(s) => format!("relay:{}", s.name()),
             Self::Url(u) => format!("url:{u}"),
+            Self::Other(s) => format!("{}:redis", s.name()),
         }
     }
 
@@ -97,7 +105,7 @@ impl Target {
             Self::Spawn(Backend::Redis | Backend::RedisAof) => Some(Self::Relay(RelayStore::Redis)),
             // Cross-node cost: the same workload with both users of a pair on one node.
             Self::Spawn(Backend::RedisCrossNode) => Some(Self::Spawn(Backend::Redis)),
-            Self::Relay(_) | Self::Url(_) => None,
+            Self::Relay(_) | Self::Url(_) | Self::Other(_) => None,
         }
     }
 }
@@ -227,7 +235,7 @@ impl Default for LoadConfig {
 }
 
 /// Usage line of the `load` benchmark.
-pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|redis-cross-node|relay-memory|relay-redis|relay-redb | --url http://HOST:PORT] [--baseline auto|none|<a --spawn value>] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N [--idle-accounts N]] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--label NAME] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
+pub const USAGE: &str = "usage: zajel-benches load [--spawn memory|embedded|redis|redis-aof|redis-cross-node|relay-memory|relay-redis|relay-redb|socketio|channels | --url http://HOST:PORT] [--baseline auto|none|<a --spawn value>] [--pairs N] [--duration S] [--warmup S] [--rate R] [--window W] [--grace S] [--idle N [--idle-accounts N]] [--server-pid PID] [--setup-concurrency N] [--body-bytes N] [--label NAME] [--find-max [--max-p99-ms MS] [--step-factor F] [--refine-steps N] [--max-steps N]]";
 
 impl LoadConfig {
     /// Parses the flags that follow `load` on the command line.
@@ -340,6 +348,7 @@ pub struct LoadReport {
 enum Started {
     Zajel(Spawned),
     Relay(relay::Running),
+    Other(others::Running),
 }
 
 impl Started {
@@ -347,6 +356,16 @@ impl Started {
         match self {
             Self::Zajel(s) => s.stop().await,
             Self::Relay(r) => r.stop().await,
+            // Its drop signals the processes and waits for them (up to seconds).
+            Self::Other(r) => Ok(tokio::task::spawn_blocking(move || drop(r)).await?),
+        }
+    }
+
+    /// The root process of a comparison server (its workers are children).
+    fn other_pid(&self) -> Option<u32> {
+        match self {
+            Self::Other(r) => Some(r.pid),
+            Self::Zajel(_) | Self::Relay(_) => None,
         }
     }
 }
@@ -533,6 +552,23 @@ struct Account {
     token: String,
 }
 
+impl Account {
+    /// A user of a comparison server: a fresh id, no registration, no token.
+    fn unregistered(id: String) -> Self {
+        Self {
+            username: id.clone(),
+            id,
+            token: String::new(),
+        }
+    }
+}
+
+/// An idle connection: Zajel's bare socket, or a comparison server's (which must answer pings).
+enum IdleSocket {
+    Zajel(TcpStream),
+    Other(BufReader<TcpStream>),
+}
+
 async fn register(host: &str, username: &str) -> Result<Account> {
     let body = json!({"username": username, "password": PASSWORD}).to_string();
     let (status, text) = http_post(host, "/api/register", &body).await?;
@@ -599,15 +635,21 @@ async fn ws_connect(host: &str) -> Result<Ws> {
 }
 
 async fn next_frame(ws: &mut Ws) -> Result<Value> {
+    let text = next_setup_text(ws).await?;
+    serde_json::from_str(text.as_str()).context("server sent non-JSON")
+}
+
+/// The next text frame during setup (waits up to `SETUP_WAIT`; a close is an error).
+pub(crate) async fn next_setup_text(
+    ws: &mut Ws,
+) -> Result<tokio_tungstenite::tungstenite::Utf8Bytes> {
     loop {
         let msg = tokio::time::timeout(SETUP_WAIT, ws.next())
             .await
             .context("no frame in time")?
             .context("connection ended")??;
         match msg {
-            Message::Text(t) => {
-                return serde_json::from_str(t.as_str()).context("server sent non-JSON");
-            }
+            Message::Text(t) => return Ok(t),
             Message::Close(c) => bail!("closed by server: {c:?}"),
             _ => {}
         }
@@ -698,7 +740,7 @@ fn text_frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one frame; returns (opcode, payload).
-async fn read_raw_frame(s: &mut (impl AsyncRead + Unpin)) -> Result<(u8, Vec<u8>)> {
+pub(crate) async fn read_raw_frame(s: &mut (impl AsyncRead + Unpin)) -> Result<(u8, Vec<u8>)> {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).await?;
     let opcode = h[0] & 0x0f;
@@ -776,7 +818,7 @@ async fn idle_connect(host: &str, token: &str) -> Result<TcpStream> {
 }
 
 /// Reads an HTTP response head up to its blank line; an error unless it is `101`.
-async fn read_upgrade_head(s: &mut (impl AsyncBufRead + Unpin)) -> Result<()> {
+pub(crate) async fn read_upgrade_head(s: &mut (impl AsyncBufRead + Unpin)) -> Result<()> {
     let mut line = Vec::with_capacity(128);
     let mut total = 0;
     let mut first = true;
@@ -799,7 +841,7 @@ async fn read_upgrade_head(s: &mut (impl AsyncBufRead + Unpin)) -> Result<()> {
 }
 
 /// Resident set size in KiB from a `/proc/<pid>/status` file.
-fn vm_rss_kib(status_path: &str) -> Option<u64> {
+pub(crate) fn vm_rss_kib(status_path: &str) -> Option<u64> {
     let text = std::fs::read_to_string(status_path).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -813,7 +855,7 @@ pub fn open_files_needed(cfg: &LoadConfig) -> u64 {
     let sockets = (cfg.idle + 2 * cfg.pairs + cfg.setup_concurrency.max(32)) as u64;
     let sides = match cfg.target {
         Target::Spawn(_) | Target::Relay(_) => 2,
-        Target::Url(_) => 1,
+        Target::Url(_) | Target::Other(_) => 1,
     };
     sides * sockets + 256
 }
@@ -857,18 +899,18 @@ fn nofile_limit() -> Option<u64> {
 // The run
 
 /// Shared clock and counters. Times are microseconds since `epoch`.
-struct Shared {
+pub(crate) struct Shared {
     epoch: Instant,
     measure_from_us: u64,
     measure_to_us: u64,
-    sent: AtomicU64,
-    answered: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) answered: AtomicU64,
     acked: AtomicU64,
     received: AtomicU64,
 }
 
 impl Shared {
-    fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
     fn us_since_epoch(&self, t: Instant) -> u64 {
@@ -881,7 +923,7 @@ impl Shared {
 
 /// What one user's reader saw.
 #[derive(Default)]
-struct UserStats {
+pub(crate) struct UserStats {
     /// My message number → seq from its ack.
     acked: HashMap<u64, u64>,
     /// Peer's message number → seq from its `message` event.
@@ -896,13 +938,13 @@ struct UserStats {
 }
 
 impl UserStats {
-    fn error(&mut self, code: &str) {
+    pub(crate) fn error(&mut self, code: &str) {
         *self.errors.entry(code.to_owned()).or_default() += 1;
     }
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
@@ -926,27 +968,7 @@ async fn writer(
     let mut n: u64 = 0;
     let mut pacing = pacing;
     let conversation = serde_json::to_string(&conversation)?;
-    loop {
-        // Open loop: the time a message is *due*, not when this task got round to it, so a
-        // server that falls behind shows as latency (no coordinated omission).
-        let due_us = match &mut pacing {
-            Pacing::Rate(iv) => {
-                tokio::select! {
-                    due = iv.tick() => shared.us_since_epoch(due.into_std()),
-                    _ = tokio::time::sleep_until(stop_at) => break,
-                }
-            }
-            Pacing::Window(sem) => {
-                tokio::select! {
-                    p = sem.acquire() => p?.forget(),
-                    _ = tokio::time::sleep_until(stop_at) => break,
-                }
-                shared.now_us()
-            }
-        };
-        if tokio::time::Instant::now() >= stop_at {
-            break;
-        }
+    while let Some(due_us) = next_due(&mut pacing, &shared, stop_at).await? {
         n += 1;
         let body = format!("{n} {due_us} {padding}");
         // `type` first, as the SDKs write it (`json!` sorts keys, which put it last and sent
@@ -962,9 +984,72 @@ async fn writer(
     Ok(sink)
 }
 
-enum Pacing {
+/// When the next message is due (µs since the epoch), or `None` once `stop_at` has come.
+///
+/// Open loop: the time a message is *due*, not when the writer got round to it, so a server
+/// that falls behind shows as latency (no coordinated omission). Cancel-safe (a writer selects
+/// on it beside other work).
+pub(crate) async fn next_due(
+    pacing: &mut Pacing,
+    shared: &Shared,
+    stop_at: tokio::time::Instant,
+) -> Result<Option<u64>> {
+    let due_us = match pacing {
+        Pacing::Rate(iv) => {
+            tokio::select! {
+                due = iv.tick() => shared.us_since_epoch(due.into_std()),
+                _ = tokio::time::sleep_until(stop_at) => return Ok(None),
+            }
+        }
+        Pacing::Window(sem) => {
+            tokio::select! {
+                p = sem.acquire() => p?.forget(),
+                _ = tokio::time::sleep_until(stop_at) => return Ok(None),
+            }
+            shared.now_us()
+        }
+    };
+    if tokio::time::Instant::now() >= stop_at {
+        return Ok(None);
+    }
+    Ok(Some(due_us))
+}
+
+/// How a writer paces its sends: an open-loop rate, or a window of sends in flight.
+pub(crate) enum Pacing {
     Rate(tokio::time::Interval),
     Window(Arc<Semaphore>),
+}
+
+/// The next text frame, or `None` at `stop` or when the connection ends (counted in `st`).
+pub(crate) async fn next_text(
+    stream: &mut SplitStream<Ws>,
+    stop: &mut watch::Receiver<bool>,
+    st: &mut UserStats,
+) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes> {
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = stopped(stop) => return None,
+        };
+        match msg {
+            Some(Ok(Message::Text(t))) => return Some(t),
+            Some(Ok(Message::Close(c))) => {
+                let code = c.map_or(1005, |c| u16::from(c.code));
+                st.error(&format!("closed_{code}"));
+                return None;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                st.error("ws_error");
+                return None;
+            }
+            None => {
+                st.error("ws_ended");
+                return None;
+            }
+        }
+    }
 }
 
 async fn reader(
@@ -975,28 +1060,7 @@ async fn reader(
     mut stop: watch::Receiver<bool>,
 ) -> UserStats {
     let mut st = UserStats::default();
-    loop {
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            _ = stopped(&mut stop) => break,
-        };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(c))) => {
-                let code = c.map_or(1005, |c| u16::from(c.code));
-                st.error(&format!("closed_{code}"));
-                break;
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(_)) => {
-                st.error("ws_error");
-                break;
-            }
-            None => {
-                st.error("ws_ended");
-                break;
-            }
-        };
+    while let Some(text) = next_text(&mut stream, &mut stop, &mut st).await {
         let now = shared.now_us();
         // Fast path: the two frames of the workload, fields borrowed from the text.
         if let Ok(f) = serde_json::from_str::<InFrame>(text.as_str()) {
@@ -1081,16 +1145,16 @@ struct InFrame<'a> {
 }
 
 #[derive(serde::Deserialize)]
-struct InMessage<'a> {
+pub(crate) struct InMessage<'a> {
     #[serde(borrow)]
-    body: std::borrow::Cow<'a, str>,
-    seq: u64,
+    pub(crate) body: std::borrow::Cow<'a, str>,
+    pub(crate) seq: u64,
     #[serde(borrow)]
-    sender: Option<std::borrow::Cow<'a, str>>,
+    pub(crate) sender: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// A `sent` ack for one of this user's messages.
-fn on_sent(
+pub(crate) fn on_sent(
     st: &mut UserStats,
     shared: &Shared,
     window: Option<&Arc<Semaphore>>,
@@ -1118,7 +1182,7 @@ fn on_sent(
 }
 
 /// A `message` event delivered to this user.
-fn on_message(
+pub(crate) fn on_message(
     st: &mut UserStats,
     shared: &Shared,
     me: &str,
@@ -1199,7 +1263,17 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             let h = host_port(u)?;
             (h.clone(), h, None)
         }
+        Target::Other(system) => {
+            let r = others::start(*system).await?;
+            let h = r.host.clone();
+            (h.clone(), h, Some(Started::Other(r)))
+        }
     };
+    let system = match &cfg.target {
+        Target::Other(s) => Some(*s),
+        _ => None,
+    };
+    let other_pid = spawned.as_ref().and_then(Started::other_pid);
     // Unique names per run, so repeated runs against one external server do not collide.
     let run_tag = format!(
         "l{:x}",
@@ -1214,7 +1288,12 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let rss_path = match (&cfg.target, cfg.server_pid) {
         (Target::Spawn(_) | Target::Relay(_), _) => Some("/proc/self/status".to_owned()),
         (Target::Url(_), Some(pid)) => Some(format!("/proc/{pid}/status")),
-        (Target::Url(_), None) => None,
+        (Target::Url(_) | Target::Other(_), _) => None,
+    };
+    // A comparison server's memory: the sum over its processes (primary/supervisor + workers).
+    let read_rss = || match &spawned {
+        Some(Started::Other(r)) => r.rss_kib(),
+        _ => rss_path.as_deref().and_then(vm_rss_kib),
     };
     let (idle_stop_tx, idle_stop_rx) = watch::channel(false);
     let mut idle_report = Value::Null;
@@ -1223,12 +1302,22 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         let names = (0..cfg.idle.max(cfg.idle_accounts))
             .map(|i| format!("{run_tag}_i{i}"))
             .collect();
-        let mut accounts = register_all(&host, names, cfg.setup_concurrency).await?;
+        let mut accounts = match system {
+            None => register_all(&host, names, cfg.setup_concurrency).await?,
+            // No registration: a fresh user id in the connect URL.
+            Some(_) => names
+                .into_iter()
+                .map(|_: String| {
+                    Account::unregistered(zajel_core::UserId::new_random().to_string())
+                })
+                .collect(),
+        };
         accounts.truncate(cfg.idle);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = rss_path.as_deref().and_then(vm_rss_kib);
+        let before = read_rss();
         let server_pid = match &cfg.target {
             Target::Url(_) => cfg.server_pid,
+            Target::Other(_) => other_pid,
             Target::Spawn(_) | Target::Relay(_) => None,
         };
         let cpu_before = crate::cpu::Sample::take_optional(server_pid);
@@ -1240,19 +1329,31 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             let host = host.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await?;
-                tokio::time::timeout(SETUP_WAIT, idle_connect(&host, &acc.token))
+                let connect = async {
+                    Ok::<_, anyhow::Error>(match system {
+                        None => IdleSocket::Zajel(idle_connect(&host, &acc.token).await?),
+                        Some(s) => {
+                            IdleSocket::Other(others::idle_connect(s, &host, &acc.id).await?)
+                        }
+                    })
+                };
+                tokio::time::timeout(SETUP_WAIT, connect)
                     .await
                     .context("idle connect timed out")?
             }));
         }
         let mut sockets = Vec::with_capacity(tasks.len());
+        let mut other_sockets = Vec::new();
         for t in tasks {
-            sockets.push(t.await??);
+            match t.await?? {
+                IdleSocket::Zajel(s) => sockets.push(s),
+                IdleSocket::Other(s) => other_sockets.push(s),
+            }
         }
         let connect_s = t0.elapsed().as_secs_f64();
         let cpu_after = crate::cpu::Sample::take_optional(server_pid);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let after = rss_path.as_deref().and_then(vm_rss_kib);
+        let after = read_rss();
         let per_conn = match (before, after) {
             (Some(b), Some(a)) => json!(((a as f64 - b as f64) * 1024.0 / cfg.idle as f64).round()),
             _ => Value::Null,
@@ -1265,6 +1366,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
                 Target::Spawn(_) | Target::Relay(_) => "in-process (/proc/self/status; includes the idle clients' bare sockets)",
                 Target::Url(_) if rss_path.is_some() => "/proc/<server-pid>/status",
                 Target::Url(_) => "unknown (pass --server-pid)",
+                Target::Other(_) => "sum of the server's processes (primary/supervisor + workers; not its redis-server)",
             },
             "rss_before_kib": before,
             "rss_after_kib": after,
@@ -1275,23 +1377,37 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             "cpu_seconds": crate::cpu::seconds(cpu_before, cpu_after),
         });
         // Keep them open (and alive) during the load run.
-        let mut stop = idle_stop_rx.clone();
-        idle_task = Some(tokio::spawn(async move {
-            let ping = text_frame(br#"{"type":"ping","id":"k"}"#);
-            let mut iv = tokio::time::interval(IDLE_PING_EVERY);
-            iv.tick().await;
-            loop {
-                tokio::select! {
-                    _ = iv.tick() => {
-                        for s in &mut sockets {
-                            let _ = s.write_all(&ping).await;
-                        }
-                    }
-                    _ = stopped(&mut stop) => break,
+        if system.is_some() {
+            // Socket.IO and uvicorn ping their clients: each connection answers its own.
+            let stop = idle_stop_rx.clone();
+            idle_task = Some(tokio::spawn(async move {
+                let alive: Vec<_> = other_sockets
+                    .into_iter()
+                    .map(|s| tokio::spawn(others::keep_alive(s, stop.clone())))
+                    .collect();
+                for a in alive {
+                    let _ = a.await;
                 }
-            }
-            drop(sockets);
-        }));
+            }));
+        } else {
+            let mut stop = idle_stop_rx.clone();
+            idle_task = Some(tokio::spawn(async move {
+                let ping = text_frame(br#"{"type":"ping","id":"k"}"#);
+                let mut iv = tokio::time::interval(IDLE_PING_EVERY);
+                iv.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = iv.tick() => {
+                            for s in &mut sockets {
+                                let _ = s.write_all(&ping).await;
+                            }
+                        }
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+                drop(sockets);
+            }));
+        }
     }
 
     // Users and friendships.
@@ -1299,7 +1415,17 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let names = (0..cfg.pairs)
         .flat_map(|i| [format!("{run_tag}_a{i}"), format!("{run_tag}_b{i}")])
         .collect();
-    let accounts = register_all(&host, names, cfg.setup_concurrency).await?;
+    let accounts = match (&spawned, system) {
+        (Some(Started::Other(r)), Some(_)) => {
+            // Friendships written straight into the server's Redis (not measured).
+            others::make_pairs(&r.redis.url(), cfg.pairs)
+                .await?
+                .into_iter()
+                .flat_map(|(a, b)| [Account::unregistered(a), Account::unregistered(b)])
+                .collect()
+        }
+        _ => register_all(&host, names, cfg.setup_concurrency).await?,
+    };
     let sem = Arc::new(Semaphore::new(cfg.setup_concurrency));
     let mut tasks = Vec::with_capacity(cfg.pairs);
     for pair in accounts.chunks(2) {
@@ -1311,7 +1437,13 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         let (host, host_b) = (host.clone(), host_b.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            let (wa, wb) = setup_pair(&host, &host_b, &a, &b).await?;
+            let (wa, wb) = match system {
+                None => setup_pair(&host, &host_b, &a, &b).await?,
+                Some(s) => (
+                    others::connect(s, &host, &a.id).await?,
+                    others::connect(s, &host_b, &b.id).await?,
+                ),
+            };
             Ok::<_, anyhow::Error>((a, wa, b, wb))
         }));
     }
@@ -1335,8 +1467,13 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         received: AtomicU64::new(0),
     });
     // The server's CPU over the measured window (a server in a process of its own only).
-    let cpu_window = match (&cfg.target, cfg.server_pid) {
-        (Target::Url(_), Some(pid)) => {
+    let cpu_pid = match &cfg.target {
+        Target::Url(_) => cfg.server_pid,
+        Target::Other(_) => other_pid,
+        Target::Spawn(_) | Target::Relay(_) => None,
+    };
+    let cpu_window = match cpu_pid {
+        Some(pid) => {
             let (from, to) = (start + cfg.warmup, stop_at);
             Some(tokio::spawn(async move {
                 tokio::time::sleep_until(from).await;
@@ -1368,6 +1505,30 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
                 let sem = Arc::new(Semaphore::new(cfg.window));
                 (Pacing::Window(sem.clone()), Some(sem))
             };
+            if system == Some(System::SocketIo) {
+                // Socket.IO's framing; the reader hands Engine.IO pongs to the writer.
+                let (pong_tx, pong_rx) = tokio::sync::mpsc::unbounded_channel();
+                writers.push(tokio::spawn(others::socketio::writer(
+                    sink,
+                    conversation.clone(),
+                    shared.clone(),
+                    pacing,
+                    stop_at,
+                    padding.clone(),
+                    pong_rx,
+                )));
+                readers.push(tokio::spawn(others::socketio::reader(
+                    stream,
+                    me.id.clone(),
+                    shared.clone(),
+                    window,
+                    stop_rx.clone(),
+                    pong_tx,
+                )));
+                index += 1;
+                continue;
+            }
+            // Zajel, the relay and the Channels consumer read and write Zajel's frames.
             writers.push(tokio::spawn(writer(
                 sink,
                 conversation.clone(),
@@ -1462,7 +1623,16 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     let secs = cfg.duration.as_secs_f64();
     let cpu = match cpu_window {
         Some(t) => match t.await? {
-            Some((before, after)) => crate::cpu::report(before, after, secs, delivered_in_window),
+            Some((before, after)) => {
+                let mut cpu = crate::cpu::report(before, after, secs, delivered_in_window);
+                if system.is_some() {
+                    cpu["processes"] = json!(
+                        "server_*: the cluster primary / uvicorn supervisor; store_process_*: \
+                         its worker processes (the servers); the redis-server is not counted"
+                    );
+                }
+                cpu
+            }
             None => Value::Null,
         },
         None => Value::Null,
@@ -1488,7 +1658,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             "idle": cfg.idle,
             "server_rate_limit": match &cfg.target {
                 Target::Spawn(_) => json!("off (1e6/s)"),
-                Target::Relay(_) => json!("none"),
+                Target::Relay(_) | Target::Other(_) => json!("none"),
                 Target::Url(_) => json!("server's own"),
             },
         },

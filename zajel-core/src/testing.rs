@@ -15,6 +15,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     appendonly: bool,
     cluster: bool,
+    /// More `redis-server` arguments (e.g. `--maxmemory 2mb`), kept across restarts.
+    extra: Vec<String>,
 }
 
 /// Why a Redis server could not be started.
@@ -40,11 +42,25 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// Starts a server with no persistence and more `redis-server` arguments, e.g.
+    /// `["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]` to test a full Redis.
+    pub fn start_with_args(args: &[&str]) -> Result<Self, RedisServerError> {
+        Self::start_node_with(false, false, args)
+    }
+
     fn start_with(appendonly: bool) -> Result<Self, RedisServerError> {
         Self::start_node(appendonly, false)
     }
 
     fn start_node(appendonly: bool, cluster: bool) -> Result<Self, RedisServerError> {
+        Self::start_node_with(appendonly, cluster, &[])
+    }
+
+    fn start_node_with(
+        appendonly: bool,
+        cluster: bool,
+        extra: &[&str],
+    ) -> Result<Self, RedisServerError> {
         let dir = tempfile::tempdir()?;
         let mut server = Self {
             child: None,
@@ -52,6 +68,7 @@ impl RedisServer {
             dir,
             appendonly,
             cluster,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         if !cluster {
             server.spawn(free_port()?)?;
@@ -99,6 +116,7 @@ impl RedisServer {
                 .arg("--cluster-config-file")
                 .arg(dir.join("nodes.conf"));
         }
+        cmd.args(&self.extra);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -435,4 +453,39 @@ pub async fn befriend<S: crate::FriendStore + ?Sized>(
     };
     let swapped = store.swap_edge(pair, Edge::default(), friends).await;
     assert_eq!(swapped, Ok(true), "befriend {a} and {b}");
+}
+
+/// Fills the Redis at `url` with filler keys (`filler:<n>`, not a store's) until even a tiny
+/// write answers `OOM`: big values first, then smaller ones (a refused big value frees its
+/// query buffer, which leaves room for small writes). For a server started with a small
+/// `--maxmemory` under `noeviction`. Returns the connection it filled through: keep it open
+/// while Redis should stay full (closing it frees its buffers, room for a few small writes).
+/// Panics if Redis never refuses (test code).
+#[cfg(feature = "redis")]
+pub async fn fill_until_oom(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    let mut i = 0;
+    for size in [64 * 1024, 4096, 256, 16] {
+        let blob = "x".repeat(size);
+        loop {
+            i += 1;
+            let set = redis::cmd("SET")
+                .arg(format!("filler:{i}"))
+                .arg(&blob)
+                .query_async::<redis::Value>(&mut con)
+                .await;
+            match set {
+                Ok(_) => assert!(i < 100_000, "maxmemory never reached"),
+                Err(e) => {
+                    assert_eq!(e.code(), Some("OOM"), "{e}");
+                    break;
+                }
+            }
+        }
+    }
+    con
 }

@@ -559,4 +559,62 @@ mod redis {
         );
         na.stop().await;
     }
+
+    /// A full Redis (`maxmemory` reached under `noeviction`: every write answers `OOM`): a
+    /// send is answered `unavailable` with `retry_after_ms` (nothing stored), the connection
+    /// stays open, `/healthz` says 503 with the reason while reads still work, and once memory
+    /// is freed health comes back by itself and the same send (same key) is stored once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_redis_answers_unavailable_and_fails_healthz() {
+        let redis = RedisServer::start_with_args(&["--maxmemory", "4mb"]).expect("redis-server");
+        let na = node(&redis.url(), "a").await;
+        let Pair {
+            mut a, mut b, conv, ..
+        } = alice_and_bob(na.addr).await;
+        assert_eq!(
+            http(na.addr, "GET", "/healthz", None, &[]).await.status,
+            200
+        );
+        let mut raw = ::redis::Client::open(redis.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection");
+        let _full = zajel_core::testing::fill_until_oom(&redis.url()).await;
+        let send = json!({"type": "send", "id": "s1", "conversation": conv, "body": "x",
+                          "idempotency_key": "k1"});
+        a.send_raw(&send.to_string()).await;
+        let refused = a.answer("s1").await;
+        assert_eq!(refused["code"], "unavailable", "{refused}");
+        assert!(refused["retry_after_ms"].as_u64().is_some(), "{refused}");
+        a.assert_alive().await;
+        let health = http(na.addr, "GET", "/healthz", None, &[]).await;
+        assert_eq!(health.status, 503);
+        assert!(health.body.contains("OOM"), "{}", health.body);
+        // Memory freed: health recovers without traffic, the retry is stored once.
+        let _: () = ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(0)
+            .query_async(&mut raw)
+            .await
+            .expect("CONFIG SET");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http(na.addr, "GET", "/healthz", None, &[]).await.status != 200 {
+            assert!(Instant::now() < deadline, "/healthz never recovered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        a.send_raw(
+            &json!({"type": "send", "id": "s2", "conversation": conv, "body": "x",
+                            "idempotency_key": "k1"})
+            .to_string(),
+        )
+        .await;
+        let stored = a.answer("s2").await;
+        assert_eq!(stored["type"], "sent", "{stored}");
+        assert_eq!(stored["message"]["seq"], 1, "{stored}");
+        assert_eq!(stored["duplicate"], false, "{stored}");
+        assert_eq!(b.expect("message").await["message"]["seq"], 1);
+        na.stop().await;
+    }
 }

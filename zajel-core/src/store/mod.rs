@@ -86,6 +86,11 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The backend is set up in a way that would lose acknowledged data (e.g. a Redis that
+    /// evicts keys when full), so the store refuses to work with it. Fix the backend's
+    /// configuration; retrying does not help.
+    #[error("storage backend is misconfigured: {0}")]
+    Misconfigured(String),
     /// The backend cannot serve requests right now (Redis unreachable or timing out, the
     /// embedded store's disk failing). Nothing was changed by this call, except that a
     /// networked backend cannot rule out a write whose reply was lost (idempotent retries make
@@ -108,7 +113,9 @@ impl HasErrorCode for StoreError {
             StoreError::NotAMember => ErrorCode::ConversationNotFound,
             StoreError::NotFriends => ErrorCode::NotFriends,
             StoreError::InvalidCursor(_) => ErrorCode::InvalidCursor,
-            StoreError::Backend(_) | StoreError::Corrupt(_) => ErrorCode::Internal,
+            StoreError::Backend(_) | StoreError::Corrupt(_) | StoreError::Misconfigured(_) => {
+                ErrorCode::Internal
+            }
             StoreError::Unavailable { .. } => ErrorCode::Unavailable,
         }
     }

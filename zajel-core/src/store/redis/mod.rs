@@ -18,6 +18,7 @@
 mod breaker;
 mod coalesce;
 mod conn;
+mod eviction;
 
 pub use conn::RedisConnection;
 /// The store's connection (short name inside this module).
@@ -64,6 +65,11 @@ pub struct RedisOptions {
     pub breaker_cooldown: Duration,
     /// How long an idempotency record deduplicates retries (default 24 h, at least 1 ms).
     pub dedupe_window_ms: u64,
+    /// Start even if Redis may evict keys (`maxmemory-policy` other than `noeviction`;
+    /// default `false`: connecting fails with [`StoreError::Misconfigured`]). Eviction deletes
+    /// acknowledged messages, sessions and idempotency records without telling anyone; only
+    /// set this for a Redis whose contents you can afford to lose.
+    pub allow_eviction: bool,
 }
 
 impl Default for RedisOptions {
@@ -74,6 +80,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(1),
             breaker_cooldown: Duration::from_secs(1),
             dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+            allow_eviction: false,
         }
     }
 }
@@ -161,10 +168,11 @@ struct Scripts {
     mark_read: Lua,
     summary: Lua,
     migrate_edge: Lua,
+    migrate_layout_3: Lua,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 9] {
+    fn all(&self) -> [&Lua; 10] {
         [
             &self.update_user,
             &self.create_session,
@@ -175,6 +183,7 @@ impl Scripts {
             &self.mark_read,
             &self.summary,
             &self.migrate_edge,
+            &self.migrate_layout_3,
         ]
     }
 }
@@ -189,6 +198,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     mark_read: Lua::new(include_str!("mark_read.lua")),
     summary: Lua::new(include_str!("summary.lua")),
     migrate_edge: Lua::new(include_str!("migrate_edge.lua")),
+    migrate_layout_3: Lua::new(include_str!("migrate_layout_3.lua")),
 });
 
 /// Key names. The part in braces is the Cluster hash tag; see `docs/storage-redis.md`.
@@ -233,13 +243,76 @@ impl Keys {
     fn log(&self, c: &ConversationId) -> String {
         format!("{}:{{c:{c}}}:log", self.prefix)
     }
-    /// The idempotency records of one dedupe window (`bucket` = `sent_at / window`). The
-    /// append script derives this and the other conversation keys itself (`append.lua`);
-    /// `append_writes_the_documented_keys` holds the two spellings together.
+    /// Layout 2: the idempotency records of one dedupe window (`bucket` = `sent_at /
+    /// window`), a hash of their own; layout 3 keeps them in the meta hash (`idempotency_field`).
     #[cfg(test)]
-    fn idempotency(&self, c: &ConversationId, bucket: u64) -> String {
+    fn legacy_idempotency(&self, c: &ConversationId, bucket: u64) -> String {
         format!("{}:{{c:{c}}}:idem:{bucket}", self.prefix)
     }
+}
+
+/// The meta-hash field of an idempotency record (layout 3): `<window>:<sender>:<key>`, written
+/// into `out` (cleared first). The window leads, so a sweep finds a record's age without a
+/// lookup, and no other meta field (`seq`, `f`, `ib`, `r:<user>`) starts with a digit.
+fn idempotency_field(out: &mut String, window: u64, sender: UserId, key: &str) {
+    use std::fmt::Write;
+    out.clear();
+    let mut uuid = ::uuid::Uuid::encode_buffer();
+    // Writing into a String cannot fail.
+    let _ = write!(
+        out,
+        "{window}:{}:{key}",
+        sender.0.hyphenated().encode_lower(&mut uuid)
+    );
+}
+
+/// Layout 3's stream entry: one field `m` whose value is the message id and the sender (36
+/// characters each), `sent_at`, `:`, the idempotency key's length in bytes, `:`, the key, then
+/// the body to the end. One field instead of five name/value pairs: fewer strings for Redis to
+/// receive and store per message. Layout-2 entries (fields `id`, `sender`, `body`, `sent_at`,
+/// `key`) are read as they are (`message_from_fields`).
+fn pack_entry(
+    out: &mut String,
+    id: MessageId,
+    sender: UserId,
+    sent_at: i64,
+    key: &str,
+    body: &str,
+) {
+    use std::fmt::Write;
+    out.clear();
+    let mut uuid = ::uuid::Uuid::encode_buffer();
+    out.push_str(id.0.hyphenated().encode_lower(&mut uuid));
+    out.push_str(sender.0.hyphenated().encode_lower(&mut uuid));
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{sent_at}:{}:", key.len());
+    out.push_str(key);
+    out.push_str(body);
+}
+
+/// The message in a packed entry (`pack_entry`); anything that does not decode is `Corrupt`.
+fn unpack_entry(conv: &ConversationId, seq: u64, packed: &str) -> StoreResult<Message> {
+    let bad = || corrupt(format_args!("malformed entry {seq} in the log of {conv}"));
+    let (Some(id), Some(sender), Some(rest)) =
+        (packed.get(..36), packed.get(36..72), packed.get(72..))
+    else {
+        return Err(bad());
+    };
+    let (sent_at, rest) = rest.split_once(':').ok_or_else(bad)?;
+    let (key_len, rest) = rest.split_once(':').ok_or_else(bad)?;
+    let key_len: usize = parse(key_len, "idempotency key length")?;
+    let (Some(key), Some(body)) = (rest.get(..key_len), rest.get(key_len..)) else {
+        return Err(bad());
+    };
+    Ok(Message {
+        id: MessageId(parse(id, "message id")?),
+        conversation: conv.clone(),
+        seq,
+        sender: parse(sender, "sender")?,
+        body: body.to_owned(),
+        sent_at: Timestamp(parse(sent_at, "sent_at")?),
+        idempotency_key: key.to_owned(),
+    })
 }
 
 /// Escapes the characters that would end or split a hash tag (and the escape and separator
@@ -332,7 +405,6 @@ fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_unrecoverable_error() || e.is_connection_refusal()
 }
 
-/// A user from the `HGETALL` reply of its hash; `None` if the hash is empty (no such user).
 /// Reads a user's profile: `HMGET` of the two fields a [`User`] has, not `HGETALL` (which
 /// would also carry the password hash and `last_seen`, and need a map to pick from).
 fn user_cmd(keys: &Keys, id: UserId) -> Cmd {
@@ -389,14 +461,88 @@ fn friends_from_relations(reply: Value) -> StoreResult<Vec<UserId>> {
     Ok(friends)
 }
 
-/// A Redis error as a store error: a key of the wrong type is damaged data, the rest is the
+/// A Redis error as a store error: a key of the wrong type is damaged data, a refusal (see
+/// [`refusal`]) is `Unavailable` (retry later: the command did not run), the rest is the
 /// backend failing.
 fn redis_err(e: RedisError) -> StoreError {
     if e.code() == Some("WRONGTYPE") {
         StoreError::Corrupt(e.to_string())
+    } else if refusal(&e).is_some() {
+        StoreError::unavailable(refusal_reason(&e), REFUSAL_RETRY_MS)
     } else {
         StoreError::Backend(e.to_string())
     }
+}
+
+/// The retry hint of a refusal answered outside the breaker's bookkeeping (the breaker's own
+/// errors carry its cooldown).
+const REFUSAL_RETRY_MS: u64 = 1000;
+
+/// Replies by which Redis says it cannot do this now, though it is reachable. None of them
+/// ran the command: a script refused by `OOM`/`MISCONF`/`READONLY` fails at its first write
+/// command and nothing before it wrote (Redis 7 refuses a write inside a script only while the
+/// script has not written yet; checked against redis-server 7.0 in `redis_faults.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Writes are refused, reads still work: `OOM` (`maxmemory` reached under `noeviction`),
+    /// `READONLY` (a replica, e.g. the old primary after a failover), `MISCONF` (RDB snapshots
+    /// fail and `stop-writes-on-bgsave-error` is on), `NOREPLICAS` (`min-replicas-to-write`).
+    Writes,
+    /// Every command is refused for a while: `LOADING` (reading its data at start), `BUSY` (a
+    /// script runs too long), `MASTERDOWN` (a replica cut off from its primary with
+    /// `replica-serve-stale-data no`), `CLUSTERDOWN` (slots not served). Handled like a
+    /// timeout: the breaker opens.
+    Server,
+    /// One slot is being moved (`TRYAGAIN`, Cluster): retry this call shortly; the rest of
+    /// the store is fine.
+    Retry,
+}
+
+fn refusal(e: &RedisError) -> Option<Refusal> {
+    match e.code()? {
+        "OOM" | "READONLY" | "MISCONF" | "NOREPLICAS" => Some(Refusal::Writes),
+        "LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" => Some(Refusal::Server),
+        "TRYAGAIN" => Some(Refusal::Retry),
+        _ => None,
+    }
+}
+
+/// The reason given for a refusal: its code and Redis's own words (they name the setting to
+/// look at).
+fn refusal_reason(e: &RedisError) -> String {
+    format!(
+        "Redis refuses the command ({}): {e}",
+        e.code().unwrap_or("?")
+    )
+}
+
+/// Room Redis must have below `maxmemory` before the write probe reports writes as taken
+/// again: 1 MiB, or a tenth of `maxmemory` if that is smaller. At the limit, memory use moves
+/// by a few KB with every reply and connection buffer, so a tiny probe write fits now and then
+/// while real writes still fail; health would flap (the embedded store's full-disk health did
+/// until it waited for free space too).
+fn memory_margin(maxmemory: u64) -> u64 {
+    (1 << 20).min(maxmemory / 10)
+}
+
+/// From `INFO memory`: why writes should still count as refused (memory within
+/// [`memory_margin`] of `maxmemory`), or `None`. Memory Redis does not count towards its
+/// limit (replica and AOF buffers) is left out, as Redis does.
+fn memory_too_full(info: &str) -> Option<String> {
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let max = field("maxmemory");
+    let used = field("used_memory").saturating_sub(field("mem_not_counted_for_evict"));
+    (max > 0 && used + memory_margin(max) > max).then(|| {
+        format!(
+            "Redis memory is nearly full: {used} of maxmemory {max} bytes used (writes are \
+             refused with OOM at the limit)"
+        )
+    })
 }
 
 fn is_noscript(e: &RedisError) -> bool {
@@ -450,6 +596,8 @@ impl RedisStore {
             false => redis_err(e),
         })?;
         Self::with_connection(Conn::Single(con), options)?
+            .check_eviction()
+            .await?
             .ensure_layout()
             .await
     }
@@ -478,6 +626,8 @@ impl RedisStore {
             false => redis_err(e),
         })?;
         Self::with_connection(Conn::Cluster(con), options)?
+            .check_eviction()
+            .await?
             .ensure_layout()
             .await
     }
@@ -520,15 +670,107 @@ impl RedisStore {
             Ok(Err(e)) if is_connection_error(&e) => {
                 Err(self.breaker.trip(format!("Redis connection failed: {e}")))
             }
-            Ok(Err(e)) => {
-                self.breaker.close();
-                Err(redis_err(e))
-            }
+            Ok(Err(e)) => match refusal(&e) {
+                Some(kind) => Err(self.refused(kind, &e)),
+                None => {
+                    self.breaker.close();
+                    Err(redis_err(e))
+                }
+            },
             Ok(Ok(v)) => {
                 self.breaker.close();
                 Ok(v)
             }
         }
+    }
+
+    /// Records a refusal reply (see [`Refusal`]) in the breaker and returns the call's error.
+    fn refused(&self, kind: Refusal, e: &RedisError) -> StoreError {
+        let reason = refusal_reason(e);
+        match kind {
+            Refusal::Server => self.breaker.trip(reason),
+            Refusal::Writes => {
+                // Redis answered: the connection is fine, only writes are not.
+                self.breaker.close();
+                let (error, started) = self.breaker.refuse_writes(reason);
+                if started {
+                    self.probe_writes();
+                }
+                error
+            }
+            Refusal::Retry => {
+                self.breaker.close();
+                StoreError::unavailable(reason, REFUSAL_RETRY_MS)
+            }
+        }
+    }
+
+    /// Records the refusals among the per-command replies of a pipeline (the callers turn
+    /// each into its error with [`redis_err`]).
+    fn note_refusals(&self, replies: &[Result<Value, RedisError>]) {
+        for e in replies.iter().filter_map(|r| r.as_ref().err()) {
+            if let Some(kind) = refusal(e) {
+                self.refused(kind, e);
+            }
+        }
+    }
+
+    /// While Redis refuses writes, tries one tiny write every breaker cooldown (a key of its
+    /// own that expires by itself) and ends the refusal when one is taken, so health recovers
+    /// even when no traffic comes (a load balancer stops sending it to an unhealthy node).
+    /// `SET` is a command Redis refuses under `OOM`, `MISCONF` and `READONLY` alike. Ends
+    /// when the store is dropped.
+    fn probe_writes(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let breaker = Arc::downgrade(&self.breaker);
+        let mut con = self.con.clone();
+        let key = format!("{}:probe", self.keys.prefix);
+        let timeout = self.options.command_timeout;
+        runtime.spawn(async move {
+            loop {
+                let Some(cooldown) = breaker.upgrade().map(|b| b.cooldown()) else {
+                    return;
+                };
+                tokio::time::sleep(cooldown).await;
+                let Some(breaker) = breaker.upgrade() else {
+                    return;
+                };
+                if !breaker.writes_refused() {
+                    return;
+                }
+                let mut set = ::redis::cmd("SET");
+                set.arg(&key).arg("1").arg("PX").arg(60_000);
+                match tokio::time::timeout(timeout, set.query_async::<Value>(&mut con)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) if refusal(&e) == Some(Refusal::Writes) => {
+                        breaker.refuse_writes(refusal_reason(&e));
+                        continue;
+                    }
+                    // Unreachable or busy: the calls' own breaker handles that; keep probing.
+                    _ => continue,
+                }
+                // The write was taken; is there room for more than a tiny one? (On a Cluster
+                // INFO answers per node, not as one text: only the write counts there.)
+                let mut info = ::redis::cmd("INFO");
+                info.arg("memory");
+                let full = match tokio::time::timeout(timeout, info.query_async(&mut con)).await {
+                    Ok(Ok(Value::BulkString(b))) => memory_too_full(&String::from_utf8_lossy(&b)),
+                    Ok(Ok(Value::VerbatimString { text, .. })) => memory_too_full(&text),
+                    _ => None,
+                };
+                match full {
+                    Some(reason) => {
+                        breaker.refuse_writes(reason);
+                    }
+                    None => {
+                        breaker.writes_ok();
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// The key prefix in use.
@@ -647,15 +889,18 @@ impl RedisStore {
                     }
                 }
                 let mut con = self.con.clone();
-                self.guarded(async move {
-                    match pipe.query_async(&mut con).await {
-                        Err(e) if retry == Retry::Once && is_connection_error(&e) => {
-                            pipe.query_async(&mut con).await
+                let results: Vec<Result<Value, RedisError>> = self
+                    .guarded(async move {
+                        match pipe.query_async(&mut con).await {
+                            Err(e) if retry == Retry::Once && is_connection_error(&e) => {
+                                pipe.query_async(&mut con).await
+                            }
+                            r => r,
                         }
-                        r => r,
-                    }
-                })
-                .await
+                    })
+                    .await?;
+                self.note_refusals(&results);
+                Ok(results)
             }
             Conn::Cluster(_) => {
                 let tasks: Vec<_> = cmds
@@ -683,6 +928,7 @@ impl RedisStore {
                     return Err(self.breaker.trip(format!("Redis connection failed: {e}")));
                 }
                 results.truncate(keep);
+                self.note_refusals(&results);
                 Ok(results)
             }
         }
@@ -785,9 +1031,19 @@ fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(StoreError::backend)
 }
 
-/// A message from a stream entry's fields.
+/// A message from a stream entry's fields: layout 3's one packed field `m`, or layout 2's five.
 fn message_from_fields(conv: &ConversationId, seq: u64, v: Value) -> StoreResult<Message> {
+    if let Value::Array(items) = &v
+        && let [Value::BulkString(name), Value::BulkString(packed)] = items.as_slice()
+        && name == b"m"
+    {
+        let packed = std::str::from_utf8(packed).map_err(corrupt)?;
+        return unpack_entry(conv, seq, packed);
+    }
     let mut f = fields(v)?;
+    if let Some(packed) = f.remove("m") {
+        return unpack_entry(conv, seq, &string(packed)?);
+    }
     Ok(Message {
         id: MessageId(parse(&string(take(&mut f, "id")?)?, "message id")?),
         conversation: conv.clone(),
@@ -1074,6 +1330,7 @@ impl FriendStore for RedisStore {
         // version so a late or repeated write never moves a list backwards.
         let call = Call::new(&SCRIPTS.swap_edge)
             .key(self.keys.pair(pair))
+            .key(self.keys.meta(&ConversationId::direct(pair.lo, pair.hi)))
             .arg(to_json(&expected)?)
             .arg(to_json(&Edge::default())?)
             .arg(to_json(&new)?)
@@ -1266,7 +1523,6 @@ impl MessageStore for RedisStore {
         }
         let call = Call::new(&SCRIPTS.mark_read)
             .key(self.keys.meta(conversation))
-            .key(self.keys.pair_of(conversation))
             .arg(read_field(user))
             .arg(seq);
         let mut reply = array(self.eval(call, Retry::Once).await?)?.into_iter();
@@ -1307,13 +1563,12 @@ impl RedisStore {
         // The script derives every key from the prefix and the conversation id; a Cluster
         // call declares the conversation's meta hash so it is routed to that slot.
         let new_call = |routing: Option<&ConversationId>, messages: usize| {
-            // 9 arguments per message of ~300 bytes with a 64-byte body.
-            let mut call = Call::with_capacity(&SCRIPTS.append, 3 + 9 * messages, 400 * messages);
+            // 7 arguments per message of ~400 bytes with a 64-byte body.
+            let mut call = Call::with_capacity(&SCRIPTS.append, 2 + 7 * messages, 450 * messages);
             if let Some(c) = routing {
                 call = call.key(self.keys.meta(c));
             }
             call.args()
-                .arg(window.saturating_mul(3))
                 .arg(self.keys.prefix.as_str())
                 .arg(if per_conversation { "0" } else { "1" });
             call
@@ -1322,6 +1577,8 @@ impl RedisStore {
         let mut group_of: HashMap<ConversationId, usize> = HashMap::new();
         let mut lists: Vec<Option<Cmd>> = Vec::with_capacity(2 * batch.len());
         let mut uuid = ::uuid::Uuid::encode_buffer();
+        // Scratch buffers for the arguments built per message (written into the command).
+        let (mut field, mut entry) = (String::with_capacity(128), String::with_capacity(256));
         let n = batch.len();
         for (i, m) in batch.into_iter().enumerate() {
             let members = m
@@ -1353,19 +1610,26 @@ impl RedisStore {
             let score = self.activity.next();
             let id = MessageId::new_v7();
             let c = m.conversation.as_str();
+            let key = m.idempotency_key.as_str();
             let (call, members_of_group) = &mut groups[g];
-            // The script's 9 arguments per message (append.lua), written straight into the
+            // The script's 7 arguments per message (append.lua), written straight into the
             // command buffer.
-            call.args()
-                .arg(c)
-                .arg(bucket)
-                .arg(bucket.saturating_sub(1))
-                .arg(&*id.0.hyphenated().encode_lower(&mut uuid))
-                .arg(&*m.sender.0.hyphenated().encode_lower(&mut uuid))
-                .arg(m.body.as_str())
-                .arg(m.sent_at.0)
-                .arg(m.idempotency_key.as_str())
-                .arg(score);
+            let args = call.args();
+            args.arg(c).arg(bucket);
+            idempotency_field(&mut field, bucket, m.sender, key);
+            args.arg(field.as_str());
+            idempotency_field(&mut field, bucket.saturating_sub(1), m.sender, key);
+            args.arg(field.as_str());
+            if m.sender.is_system() {
+                args.arg("");
+            } else {
+                field.clear();
+                field.push_str("r:");
+                field.push_str(m.sender.0.hyphenated().encode_lower(&mut uuid));
+                args.arg(field.as_str());
+            }
+            pack_entry(&mut entry, id, m.sender, m.sent_at.0, key, m.body.as_str());
+            args.arg(entry.as_str()).arg(score);
             if per_conversation {
                 for member in [lo, hi] {
                     let mut zadd = ::redis::cmd("ZADD");

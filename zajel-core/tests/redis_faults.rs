@@ -1,0 +1,373 @@
+//! Redis answering but refusing: a full Redis (`maxmemory` under `noeviction`: `OOM`), failed
+//! snapshots (`MISCONF`), a replica (`READONLY`), a primary-less replica (`MASTERDOWN`), a
+//! long script (`BUSY`), and a Redis that would evict data. Against real redis-servers set up
+//! that way: writes fail with a typed `Unavailable`, nothing is half-written, reads are still
+//! served, health is not `Ok` until writes are taken again (and does not flap back on a read),
+//! then everything works through the same `RedisStore`.
+use std::time::{Duration, Instant};
+use zajel_core::friends::{Edge, UserPair};
+use zajel_core::store::redis::RedisOptions;
+use zajel_core::testing::RedisServer;
+use zajel_core::{
+    Body, ConversationId, FriendStore, HistoryQuery, IdempotencyKey, MessageStore, NewMessage,
+    RedisStore, Store, StoreError, StoreHealth, StoreResult, Timestamp, UserId, UserStore,
+    Username,
+};
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn options() -> RedisOptions {
+    RedisOptions {
+        command_timeout: Duration::from_millis(1000),
+        connect_timeout: Duration::from_millis(500),
+        breaker_cooldown: Duration::from_millis(200),
+        ..RedisOptions::default()
+    }
+}
+
+fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
+    NewMessage {
+        conversation: conv.clone(),
+        sender,
+        body: Body::parse("hi").unwrap(),
+        idempotency_key: IdempotencyKey::parse(key).unwrap(),
+        sent_at: T0,
+    }
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn cmd(
+    con: &mut redis::aio::MultiplexedConnection,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query_async(con).await
+}
+
+/// Asserts `r` is `Unavailable` and its reason names `code` (Redis's own words).
+fn unavailable<T: std::fmt::Debug>(what: &str, r: StoreResult<T>, code: &str) {
+    match r {
+        Err(StoreError::Unavailable {
+            reason,
+            retry_after_ms,
+        }) => {
+            assert!(reason.contains(code), "{what}: {reason}");
+            assert!(retry_after_ms > 0, "{what}");
+        }
+        other => panic!("{what}: expected Unavailable ({code}), got {other:?}"),
+    }
+}
+
+fn assert_unhealthy(store: &RedisStore, code: &str) {
+    match store.health() {
+        StoreHealth::Unavailable { reason, .. } => assert!(reason.contains(code), "{reason}"),
+        other => panic!("health should name {code}, is {other:?}"),
+    }
+}
+
+async fn wait_healthy(store: &RedisStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.health().is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "health never recovered: {:?}",
+            store.health()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn users(store: &RedisStore) -> (UserId, UserId, ConversationId) {
+    let a = store
+        .create_user(&Username::parse("alice").unwrap(), None, T0)
+        .await
+        .unwrap();
+    let b = store
+        .create_user(&Username::parse("bob").unwrap(), None, T0)
+        .await
+        .unwrap();
+    zajel_core::testing::befriend(store, a.id, b.id).await;
+    (a.id, b.id, ConversationId::direct(a.id, b.id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_redis_refuses_writes_typed_and_health_holds_until_writes_work() {
+    let server =
+        RedisServer::start_with_args(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
+            .unwrap();
+    let store = RedisStore::connect_with(&server.url(), options())
+        .await
+        .unwrap();
+    let (a, b, conv) = users(&store).await;
+    let first = store
+        .append(vec![msg(&conv, a, "k1")])
+        .await
+        .remove(0)
+        .unwrap();
+    assert_eq!(first.message.seq, 1);
+    let pair = UserPair::new(a, b).unwrap();
+    let edge = store.edge(pair).await.unwrap();
+    let relations = store.relations(a).await.unwrap();
+    let mut con = raw(&server).await;
+    let _full = zajel_core::testing::fill_until_oom(&server.url()).await;
+    assert!(store.health().is_ok(), "nothing refused yet");
+
+    // A send: typed, retryable, nothing written (no message, no idempotency record: the same
+    // key is a new message once Redis takes writes again).
+    unavailable(
+        "send",
+        store.append(vec![msg(&conv, a, "k2")]).await.remove(0),
+        "OOM",
+    );
+    assert_unhealthy(&store, "OOM");
+    // Every other kind of write too (user, session-less profile field, friend change).
+    unavailable(
+        "create_user",
+        store
+            .create_user(&Username::parse("carol").unwrap(), None, T0)
+            .await,
+        "OOM",
+    );
+    unavailable(
+        "set_last_seen",
+        store.set_last_seen(a, Timestamp(T0.0 + 5)).await,
+        "OOM",
+    );
+    let blocked = Edge {
+        lo_blocks: true,
+        ..edge
+    };
+    unavailable(
+        "swap_edge",
+        store.swap_edge(pair, edge, blocked).await,
+        "OOM",
+    );
+    // Reads are served, and unchanged: nothing half-written.
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 1);
+    let page = store.history(&conv, HistoryQuery::default()).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(store.edge(pair).await.unwrap(), edge);
+    assert_eq!(store.relations(a).await.unwrap(), relations);
+    assert!(
+        store
+            .user_by_username(&Username::parse("carol").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.last_seen(a).await.unwrap(), None);
+    // Health does not flap back to Ok because reads succeed (several probe periods).
+    for _ in 0..10 {
+        assert!(store.user(a).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_unhealthy(&store, "OOM");
+    }
+
+    // Memory freed: health recovers by itself (the probe), writes work, and the refused send's
+    // key was never recorded.
+    cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+    wait_healthy(&store).await;
+    let again = store
+        .append(vec![msg(&conv, a, "k2")])
+        .await
+        .remove(0)
+        .unwrap();
+    assert!(!again.duplicate);
+    assert_eq!(again.message.seq, 2);
+    store.set_last_seen(a, Timestamp(T0.0 + 5)).await.unwrap();
+    assert!(store.health().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_snapshots_refuse_writes_until_a_snapshot_works() {
+    // `dir` is a protected setting; the test needs to point it somewhere unwritable.
+    let server = RedisServer::start_with_args(&["--enable-protected-configs", "yes"]).unwrap();
+    let store = RedisStore::connect_with(&server.url(), options())
+        .await
+        .unwrap();
+    let (a, _b, conv) = users(&store).await;
+    let mut con = raw(&server).await;
+    let dir = match cmd(&mut con, &["CONFIG", "GET", "dir"]).await.unwrap() {
+        redis::Value::Array(v) | redis::Value::Set(v) => {
+            redis::from_redis_value::<String>(v[1].clone()).unwrap()
+        }
+        redis::Value::Map(m) => redis::from_redis_value::<String>(m[0].1.clone()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // `stop-writes-on-bgsave-error` (default yes) applies when save points are configured.
+    cmd(&mut con, &["CONFIG", "SET", "save", "3600 1"])
+        .await
+        .unwrap();
+    cmd(&mut con, &["CONFIG", "SET", "dir", "/proc"])
+        .await
+        .unwrap();
+    bgsave(&mut con, "err").await;
+
+    unavailable(
+        "send",
+        store.append(vec![msg(&conv, a, "k1")]).await.remove(0),
+        "MISCONF",
+    );
+    assert_unhealthy(&store, "MISCONF");
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 0);
+    assert!(store.user(a).await.unwrap().is_some());
+    assert_unhealthy(&store, "MISCONF");
+
+    cmd(&mut con, &["CONFIG", "SET", "dir", &dir])
+        .await
+        .unwrap();
+    bgsave(&mut con, "ok").await;
+    wait_healthy(&store).await;
+    let sent = store
+        .append(vec![msg(&conv, a, "k1")])
+        .await
+        .remove(0)
+        .unwrap();
+    assert_eq!((sent.message.seq, sent.duplicate), (1, false));
+}
+
+/// Runs `BGSAVE` and waits for `rdb_last_bgsave_status:<status>`.
+async fn bgsave(con: &mut redis::aio::MultiplexedConnection, status: &str) {
+    cmd(con, &["BGSAVE"]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String =
+            redis::from_redis_value(cmd(con, &["INFO", "persistence"]).await.unwrap()).unwrap();
+        if info.contains("rdb_bgsave_in_progress:0")
+            && info.contains(&format!("rdb_last_bgsave_status:{status}"))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bgsave never became {status}: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refuses_writes_and_a_primaryless_one_everything() {
+    let server = RedisServer::start_with_args(&["--replica-serve-stale-data", "no"]).unwrap();
+    let store = RedisStore::connect_with(&server.url(), options())
+        .await
+        .unwrap();
+    let mut con = raw(&server).await;
+    let dead = zajel_core::testing::free_port().unwrap().to_string();
+    // A replica of a primary that is not there: the link is down, so with
+    // `replica-serve-stale-data no` every command answers MASTERDOWN.
+    cmd(&mut con, &["REPLICAOF", "127.0.0.1", &dead])
+        .await
+        .unwrap();
+    let id = UserId::new_random();
+    unavailable("read", store.user(id).await, "MASTERDOWN");
+    assert_unhealthy(&store, "MASTERDOWN");
+    // Served stale: reads work, writes answer READONLY.
+    cmd(
+        &mut con,
+        &["CONFIG", "SET", "replica-serve-stale-data", "yes"],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(options().breaker_cooldown).await;
+    unavailable(
+        "create_user",
+        store
+            .create_user(&Username::parse("carol").unwrap(), None, T0)
+            .await,
+        "READONLY",
+    );
+    assert!(store.user(id).await.unwrap().is_none());
+    assert_unhealthy(&store, "READONLY");
+    // Promoted (what a failover does to a replica): writes work again, health recovers.
+    cmd(&mut con, &["REPLICAOF", "NO", "ONE"]).await.unwrap();
+    wait_healthy(&store).await;
+    store
+        .create_user(&Username::parse("carol").unwrap(), None, T0)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_script_makes_the_store_unavailable_until_it_ends() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect_with(&server.url(), options())
+        .await
+        .unwrap();
+    let mut con = raw(&server).await;
+    cmd(&mut con, &["CONFIG", "SET", "busy-reply-threshold", "50"])
+        .await
+        .unwrap();
+    // A plain blocking connection: no reply timeout while the script runs.
+    let mut busy = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let script = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("local t = redis.call('TIME')[1] while redis.call('TIME')[1] - t < 2 do end return 1")
+            .arg(0)
+            .query::<i64>(&mut busy)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = UserId::new_random();
+    unavailable("read", store.user(id).await, "BUSY");
+    assert_unhealthy(&store, "BUSY");
+    assert_eq!(script.join().unwrap().unwrap(), 1);
+    // The breaker lets calls through after its cooldown; the first success closes it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.user(id).await {
+            Ok(None) => break,
+            Err(StoreError::Unavailable { .. }) => {
+                assert!(Instant::now() < deadline);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(store.health().is_ok());
+}
+
+#[tokio::test]
+async fn a_redis_that_evicts_is_refused_unless_allowed() {
+    for policy in ["allkeys-lru", "volatile-ttl", "allkeys-random"] {
+        let server = RedisServer::start_with_args(&["--maxmemory-policy", policy]).unwrap();
+        match RedisStore::connect_with(&server.url(), options()).await {
+            Err(StoreError::Misconfigured(why)) => assert!(why.contains(policy), "{why}"),
+            other => panic!("{policy}: {other:?}"),
+        }
+        let allowed = RedisOptions {
+            allow_eviction: true,
+            ..options()
+        };
+        RedisStore::connect_with(&server.url(), allowed)
+            .await
+            .unwrap();
+    }
+    // Managed Redis often disables CONFIG: the policy is read from INFO instead.
+    for (policy, ok) in [("allkeys-lru", false), ("noeviction", true)] {
+        let server = RedisServer::start_with_args(&[
+            "--maxmemory-policy",
+            policy,
+            "--rename-command",
+            "CONFIG",
+            "",
+        ])
+        .unwrap();
+        let result = RedisStore::connect_with(&server.url(), options()).await;
+        assert_eq!(result.is_ok(), ok, "{policy} without CONFIG: {result:?}");
+    }
+}
