@@ -315,7 +315,7 @@ mod gated {
     use async_trait::async_trait;
     use zajel_core::store::{
         ExternalIdentity, ExternalUser, IdentityStore, LinkedIdentity, Pruned, RelationEntry,
-        StoreHealth, StoreResult, Unlink,
+        StoreHealth, StoreResult, TicketKey, Unlink,
     };
     use zajel_core::*;
 
@@ -469,6 +469,17 @@ mod gated {
             user: UserId,
         ) -> StoreResult<Unlink> {
             self.inner.unlink_external(identity, user).await
+        }
+        async fn put_ticket(
+            &self,
+            key: &TicketKey,
+            value: &[u8],
+            ttl: std::time::Duration,
+        ) -> StoreResult<()> {
+            self.inner.put_ticket(key, value, ttl).await
+        }
+        async fn take_ticket(&self, key: &TicketKey) -> StoreResult<Option<Vec<u8>>> {
+            self.inner.take_ticket(key).await
         }
     }
 
