@@ -7,6 +7,12 @@
 //! * Layout 2: edge, version and a `friends` flag in the pair hash `P:{c:dm.<lo>.<hi>}:pair`,
 //!   in the conversation's slot, so `append.lua` and `mark_read.lua` check the friends-only
 //!   rule in the same atomic step as their write.
+//! * Layout 3: the conversation's meta hash also holds the pair's `friends` flag (`f`, written
+//!   by `swap_edge.lua` together with the pair hash) and the idempotency records
+//!   (`<window>:<sender>:<key>` → seq, swept by `append.lua` after 3 windows) that layout 2
+//!   kept in one hash per window (`P:{c:<conv>}:idem:<window>`, expiring by `PEXPIRE`); new
+//!   stream entries are one packed field `m`. So an append reads everything it checks with
+//!   one `HMGET` and writes with one `HSET`.
 //!
 //! Migrating 1 → 2: `SCAN` every primary for layout-1 edges; per page, read each edge and its
 //! version (one slot each), write the pair hash unless it already exists
@@ -20,15 +26,40 @@
 //!   an old edge another node already moved (and that may have changed since) writes nothing.
 //! * Not supported: nodes of a version before layout 2 running against the same Redis after
 //!   the migration (they would read the old keys, which are gone). Stop them first.
+//!
+//! Migrating 2 → 3: `SCAN` every primary for pair hashes and for idempotency buckets; per page,
+//! one `migrate_layout_3.lua` call per key (a pair: copy its `friends` flag into the meta
+//! hash; a bucket: move its records into the meta hash, delete it), then raise `P:layout` to 3.
+//! Old stream entries stay as they are: the readers accept both shapes. Idempotent (each call
+//! reads and writes in one step and writes the current values), resumable (the version is
+//! raised only after both scans), safe with several nodes starting together (a node done
+//! first serves appends in layout 3 while another still scans: every bucket that existed was
+//! moved before that node finished, and nobody creates buckets any more). Nodes of layout 2
+//! must be stopped first: their `swap_edge` would not update the meta hash's flag, so a block
+//! would not hold, and their appends would not see the moved records.
 
 use super::*;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 /// The layout this code reads and writes.
-pub(super) const LAYOUT: u64 = 2;
+pub(super) const LAYOUT: u64 = 3;
+
+/// Raises `KEYS[1]` (the layout version) to `ARGV[1]`, never lowers it: a node that finishes a
+/// migration step late must not move the version back under a node that finished them all.
+const RAISE_LAYOUT: &str = "if (tonumber(redis.call('GET', KEYS[1])) or 1) < tonumber(ARGV[1]) \
+     then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
 
 /// Keys asked for per `SCAN` step.
 const SCAN_COUNT: usize = 500;
+
+/// What a migration scan does with each page of keys.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Layout 1 → 2: move edges into pair hashes.
+    Edges,
+    /// Layout 2 → 3: copy pair flags and move idempotency buckets into meta hashes.
+    Layout3,
+}
 
 /// Where a `SCAN` runs: the one node, or one primary of a Cluster.
 pub(super) enum ScanTarget {
@@ -57,6 +88,32 @@ impl Keys {
     pub(super) fn legacy_edge_version(&self, pair: UserPair) -> String {
         format!("{}:{{p:{}:{}}}:ver", self.prefix, pair.lo, pair.hi)
     }
+    /// The conversation of a layout-2 key `P:{c:<conv>}<suffix>`, checked by spelling it
+    /// again.
+    fn conversation_of(&self, key: &str, suffix: &str) -> Option<ConversationId> {
+        let conv: ConversationId = key
+            .strip_prefix(&format!("{}:{{c:", self.prefix))?
+            .strip_suffix(suffix)?
+            .parse()
+            .ok()?;
+        (format!("{}:{{c:{conv}{suffix}", self.prefix) == key).then_some(conv)
+    }
+    /// A layout-2 key found by the 2 → 3 scan: a pair hash, or an idempotency bucket with its
+    /// window; returns the conversation's meta hash and the `migrate_layout_3.lua` arguments.
+    fn layout_2_key(&self, key: &str) -> StoreResult<(String, &'static str, u64)> {
+        if let Some(c) = self.conversation_of(key, "}:pair") {
+            return Ok((self.meta(&c), "pair", 0));
+        }
+        let bucket = key.rsplit_once(":idem:").and_then(|(_, window)| {
+            let window: u64 = window.parse().ok()?;
+            let c = self.conversation_of(key, &format!("}}:idem:{window}"))?;
+            Some((self.meta(&c), window))
+        });
+        match bucket {
+            Some((meta, window)) => Ok((meta, "idem", window)),
+            None => Err(corrupt(format_args!("unexpected layout-2 key {key:?}"))),
+        }
+    }
     /// The pair of a layout-1 edge key.
     fn legacy_pair(&self, key: &str) -> StoreResult<UserPair> {
         let ids = key
@@ -80,26 +137,44 @@ impl RedisStore {
         let found = self
             .query(::redis::cmd("GET").arg(self.keys.layout()))
             .await?;
-        match opt_int::<u64>(found, "layout version")?.unwrap_or(1) {
-            LAYOUT => {}
-            1 => {
-                self.migrate_edges().await?;
-                self.query(::redis::cmd("SET").arg(self.keys.layout()).arg(LAYOUT))
+        let found = opt_int::<u64>(found, "layout version")?.unwrap_or(1);
+        if found > LAYOUT {
+            return Err(StoreError::Backend(format!(
+                "the data is in key layout {found}, newer than this version of Zajel \
+                 understands ({LAYOUT})"
+            )));
+        }
+        let prefix = glob_escape(&self.keys.prefix);
+        if found < 2 {
+            self.scan(&format!("{prefix}:{{p:*}}:edge"), Step::Edges)
+                .await?;
+            self.raise_layout(2).await?;
+        }
+        if found < 3 {
+            for pattern in ["pair", "idem:*"] {
+                self.scan(&format!("{prefix}:{{c:*}}:{pattern}"), Step::Layout3)
                     .await?;
             }
-            newer => {
-                return Err(StoreError::Backend(format!(
-                    "the data is in key layout {newer}, newer than this version of Zajel \
-                     understands ({LAYOUT})"
-                )));
-            }
+            self.raise_layout(3).await?;
         }
         Ok(self)
     }
 
-    /// Moves every layout-1 edge into its pair hash; returns how many this call wrote.
-    async fn migrate_edges(&self) -> StoreResult<u64> {
-        let pattern = format!("{}:{{p:*}}:edge", glob_escape(&self.keys.prefix));
+    pub(super) async fn raise_layout(&self, to: u64) -> StoreResult<()> {
+        self.query(
+            ::redis::cmd("EVAL")
+                .arg(RAISE_LAYOUT)
+                .arg(1)
+                .arg(self.keys.layout())
+                .arg(to),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Runs `step` on every key matching `pattern` on every primary, a `SCAN` page at a time;
+    /// returns how many keys (edges) or fields (layout 3) this call wrote.
+    async fn scan(&self, pattern: &str, step: Step) -> StoreResult<u64> {
         let mut moved = 0;
         for target in self.scan_targets().await? {
             let mut cursor = String::from("0");
@@ -107,7 +182,7 @@ impl RedisStore {
                 let mut scan = ::redis::cmd("SCAN");
                 scan.arg(&cursor)
                     .arg("MATCH")
-                    .arg(&pattern)
+                    .arg(pattern)
                     .arg("COUNT")
                     .arg(SCAN_COUNT);
                 let mut reply = array(self.query_on(&target, scan).await?)?.into_iter();
@@ -116,7 +191,10 @@ impl RedisStore {
                     .into_iter()
                     .map(string)
                     .collect::<StoreResult<Vec<_>>>()?;
-                moved += self.migrate_page(&keys).await?;
+                moved += match step {
+                    Step::Edges => self.migrate_page(&keys).await?,
+                    Step::Layout3 => self.migrate_page_3(&keys).await?,
+                };
                 if cursor == "0" {
                     break;
                 }
@@ -159,6 +237,7 @@ impl RedisStore {
             calls.push(
                 Call::new(&SCRIPTS.migrate_edge)
                     .key(self.keys.pair(pair))
+                    .key(self.keys.meta(&ConversationId::direct(pair.lo, pair.hi)))
                     .arg(text)
                     .arg(version.unwrap_or(0))
                     .arg(friends_flag(&edge)),
@@ -183,6 +262,30 @@ impl RedisStore {
             })
             .collect();
         self.guarded(self.con.query_groups(deletes)).await?;
+        Ok(moved)
+    }
+
+    /// One `SCAN` page of layout-2 pair hashes or idempotency buckets: one
+    /// `migrate_layout_3.lua` call each, one round trip for the page.
+    async fn migrate_page_3(&self, keys: &[String]) -> StoreResult<u64> {
+        let calls = keys
+            .iter()
+            .map(|key| {
+                let (meta, what, window) = self.keys.layout_2_key(key)?;
+                Ok(Call::new(&SCRIPTS.migrate_layout_3)
+                    .key(meta)
+                    .key(key.clone())
+                    .arg(what)
+                    .arg(window))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        if calls.is_empty() {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        for r in self.eval_many(&calls, &[], Retry::Once).await? {
+            moved += int::<u64>(r.map_err(redis_err)?, "migrate_layout_3 reply")?;
+        }
         Ok(moved)
     }
 

@@ -1,6 +1,7 @@
 //! Relation changes and the per-user relation lists, with repair after a crash.
 //!
-//! A change swaps the pair hash (the authoritative edge, one slot) and then writes each
+//! A change swaps the pair hash (the authoritative edge, one slot, with the friends flag
+//! copied into the conversation's meta hash) and then writes each
 //! user's derived list entry (`{u:}:rel`, the user's slot). A process dying between the two
 //! used to leave a list behind until the pair's next change. Now each change first records a
 //! pending token on both sides (`{u:}:pend`, field `<peer>:<operation id>`, value the start
@@ -15,9 +16,9 @@
 //! round trip as the list); nothing per message.
 
 use super::{
-    Call, Cmd, Edge, RedisStore, Relation, RelationEntry, Retry, SCRIPTS, StoreResult, UserId,
-    UserPair, Value, array, corrupt, fields, friends_flag, int, json, opt_int, opt_string,
-    redis_err, string, to_json,
+    Call, Cmd, ConversationId, Edge, RedisStore, Relation, RelationEntry, Retry, SCRIPTS,
+    StoreResult, UserId, UserPair, Value, array, corrupt, fields, friends_flag, int, json, opt_int,
+    opt_string, redis_err, string, to_json,
 };
 
 /// How old a pending token must be before a read treats its operation as dead and repairs.
@@ -96,6 +97,7 @@ impl RedisStore {
         // 2: the edge (one slot) is authoritative and swapped atomically.
         let call = Call::new(&SCRIPTS.swap_edge)
             .key(self.keys.pair(pair))
+            .key(self.keys.meta(&ConversationId::direct(pair.lo, pair.hi)))
             .arg(to_json(&expected)?)
             .arg(to_json(&Edge::default())?)
             .arg(to_json(&new)?)

@@ -156,18 +156,56 @@ async fn damaged_log_is_corrupt() {
     raw(
         &store,
         ::redis::cmd("HSET")
-            .arg(
-                store
-                    .keys
-                    .idempotency(&conv, T0.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS),
-            )
-            .arg(format!("{a}:gone"))
+            .arg(store.keys.meta(&conv))
+            .arg(idem_field(T0, a, "gone"))
             .arg(99),
     )
     .await;
     assert!(is_corrupt(
         store.append(vec![msg(&conv, a, "gone")]).await.remove(0)
     ));
+    // Packed entries (layout 3) that do not decode: too short, a key length past the end, a
+    // bad number, a length cutting a character in two.
+    let mut packed = String::new();
+    pack_entry(&mut packed, MessageId::new_v7(), a, T0.0, "kk", "é");
+    for bad in [
+        packed[..50].to_owned(),
+        packed.replace(":2:", ":9:"),
+        packed.replace(":2:", ":x:"),
+        packed.replace(":2:", ":3:"),
+    ] {
+        assert!(is_corrupt(unpack_entry(&conv, 1, &bad)), "{bad}");
+    }
+    assert_eq!(
+        unpack_entry(&conv, 1, &packed).map(|m| (m.idempotency_key, m.body)),
+        Ok(("kk".into(), "é".into()))
+    );
+}
+
+/// The meta-hash field of an idempotency record sent at `t` (default window).
+fn idem_field(t: Timestamp, sender: UserId, key: &str) -> String {
+    let mut f = String::new();
+    idempotency_field(&mut f, t.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS, sender, key);
+    f
+}
+
+async fn history_of(store: &RedisStore, conv: &ConversationId) -> Vec<Message> {
+    let query = HistoryQuery {
+        before: None,
+        after: Some(0),
+        limit: 100,
+    };
+    store.history(conv, query).await.unwrap().messages
+}
+
+/// A hash's fields and values as strings.
+async fn hash(store: &RedisStore, key: String) -> HashMap<String, String> {
+    let reply = store.query(::redis::cmd("HGETALL").arg(key)).await.unwrap();
+    fields(reply)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, string(v).unwrap()))
+        .collect()
 }
 
 /// `append.lua` derives its keys from the prefix and the conversation id; they must be exactly
@@ -185,6 +223,12 @@ async fn append_writes_the_documented_keys() {
     crate::testing::befriend(&store, a, b).await;
     let conv = ConversationId::direct(a, b);
     let before: std::collections::BTreeSet<String> = all_keys(&store).await;
+    // Befriending wrote the pair hash and the friends flag into the meta hash (layout 3).
+    assert!(before.contains(&store.keys.pair_of(&conv)));
+    assert_eq!(
+        hash(&store, store.keys.meta(&conv)).await,
+        HashMap::from([("f".into(), "1".into())])
+    );
     let mine = store
         .append(vec![msg(&conv, b, "k")])
         .await
@@ -203,46 +247,25 @@ async fn append_writes_the_documented_keys() {
         .cloned()
         .collect();
     let expected: std::collections::BTreeSet<String> = [
-        store.keys.meta(&conv),
         store.keys.log(&conv),
-        store.keys.idempotency(&conv, bucket),
         store.keys.conversations(a),
         store.keys.conversations(b),
     ]
     .into_iter()
     .collect();
     assert_eq!(written, expected);
-    // The records are where the readers look: the idempotency fields, the sender's read mark
-    // (none for the system), the lists' members, the log entries.
-    let idem = store
-        .query(::redis::cmd("HGETALL").arg(store.keys.idempotency(&conv, bucket)))
-        .await
-        .unwrap();
-    let idem: HashMap<String, String> = fields(idem)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, string(v).unwrap()))
-        .collect();
-    let system_field = format!("{}:s", UserId::SYSTEM);
+    // The records are where the readers look: the idempotency records, the sequence, the
+    // sender's read mark (none for the system) in the meta hash; the lists' members; the log
+    // entries, one packed field each.
     assert_eq!(
-        idem,
-        HashMap::from([(format!("{b}:k"), "1".into()), (system_field, "2".into())])
-    );
-    let meta = store
-        .query(::redis::cmd("HGETALL").arg(store.keys.meta(&conv)))
-        .await
-        .unwrap();
-    let meta: HashMap<String, String> = fields(meta)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, string(v).unwrap()))
-        .collect();
-    assert_eq!(
-        meta,
+        hash(&store, store.keys.meta(&conv)).await,
         HashMap::from([
+            ("f".into(), "1".into()),
             ("seq".into(), "2".into()),
             (read_field(b), "1".into()),
-            ("ib".into(), bucket.to_string())
+            ("ib".into(), bucket.to_string()),
+            (idem_field(T0, b, "k"), "1".into()),
+            (idem_field(T0, UserId::SYSTEM, "s"), "2".into()),
         ])
     );
     for u in [a, b] {
@@ -250,22 +273,39 @@ async fn append_writes_the_documented_keys() {
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].last_message.as_ref(), Some(&system.message));
     }
-    let ttl = store
-        .query(::redis::cmd("PTTL").arg(store.keys.idempotency(&conv, bucket)))
+    let entries = store
+        .query(
+            ::redis::cmd("XRANGE")
+                .arg(store.keys.log(&conv))
+                .arg("-")
+                .arg("+"),
+        )
         .await
         .unwrap();
-    let ttl: i64 = int(ttl, "ttl").unwrap();
-    assert!(
-        ttl > (3 * DEFAULT_DEDUPE_WINDOW_MS - 60_000) as i64,
-        "{ttl}"
+    for (entry, message) in array(entries).unwrap().into_iter().zip([&mine, &system]) {
+        let mut packed = String::new();
+        let m = &message.message;
+        pack_entry(
+            &mut packed,
+            m.id,
+            m.sender,
+            m.sent_at.0,
+            &m.idempotency_key,
+            &m.body,
+        );
+        let fields = array(entry).unwrap().remove(1);
+        assert_eq!(
+            fields,
+            Value::Array(vec![
+                Value::BulkString(b"m".to_vec()),
+                Value::BulkString(packed.into_bytes())
+            ])
+        );
+    }
+    assert_eq!(
+        history_of(&store, &conv).await,
+        vec![mine.message, system.message]
     );
-    let query = HistoryQuery {
-        before: None,
-        after: Some(0),
-        limit: 10,
-    };
-    let page = store.history(&conv, query).await.unwrap();
-    assert_eq!(page.messages, vec![mine.message, system.message]);
 }
 
 async fn all_keys(store: &RedisStore) -> std::collections::BTreeSet<String> {
@@ -293,111 +333,84 @@ async fn prefixes_isolate_and_are_validated() {
     ));
 }
 
-/// An idempotency bucket gets its lifetime (3 windows) from its first write, not from every
-/// message; a bucket written before that rule (no `ib` in the meta hash) gets it on its next
-/// write; and repeats are still found in the previous window's bucket.
+/// Layout 3 keeps idempotency records in the meta hash and deletes them after 3 windows: a
+/// repeat in the next window is still a `duplicate`, records of the window before last are
+/// kept (clock skew between nodes), older ones are swept by the first message of a later
+/// window, and a big sweep is spread over the following messages in bounded steps.
 #[tokio::test]
-async fn idempotency_buckets_get_their_lifetime_once() {
+async fn idempotency_records_are_swept_after_three_windows() {
     let (store, _server) = setup().await;
     let (a, b) = (UserId::new_random(), UserId::new_random());
     crate::testing::befriend(&store, a, b).await;
     let conv = ConversationId::direct(a, b);
-    const W: u64 = DEFAULT_DEDUPE_WINDOW_MS;
+    const W: i64 = DEFAULT_DEDUPE_WINDOW_MS as i64;
     let at = |sender: UserId, key: &str, t: Timestamp| NewMessage {
         sent_at: t,
         ..msg(&conv, sender, key)
     };
-    let pttl = |bucket: u64| {
+    let send = |m: NewMessage| {
         let store = store.clone();
-        let key = store.keys.idempotency(&conv, bucket);
-        async move {
-            int::<i64>(
-                store.query(::redis::cmd("PTTL").arg(key)).await.unwrap(),
-                "ttl",
-            )
-        }
+        async move { store.append(vec![m]).await.remove(0).unwrap() }
     };
-    let meta_field = |field: &'static str| {
-        let store = store.clone();
-        let key = store.keys.meta(&conv);
-        async move {
-            opt_string(
-                store
-                    .query(::redis::cmd("HGET").arg(key).arg(field))
-                    .await
-                    .unwrap(),
-            )
+    // Records of window 0 (relative to T0), more than one sweep step reads (and than a
+    // listpack-encoded hash holds: that one comes back whole from one HSCAN).
+    let many: Vec<NewMessage> = (0..600).map(|i| at(a, &format!("m{i}"), T0)).collect();
+    for chunk in many.chunks(64) {
+        for r in store.append(chunk.to_vec()).await {
+            assert!(!r.unwrap().duplicate);
         }
+    }
+    let records = |meta: &HashMap<String, String>, t: Timestamp| {
+        let window = format!("{}:", t.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS);
+        meta.keys().filter(|k| k.starts_with(&window)).count()
     };
-    let first_bucket = T0.0 as u64 / W;
-    let fresh = (3 * W - 60_000) as i64;
-    store.append(vec![at(a, "k1", T0)]).await[0]
-        .as_ref()
-        .unwrap();
-    assert!(pttl(first_bucket).await.unwrap() > fresh);
-    // A later write into the same bucket leaves its expiry alone.
-    raw(
-        &store,
-        ::redis::cmd("PEXPIRE")
-            .arg(store.keys.idempotency(&conv, first_bucket))
-            .arg(1_000_000),
-    )
-    .await;
-    store.append(vec![at(a, "k2", T0)]).await[0]
-        .as_ref()
-        .unwrap();
-    assert!(pttl(first_bucket).await.unwrap() <= 1_000_000);
-    // The next window's first write (a system message: no read mark) sets the new bucket's.
-    let next = T0.plus_millis(W as i64);
-    let system = store
-        .append(vec![at(UserId::SYSTEM, "s", next)])
-        .await
-        .remove(0);
-    assert_eq!(system.unwrap().message.seq, 3);
-    assert!(pttl(first_bucket + 1).await.unwrap() > fresh);
-    assert_eq!(
-        meta_field("ib").await.unwrap(),
-        Some((first_bucket + 1).to_string())
-    );
-    assert_eq!(meta_field("r:-").await.unwrap(), None);
-    assert_eq!(
-        opt_string(
-            store
-                .query(
-                    ::redis::cmd("HGET")
-                        .arg(store.keys.meta(&conv))
-                        .arg(read_field(a))
-                )
-                .await
-                .unwrap()
-        )
-        .unwrap(),
-        Some("2".into())
-    );
-    // Data from before this rule: no `ib`, and a bucket whose expiry is someone else's.
-    raw(
-        &store,
-        ::redis::cmd("HDEL").arg(store.keys.meta(&conv)).arg("ib"),
-    )
-    .await;
-    raw(
-        &store,
-        ::redis::cmd("PERSIST").arg(store.keys.idempotency(&conv, first_bucket + 1)),
-    )
-    .await;
-    store.append(vec![at(b, "k3", next)]).await[0]
-        .as_ref()
-        .unwrap();
-    assert!(pttl(first_bucket + 1).await.unwrap() > fresh);
-    // A repeat of the first window's message in the next window is still a duplicate.
-    let again = store
-        .append(vec![at(a, "k2", next)])
-        .await
-        .remove(0)
-        .unwrap();
+    let meta = || hash(&store, store.keys.meta(&conv));
+    assert_eq!(records(&meta().await, T0), 600);
+    // Window 1: a repeat of window 0 is found. Window 2: window 0 is kept.
+    let t1 = T0.plus_millis(W);
+    let again = send(at(a, "m7", t1)).await;
     assert!(again.duplicate);
-    assert_eq!(again.message.seq, 2);
-    assert_eq!(store.last_seq(&conv).await.unwrap(), 4);
+    assert_eq!(again.message.seq, 8);
+    let t2 = T0.plus_millis(2 * W);
+    assert!(!send(at(b, "x2", t2)).await.duplicate);
+    assert_eq!(records(&meta().await, T0), 600);
+    // Window 3 (a system message: no read mark): window 0 goes, in steps of ~64 fields per
+    // message, so no single call walks the whole hash.
+    let t3 = T0.plus_millis(3 * W);
+    let system = send(at(UserId::SYSTEM, "s", t3)).await;
+    assert_eq!(system.message.seq, 602);
+    // A sweep under way: 'ib' = '<window>:<cursor>'.
+    let pending = |meta: &HashMap<String, String>| meta["ib"].contains(':');
+    let after_one = meta().await;
+    assert!(pending(&after_one), "the sweep is not done in one step");
+    let left = records(&after_one, T0);
+    assert!(
+        (450..600).contains(&left),
+        "{left} records of window 0 left"
+    );
+    let mut steps = 1;
+    while pending(&meta().await) {
+        assert!(!send(at(b, &format!("y{steps}"), t3)).await.duplicate);
+        steps += 1;
+        assert!(steps < 40, "the sweep does not end");
+    }
+    let after = meta().await;
+    assert_eq!(records(&after, T0), 0);
+    assert_eq!(records(&after, t2), 1);
+    assert_eq!(
+        after.get("ib"),
+        Some(&(t3.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS).to_string())
+    );
+    assert_eq!(after.get(&read_field(a)), Some(&"600".to_string()));
+    assert!(
+        !after.keys().any(|k| k.starts_with("r:0")),
+        "no system read mark"
+    );
+    // Past its two windows a key is new again.
+    let late = send(at(a, "m7", t3)).await;
+    assert!(!late.duplicate);
+    assert_eq!(late.message.seq, 602 + steps);
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 602 + steps);
 }
 
 #[tokio::test]
@@ -542,12 +555,13 @@ async fn block_on_another_node_between_check_and_append_is_refused() {
     let sent = node1.append(vec![msg(&conv, a, "k1")]).await.remove(0);
     assert_eq!(sent, Err(StoreError::NotFriends));
     assert_eq!(node2.last_seq(&conv).await.unwrap(), 0);
+    // The meta hash holds only the (cleared) friends flag: no record, no sequence.
+    assert_eq!(
+        hash(&node1, node1.keys.meta(&conv)).await,
+        HashMap::from([("f".into(), "0".into())])
+    );
     for key in [
         node1.keys.log(&conv),
-        node1.keys.meta(&conv),
-        node1
-            .keys
-            .idempotency(&conv, T0.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS),
         node1.keys.conversations(a),
         node1.keys.conversations(b),
     ] {
@@ -593,6 +607,264 @@ async fn write_layout_1(store: &RedisStore, pair: UserPair, edge: &Edge, version
     }
 }
 
+/// Writes one conversation in layout 2 with plain commands, as versions before layout 3 did:
+/// the log with five fields per entry, the meta hash (`seq`, read marks, `ib`), the
+/// idempotency records in one expiring hash per window; no `f` in the meta hash. Returns the
+/// messages as they were stored.
+async fn write_layout_2_conversation(
+    store: &RedisStore,
+    pair: UserPair,
+    keys: &[(bool, &str)],
+) -> Vec<Message> {
+    let conv = ConversationId::direct(pair.lo, pair.hi);
+    let window = T0.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS;
+    let mut out = Vec::new();
+    for (i, (from_lo, key)) in keys.iter().enumerate() {
+        let sender = if *from_lo { pair.lo } else { pair.hi };
+        let m = Message {
+            id: MessageId::new_v7(),
+            conversation: conv.clone(),
+            seq: i as u64 + 1,
+            sender,
+            body: format!("old {i}"),
+            sent_at: T0,
+            idempotency_key: (*key).into(),
+        };
+        let mut xadd = ::redis::cmd("XADD");
+        xadd.arg(store.keys.log(&conv))
+            .arg(format!("{}-0", m.seq))
+            .arg("id")
+            .arg(m.id.0.to_string())
+            .arg("sender")
+            .arg(sender.to_string())
+            .arg("body")
+            .arg(&m.body)
+            .arg("sent_at")
+            .arg(m.sent_at.0)
+            .arg("key")
+            .arg(*key);
+        raw(store, &xadd).await;
+        let bucket = store.keys.legacy_idempotency(&conv, window);
+        raw(
+            store,
+            ::redis::cmd("HSET")
+                .arg(&bucket)
+                .arg(format!("{sender}:{key}"))
+                .arg(m.seq),
+        )
+        .await;
+        raw(
+            store,
+            ::redis::cmd("PEXPIRE")
+                .arg(&bucket)
+                .arg(3 * DEFAULT_DEDUPE_WINDOW_MS),
+        )
+        .await;
+        raw(
+            store,
+            ::redis::cmd("HSET")
+                .arg(store.keys.meta(&conv))
+                .arg("seq")
+                .arg(m.seq)
+                .arg(read_field(sender))
+                .arg(m.seq)
+                .arg("ib")
+                .arg(window),
+        )
+        .await;
+        out.push(m);
+    }
+    out
+}
+
+/// Writes one pair's relation in layout 2 (the pair hash only; layout 3 also sets `f` in the
+/// meta hash), after a layout-3 store's own writes have been undone.
+async fn write_layout_2_pair(store: &RedisStore, pair: UserPair, edge: &Edge) {
+    let conv = ConversationId::direct(pair.lo, pair.hi);
+    raw(
+        store,
+        ::redis::cmd("HSET")
+            .arg(store.keys.pair(pair))
+            .arg("edge")
+            .arg(serde_json::to_string(edge).unwrap())
+            .arg("ver")
+            .arg(1)
+            .arg("friends")
+            .arg(friends_flag(edge)),
+    )
+    .await;
+    raw(
+        store,
+        ::redis::cmd("HDEL").arg(store.keys.meta(&conv)).arg("f"),
+    )
+    .await;
+}
+
+/// Layout 2 (written with plain commands) is brought to layout 3 when stores connect, by two
+/// nodes starting together, over more keys than one SCAN page: old entries read back as they
+/// were, a retry of an old message is a `duplicate` answered with the original, the friend
+/// check follows the migrated flags (for sends and read marks), a block made after the
+/// upgrade holds, and a rerun after a crash mid-migration changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_2_is_migrated_on_start() {
+    let (old, server) = setup().await;
+    let pair = || UserPair::new(UserId::new_random(), UserId::new_random()).unwrap();
+    let (friends, blocked) = (pair(), pair());
+    write_layout_2_pair(&old, friends, &edge_with(Link::Friends, false)).await;
+    write_layout_2_pair(&old, blocked, &edge_with(Link::Friends, true)).await;
+    let stored =
+        write_layout_2_conversation(&old, friends, &[(true, "k1"), (false, "k2"), (true, "k3")])
+            .await;
+    write_layout_2_conversation(&old, blocked, &[(true, "b1")]).await;
+    // Enough pairs and buckets for several SCAN pages.
+    let mut others = Vec::new();
+    for _ in 0..600 {
+        let p = pair();
+        write_layout_2_pair(&old, p, &edge_with(Link::Friends, false)).await;
+        write_layout_2_conversation(&old, p, &[(true, "o1")]).await;
+        others.push(p);
+    }
+    raw(&old, ::redis::cmd("SET").arg(old.keys.layout()).arg(2)).await;
+
+    let url = server.url();
+    let (n1, n2) = tokio::join!(RedisStore::connect(&url), RedisStore::connect(&url));
+    let (n1, n2) = (n1.unwrap(), n2.unwrap());
+    check_layout_2_migrated(&n1, friends, blocked, &stored).await;
+    let window = T0.0 as u64 / DEFAULT_DEDUPE_WINDOW_MS;
+    for p in [others[0], others[599]] {
+        let conv = ConversationId::direct(p.lo, p.hi);
+        let again = n2
+            .append(vec![msg(&conv, p.lo, "o1")])
+            .await
+            .remove(0)
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.message.body, "old 0");
+    }
+    let leftovers = n1
+        .query(::redis::cmd("KEYS").arg(format!("{}:*:idem:*", n1.prefix())))
+        .await
+        .unwrap();
+    assert_eq!(array(leftovers).unwrap(), Vec::<Value>::new());
+
+    // A crash after some buckets moved, before the version was raised: a bucket still there
+    // and a flag not yet copied. The rerun finishes the job and changes nothing else.
+    let conv = ConversationId::direct(friends.lo, friends.hi);
+    raw(
+        &n1,
+        ::redis::cmd("HSET")
+            .arg(n1.keys.legacy_idempotency(&conv, window))
+            .arg(format!("{}:k1", friends.lo))
+            .arg(1),
+    )
+    .await;
+    let other = others[1];
+    let other_conv = ConversationId::direct(other.lo, other.hi);
+    raw(
+        &n1,
+        ::redis::cmd("HDEL").arg(n1.keys.meta(&other_conv)).arg("f"),
+    )
+    .await;
+    raw(&n1, ::redis::cmd("SET").arg(n1.keys.layout()).arg(2)).await;
+    let again = RedisStore::connect(&url).await.unwrap();
+    assert_eq!(layout_of(&again).await, Value::BulkString(b"3".to_vec()));
+    let repeat = again
+        .append(vec![msg(&conv, friends.lo, "k1")])
+        .await
+        .remove(0);
+    assert_eq!(
+        repeat.map(|r| (r.duplicate, r.message)),
+        Ok((true, stored[0].clone()))
+    );
+    assert_eq!(again.last_seq(&conv).await.unwrap(), 4);
+    assert!(
+        !again
+            .append(vec![msg(&other_conv, other.hi, "n")])
+            .await
+            .remove(0)
+            .unwrap()
+            .duplicate
+    );
+    // A node finishing a step late never moves the version back.
+    again.raise_layout(2).await.unwrap();
+    assert_eq!(layout_of(&again).await, Value::BulkString(b"3".to_vec()));
+}
+
+/// What `layout_2_is_migrated_on_start` (and the Cluster variant) check right after the
+/// upgrade: history, duplicates, friend checks, read marks, the list, a block.
+async fn check_layout_2_migrated(
+    store: &RedisStore,
+    friends: UserPair,
+    blocked: UserPair,
+    stored: &[Message],
+) {
+    assert_eq!(layout_of(store).await, Value::BulkString(b"3".to_vec()));
+    let conv = ConversationId::direct(friends.lo, friends.hi);
+    assert_eq!(history_of(store, &conv).await, stored);
+    // A retry of an old message is answered with the original, not stored again.
+    let repeat = store
+        .append(vec![msg(&conv, friends.hi, "k2")])
+        .await
+        .remove(0);
+    assert_eq!(
+        repeat.map(|r| (r.duplicate, r.message)),
+        Ok((true, stored[1].clone()))
+    );
+    // A new message follows the old ones; the log now holds both entry shapes.
+    let new = store
+        .append(vec![msg(&conv, friends.hi, "k4")])
+        .await
+        .remove(0)
+        .unwrap();
+    assert_eq!((new.duplicate, new.message.seq), (false, 4));
+    let mut all = stored.to_vec();
+    all.push(new.message.clone());
+    assert_eq!(history_of(store, &conv).await, all);
+    let list = store.conversations(friends.lo, 10).await.unwrap();
+    assert_eq!(list[0].last_message.as_ref(), Some(&new.message));
+    assert_eq!((list[0].read_seq, list[0].unread), (3, 1));
+    let read = store.mark_read(&conv, friends.lo, 4).await.unwrap();
+    assert_eq!((read.seq, read.changed), (4, true));
+    // The blocked pair stays blocked, for sends (even a retry of its old key) and read marks.
+    let bconv = ConversationId::direct(blocked.lo, blocked.hi);
+    for key in ["b1", "b2"] {
+        assert_eq!(
+            store
+                .append(vec![msg(&bconv, blocked.lo, key)])
+                .await
+                .remove(0),
+            Err(StoreError::NotFriends)
+        );
+    }
+    assert_eq!(
+        store.mark_read(&bconv, blocked.lo, 1).await,
+        Err(StoreError::NotFriends)
+    );
+    // A block after the upgrade holds (the swap writes the meta hash's flag too).
+    let current = store.edge(friends).await.unwrap();
+    let (now_blocked, _) = current.apply(true, crate::FriendOp::Block, T0).unwrap();
+    assert!(
+        store
+            .swap_edge(friends, current, now_blocked)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .append(vec![msg(&conv, friends.hi, "k5")])
+            .await
+            .remove(0),
+        Err(StoreError::NotFriends)
+    );
+    // Unblock again for the checks that follow.
+    assert!(
+        store
+            .swap_edge(friends, now_blocked, current)
+            .await
+            .unwrap()
+    );
+}
+
 fn edge_with(link: Link, hi_blocks: bool) -> Edge {
     Edge {
         link,
@@ -614,7 +886,7 @@ async fn layout_of(store: &RedisStore) -> Value {
 /// change of a pair reaches both users' lists, whose entries are stamped with the old
 /// version).
 async fn check_migrated(store: &RedisStore, pairs: &[(UserPair, Edge)]) {
-    assert_eq!(layout_of(store).await, Value::BulkString(b"2".to_vec()));
+    assert_eq!(layout_of(store).await, Value::BulkString(b"3".to_vec()));
     for (pair, edge) in pairs {
         assert_eq!(store.edge(*pair).await.unwrap(), *edge);
         for key in [
@@ -659,7 +931,7 @@ async fn check_migrated(store: &RedisStore, pairs: &[(UserPair, Edge)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layout_1_is_migrated_on_start() {
     let (old, server) = setup().await;
-    assert_eq!(layout_of(&old).await, Value::BulkString(b"2".to_vec()));
+    assert_eq!(layout_of(&old).await, Value::BulkString(b"3".to_vec()));
     let pair = || UserPair::new(UserId::new_random(), UserId::new_random()).unwrap();
     let mut pairs = vec![
         (pair(), edge_with(Link::Friends, false)),
@@ -698,7 +970,7 @@ async fn layout_1_is_migrated_on_start() {
     raw(&n1, ::redis::cmd("DEL").arg(n1.keys.layout())).await;
     let again = RedisStore::connect(&url).await.unwrap();
     assert_eq!(again.edge(friends).await.unwrap(), current);
-    assert_eq!(layout_of(&again).await, Value::BulkString(b"2".to_vec()));
+    assert_eq!(layout_of(&again).await, Value::BulkString(b"3".to_vec()));
     let version = again
         .query(
             ::redis::cmd("HGET")
@@ -709,7 +981,7 @@ async fn layout_1_is_migrated_on_start() {
     assert_eq!(version, Ok(Value::BulkString(b"4".to_vec())));
 
     // A layout newer than this code is refused, not overwritten.
-    raw(&n1, ::redis::cmd("SET").arg(n1.keys.layout()).arg(3)).await;
+    raw(&n1, ::redis::cmd("SET").arg(n1.keys.layout()).arg(4)).await;
     assert!(matches!(
         RedisStore::connect(&url).await,
         Err(StoreError::Backend(_))
@@ -735,10 +1007,34 @@ async fn layout_1_is_migrated_on_a_cluster() {
     for (p, e) in &pairs {
         write_layout_1(&old, *p, e, 2).await;
     }
+    // Conversations written before layout 3 (idempotency buckets, five-field entries), in
+    // slots spread over the primaries; the friend flags come from the layout-1 edges.
+    let (f2, b2) = (pair(), pair());
+    write_layout_1(&old, f2, &edge_with(Link::Friends, false), 2).await;
+    write_layout_1(&old, b2, &edge_with(Link::Friends, true), 2).await;
+    let three = [(true, "k1"), (false, "k2"), (true, "k3")];
+    let stored = write_layout_2_conversation(&old, f2, &three).await;
+    write_layout_2_conversation(&old, b2, &three).await;
+    let mut others = Vec::new();
+    for (p, _) in &pairs[2..20] {
+        others.push((*p, write_layout_2_conversation(&old, *p, &three).await));
+    }
     raw(&old, ::redis::cmd("DEL").arg(old.keys.layout())).await;
     let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
         .await
         .unwrap();
+    check_layout_2_migrated(&store, f2, b2, &stored).await;
+    for (p, stored) in &others {
+        let conv = ConversationId::direct(p.lo, p.hi);
+        // Pending requests: no messaging, and the old records went into the meta hash.
+        let meta = hash(&store, store.keys.meta(&conv)).await;
+        assert_eq!(meta.get("f"), Some(&"0".to_string()));
+        assert_eq!(
+            meta.get(&idem_field(T0, p.hi, "k2")),
+            Some(&"2".to_string())
+        );
+        assert_eq!(history_of(&store, &conv).await, *stored);
+    }
     check_migrated(&store, &pairs).await;
 }
 
@@ -846,6 +1142,14 @@ async fn crash_after_swap(store: &RedisStore, pair: UserPair, new: &Edge, began:
             .arg("edge")
             .arg(serde_json::to_string(new).unwrap())
             .arg("friends")
+            .arg(friends_flag(new)),
+    )
+    .await;
+    raw(
+        store,
+        ::redis::cmd("HSET")
+            .arg(store.keys.meta(&ConversationId::direct(pair.lo, pair.hi)))
+            .arg("f")
             .arg(friends_flag(new)),
     )
     .await;
