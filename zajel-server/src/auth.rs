@@ -90,7 +90,7 @@ pub fn parse_token(token: &str) -> Option<(UserId, String)> {
 /// Lower-case hex of the secret's SHA-256. Written out rather than `hex::encode`, which goes
 /// through a `char` iterator: every connection's `auth` hashes a token, and that iterator
 /// cost more (~2,300 instructions) than the rest of the encoding.
-fn hash_secret(secret: &str) -> String {
+pub(crate) fn hash_secret(secret: &str) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(secret.as_bytes());
     let mut out = String::with_capacity(2 * digest.len());

@@ -529,3 +529,98 @@ async fn a_ca_file_that_is_missing_or_holds_no_certificate_is_refused_at_startup
         }
     }
 }
+
+/// Two nodes on one Redis Cluster behind a load balancer that does not pin a browser to a
+/// node: the sign-in starts on node A and the provider sends the browser back to node B.
+/// B finishes it from the ticket A stored (no sticky sessions needed), the first sign-in
+/// creates the account on the Cluster (the identity and the name claims live in different
+/// slots), the session works on A, and replaying the callback on A finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_started_on_one_node_finishes_on_another_on_a_redis_cluster() {
+    use zajel_core::RedisStore;
+    use zajel_core::store::redis::RedisOptions;
+    use zajel_core::testing::RedisCluster;
+    let cluster = RedisCluster::start(3, 0).expect("start a Redis Cluster");
+    let store = || async {
+        Arc::new(
+            RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+                .await
+                .expect("connect to the cluster"),
+        ) as Arc<dyn Store>
+    };
+    let (listener_a, _) = IdentityServer::bind().await;
+    let (listener_b, base_b) = IdentityServer::bind().await;
+    let cb = IdentityServer::callback_url(&base_b);
+    let provider = RealProvider::start(&cb);
+    let config = || {
+        provider_config(
+            &provider.issuer,
+            &provider.client_id,
+            &provider.client_secret,
+        )
+    };
+    // The public URL (the balancer's) is what the provider redirects to: here, node B.
+    let public = base_b.clone();
+    let a = IdentityServer::serve(listener_a, store().await, config(), |c| {
+        c.public_url = public;
+    })
+    .await;
+    let b = IdentityServer::serve(listener_b, store().await, config(), |_| {}).await;
+
+    let mut browser = Browser::new();
+    let start = browser.get(&a.start_url("/chat")).await;
+    assert_eq!(start.status, 303, "{start:?}");
+    let state = browser
+        .cookie(&a.base, "zajel_oidc_state")
+        .expect("state cookie from node A");
+    let page = at_provider(&mut browser, start, "erin", Consent::Grant, &cb).await;
+    let callback = page.location.expect("callback location");
+    assert!(callback.starts_with(&b.base), "{callback}");
+    // One site behind the balancer: the browser sends A's cookie to B.
+    browser.set_cookie(&b.base, "zajel_oidc_state", &state);
+    let done = browser.get(&callback).await;
+    assert_eq!(
+        done.status, 303,
+        "node B finishes A's sign-in: {}",
+        done.body
+    );
+    let token = browser
+        .cookie(&b.base, zajel_server::SESSION_COOKIE)
+        .expect("session cookie");
+    let me_on_a = http(
+        a.addr,
+        "GET",
+        "/api/me",
+        None,
+        &[("Authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(me_on_a.status, 200, "{}", me_on_a.body);
+    assert_eq!(me_on_a.json()["user"]["username"], "erin");
+
+    // The same callback replayed on node A: the ticket is gone on every node.
+    browser.set_cookie(&a.base, "zajel_oidc_state", &state);
+    let replay_url = callback.replacen(&b.base, &a.base, 1);
+    let replay = browser.get(&replay_url).await;
+    assert_eq!(replay.status, 400, "{}", replay.body);
+    assert_eq!(replay.header("x-zajel-error"), Some("invalid_state"));
+
+    // A second sign-in finds the same account (created once, on the Cluster).
+    let mut again = Browser::new();
+    let start = again.get(&b.start_url("/chat")).await;
+    let page = at_provider(&mut again, start, "erin", Consent::Grant, &cb).await;
+    let done = again.get(&page.location.expect("callback")).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let token2 = again
+        .cookie(&b.base, zajel_server::SESSION_COOKIE)
+        .expect("second session");
+    let me2 = http(
+        b.addr,
+        "GET",
+        "/api/me",
+        None,
+        &[("Authorization", &format!("Bearer {token2}"))],
+    )
+    .await;
+    assert_eq!(me2.json()["user"]["id"], me_on_a.json()["user"]["id"]);
+}

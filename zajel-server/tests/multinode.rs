@@ -291,7 +291,7 @@ mod gated {
     use std::sync::atomic::Ordering;
     use zajel_core::store::{
         ExternalIdentity, ExternalUser, IdentityStore, LinkedIdentity, Pruned, RelationEntry,
-        StoreHealth, StoreResult, Unlink,
+        StoreHealth, StoreResult, TicketKey, Unlink,
     };
     use zajel_core::*;
 
@@ -445,6 +445,17 @@ mod gated {
             user: UserId,
         ) -> StoreResult<Unlink> {
             self.inner.unlink_external(identity, user).await
+        }
+        async fn put_ticket(
+            &self,
+            key: &TicketKey,
+            value: &[u8],
+            ttl: std::time::Duration,
+        ) -> StoreResult<()> {
+            self.inner.put_ticket(key, value, ttl).await
+        }
+        async fn take_ticket(&self, key: &TicketKey) -> StoreResult<Option<Vec<u8>>> {
+            self.inner.take_ticket(key).await
         }
     }
 

@@ -17,6 +17,7 @@ use crate::limits::Username;
 use crate::model::User;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Prefix of the provider string of an application identity.
 pub const APP_PROVIDER_PREFIX: &str = "app:";
@@ -112,6 +113,47 @@ impl ExternalIdentity {
     }
 }
 
+/// Longest [`TicketKey`], in bytes.
+pub const TICKET_KEY_MAX: usize = 128;
+
+/// The name of a one-time ticket ([`IdentityStore::put_ticket`]): 1-128 bytes of ASCII
+/// letters, digits and `_ - . :`, so every backend can use it in a key as it is.
+///
+/// ```
+/// use zajel_core::store::TicketKey;
+/// assert!(TicketKey::new("oidc:3f2a").is_ok());
+/// assert!(TicketKey::new("").is_err());
+/// assert!(TicketKey::new("with space").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TicketKey(String);
+
+/// Why a [`TicketKey`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a ticket key is 1-128 bytes of ASCII letters, digits and _ - . :")]
+pub struct InvalidTicketKey;
+
+impl TicketKey {
+    /// Checks `key`.
+    pub fn new(key: &str) -> Result<Self, InvalidTicketKey> {
+        let ok = !key.is_empty()
+            && key.len() <= TICKET_KEY_MAX
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if ok {
+            Ok(Self(key.to_owned()))
+        } else {
+            Err(InvalidTicketKey)
+        }
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An identity linked to a user, with when it was linked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkedIdentity {
@@ -173,6 +215,16 @@ pub trait IdentityStore: Send + Sync {
         identity: &ExternalIdentity,
         user: UserId,
     ) -> StoreResult<Unlink>;
+    /// Keeps `value` under `key` for `ttl` as a one-time ticket every node on this store can
+    /// take: what a sign-in in progress needs when its callback may reach another node than
+    /// the one that started it (an OpenID Connect flow's PKCE verifier and nonce). A second
+    /// put under the same key replaces the first. Tickets are short-lived state, not
+    /// history: the in-process stores (memory, embedded) keep them in memory, so they do not
+    /// survive a restart (a sign-in in progress is started again).
+    async fn put_ticket(&self, key: &TicketKey, value: &[u8], ttl: Duration) -> StoreResult<()>;
+    /// Takes the ticket under `key`: one caller gets it, on any node, and it is gone;
+    /// `None` when there is none, it was taken, or its `ttl` has passed.
+    async fn take_ticket(&self, key: &TicketKey) -> StoreResult<Option<Vec<u8>>>;
 }
 
 #[cfg(test)]
@@ -195,5 +247,21 @@ mod tests {
         let x = ExternalIdentity::oidc("https://a", "b:c").unwrap();
         let y = ExternalIdentity::oidc("https://a:b", "c").unwrap();
         assert_ne!(x.key(), y.key());
+    }
+
+    #[test]
+    fn ticket_keys_are_plain_bounded_ascii() {
+        assert!(TicketKey::new("oidc:AZaz09_-.").is_ok());
+        assert!(TicketKey::new(&"k".repeat(TICKET_KEY_MAX)).is_ok());
+        for bad in [
+            "",
+            "a b",
+            "a{b}",
+            "a\nb",
+            "é",
+            &"k".repeat(TICKET_KEY_MAX + 1),
+        ] {
+            assert_eq!(TicketKey::new(bad), Err(InvalidTicketKey), "{bad:?}");
+        }
     }
 }

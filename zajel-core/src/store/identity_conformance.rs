@@ -16,8 +16,9 @@
 use crate::ids::{Timestamp, UserId};
 use crate::limits::Username;
 use crate::store::conformance::DynStore;
-use crate::store::{ExternalIdentity, StoreError, Unlink};
+use crate::store::{ExternalIdentity, StoreError, TicketKey, Unlink};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Expands to one `#[tokio::test]` per identity conformance case.
 #[macro_export]
@@ -31,6 +32,9 @@ macro_rules! identity_conformance_tests {
             external_racing_first_sign_ins_make_one_user,
             external_racing_unlinks_keep_one,
             external_unknown_users,
+            tickets_are_taken_once_and_replaced_by_a_second_put,
+            tickets_expire,
+            racing_takes_of_a_ticket_give_it_to_one,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -278,4 +282,67 @@ pub async fn external_unknown_users(store: DynStore) {
         store.unlink_external(&id, ghost).await.unwrap(),
         Unlink::NotLinked
     );
+}
+
+/// A key no other case (or run on a shared backend) uses.
+fn ticket(tag: &str) -> TicketKey {
+    TicketKey::new(&format!("{tag}:{}", UserId::new_random())).unwrap()
+}
+
+/// A ticket is taken once, whole (any bytes); unknown keys have none; a second put replaces.
+pub async fn tickets_are_taken_once_and_replaced_by_a_second_put(store: DynStore) {
+    let k = ticket("once");
+    let value: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+    let ttl = Duration::from_secs(60);
+    store.put_ticket(&k, &value, ttl).await.unwrap();
+    assert_eq!(store.take_ticket(&k).await.unwrap(), Some(value));
+    assert_eq!(store.take_ticket(&k).await.unwrap(), None, "taken twice");
+    assert_eq!(store.take_ticket(&ticket("unknown")).await.unwrap(), None);
+    store.put_ticket(&k, b"first", ttl).await.unwrap();
+    store.put_ticket(&k, b"second", ttl).await.unwrap();
+    assert_eq!(
+        store.take_ticket(&k).await.unwrap(),
+        Some(b"second".to_vec())
+    );
+    assert_eq!(store.take_ticket(&k).await.unwrap(), None);
+}
+
+/// Past its ttl a ticket is gone; one with a longer ttl put at the same time is not.
+pub async fn tickets_expire(store: DynStore) {
+    let (short, long) = (ticket("short"), ticket("long"));
+    store
+        .put_ticket(&short, b"s", Duration::from_millis(50))
+        .await
+        .unwrap();
+    store
+        .put_ticket(&long, b"l", Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.take_ticket(&short).await.unwrap(), None, "expired");
+    assert_eq!(store.take_ticket(&long).await.unwrap(), Some(b"l".to_vec()));
+}
+
+/// Sixteen racing takes (as from sixteen nodes): exactly one gets the ticket.
+pub async fn racing_takes_of_a_ticket_give_it_to_one(store: DynStore) {
+    for round in 0..5 {
+        let k = ticket(&format!("race{round}"));
+        store
+            .put_ticket(&k, b"v", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let takes: Vec<_> = (0..16)
+            .map(|_| {
+                let (s, k) = (Arc::clone(&store), k.clone());
+                tokio::spawn(async move { s.take_ticket(&k).await })
+            })
+            .collect();
+        let mut won = 0;
+        for t in takes {
+            if t.await.unwrap().unwrap().is_some() {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1, "round {round}");
+    }
 }

@@ -25,6 +25,7 @@ mod identity;
 pub struct MemoryStore {
     state: Mutex<State>,
     dedupe_window_ms: u64,
+    tickets: super::tickets::Tickets,
 }
 
 impl Default for MemoryStore {
@@ -32,6 +33,7 @@ impl Default for MemoryStore {
         Self {
             state: Mutex::default(),
             dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+            tickets: Default::default(),
         }
     }
 }

@@ -33,8 +33,8 @@ use crate::model::{
 };
 use async_trait::async_trait;
 pub use identity::{
-    ExternalIdentity, ExternalUser, IdentityKind, IdentityStore, InvalidIdentity, LinkedIdentity,
-    Unlink,
+    ExternalIdentity, ExternalUser, IdentityKind, IdentityStore, InvalidIdentity, InvalidTicketKey,
+    LinkedIdentity, TicketKey, Unlink,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,8 @@ pub mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+#[cfg(any(feature = "memory", feature = "embedded"))]
+mod tickets;
 
 /// A storage failure or a refused store operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,8 +6,9 @@ use super::tables::{EXTERNALS, USER_EXTERNALS, be, from_uid, uid};
 use crate::ids::{Timestamp, UserId};
 use crate::limits::Username;
 use crate::store::identity::{ExternalUser, LinkedIdentity, Unlink};
-use crate::store::{ExternalIdentity, IdentityStore, StoreResult};
+use crate::store::{ExternalIdentity, IdentityStore, StoreResult, TicketKey};
 use async_trait::async_trait;
+use std::time::Duration;
 
 #[async_trait]
 impl IdentityStore for EmbeddedStore {
@@ -79,5 +80,14 @@ impl IdentityStore for EmbeddedStore {
         let identity = identity.clone();
         self.write(move |tx| tx.unlink_external(&identity, user))
             .await
+    }
+
+    async fn put_ticket(&self, key: &TicketKey, value: &[u8], ttl: Duration) -> StoreResult<()> {
+        self.inner.tickets.put(key, value, ttl);
+        Ok(())
+    }
+
+    async fn take_ticket(&self, key: &TicketKey) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.inner.tickets.take(key))
     }
 }

@@ -121,6 +121,8 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     queue: Arc<Semaphore>,
     readers: Arc<reader::Readers>,
+    /// One-time tickets: in memory, as one process owns the file.
+    tickets: crate::store::tickets::Tickets,
     options: EmbeddedOptions,
 }
 
@@ -194,6 +196,7 @@ impl EmbeddedStore {
                 writer: Some(writer),
                 queue: Arc::new(Semaphore::new(options.queue_capacity.max(1))),
                 readers: Arc::default(),
+                tickets: Default::default(),
                 options,
             }),
         })

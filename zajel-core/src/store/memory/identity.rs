@@ -5,8 +5,9 @@ use crate::ids::{Timestamp, UserId};
 use crate::limits::Username;
 use crate::model::User;
 use crate::store::identity::{ExternalUser, LinkedIdentity, Unlink};
-use crate::store::{ExternalIdentity, IdentityStore, StoreError, StoreResult};
+use crate::store::{ExternalIdentity, IdentityStore, StoreError, StoreResult, TicketKey};
 use async_trait::async_trait;
+use std::time::Duration;
 
 #[async_trait]
 impl IdentityStore for MemoryStore {
@@ -122,5 +123,14 @@ impl IdentityStore for MemoryStore {
             m.remove(identity);
         }
         Ok(Unlink::Removed)
+    }
+
+    async fn put_ticket(&self, key: &TicketKey, value: &[u8], ttl: Duration) -> StoreResult<()> {
+        self.tickets.put(key, value, ttl);
+        Ok(())
+    }
+
+    async fn take_ticket(&self, key: &TicketKey) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.tickets.take(key))
     }
 }

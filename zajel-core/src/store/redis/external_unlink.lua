@@ -1,11 +1,11 @@
--- Unlinks an external identity, unless it is the user's last way to sign in.
--- KEYS[1] identity claim, KEYS[2] user hash, KEYS[3] the user's identities hash
--- ARGV[1] user id, ARGV[2] identity json
--- Returns 1 removed, 0 not linked to this user, 2 refused (last sign-in method).
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('HEXISTS', KEYS[2], 'pw') == 0 and redis.call('HLEN', KEYS[3]) <= 1 then
-  return 2
-end
-redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[3], ARGV[2])
+-- Takes an external identity off a user's list, unless it is the user's last way to sign in.
+-- The caller has seen the identity's claim point to this user, so the identity counts even
+-- if a crash kept it off the list. The claim itself is released afterwards (identity.rs).
+-- KEYS[1] user hash, KEYS[2] the user's identities hash
+-- ARGV[1] identity json
+-- Returns 1 off the list (or was not on it), 2 refused (last sign-in method).
+local count = redis.call('HLEN', KEYS[2])
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then count = count + 1 end
+if redis.call('HEXISTS', KEYS[1], 'pw') == 0 and count <= 1 then return 2 end
+redis.call('HDEL', KEYS[2], ARGV[1])
 return 1

@@ -320,12 +320,13 @@ fn unpack_entry(conv: &ConversationId, seq: u64, packed: &str) -> StoreResult<Me
     })
 }
 
-/// Escapes the characters that would end or split a hash tag (and the escape and separator
-/// characters themselves), so free-form issuer/subject strings keep one well-formed tag.
-/// Deletes a username claim if it belongs to `ARGV[1]` (compare-and-delete).
-const RELEASE_NAME: &str =
+/// Deletes a claim (a username's or an external identity's: a string holding its owner's id)
+/// if it belongs to `ARGV[1]` (compare-and-delete).
+const RELEASE_CLAIM: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/// Escapes the characters that would end or split a hash tag (and the escape and separator
+/// characters themselves), so free-form issuer/subject strings keep one well-formed tag.
 fn tag_safe(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -1144,7 +1145,7 @@ impl UserStore for RedisStore {
         if old != canonical {
             self.query(
                 ::redis::cmd("EVAL")
-                    .arg(RELEASE_NAME)
+                    .arg(RELEASE_CLAIM)
                     .arg(1)
                     .arg(self.keys.username(&old))
                     .arg(id.to_string()),

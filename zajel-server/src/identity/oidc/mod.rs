@@ -116,7 +116,9 @@ pub struct OidcConfig {
     pub flow_ttl_secs: u64,
     /// Timeout of each request to a provider (seconds).
     pub http_timeout_secs: u64,
-    /// Most sign-ins in progress at once (memory bound).
+    /// Most sign-ins started on this node within `flow_ttl_secs` and not finished here: a
+    /// bound on what a flood of `/start` requests puts in the store (each sign-in in progress
+    /// is a one-time ticket there, so any node on the same store can finish it).
     pub max_pending: usize,
     /// PEM files of extra root certificates trusted for requests to the providers, beside the
     /// web PKI roots: for a provider behind a private CA (e.g. an in-house Keycloak). A file

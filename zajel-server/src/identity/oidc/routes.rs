@@ -16,7 +16,6 @@ use openidconnect::reqwest;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 use zajel_core::ExternalIdentity;
 use zajel_core::store::LinkedIdentity;
 
@@ -148,17 +147,17 @@ impl OidcSignIn {
             None => self.inner.config.after_sign_in.clone(),
         };
         let auth = provider.authorize(&self.inner.http).await?;
-        self.inner.pending.insert(
-            auth.state.clone(),
-            Pending {
-                provider: id.to_owned(),
-                pkce_verifier: auth.pkce_verifier,
-                nonce: auth.nonce,
-                return_to,
-                link_user,
-                started: Instant::now(),
-            },
-        )?;
+        let flow = Pending {
+            provider: id.to_owned(),
+            pkce_verifier: auth.pkce_verifier,
+            nonce: auth.nonce,
+            return_to,
+            link_user,
+        };
+        self.inner
+            .pending
+            .insert(self.inner.engine.store(), &auth.state, &flow)
+            .await?;
         let cookie = self.state_cookie(&auth.state, self.inner.config.flow_ttl().as_secs());
         Ok((auth.url, cookie))
     }
@@ -181,7 +180,11 @@ impl OidcSignIn {
                 "it was started in another browser or its cookie is gone",
             ));
         }
-        let flow = self.inner.pending.take(&state)?;
+        let flow = self
+            .inner
+            .pending
+            .take(self.inner.engine.store(), &state)
+            .await?;
         if flow.provider != id {
             return Err(IdentityError::InvalidState(
                 "it belongs to another provider",
