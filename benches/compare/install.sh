@@ -3,7 +3,7 @@
 # Socket.IO and Django Channels"): `npm ci` in socketio/ when node_modules is missing or older
 # than package-lock.json; a venv in channels/.venv with `pip install -r requirements.txt` when
 # it is missing or requirements.txt changed since. Skipped when up to date (~0.1 s); from
-# scratch ~10 s (npm) + ~25 s (pip) on the 2-core machine.
+# scratch ~10 s (npm) + 25-50 s (pip) on the 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on every Linux architecture
 /// this runs on; the kernel converts to it whatever its internal HZ).
-const TICKS_PER_S: f64 = 100.0;
+pub const TICKS_PER_S: f64 = 100.0;
 
 /// CPU ticks (user + system) of one process, all threads, from `/proc/<pid>/stat`.
 pub fn process_ticks(pid: u32) -> Option<u64> {

@@ -1344,18 +1344,30 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         }
         let mut sockets = Vec::with_capacity(tasks.len());
         let mut other_sockets = Vec::new();
+        // A comparison server that fails some connects (Channels under load: a Redis timeout
+        // in the consumer's group_add answers the upgrade with 500) still gets its line, with
+        // the failures counted; for Zajel any failure ends the run.
+        let mut connect_failures: BTreeMap<String, u64> = BTreeMap::new();
         for t in tasks {
-            match t.await?? {
-                IdleSocket::Zajel(s) => sockets.push(s),
-                IdleSocket::Other(s) => other_sockets.push(s),
+            match t.await? {
+                Ok(IdleSocket::Zajel(s)) => sockets.push(s),
+                Ok(IdleSocket::Other(s)) => other_sockets.push(s),
+                Err(e) if system.is_some() => {
+                    let what = e.to_string().chars().take(60).collect::<String>();
+                    *connect_failures.entry(what).or_default() += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
+        let connected = (sockets.len() + other_sockets.len()).max(1);
         let connect_s = t0.elapsed().as_secs_f64();
         let cpu_after = crate::cpu::Sample::take_optional(server_pid);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = read_rss();
         let per_conn = match (before, after) {
-            (Some(b), Some(a)) => json!(((a as f64 - b as f64) * 1024.0 / cfg.idle as f64).round()),
+            (Some(b), Some(a)) => {
+                json!(((a as f64 - b as f64) * 1024.0 / connected as f64).round())
+            }
             _ => Value::Null,
         };
         idle_report = json!({
@@ -1371,6 +1383,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             "rss_before_kib": before,
             "rss_after_kib": after,
             "bytes_per_idle_connection": per_conn,
+            "connect_failures": connect_failures,
             // CPU seconds spent while the connections were opened (the timed part): the load
             // generator (with --spawn: the server too, one process) and, with --url and
             // --server-pid, the server process and its child store process (redis-server).
@@ -1482,6 +1495,19 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
                 Some((before?, crate::cpu::Sample::take(pid)?))
             }))
         }
+        _ => None,
+    };
+    // A comparison server's redis-server is not its child: read on its own.
+    let redis_window = match &spawned {
+        Some(Started::Other(r)) => r.redis.pid().map(|pid| {
+            let (from, to) = (start + cfg.warmup, stop_at);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(from).await;
+                let before = crate::cpu::process_ticks(pid);
+                tokio::time::sleep_until(to).await;
+                Some((before?, crate::cpu::process_ticks(pid)?))
+            })
+        }),
         _ => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -1628,8 +1654,18 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
                 if system.is_some() {
                     cpu["processes"] = json!(
                         "server_*: the cluster primary / uvicorn supervisor; store_process_*: \
-                         its worker processes (the servers); the redis-server is not counted"
+                         its worker processes (the servers); redis_*: its redis-server"
                     );
+                    let redis = match redis_window {
+                        Some(t) => t.await?,
+                        None => None,
+                    };
+                    if let (Some((b, a)), true) = (redis, delivered_in_window > 0) {
+                        let us = a.saturating_sub(b) as f64 * 1e6 / crate::cpu::TICKS_PER_S;
+                        cpu["redis_us_per_msg"] =
+                            json!((us / delivered_in_window as f64 * 10.0).round() / 10.0);
+                        cpu["redis_cores"] = json!((us / 1e6 / secs * 100.0).round() / 100.0);
+                    }
                 }
                 cpu
             }

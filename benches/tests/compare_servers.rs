@@ -54,10 +54,12 @@ async fn socketio_and_channels_deliver_every_acked_message() {
             idle["rss_after_kib"].as_u64().is_some_and(|k| k > 10_000),
             "{line}"
         );
+        // CPU per message of the workers and of the server's own redis-server.
         assert!(
             report.json["cpu"]["store_process_us_per_msg"].is_number(),
             "{line}"
         );
+        assert!(report.json["cpu"]["redis_us_per_msg"].is_number(), "{line}");
         refuses(system).await;
     }
 }

@@ -177,6 +177,8 @@ pub struct Hub {
     delivered: AtomicU64,
     /// `close_user` calls so far (see [`Hub::revocations`]).
     revocations: AtomicU64,
+    /// Friend-graph changes made on this node so far (see [`Hub::relation_changes`]).
+    relation_changes: AtomicU64,
 }
 
 impl Hub {
@@ -189,6 +191,7 @@ impl Hub {
             lagged: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             revocations: AtomicU64::new(0),
+            relation_changes: AtomicU64::new(0),
         }
     }
 
@@ -306,6 +309,24 @@ impl Hub {
     /// one after the second finds the subscription), so it needs no second store check.
     pub fn revocations(&self) -> u64 {
         self.revocations.load(Ordering::SeqCst)
+    }
+
+    /// Counts a friend-graph change, after it is written and before anyone is told of it
+    /// (the presence check that follows a new friendship).
+    pub(crate) fn relation_changed(&self) {
+        self.relation_changes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many friend-graph changes this node made ([`Hub::relation_changed`]). A
+    /// connection reads it before it reads its friend list (with its session, before it is
+    /// registered) and again once it is registered: if the two are equal, no change can have
+    /// slipped in between (one counted before the first read was in the store for that read;
+    /// one counted after the second checks presence after the registration, so it sees the
+    /// user online), and the list read early may be used to announce "came online". Only
+    /// with node-local presence ([`Presence::node_local`](crate::presence::Presence::node_local)):
+    /// another node's changes are not counted here.
+    pub(crate) fn relation_changes(&self) -> u64 {
+        self.relation_changes.load(Ordering::SeqCst)
     }
 
     /// The id the next connection will get: connections with a smaller id exist already.

@@ -27,6 +27,15 @@ pub trait Presence: Send + Sync + 'static {
 
     /// Whether each of `users` is online (same order).
     async fn online(&self, users: &[UserId]) -> Vec<bool>;
+
+    /// Whether this presence is this node's alone: every user it reports online is
+    /// connected to this node, so every friendship that could race a connection's
+    /// registration is made on this node. A connection then reads its friend list together
+    /// with its session (one store read, see [`Hub::relation_changes`]); otherwise it reads
+    /// the list after its registration. Default `false` (the safe answer).
+    fn node_local(&self) -> bool {
+        false
+    }
 }
 
 /// Single-node presence: a user is online while they have a connection in this node's hub.
@@ -53,5 +62,9 @@ impl Presence for LocalPresence {
 
     async fn online(&self, users: &[UserId]) -> Vec<bool> {
         users.iter().map(|&u| self.hub.is_online(u)).collect()
+    }
+
+    fn node_local(&self) -> bool {
+        true
     }
 }

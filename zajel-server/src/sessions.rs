@@ -28,6 +28,23 @@ pub(crate) struct SessionInfo {
     pub(crate) expires_at: Timestamp,
 }
 
+impl SessionInfo {
+    fn new(user: User, hash: String, session: &Session) -> Self {
+        SessionInfo {
+            user,
+            hash,
+            expires_at: session.expires_at,
+        }
+    }
+}
+
+/// A token resolved for a connection's authentication ([`Sessions::resolve_with_friends`]).
+pub(crate) struct ConnectInfo {
+    pub(crate) session: SessionInfo,
+    /// The user's friends, read with the session.
+    pub(crate) friends: Vec<zajel_core::UserId>,
+}
+
 /// Account and session operations of an [`Engine`] (see [`Engine::sessions`]).
 #[derive(Clone)]
 pub struct Sessions {
@@ -61,10 +78,26 @@ impl Sessions {
             .session_with_user(user_id, &hash, Timestamp::now())
             .await?
             .ok_or_else(EngineError::unauthenticated)?;
-        Ok(SessionInfo {
-            user,
-            hash,
-            expires_at: session.expires_at,
+        Ok(SessionInfo::new(user, hash, &session))
+    }
+
+    /// [`Sessions::resolve`] plus the user's friends, in one store read
+    /// ([`Store::session_with_friends`](zajel_core::Store::session_with_friends): one Redis
+    /// round trip): for a connection that announces "came online" to them.
+    pub(crate) async fn resolve_with_friends(
+        &self,
+        token: &str,
+    ) -> Result<ConnectInfo, EngineError> {
+        let (user_id, hash) = auth::parse_token(token).ok_or_else(EngineError::unauthenticated)?;
+        let (session, user, friends) = self
+            .engine
+            .store()
+            .session_with_friends(user_id, &hash, Timestamp::now())
+            .await?
+            .ok_or_else(EngineError::unauthenticated)?;
+        Ok(ConnectInfo {
+            session: SessionInfo::new(user, hash, &session),
+            friends,
         })
     }
 

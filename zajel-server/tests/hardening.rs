@@ -140,6 +140,44 @@ async fn login_csrf_and_headers() {
         (r.status, r.json()["code"].as_str()),
         (413, Some("frame_too_large"))
     );
+    // `/ws` is routed outside the middlewares that do this for the other routes; its
+    // refusals still get the JSON body, the headers and the error count.
+    let errors = async |code: &str| -> u64 {
+        let metrics = http(server.addr, "GET", "/metrics", None, &[]).await.body;
+        let line = format!("zajel_errors_total{{code=\"{code}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .map_or(0, |n| n.trim().parse().expect("a count"))
+    };
+    let before = (
+        errors("method_not_allowed").await,
+        errors("bad_frame").await,
+    );
+    let r = http(server.addr, "POST", "/ws", Some("{}"), &[]).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str(), r.header("allow")),
+        (405, Some("method_not_allowed"), Some("GET,HEAD")),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let r = http(server.addr, "GET", "/ws", None, &[]).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("bad_frame")),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        (
+            errors("method_not_allowed").await,
+            errors("bad_frame").await
+        ),
+        (before.0 + 1, before.1 + 1),
+        "each /ws refusal counted once"
+    );
     server.stop().await;
 }
 

@@ -275,20 +275,44 @@ async fn pubsub_gap_closes_with_4008_and_resume_fills_it() {
     nb.stop().await;
 }
 
-/// A store that holds every `append` at a gate until the test opens it: the point where the
-/// send path had passed its friendship check (before the check moved into the append) and had
-/// not yet written. Everything else goes straight to the wrapped store.
+/// A store that holds every `append` (while `closed`) or every authentication's session
+/// read, after the read (while `auth_closed`), at a gate until the test opens it. For
+/// `append`: the point where the send path had passed its friendship check (before the check
+/// moved into the append) and had not yet written; for the session read: a connection
+/// authenticated and not yet registered. Everything else goes straight to the wrapped store.
 struct GatedStore {
     inner: RedisStore,
     closed: std::sync::atomic::AtomicBool,
+    auth_closed: std::sync::atomic::AtomicBool,
     reached: tokio::sync::Notify,
     release: tokio::sync::Semaphore,
+}
+
+impl GatedStore {
+    fn new(inner: RedisStore) -> Self {
+        Self {
+            inner,
+            closed: Default::default(),
+            auth_closed: Default::default(),
+            reached: Default::default(),
+            release: tokio::sync::Semaphore::new(0),
+        }
+    }
+
+    /// Waits at the gate if `gate` is closed.
+    async fn pass(&self, gate: &std::sync::atomic::AtomicBool) {
+        if gate.load(std::sync::atomic::Ordering::SeqCst) {
+            self.reached.notify_one();
+            if let Ok(permit) = self.release.acquire().await {
+                permit.forget();
+            }
+        }
+    }
 }
 
 mod gated {
     use super::GatedStore;
     use async_trait::async_trait;
-    use std::sync::atomic::Ordering;
     use zajel_core::store::{
         ExternalIdentity, ExternalUser, IdentityStore, LinkedIdentity, Pruned, RelationEntry,
         StoreHealth, StoreResult, TicketKey, Unlink,
@@ -347,7 +371,9 @@ mod gated {
             token_hash: &str,
             now: Timestamp,
         ) -> StoreResult<Option<(Session, User)>> {
-            self.inner.session_with_user(user, token_hash, now).await
+            let read = self.inner.session_with_user(user, token_hash, now).await;
+            self.pass(&self.auth_closed).await;
+            read
         }
         async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
             self.inner.delete_session(user, token_hash).await
@@ -373,17 +399,15 @@ mod gated {
         async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
             self.inner.relations(user).await
         }
+        async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+            self.inner.friend_ids(user).await
+        }
     }
 
     #[async_trait]
     impl MessageStore for GatedStore {
         async fn append(&self, batch: Vec<NewMessage>) -> Vec<StoreResult<Appended>> {
-            if self.closed.load(Ordering::SeqCst) {
-                self.reached.notify_one();
-                if let Ok(permit) = self.release.acquire().await {
-                    permit.forget();
-                }
-            }
+            self.pass(&self.closed).await;
             self.inner.append(batch).await
         }
         async fn history(
@@ -467,6 +491,16 @@ mod gated {
         async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
             self.inner.prune(now).await
         }
+        async fn session_with_friends(
+            &self,
+            user: UserId,
+            token_hash: &str,
+            now: Timestamp,
+        ) -> StoreResult<Option<(Session, User, Vec<UserId>)>> {
+            let read = self.inner.session_with_friends(user, token_hash, now).await;
+            self.pass(&self.auth_closed).await;
+            read
+        }
     }
 }
 
@@ -479,12 +513,9 @@ mod gated {
 async fn a_block_acknowledged_on_another_node_stops_a_send_in_flight() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
-    let gated = Arc::new(GatedStore {
-        inner: RedisStore::connect(&url).await.expect("redis store"),
-        closed: Default::default(),
-        reached: Default::default(),
-        release: tokio::sync::Semaphore::new(0),
-    });
+    let gated = Arc::new(GatedStore::new(
+        RedisStore::connect(&url).await.expect("redis store"),
+    ));
     let broker = RedisBroker::connect(&url, broker_config("n1"))
         .await
         .expect("redis broker");
@@ -539,4 +570,85 @@ async fn a_block_acknowledged_on_another_node_stops_a_send_in_flight() {
     b.close().await;
     n1.stop().await;
     n2.stop().await;
+}
+
+/// "Came online" cannot miss a friendship accepted while the user's connection was between
+/// its session read and its registration. Bob asked alice for friendship; bob's connection
+/// reads its session (and, where presence is node-local, its friend list: none yet) and is
+/// held there; alice accepts, and her presence check finds bob offline; then bob registers.
+/// Alice must still hear that bob is online: bob's connection reads its friends again (the
+/// node counted the friendship change), or, with cluster-wide presence, reads them only after
+/// its registration. An announcement from the list read with the session would tell nobody.
+async fn friendship_accepted_during_authentication(with_broker: bool) {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let gated = Arc::new(GatedStore::new(
+        RedisStore::connect(&url).await.expect("redis store"),
+    ));
+    let mut builder = Engine::builder(gated.clone(), test_config());
+    if with_broker {
+        let broker = RedisBroker::connect(&url, broker_config("n1"))
+            .await
+            .expect("redis broker");
+        builder = builder.redis_broker(broker);
+    }
+    let n1 = TestServer::serve(builder.build()).await;
+    let alice = register(n1.addr, "alice").await;
+    let bob = register(n1.addr, "bob").await;
+    let (mut a, _) = Client::login(n1.addr, &alice).await;
+    let (mut b, _) = Client::login(n1.addr, &bob).await;
+    let r = b
+        .call(json!({"type": "friend_request", "username": alice.username}))
+        .await;
+    assert_eq!(r["type"], "friend_ok", "{r}");
+    a.expect("friend").await;
+    b.close().await;
+    expect_silence_but_presence(&mut a).await;
+
+    gated
+        .auth_closed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut b = Client::connect(n1.addr, "bob").await;
+    let id = b.id();
+    b.send_raw(&json!({"type": "auth", "id": id, "protocol": 1, "token": bob.token}).to_string())
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), gated.reached.notified())
+        .await
+        .expect("bob's authentication read its session");
+    let r = a
+        .call(json!({"type": "friend_accept", "user_id": bob.id}))
+        .await;
+    assert_eq!(r["relation"], "friends", "{r}");
+    gated
+        .auth_closed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    gated.release.add_permits(1);
+    let ok = b.answer(&id).await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    let p = tokio::time::timeout(Duration::from_secs(5), expect_presence(&mut a, &bob, true))
+        .await
+        .expect("alice hears that bob came online");
+    assert_eq!(p["online"], true);
+
+    a.close().await;
+    b.close().await;
+    n1.stop().await;
+}
+
+/// Drains what alice hears while bob goes offline (his presence), so the test's later
+/// `presence` is the one it waits for.
+async fn expect_silence_but_presence(a: &mut Client) {
+    for f in a.frames_within(300).await {
+        assert_eq!(f["type"], "presence", "{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn came_online_reaches_a_friend_accepted_during_authentication() {
+    friendship_accepted_during_authentication(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn came_online_reaches_a_friend_accepted_during_authentication_with_cluster_presence() {
+    friendship_accepted_during_authentication(true).await;
 }

@@ -144,7 +144,11 @@ pub async fn start(system: System) -> Result<Running> {
         .local_addr()?
         .port();
     let log_dir = tempfile::tempdir()?;
-    let log_path = log_dir.path().join("server.log");
+    // `ZAJEL_COMPARE_LOG_DIR` keeps the servers' output (e.g. to see why one failed).
+    let log_path = match std::env::var_os("ZAJEL_COMPARE_LOG_DIR") {
+        Some(dir) => PathBuf::from(dir).join(format!("{}-{port}.log", system.name())),
+        None => log_dir.path().join("server.log"),
+    };
     let log = std::fs::File::create(&log_path)?;
     let (mut cmd, ready) = system.command(port, &redis.url())?;
     cmd.stdout(log.try_clone()?).stderr(log);

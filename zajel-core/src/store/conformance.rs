@@ -44,6 +44,7 @@ macro_rules! store_conformance_tests {
             users_rename,
             racing_renames_one_wins,
             sessions_lifecycle,
+            session_with_friends_reads_all_three,
             edges_swap_atomically,
             friend_flow_updates_both_lists,
             many_relations_are_all_listed,
@@ -373,6 +374,66 @@ pub async fn sessions_lifecycle(store: DynStore) {
         store.create_session(&ghost).await,
         Err(StoreError::UserNotFound)
     );
+}
+
+/// What a connection's authentication reads in one go: the session, the user and the
+/// friends' ids, the same answers as the separate reads (friends only: requests and blocks
+/// are not told of presence).
+pub async fn session_with_friends_reads_all_three(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let d = user(&store, "dave").await;
+    let e = user(&store, "erin").await;
+    crate::testing::befriend(&*store, a.id, b.id).await;
+    crate::testing::befriend(&*store, c.id, a.id).await;
+    let g = FriendGraph::new(&*store);
+    g.request(a.id, &name("dave"), T0).await.unwrap();
+    g.request(e.id, &name("alice"), T0).await.unwrap();
+    let mut friends = vec![b.id, c.id];
+    friends.sort();
+    assert_eq!(store.friend_ids(a.id).await.unwrap(), friends);
+    assert_eq!(store.friend_ids(d.id).await.unwrap(), Vec::<UserId>::new());
+    assert_eq!(store.friend_ids(b.id).await.unwrap(), vec![a.id]);
+    let s = Session {
+        user_id: a.id,
+        token_hash: "h1".into(),
+        created_at: T0,
+        expires_at: T0.plus_millis(1000),
+    };
+    store.create_session(&s).await.unwrap();
+    assert_eq!(
+        store.session_with_friends(a.id, "h1", T0).await.unwrap(),
+        Some((s.clone(), a.clone(), friends.clone()))
+    );
+    let renamed = store.rename_user(a.id, &name("Alicia")).await.unwrap();
+    assert_eq!(
+        store.session_with_friends(a.id, "h1", T0).await.unwrap(),
+        Some((s.clone(), renamed, friends))
+    );
+    // A user without relations has an empty list, not an error.
+    let sd = Session {
+        user_id: e.id,
+        token_hash: "he".into(),
+        ..s.clone()
+    };
+    store.create_session(&sd).await.unwrap();
+    assert_eq!(
+        store.session_with_friends(e.id, "he", T0).await.unwrap(),
+        Some((sd, e.clone(), Vec::new()))
+    );
+    for (user, hash, at, why) in [
+        (b.id, "h1", T0, "hash belongs to another user"),
+        (a.id, "h1", T0.plus_millis(1000), "expired"),
+        (a.id, "nope", T0, "unknown hash"),
+        (UserId::new_random(), "h1", T0, "unknown user"),
+    ] {
+        assert_eq!(
+            store.session_with_friends(user, hash, at).await.unwrap(),
+            None,
+            "{why}"
+        );
+    }
 }
 
 /// `swap_edge` only succeeds from the expected edge and keeps both relation lists in step.

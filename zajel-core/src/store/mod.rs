@@ -231,6 +231,20 @@ pub trait FriendStore: Send + Sync {
     /// Everyone `user` has a relation with (friends, requests both ways, users they block),
     /// sorted by peer id.
     async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>>;
+
+    /// The ids of `user`'s friends (the [`Relation::Friends`] entries of
+    /// [`FriendStore::relations`]), sorted: who hears that `user` came online or went
+    /// offline. Backends may answer it more cheaply than the whole list (Redis reads only
+    /// each entry's relation).
+    async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        Ok(self
+            .relations(user)
+            .await?
+            .into_iter()
+            .filter(|r| r.relation == Relation::Friends)
+            .map(|r| r.peer)
+            .collect())
+    }
 }
 
 /// Conversation logs. The durable history is also the recovery log clients resume from.
@@ -336,6 +350,24 @@ pub trait Store:
     async fn prune(&self, now: Timestamp) -> StoreResult<Pruned> {
         let _ = now;
         Ok(Pruned::default())
+    }
+
+    /// What authenticating a connection reads: the session and its user (as
+    /// [`SessionStore::session_with_user`]) and the user's friends (as
+    /// [`FriendStore::friend_ids`], for the "came online" announcement). `None` exactly when
+    /// `session_with_user` says `None`. The Redis store answers it in one round trip (one
+    /// pipeline on the user's slot); the default makes the two calls.
+    async fn session_with_friends(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Session, User, Vec<UserId>)>> {
+        let Some((session, found)) = self.session_with_user(user, token_hash, now).await? else {
+            return Ok(None);
+        };
+        let friends = self.friend_ids(user).await?;
+        Ok(Some((session, found, friends)))
     }
 }
 

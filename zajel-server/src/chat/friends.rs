@@ -58,7 +58,11 @@ impl ChatService {
         };
         let change = FriendGraph::new(store)
             .apply(actor.user, target, op, Timestamp::now())
-            .await?;
+            .await;
+        // Counted after the write (even a failed call may have written) and before the
+        // presence check below: a connection registering meanwhile re-reads its friends.
+        self.engine.inner.hub.relation_changed();
+        let change = change?;
         // A new friendship gets the configured notice, if any.
         let notice = self
             .engine
@@ -151,15 +155,7 @@ impl ChatService {
 
     /// Ids of `user`'s friends.
     pub async fn friend_ids(&self, user: UserId) -> Result<Vec<UserId>, EngineError> {
-        Ok(self
-            .engine
-            .store()
-            .relations(user)
-            .await?
-            .into_iter()
-            .filter(|r| r.relation == Relation::Friends)
-            .map(|r| r.peer)
-            .collect())
+        Ok(self.engine.store().friend_ids(user).await?)
     }
 
     /// `user`'s relations with presence, for `friends_list` and `synced`.

@@ -43,16 +43,27 @@ impl ChatService {
     /// Tells `user`'s friends that `user` came online or went offline.
     pub(crate) async fn announce(&self, user: UserId, online: bool, last_seen: Option<Timestamp>) {
         match self.friend_ids(user).await {
-            Ok(friends) if !friends.is_empty() => {
-                let frame = ServerFrame::Push(Push::Presence {
-                    user,
-                    online,
-                    last_seen,
-                });
-                self.engine.publish(&friends, &frame, None);
-            }
-            Ok(_) => {}
+            Ok(friends) => self.announce_to(&friends, user, online, last_seen),
             Err(e) => tracing::warn!(error = %e, "presence: could not read friends"),
         }
+    }
+
+    /// Tells `friends` (read by the caller) that `user` came online or went offline.
+    pub(crate) fn announce_to(
+        &self,
+        friends: &[UserId],
+        user: UserId,
+        online: bool,
+        last_seen: Option<Timestamp>,
+    ) {
+        if friends.is_empty() {
+            return;
+        }
+        let frame = ServerFrame::Push(Push::Presence {
+            user,
+            online,
+            last_seen,
+        });
+        self.engine.publish(friends, &frame, None);
     }
 }

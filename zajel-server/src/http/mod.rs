@@ -47,18 +47,25 @@ impl Engine {
             .route("/api/logout-all", post(accounts::logout_all))
             .route("/api/me", get(accounts::me))
             .route("/api/session", post(accounts::session))
-            .route("/api/me/username", post(accounts::rename))
-            .route("/ws", get(crate::ws::ws_upgrade));
+            .route("/api/me/username", post(accounts::rename));
         if options.healthz {
             router = router.route("/healthz", get(ops::healthz));
         }
         if options.metrics {
             router = router.route("/metrics", get(ops::metrics));
         }
+        // `/ws` is added after the two middlewares, so they do not wrap it: each clones and
+        // boxes per request, and every connection's setup paid for that. The upgrade handler
+        // does what they would for it (its refusals are counted, timed and carry the same
+        // headers and JSON body: `ws::handshake`).
         let router = router
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .layer(middleware::from_fn(security_headers))
             .layer(middleware::from_fn_with_state(self.clone(), track))
+            .route(
+                "/ws",
+                get(crate::ws::ws_upgrade).fallback(crate::ws::ws_wrong_method),
+            )
             .with_state(self.clone());
         let cfg = &self.inner.config;
         let router = match crate::cors::layer(cfg.cors_origins.iter().chain(&cfg.allowed_origins)) {
@@ -109,6 +116,12 @@ pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), EngineError> {
 /// account answers, no framing, no referrer leaks.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = json_errors(next.run(req).await);
+    add_security_headers(&mut res);
+    res
+}
+
+/// Adds the headers of [`security_headers`] that the response does not set itself.
+pub(crate) fn add_security_headers(res: &mut Response) {
     let h = res.headers_mut();
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -119,7 +132,6 @@ async fn security_headers(req: Request, next: Next) -> Response {
         h.entry(name)
             .or_insert(axum::http::HeaderValue::from_static(value));
     }
-    res
 }
 
 /// Gives the framework's own refusals (no route, wrong method, body over the limit) the same

@@ -6,15 +6,16 @@ use super::{CLOSE_POLICY, CLOSE_UNAUTHENTICATED, close_reason};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::http::{ClientAddr, SESSION_COOKIE, cookie_value};
-use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::{HeaderMap, header};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use zajel_core::protocol::{ClientFrame, PROTOCOL_VERSION, RequestId, ResumeState, ServerFrame};
-use zajel_core::{ErrorCode, User};
+use zajel_core::{ErrorCode, User, UserId};
 
 /// Per-connection WebSocket read buffer (see the upgrade handler): tungstenite zero-fills all
 /// of it, so every connection holds it resident for its whole life. A chat frame (a `send` of
@@ -42,6 +43,9 @@ pub(super) struct Authed {
     pub(super) expires_at: zajel_core::Timestamp,
     /// [`Hub::revocations`](crate::hub::Hub::revocations) before the session was read.
     pub(super) revocations: u64,
+    /// The user's friends, read with the session (with node-local presence only), and
+    /// [`Hub::relation_changes`](crate::hub::Hub::relation_changes) before that read.
+    pub(super) friends: Option<(Vec<UserId>, u64)>,
     pub(super) resume: Option<ResumeState>,
 }
 
@@ -91,21 +95,32 @@ impl Conn {
                             None if upgrade.cookie_allowed => upgrade.cookie_token.clone(),
                             None => None,
                         };
-                        let revocations = self.engine.inner.hub.revocations();
+                        let hub = &self.engine.inner.hub;
+                        let revocations = hub.revocations();
+                        let relation_changes = hub.relation_changes();
+                        let sessions = self.engine.sessions();
                         let result = match token {
-                            Some(t) => self.engine.sessions().resolve(&t).await,
+                            // With node-local presence the friend list for "came online"
+                            // comes with the session (one store read; `go_live` checks that
+                            // no friendship changed before the registration).
+                            Some(t) if self.engine.inner.presence.node_local() => sessions
+                                .resolve_with_friends(&t)
+                                .await
+                                .map(|c| (c.session, Some((c.friends, relation_changes)))),
+                            Some(t) => sessions.resolve(&t).await.map(|s| (s, None)),
                             None => Err(EngineError::new(
                                 ErrorCode::Unauthenticated,
                                 "no token given (a session cookie is only accepted from an allowed origin)",
                             )),
                         };
                         match result {
-                            Ok(info) => {
+                            Ok((info, friends)) => {
                                 return Some(Authed {
                                     user: info.user,
                                     session: info.hash.into(),
                                     expires_at: info.expires_at,
                                     revocations,
+                                    friends,
                                     re: id,
                                     resume,
                                 });
@@ -157,30 +172,86 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
+/// What the upgrade request offers for cookie authentication, read from the request's
+/// headers in place (the `HeaderMap` extractor would copy them all).
+pub(crate) struct CookieAuth {
+    token: Option<String>,
+    allowed: bool,
+}
+
+impl FromRequestParts<Engine> for CookieAuth {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        engine: &Engine,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(CookieAuth {
+            token: cookie_value(&parts.headers, SESSION_COOKIE),
+            allowed: origin_allowed(&parts.headers, &engine.config().allowed_origins),
+        })
+    }
+}
+
+/// An upgrade refused: what the router's middlewares do for every other route (`/ws` is
+/// outside them, see `http/mod.rs`): the error counted, the request timed, the security
+/// headers set.
+fn refuse(engine: &Engine, t0: std::time::Instant, e: EngineError) -> Response {
+    engine.inner.metrics.error(e.code);
+    let mut res = e.into_response();
+    crate::http::add_security_headers(&mut res);
+    observe(engine, t0);
+    res
+}
+
+fn observe(engine: &Engine, t0: std::time::Instant) {
+    engine
+        .inner
+        .metrics
+        .http_latency
+        .observe(t0.elapsed().as_secs_f64());
+}
+
+/// `/ws` with a method other than GET (HEAD): the JSON 405 every other route answers.
+pub(crate) async fn ws_wrong_method(State(engine): State<Engine>) -> Response {
+    let t0 = std::time::Instant::now();
+    let mut res = refuse(
+        &engine,
+        t0,
+        EngineError::new(
+            ErrorCode::MethodNotAllowed,
+            "this endpoint does not take that method",
+        ),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+    res
+}
+
 pub(crate) async fn ws_upgrade(
     State(engine): State<Engine>,
     ClientAddr(addr): ClientAddr,
-    headers: HeaderMap,
+    cookie: CookieAuth,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let t0 = std::time::Instant::now();
     let ws = match ws {
         Ok(ws) => ws,
         Err(e) => {
-            return EngineError::new(ErrorCode::BadFrame, format!("not a WebSocket upgrade: {e}"))
-                .into_response();
+            let e = EngineError::new(ErrorCode::BadFrame, format!("not a WebSocket upgrade: {e}"));
+            return refuse(&engine, t0, e);
         }
     };
     if engine.is_shutting_down() {
-        return EngineError::shutting_down().into_response();
+        return refuse(&engine, t0, EngineError::shutting_down());
     }
     let address_slot = match super::limits::admit(&engine, addr) {
         Ok(slot) => slot,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(&engine, t0, e),
     };
     let cfg = &engine.inner.config;
     let upgrade = Upgrade {
-        cookie_token: cookie_value(&headers, SESSION_COOKIE),
-        cookie_allowed: origin_allowed(&headers, &cfg.allowed_origins),
+        cookie_token: cookie.token,
+        cookie_allowed: cookie.allowed,
         address_slot,
     };
     // The transport limit sits well above the protocol limit so an oversized frame still gets
@@ -188,6 +259,7 @@ pub(crate) async fn ws_upgrade(
     let hard = (cfg.max_frame_bytes as usize)
         .saturating_mul(4)
         .max(1 << 20);
+    observe(&engine, t0);
     ws.protocols([zajel_core::protocol::SUBPROTOCOL])
         // tungstenite's default 128 KiB read buffer is allocated per connection; chat frames
         // are small, and larger ones are still read in several chunks. Memory per idle

@@ -22,7 +22,7 @@ mod socket;
 #[cfg(test)]
 mod task_size;
 
-pub(crate) use handshake::ws_upgrade;
+pub(crate) use handshake::{ws_upgrade, ws_wrong_method};
 pub(crate) use replay_gate::ReplayGate;
 
 use crate::hub::CLOSE_LAGGED;

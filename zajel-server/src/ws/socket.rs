@@ -394,7 +394,15 @@ impl Conn {
         let came_online = chat.connected(user.id, sub.first).await;
         let mut alive = self.answer(&ok).await;
         if alive && came_online {
-            Box::pin(chat.announce(user.id, true, None)).await;
+            // The friend list read with the session, unless a friendship changed on this node
+            // since that read: then it may miss a new friend who checked our presence before
+            // the registration, so read it again (now after the registration).
+            match authed.friends {
+                Some((friends, changes)) if hub.relation_changes() == changes => {
+                    chat.announce_to(&friends, user.id, true, None);
+                }
+                _ => Box::pin(chat.announce(user.id, true, None)).await,
+            }
         }
         if alive && let Some(resume) = authed.resume {
             // At most `max_concurrent_replays` per node; the rest queue here (live events

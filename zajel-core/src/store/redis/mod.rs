@@ -411,17 +411,60 @@ fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error() || e.is_unrecoverable_error() || e.is_connection_refusal()
 }
 
-/// A user from the `HGETALL` reply of its hash; `None` if the hash is empty (no such user).
-fn user_from_hash(id: UserId, reply: Value) -> StoreResult<Option<User>> {
-    let mut f = fields(reply)?;
-    if f.is_empty() {
+/// Reads a user's profile: `HMGET` of the two fields a [`User`] has, not `HGETALL` (which
+/// would also carry the password hash and `last_seen`, and need a map to pick from).
+fn user_cmd(keys: &Keys, id: UserId) -> Cmd {
+    let mut cmd = ::redis::cmd("HMGET");
+    cmd.arg(keys.user(id)).arg("username").arg("created_at");
+    cmd
+}
+
+/// The user from [`user_cmd`]'s reply: `None` when both fields are nil (the hash does not
+/// exist, or is damaged: [`RedisStore::confirm_no_user`] tells which).
+fn user_from_fields(id: UserId, reply: Value) -> StoreResult<Option<User>> {
+    let mut f = array(reply)?.into_iter();
+    let (Some(username), Some(created_at), None) = (f.next(), f.next(), f.next()) else {
+        return Err(corrupt("expected 2 fields of a user"));
+    };
+    if matches!((&username, &created_at), (Value::Nil, Value::Nil)) {
         return Ok(None);
     }
+    let missing = |field: &str| corrupt(format_args!("user {id}: missing field {field:?}"));
     Ok(Some(User {
         id,
-        username: string(take(&mut f, "username")?)?,
-        created_at: Timestamp(int(take(&mut f, "created_at")?, "created_at")?),
+        username: opt_string(username)?.ok_or_else(|| missing("username"))?,
+        created_at: Timestamp(
+            opt_int(created_at, "created_at")?.ok_or_else(|| missing("created_at"))?,
+        ),
     }))
+}
+
+/// What the friend announcements need of a relation entry (its other fields are skipped).
+#[derive(serde::Deserialize)]
+struct FriendOrNot {
+    peer: UserId,
+    relation: Relation,
+}
+
+/// The friends' ids from an `HGETALL` of a relation list, sorted.
+fn friends_from_relations(reply: Value) -> StoreResult<Vec<UserId>> {
+    let values: Vec<Value> = match reply {
+        Value::Map(m) => m.into_iter().map(|(_, v)| v).collect(),
+        v => array(v)?.into_iter().skip(1).step_by(2).collect(),
+    };
+    let mut friends = Vec::new();
+    for v in values {
+        let Value::BulkString(b) = v else {
+            return Err(corrupt("relation entry is not a string"));
+        };
+        let e: FriendOrNot = serde_json::from_slice(&b)
+            .map_err(|e| corrupt(format_args!("bad relation entry: {e}")))?;
+        if e.relation == Relation::Friends {
+            friends.push(e.peer);
+        }
+    }
+    friends.sort();
+    Ok(friends)
 }
 
 /// A Redis error as a store error: a key of the wrong type is damaged data, a refusal (see
@@ -1085,10 +1128,11 @@ impl UserStore for RedisStore {
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let reply = self
-            .query(::redis::cmd("HGETALL").arg(self.keys.user(id)))
-            .await?;
-        user_from_hash(id, reply)
+        let reply = self.query(&user_cmd(&self.keys, id)).await?;
+        match user_from_fields(id, reply)? {
+            Some(user) => Ok(Some(user)),
+            None => self.confirm_no_user(id).await.map(|()| None),
+        }
     }
 
     async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
@@ -1233,13 +1277,8 @@ impl SessionStore for RedisStore {
         token_hash: &str,
         now: Timestamp,
     ) -> StoreResult<Option<(Session, User)>> {
-        // Both keys carry the user's hash tag (one slot): one pipeline, one round trip.
-        let mut session_cmd = ::redis::cmd("HGET");
-        session_cmd.arg(self.keys.sessions(user)).arg(token_hash);
-        let mut user_cmd = ::redis::cmd("HGETALL");
-        user_cmd.arg(self.keys.user(user));
         let mut replies = self
-            .send_all(vec![session_cmd, user_cmd], 2, Retry::Once)
+            .session_read(user, token_hash, false)
             .await?
             .into_iter();
         let (Some(session), Some(row)) = (replies.next(), replies.next()) else {
@@ -1247,14 +1286,7 @@ impl SessionStore for RedisStore {
                 "expected 2 replies to a session read".into(),
             ));
         };
-        let Some(text) = opt_string(session.map_err(redis_err)?)? else {
-            return Ok(None);
-        };
-        let session: Session = json(&text, "session")?;
-        if session.expires_at <= now {
-            return Ok(None);
-        }
-        Ok(user_from_hash(user, row.map_err(redis_err)?)?.map(|u| (session, u)))
+        self.session_and_user(user, session, row, now).await
     }
 
     async fn delete_session(&self, user: UserId, token_hash: &str) -> StoreResult<bool> {
@@ -1288,6 +1320,13 @@ impl FriendStore for RedisStore {
 
     async fn swap_edge(&self, pair: UserPair, expected: Edge, new: Edge) -> StoreResult<bool> {
         self.swap_edge_tracked(pair, expected, new).await
+    }
+
+    async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        let reply = self
+            .query(::redis::cmd("HGETALL").arg(self.keys.relations(user)))
+            .await?;
+        friends_from_relations(reply)
     }
 
     async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
@@ -1689,6 +1728,83 @@ fn decode_append(mut message: Message, reply: Value) -> StoreResult<Appended> {
 impl Store for RedisStore {
     fn health(&self) -> StoreHealth {
         self.breaker.health()
+    }
+
+    async fn session_with_friends(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Session, User, Vec<UserId>)>> {
+        let mut replies = self.session_read(user, token_hash, true).await?.into_iter();
+        let (Some(session), Some(row), Some(relations)) =
+            (replies.next(), replies.next(), replies.next())
+        else {
+            return Err(StoreError::Backend(
+                "expected 3 replies to a session read".into(),
+            ));
+        };
+        let Some((session, found)) = self.session_and_user(user, session, row, now).await? else {
+            return Ok(None);
+        };
+        let friends = friends_from_relations(relations.map_err(redis_err)?)?;
+        Ok(Some((session, found, friends)))
+    }
+}
+
+impl RedisStore {
+    /// The session, the user's profile and (`with_friends`) their relation list in one
+    /// pipeline: every key carries the user's hash tag (one slot), so one round trip.
+    async fn session_read(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        with_friends: bool,
+    ) -> StoreResult<Vec<Result<Value, RedisError>>> {
+        let mut session_cmd = ::redis::cmd("HGET");
+        session_cmd.arg(self.keys.sessions(user)).arg(token_hash);
+        let mut cmds = vec![session_cmd, user_cmd(&self.keys, user)];
+        if with_friends {
+            let mut relations = ::redis::cmd("HGETALL");
+            relations.arg(self.keys.relations(user));
+            cmds.push(relations);
+        }
+        let n = cmds.len();
+        self.send_all(cmds, n, Retry::Once).await
+    }
+
+    /// A session read's first two replies: `None` for no session, an expired one, or no user.
+    async fn session_and_user(
+        &self,
+        user: UserId,
+        session: Result<Value, RedisError>,
+        row: Result<Value, RedisError>,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Session, User)>> {
+        let Some(text) = opt_string(session.map_err(redis_err)?)? else {
+            return Ok(None);
+        };
+        let session: Session = json(&text, "session")?;
+        if session.expires_at <= now {
+            return Ok(None);
+        }
+        match user_from_fields(user, row.map_err(redis_err)?)? {
+            Some(found) => Ok(Some((session, found))),
+            None => self.confirm_no_user(user).await.map(|()| None),
+        }
+    }
+
+    /// After a profile read found neither field: `Corrupt` if the user's hash exists anyway
+    /// (damaged: it lost its name), so damage is reported, not taken for "no such user". A
+    /// second round trip, but only on this rare path.
+    async fn confirm_no_user(&self, id: UserId) -> StoreResult<()> {
+        let reply = self
+            .query(::redis::cmd("EXISTS").arg(self.keys.user(id)))
+            .await?;
+        match int::<u64>(reply, "EXISTS reply")? {
+            0 => Ok(()),
+            _ => Err(corrupt(format_args!("user {id}: hash without its profile"))),
+        }
     }
 }
 

@@ -69,6 +69,7 @@ async fn garbage_records_are_corrupt() {
     )
     .await;
     assert!(is_corrupt(store.relations(u).await));
+    assert!(is_corrupt(store.friend_ids(u).await));
     // A user hash without its name.
     raw(
         &store,
@@ -79,6 +80,43 @@ async fn garbage_records_are_corrupt() {
     )
     .await;
     assert!(is_corrupt(store.user(u).await));
+    // The session read (one pipeline) finds the same damage behind a valid session.
+    let session = Session {
+        user_id: u,
+        token_hash: "ok".into(),
+        created_at: T0,
+        expires_at: T0.plus_millis(1000),
+    };
+    raw(
+        &store,
+        ::redis::cmd("HSET")
+            .arg(store.keys.sessions(u))
+            .arg("ok")
+            .arg(to_json(&session).unwrap()),
+    )
+    .await;
+    assert!(is_corrupt(store.session_with_user(u, "ok", T0).await));
+    assert!(is_corrupt(store.session_with_friends(u, "ok", T0).await));
+    // A name without its creation time, and a creation time that is no number.
+    let v = UserId::new_random();
+    raw(
+        &store,
+        ::redis::cmd("HSET")
+            .arg(store.keys.user(v))
+            .arg("username")
+            .arg("victor"),
+    )
+    .await;
+    assert!(is_corrupt(store.user(v).await));
+    raw(
+        &store,
+        ::redis::cmd("HSET")
+            .arg(store.keys.user(v))
+            .arg("created_at")
+            .arg("noon"),
+    )
+    .await;
+    assert!(is_corrupt(store.user(v).await));
     raw(
         &store,
         ::redis::cmd("HSET")
