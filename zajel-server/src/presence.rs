@@ -31,8 +31,9 @@ pub trait Presence: Send + Sync + 'static {
     /// Whether this presence is this node's alone: every user it reports online is
     /// connected to this node, so every friendship that could race a connection's
     /// registration is made on this node. A connection then reads its friend list together
-    /// with its session (one store read, see [`Hub::relation_changes`]); otherwise it reads
-    /// the list after its registration. Default `false` (the safe answer).
+    /// with its session (one store read; a counter of the friendship changes made on this
+    /// node tells it when to read again); otherwise it reads the list after its
+    /// registration. Default `false` (the safe answer).
     fn node_local(&self) -> bool {
         false
     }

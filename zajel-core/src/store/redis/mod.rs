@@ -1323,10 +1323,16 @@ impl FriendStore for RedisStore {
     }
 
     async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
-        let reply = self
-            .query(::redis::cmd("HGETALL").arg(self.keys.relations(user)))
-            .await?;
-        friends_from_relations(reply)
+        let mut list = ::redis::cmd("HGETALL");
+        list.arg(self.keys.relations(user));
+        let mut replies = self
+            .send_all(vec![list, self.pending_cmd(user)], 2, Retry::Once)
+            .await?
+            .into_iter();
+        let (Some(list), Some(pending)) = (replies.next(), replies.next()) else {
+            return Err(corrupt("expected 2 replies to a friends read"));
+        };
+        self.friends_repaired(user, list, pending).await
     }
 
     async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
@@ -1747,7 +1753,12 @@ impl Store for RedisStore {
         let Some((session, found)) = self.session_and_user(user, session, row, now).await? else {
             return Ok(None);
         };
-        let friends = friends_from_relations(relations.map_err(redis_err)?)?;
+        let Some(pending) = replies.next() else {
+            return Err(StoreError::Backend(
+                "expected 4 replies to a session read".into(),
+            ));
+        };
+        let friends = self.friends_repaired(user, relations, pending).await?;
         Ok(Some((session, found, friends)))
     }
 }
@@ -1768,6 +1779,7 @@ impl RedisStore {
             let mut relations = ::redis::cmd("HGETALL");
             relations.arg(self.keys.relations(user));
             cmds.push(relations);
+            cmds.push(self.pending_cmd(user));
         }
         let n = cmds.len();
         self.send_all(cmds, n, Retry::Once).await

@@ -17,8 +17,8 @@
 
 use super::{
     Call, Cmd, ConversationId, Edge, RedisStore, Relation, RelationEntry, Retry, SCRIPTS,
-    StoreResult, UserId, UserPair, Value, array, corrupt, fields, friends_flag, int, json, opt_int,
-    opt_string, redis_err, string, to_json,
+    StoreResult, UserId, UserPair, Value, array, corrupt, fields, friends_flag,
+    friends_from_relations, int, json, opt_int, opt_string, redis_err, string, to_json,
 };
 
 /// How old a pending token must be before a read treats its operation as dead and repairs.
@@ -168,10 +168,8 @@ impl RedisStore {
     ) -> StoreResult<(Vec<RelationEntry>, Vec<(UserId, String)>)> {
         let mut list_cmd = ::redis::cmd("HGETALL");
         list_cmd.arg(self.keys.relations(user));
-        let mut pending_cmd = ::redis::cmd("HGETALL");
-        pending_cmd.arg(self.keys.relations_pending(user));
         let mut replies = self
-            .send_all(vec![list_cmd, pending_cmd], 2, Retry::Once)
+            .send_all(vec![list_cmd, self.pending_cmd(user)], 2, Retry::Once)
             .await?
             .into_iter();
         let (Some(list), Some(pending)) = (replies.next(), replies.next()) else {
@@ -182,20 +180,33 @@ impl RedisStore {
             .map(|v| json::<RelationEntry>(&string(v)?, "relation entry"))
             .collect::<StoreResult<Vec<_>>>()?;
         list.sort_by_key(|e| e.peer);
-        let cutoff = now_ms() - PENDING_GRACE_MS;
-        let mut stale = Vec::new();
-        for (field, began) in fields(pending.map_err(redis_err)?)? {
-            let began: i64 = int(began, "pending relation change")?;
-            if began > cutoff {
-                continue;
-            }
-            let peer = field
-                .split_once(':')
-                .map(|(peer, _)| peer)
-                .ok_or_else(|| corrupt(format_args!("bad pending field {field:?}")))?;
-            stale.push((super::parse(peer, "pending peer id")?, field));
+        Ok((list, stale_tokens(pending.map_err(redis_err)?)?))
+    }
+
+    /// `HGETALL` of `user`'s pending tokens (read with the list, one slot).
+    pub(super) fn pending_cmd(&self, user: UserId) -> Cmd {
+        let mut c = ::redis::cmd("HGETALL");
+        c.arg(self.keys.relations_pending(user));
+        c
+    }
+
+    /// The friends in a list reply, after repairing the list if `pending` has stale tokens
+    /// (then the list is read again).
+    pub(super) async fn friends_repaired(
+        &self,
+        user: UserId,
+        list: Result<Value, ::redis::RedisError>,
+        pending: Result<Value, ::redis::RedisError>,
+    ) -> StoreResult<Vec<UserId>> {
+        let stale = stale_tokens(pending.map_err(redis_err)?)?;
+        if stale.is_empty() {
+            return friends_from_relations(list.map_err(redis_err)?);
         }
-        Ok((list, stale))
+        self.repair(user, stale).await?;
+        let reply = self
+            .query(::redis::cmd("HGETALL").arg(self.keys.relations(user)))
+            .await?;
+        friends_from_relations(reply)
     }
 
     /// Re-derives `user`'s entries for the stale tokens' peers from their pair hashes (one
@@ -240,4 +251,22 @@ impl RedisStore {
         }
         Ok(())
     }
+}
+
+/// The pending fields of an `HGETALL` reply older than [`PENDING_GRACE_MS`], with their peers.
+fn stale_tokens(pending: Value) -> StoreResult<Vec<(UserId, String)>> {
+    let cutoff = now_ms() - PENDING_GRACE_MS;
+    let mut stale = Vec::new();
+    for (field, began) in fields(pending)? {
+        let began: i64 = int(began, "pending relation change")?;
+        if began > cutoff {
+            continue;
+        }
+        let peer = field
+            .split_once(':')
+            .map(|(peer, _)| peer)
+            .ok_or_else(|| corrupt(format_args!("bad pending field {field:?}")))?;
+        stale.push((super::parse(peer, "pending peer id")?, field));
+    }
+    Ok(stale)
 }
