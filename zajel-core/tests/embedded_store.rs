@@ -191,8 +191,14 @@ async fn corrupt_values_are_typed_errors() {
     let store = EmbeddedStore::open(&path).unwrap();
     let a = store.create_user(&name("alice"), None, T0).await.unwrap();
     let b = store.create_user(&name("bob"), None, T0).await.unwrap();
+    let c = store.create_user(&name("carol"), None, T0).await.unwrap();
     zajel_core::testing::befriend(&store, a.id, b.id).await;
+    zajel_core::testing::befriend(&store, a.id, c.id).await;
     let conv = ConversationId::direct(a.id, b.id);
+    let other = ConversationId::direct(a.id, c.id);
+    store.append(vec![msg(&other, c.id, "m", "k")]).await[0]
+        .clone()
+        .unwrap();
     for i in 1..=3 {
         store
             .append(vec![msg(&conv, a.id, "m", &format!("k{i}"))])
@@ -202,21 +208,35 @@ async fn corrupt_values_are_typed_errors() {
     }
     drop(store);
 
-    // Scribble over alice's row and message 2 directly with redb, as a damaged file would.
+    // Scribble over alice's row, message 2 and the other conversation's state directly with
+    // redb, as a damaged file would (layout v4: `lo | hi | tag | ...`, messages newest first).
     {
         const USERS: redb::TableDefinition<u128, &[u8]> = redb::TableDefinition::new("users");
-        const MESSAGES: redb::TableDefinition<(&str, u64), &[u8]> =
-            redb::TableDefinition::new("messages");
+        const ROWS: redb::TableDefinition<&[u8], &[u8]> =
+            redb::TableDefinition::new("conversation_rows");
+        let prefix = |c: &ConversationId| {
+            let (lo, hi) = c.participants().unwrap();
+            [lo.0.as_u128().to_be_bytes(), hi.0.as_u128().to_be_bytes()].concat()
+        };
+        let message_2 = [
+            prefix(&conv),
+            vec![3],
+            (u64::MAX - 2).to_be_bytes().to_vec(),
+        ]
+        .concat();
+        let other_meta = [prefix(&other), vec![2]].concat();
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(USERS)
             .unwrap()
             .insert(a.id.0.as_u128(), b"\xffnot json".as_slice())
             .unwrap();
-        txn.open_table(MESSAGES)
-            .unwrap()
-            .insert((conv.as_str(), 2u64), b"{\"half\":".as_slice())
+        let mut rows = txn.open_table(ROWS).unwrap();
+        rows.insert(message_2.as_slice(), b"{\"half\":".as_slice())
             .unwrap();
+        rows.insert(other_meta.as_slice(), b"short".as_slice())
+            .unwrap();
+        drop(rows);
         txn.commit().unwrap();
     }
 
@@ -228,6 +248,13 @@ async fn corrupt_values_are_typed_errors() {
     ));
     assert!(corrupt(store.password_hash(a.id).await.map(|_| ())));
     assert!(corrupt(store.history(&conv, all(10)).await.map(|_| ())));
+    assert!(corrupt(store.last_seq(&other).await.map(|_| ())));
+    assert!(corrupt(store.conversations(c.id, 10).await.map(|_| ())));
+    let refused = store.append(vec![msg(&other, c.id, "m", "k2")]).await;
+    assert!(
+        corrupt(refused[0].clone().map(|_| ())),
+        "a damaged state refuses the send"
+    );
     // A write that has to decode the bad row is refused alone; its neighbours commit.
     let (bad, good) = tokio::join!(
         store.set_password_hash(a.id, "$new"),
@@ -331,6 +358,100 @@ async fn prune_deletes_expired_records() {
     assert_eq!(store.delete_user_sessions(a.id).await.unwrap(), 1);
     let far = T0.plus_millis(1_000_000);
     assert_eq!(store.prune(far).await.unwrap().sessions, 0);
+}
+
+/// Pruning finds records through the per-(bucket, conversation) index, written once per bucket,
+/// not per message. A record written into a bucket after pruning emptied it (the clock stepped
+/// back, so the conversation keeps writing into its bucket) lists the bucket again and is
+/// pruned the next time, not leaked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_finds_records_written_after_a_prune() {
+    use zajel_core::Store;
+    use zajel_core::store::embedded::EmbeddedOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        dedupe_window_ms: 1_000,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open_with(dir.path().join("z.redb"), options).unwrap();
+    let (a, b) = (UserId::new_random(), UserId::new_random());
+    zajel_core::testing::befriend(&store, a, b).await;
+    let conv = ConversationId::direct(a, b);
+    let at = |key: &str, t: i64| NewMessage {
+        sent_at: Timestamp(t),
+        ..msg(&conv, a, "m", key)
+    };
+    for k in ["k1", "k2"] {
+        store.append(vec![at(k, 5_000)]).await[0].clone().unwrap();
+    }
+    let now = Timestamp(8_000);
+    assert_eq!(store.prune(now).await.unwrap().idempotency_records, 2);
+    assert_eq!(store.prune(now).await.unwrap().idempotency_records, 0);
+    // The clock stepped back: still the bucket that starts at 5,000.
+    store.append(vec![at("k3", 5_500)]).await[0]
+        .clone()
+        .unwrap();
+    store.append(vec![at("k4", 5_600)]).await[0]
+        .clone()
+        .unwrap();
+    assert_eq!(store.prune(now).await.unwrap().idempotency_records, 2);
+    // A later bucket is listed as it starts.
+    store.append(vec![at("k5", 9_000)]).await[0]
+        .clone()
+        .unwrap();
+    assert_eq!(store.prune(now).await.unwrap().idempotency_records, 0);
+    assert_eq!(
+        store
+            .prune(Timestamp(20_000))
+            .await
+            .unwrap()
+            .idempotency_records,
+        1
+    );
+    assert_eq!(store.last_seq(&conv).await.unwrap(), 5);
+}
+
+/// An account with 5,000 conversations: its list is one meta-row read per conversation plus
+/// one message read per listed entry (`limit`), newest activity first, and each peer sees its
+/// one conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_list_of_five_thousand() {
+    const N: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let me = UserId::new_random();
+    let peers: Vec<UserId> = (0..N).map(|_| UserId::new_random()).collect();
+    // Concurrent, so group commit packs them into few transactions.
+    let tasks: Vec<_> = peers
+        .iter()
+        .map(|&peer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                zajel_core::testing::befriend(&*store, me, peer).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // One message per conversation, in order, so the activity order is the peers' order.
+    for chunk in peers.chunks(500) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|&peer| msg(&ConversationId::direct(me, peer), peer, "hi", "k"))
+            .collect();
+        for r in store.append(batch).await {
+            assert_eq!(r.unwrap().message.seq, 1);
+        }
+    }
+    let list = store.conversations(me, 20).await.unwrap();
+    let listed: Vec<_> = list.iter().map(|s| s.peer.unwrap()).collect();
+    let newest: Vec<_> = peers.iter().rev().take(20).copied().collect();
+    assert_eq!(listed, newest);
+    assert!(list.iter().all(|s| s.unread == 1 && s.last_seq == 1));
+    assert_eq!(store.conversations(me, 10_000).await.unwrap().len(), N);
+    let theirs = store.conversations(peers[17], 20).await.unwrap();
+    assert_eq!((theirs.len(), theirs[0].read_seq), (1, 1));
 }
 
 /// Group commit groups: 1,000 concurrent senders, each sending its next message as soon as the

@@ -40,6 +40,7 @@
 //!
 //! The table layout is in `docs/storage-embedded.md`.
 
+mod conv_rows;
 mod identity;
 mod migrate;
 mod reader;
@@ -49,6 +50,7 @@ mod writer;
 use super::*;
 use crate::friends::{Edge, UserPair};
 use crate::model::Message;
+use conv_rows::{CONV_ROWS, ConvKey, conv_state, message_at};
 use redb::{ReadTransaction, ReadableDatabase};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -344,8 +346,8 @@ impl UserStore for EmbeddedStore {
 
     async fn last_seen(&self, id: UserId) -> StoreResult<Option<Timestamp>> {
         self.read(move |txn| {
-            let users = txn.open_table(USERS).map_err(be)?;
-            Ok(user_row(&users, id)?.and_then(|r| r.last_seen))
+            let seen = txn.open_table(LAST_SEEN).map_err(be)?;
+            Ok(seen.get(uid(id)).map_err(be)?.map(|v| Timestamp(v.value())))
         })
         .await
     }
@@ -471,16 +473,15 @@ impl MessageStore for EmbeddedStore {
     ) -> StoreResult<HistoryPage> {
         let conversation = conversation.clone();
         self.read(move |txn| {
-            let conv = conversation.as_str();
-            let last = conv_state(&txn.open_table(CONVERSATIONS).map_err(be)?, conv)?.last_seq;
+            let key = ConvKey::of(&conversation)?;
+            let rows = txn.open_table(CONV_ROWS).map_err(be)?;
+            let last = conv_state(&rows, &key)?.last_seq;
             let range = plan_page(query, last)?;
             let mut messages = Vec::new();
             if !range.is_empty() {
-                let table = txn.open_table(MESSAGES).map_err(be)?;
-                for entry in table
-                    .range((conv, range.first)..=(conv, range.last))
-                    .map_err(be)?
-                {
+                // Messages are keyed newest first: the page is the reversed key range.
+                let (from, to) = (key.message(range.last), key.message(range.first));
+                for entry in rows.range(&from[..]..=&to[..]).map_err(be)?.rev() {
                     let (_, v) = entry.map_err(be)?;
                     messages.push(decode::<Message>("message", v.value())?);
                 }
@@ -488,7 +489,7 @@ impl MessageStore for EmbeddedStore {
                 let expected = range.last - range.first + 1;
                 if messages.len() as u64 != expected {
                     return Err(StoreError::Corrupt(format!(
-                        "{conv}: expected {expected} messages in {}..={}, found {}",
+                        "{conversation}: expected {expected} messages in {}..={}, found {}",
                         range.first,
                         range.last,
                         messages.len()
@@ -504,14 +505,10 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn last_seq(&self, conversation: &ConversationId) -> StoreResult<u64> {
-        let conversation = conversation.clone();
-        self.read(move |txn| {
-            Ok(conv_state(
-                &txn.open_table(CONVERSATIONS).map_err(be)?,
-                conversation.as_str(),
-            )?
-            .last_seq)
-        })
+        let key = ConvKey::of(conversation)?;
+        self.read(
+            move |txn| Ok(conv_state(&txn.open_table(CONV_ROWS).map_err(be)?, &key)?.last_seq),
+        )
         .await
     }
 
@@ -522,8 +519,7 @@ impl MessageStore for EmbeddedStore {
     ) -> StoreResult<Vec<ConversationSummary>> {
         self.read(move |txn| {
             let members = txn.open_table(MEMBER_CONVERSATIONS).map_err(be)?;
-            let states = txn.open_table(CONVERSATIONS).map_err(be)?;
-            let messages = txn.open_table(MESSAGES).map_err(be)?;
+            let rows = txn.open_table(CONV_ROWS).map_err(be)?;
             let u = uid(user);
             // The user's conversations, newest activity first. Sorting here (one row read per
             // conversation the user has) keeps the send path free of a per-user activity
@@ -535,19 +531,22 @@ impl MessageStore for EmbeddedStore {
                 if member != u {
                     break;
                 }
-                listed.push((conv_state(&states, conv)?, conv.to_owned()));
+                let conversation = parse_conversation(conv)?;
+                let key = ConvKey::of(&conversation)?;
+                listed.push((conv_state(&rows, &key)?, key, conversation));
             }
-            listed.sort_unstable_by_key(|(state, _)| std::cmp::Reverse(state.activity));
+            listed.sort_unstable_by_key(|(state, _, _)| std::cmp::Reverse(state.activity));
             listed.truncate(limit as usize);
             let mut out = Vec::with_capacity(listed.len());
-            for (state, conv) in listed {
-                let conversation = parse_conversation(&conv)?;
+            for (state, key, conversation) in listed {
                 let last_seq = state.last_seq;
                 let last_message = if last_seq == 0 {
                     None
                 } else {
-                    Some(message(&messages, &conv, last_seq)?.ok_or_else(|| {
-                        StoreError::Corrupt(format!("{conv}: newest message {last_seq} missing"))
+                    Some(message_at(&rows, &key, last_seq)?.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "{conversation}: newest message {last_seq} missing"
+                        ))
                     })?)
                 };
                 let read_seq = state.mark(&conversation, user);

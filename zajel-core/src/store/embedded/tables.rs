@@ -6,7 +6,7 @@
 use super::super::{RelationEntry, StoreError, StoreResult};
 use crate::friends::{Edge, UserPair};
 use crate::ids::{ConversationId, Timestamp, UserId};
-use crate::model::{Message, User};
+use crate::model::User;
 use redb::{ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -28,24 +28,15 @@ pub(super) const EDGES: TableDefinition<(u128, u128), &[u8]> = TableDefinition::
 /// (user, peer) → [`RelationEntry`] (JSON); derived from the edge in the same transaction.
 pub(super) const RELATIONS: TableDefinition<(u128, u128), &[u8]> =
     TableDefinition::new("relations");
-/// (conversation, seq) → [`Message`] (JSON). History is a range read.
-pub(super) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-/// (bucket start ms, conversation, sender, idempotency key) → seq of the first message sent
-/// with that key. A bucket spans one dedupe window; a conversation writes into its current
-/// bucket ([`ConvState::idem_bucket`]) and a send checks that bucket and the one before, so a
-/// key deduplicates for one to two windows and pruning deletes whole buckets by range.
-pub(super) const IDEMPOTENCY: TableDefinition<(u64, &str, u128, &str), u64> =
-    TableDefinition::new("idempotency_buckets");
-/// conversation → [`ConvState`] (as [`ConvRow`]): everything a send reads and updates apart
-/// from the message itself, in one row.
-pub(super) const CONVERSATIONS: TableDefinition<&str, ConvRow> =
-    TableDefinition::new("conversations");
 /// (user, conversation) → (): the user's conversations, written once, by the first message.
 pub(super) const MEMBER_CONVERSATIONS: TableDefinition<(u128, &str), ()> =
     TableDefinition::new("member_conversations");
 /// (expires_at ms, user id, token hash) → (): sessions by expiry, so pruning is a range scan.
 pub(super) const SESSION_EXPIRY: TableDefinition<(u64, u128, &str), ()> =
     TableDefinition::new("session_expiry");
+/// user id → when the user was last seen (ms): written at every connection's close, so a
+/// fixed-size row of its own rather than a re-encoded [`UserRow`] (layout v4).
+pub(super) const LAST_SEEN: TableDefinition<u128, i64> = TableDefinition::new("last_seen");
 /// Named counters: [`ACTIVITY_COUNTER`], [`SCHEMA_VERSION`], [`HEALTH_PROBE`].
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -56,60 +47,13 @@ pub(super) const SCHEMA_VERSION: &str = "schema_version";
 /// Key in [`COUNTERS`] the writer bumps to prove it can commit again after a failure.
 pub(super) const HEALTH_PROBE: &str = "health_probe";
 /// The layout this code reads and writes. Version 2 added the expiry indexes; version 3 put a
-/// conversation's per-message state into one row ([`CONVERSATIONS`]) and bucketed the
-/// idempotency records. Older files are migrated when opened (`migrate.rs`).
-pub(super) const CURRENT_SCHEMA: u64 = 3;
-
-/// How [`ConvState`] is stored: (last seq, lower member's read mark, higher member's read
-/// mark, activity stamp, idempotency bucket).
-pub(super) type ConvRow = (u64, u64, u64, u64, u64);
-
-/// A direct conversation's state: one read and one write per message instead of one per
-/// concern (sequence, read marks, activity, idempotency bucket).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct ConvState {
-    /// Seq of the newest message (0: none yet).
-    pub last_seq: u64,
-    /// Read marks of the lower and the higher participant id.
-    pub marks: [u64; 2],
-    /// Activity stamp of the newest message (orders each member's conversation list).
-    pub activity: u64,
-    /// Start (ms) of the idempotency bucket the conversation writes into. Never moves
-    /// backwards, so a clock stepping back cannot hide records written "later".
-    pub idem_bucket: u64,
-}
-
-impl ConvState {
-    pub fn from_row((last_seq, lo, hi, activity, idem_bucket): ConvRow) -> Self {
-        Self {
-            last_seq,
-            marks: [lo, hi],
-            activity,
-            idem_bucket,
-        }
-    }
-
-    pub fn row(&self) -> ConvRow {
-        (
-            self.last_seq,
-            self.marks[0],
-            self.marks[1],
-            self.activity,
-            self.idem_bucket,
-        )
-    }
-
-    /// `user`'s read mark, 0 for a non-member (callers check membership first).
-    pub fn mark(&self, conversation: &ConversationId, user: UserId) -> u64 {
-        conversation
-            .participants()
-            .and_then(|members| member_side(members, user))
-            .map_or(0, |side| self.marks[side])
-    }
-}
+/// conversation's per-message state into one row and bucketed the idempotency records; version
+/// 4 put each conversation's rows into one key range of one table (`conv_rows.rs`) and
+/// `last_seen` into a table of its own. Older files are migrated when opened (`migrate.rs`).
+pub(super) const CURRENT_SCHEMA: u64 = 4;
 
 /// Index of `user` in a conversation's (lower, higher) participants (into
-/// [`ConvState::marks`]), `None` for a non-member.
+/// `ConvState::marks`), `None` for a non-member.
 pub(super) fn member_side((lo, hi): (UserId, UserId), user: UserId) -> Option<usize> {
     if user == lo {
         Some(0)
@@ -131,6 +75,9 @@ pub(super) fn bucket_of(at: Timestamp, window_ms: u64) -> u64 {
 pub(super) struct UserRow {
     pub user: User,
     pub password_hash: Option<String>,
+    /// Only in rows written before layout v4 (which moved it to [`LAST_SEEN`]); the
+    /// migration moves it out, so it is never written again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
 }
 
@@ -216,27 +163,6 @@ pub(super) fn edge(
     match t.get((uid(pair.lo), uid(pair.hi))).map_err(be)? {
         Some(v) => decode("edge", v.value()),
         None => Ok(Edge::default()),
-    }
-}
-
-/// The conversation's state; the default (nothing sent yet) when it has no row.
-pub(super) fn conv_state(
-    t: &impl ReadableTable<&'static str, ConvRow>,
-    conversation: &str,
-) -> StoreResult<ConvState> {
-    Ok(t.get(conversation)
-        .map_err(be)?
-        .map_or_else(ConvState::default, |v| ConvState::from_row(v.value())))
-}
-
-pub(super) fn message(
-    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    conversation: &str,
-    seq: u64,
-) -> StoreResult<Option<Message>> {
-    match t.get((conversation, seq)).map_err(be)? {
-        Some(v) => decode("message", v.value()).map(Some),
-        None => Ok(None),
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`StoreError::Backend`].
 
 use super::MAX_BATCH_OPS;
+use super::conv_rows::{CONV_ROWS, ConvKey, IDEMPOTENCY_WINDOWS, conv_state};
 use super::migrate::migrate;
 use super::tables::*;
 use crate::friends::{Edge, UserPair};
@@ -49,7 +50,7 @@ fn fatal(e: redb::StorageError) -> OpError {
 pub(super) type OpResult<T> = Result<T, OpError>;
 
 /// Declares [`Tx`]'s tables: each is opened the first time an operation of the transaction
-/// uses it (a batch of appends opens 5 of the 13), because opening a table costs a lookup in
+/// uses it (a batch of appends opens 3 of the 13), because opening a table costs a lookup in
 /// redb's table tree now and another when the commit checks it for changes (~8,000
 /// instructions per table and commit, measured with callgrind).
 macro_rules! lazy_tables {
@@ -111,9 +112,9 @@ lazy_tables! {
     sessions: SESSIONS => ((u128, &'static str), &'static [u8]),
     edges: EDGES => ((u128, u128), &'static [u8]),
     relations: RELATIONS => ((u128, u128), &'static [u8]),
-    messages: MESSAGES => ((&'static str, u64), &'static [u8]),
-    idempotency: IDEMPOTENCY => ((u64, &'static str, u128, &'static str), u64),
-    conversations: CONVERSATIONS => (&'static str, ConvRow),
+    rows: CONV_ROWS => (&'static [u8], &'static [u8]),
+    idem_windows: IDEMPOTENCY_WINDOWS => ((u64, u128, u128), ()),
+    last_seen: LAST_SEEN => (u128, i64),
     member_convs: MEMBER_CONVERSATIONS => ((u128, &'static str), ()),
     counters: COUNTERS => (&'static str, u64),
     session_expiry: SESSION_EXPIRY => ((u64, u128, &'static str), ()),
@@ -209,29 +210,73 @@ impl Tx<'_> {
                 pruned.sessions += 1;
             }
         }
-        let mut more_records = false;
-        if let Some(before) = idem_before.filter(|b| *b > 0) {
-            let mut old = Vec::new();
+        let more_records = match idem_before.filter(|b| *b > 0) {
+            Some(before) => self.prune_idempotency(before, limit, &mut pruned)?,
+            None => false,
+        };
+        Ok((pruned, more_sessions || more_records))
+    }
+
+    /// Deletes up to `limit` idempotency records of buckets that start before `before`, found
+    /// through [`IDEMPOTENCY_WINDOWS`] (one entry per conversation and bucket). Returns whether
+    /// more remain.
+    fn prune_idempotency(
+        &mut self,
+        before: u64,
+        limit: usize,
+        pruned: &mut Pruned,
+    ) -> OpResult<bool> {
+        let mut windows = Vec::new();
+        for entry in self
+            .idem_windows()?
+            .range(..(before, 0u128, 0u128))
+            .map_err(be)?
+            .take(limit + 1)
+        {
+            let (k, _) = entry.map_err(be)?;
+            windows.push(k.value());
+        }
+        let mut more = windows.len() > limit;
+        windows.truncate(limit);
+        let mut budget = limit;
+        for (bucket, lo, hi) in windows {
+            let conv = ConvKey::from_uids(lo, hi);
+            let (start, end) = conv.idempotency_bucket(bucket);
+            let mut keys = Vec::new();
             for entry in self
-                .idempotency()?
-                .range(..(before, "", 0u128, ""))
+                .rows()?
+                .range(start.as_slice()..end.as_slice())
                 .map_err(be)?
-                .take(limit + 1)
+                .take(budget + 1)
             {
                 let (k, _) = entry.map_err(be)?;
-                let (bucket, conv, sender, key) = k.value();
-                old.push((bucket, conv.to_owned(), sender, key.to_owned()));
+                keys.push(k.value().to_vec());
             }
-            more_records = old.len() > limit;
-            old.truncate(limit);
-            for (bucket, conv, sender, key) in &old {
-                self.idempotency()?
-                    .remove((*bucket, conv.as_str(), *sender, key.as_str()))
+            let emptied = keys.len() <= budget;
+            keys.truncate(budget);
+            // Read before mutating: the conversation may still be writing into this bucket
+            // (a clock stepped back); then its next record must list the bucket again.
+            let mut state = conv_state(self.rows()?, &conv)?;
+            for key in &keys {
+                self.rows()?.remove(key.as_slice()).map_err(fatal)?;
+            }
+            budget -= keys.len();
+            pruned.idempotency_records += keys.len() as u64;
+            if !emptied {
+                more = true;
+                break;
+            }
+            self.idem_windows()?
+                .remove((bucket, lo, hi))
+                .map_err(fatal)?;
+            if state.idem_indexed && state.idem_bucket == bucket {
+                state.idem_indexed = false;
+                self.rows()?
+                    .insert(&conv.meta()[..], &state.encode()[..])
                     .map_err(fatal)?;
             }
-            pruned.idempotency_records = old.len() as u64;
         }
-        Ok((pruned, more_sessions || more_records))
+        Ok(more)
     }
 
     fn existing_user(&mut self, id: UserId) -> OpResult<UserRow> {
@@ -312,10 +357,21 @@ impl Tx<'_> {
         self.put_user(&row)
     }
 
+    /// Moves `id`'s last-seen time forward (never back). A fixed-size row of its own: every
+    /// connection's close writes it, and re-encoding the user row cost ~18,700 instructions.
     pub(super) fn set_last_seen(&mut self, id: UserId, at: Timestamp) -> OpResult<()> {
-        let mut row = self.existing_user(id)?;
-        row.last_seen = Some(row.last_seen.map_or(at, |t| t.max(at)));
-        self.put_user(&row)
+        if self.users()?.get(uid(id)).map_err(be)?.is_none() {
+            return Err(StoreError::UserNotFound.into());
+        }
+        let seen = self
+            .last_seen()?
+            .get(uid(id))
+            .map_err(be)?
+            .map(|v| v.value());
+        if seen.is_none_or(|t| t < at.0) {
+            self.last_seen()?.insert(uid(id), at.0).map_err(fatal)?;
+        }
+        Ok(())
     }
 
     pub(super) fn create_session(&mut self, session: &Session) -> OpResult<()> {
@@ -444,8 +500,8 @@ impl Tx<'_> {
         let members = conversation.participants().ok_or(StoreError::NotAMember)?;
         let side = member_side(members, user).ok_or(StoreError::NotAMember)?;
         self.require_friends(members.0, members.1)?;
-        let conv = conversation.as_str();
-        let mut state = conv_state(self.conversations()?, conv)?;
+        let conv = ConvKey::new(members);
+        let mut state = conv_state(self.rows()?, &conv)?;
         if seq > state.last_seq {
             return Err(StoreError::InvalidCursor(format!(
                 "seq {seq} is past the last message ({})",
@@ -457,8 +513,8 @@ impl Tx<'_> {
         let changed = seq > mark;
         if changed {
             state.marks[side] = seq;
-            self.conversations()?
-                .insert(conv, state.row())
+            self.rows()?
+                .insert(&conv.meta()[..], &state.encode()[..])
                 .map_err(fatal)?;
         }
         Ok(ReadMark {
@@ -795,8 +851,9 @@ pub(super) fn open_database(path: &Path, window_ms: u64) -> Result<Database, Ope
         e => OpenError::Permanent(e.to_string()),
     })?;
     let init = || -> StoreResult<()> {
+        // Its own transactions: a large file migrates in bounded chunks (see `migrate.rs`).
+        migrate(&db, window_ms)?;
         let txn = db.begin_write().map_err(be)?;
-        migrate(&txn, window_ms)?;
         Tx::new(&txn).open_all().map_err(OpError::into_store)?;
         txn.commit().map_err(be)
     };
@@ -913,8 +970,9 @@ mod tests {
     }
 
     /// A transaction opens only the tables its operations use: appends between friends read
-    /// the edge, the conversation row and the idempotency bucket, write the message and bump
-    /// the activity counter (plus both members' lists for a conversation's first message).
+    /// the edge and the conversation's rows, write into those rows and bump the activity
+    /// counter (a conversation's first message also lists its bucket in
+    /// `idempotency_windows` and adds it to both members' lists).
     #[test]
     fn appends_open_only_their_tables() {
         let dir = tempfile::tempdir().unwrap();
@@ -938,7 +996,7 @@ mod tests {
             assert_eq!(tx.opened(), 2, "edges and relations");
         }
         txn.commit().unwrap();
-        for (first, tables) in [(true, 6), (false, 5)] {
+        for (first, tables) in [(true, 5), (false, 3)] {
             let txn = db.begin_write().unwrap();
             {
                 let mut tx = Tx::new(&txn);

@@ -54,8 +54,7 @@ end
 local out = {}
 for a = 3, #ARGV, 7 do
   local c, window, mark = ARGV[a], ARGV[a + 1], ARGV[a + 4]
-  local base = prefix .. ':{c:' .. c .. '}:'
-  local meta = base .. 'meta'
+  local meta = prefix .. ':{c:' .. c .. '}:meta'
   local m = call('HMGET', meta, 'seq', 'f', 'ib', ARGV[a + 2], ARGV[a + 3])
   -- The friends-only rule, in the same atomic step as the write: a block or removal that
   -- swapped the edge before this script ran is seen; one after it orders after the message.
@@ -64,11 +63,11 @@ for a = 3, #ARGV, 7 do
   else
     local dup = m[4] or m[5]
     if dup then
-      local e = call('XRANGE', base .. 'log', dup .. '-0', dup .. '-0')
+      local e = call('XRANGE', prefix .. ':{c:' .. c .. '}:log', dup .. '-0', dup .. '-0')
       out[#out + 1] = {1, tonumber(dup), e[1] and e[1][2] or false}
     else
       local seq = string.format('%d', (tonumber(m[1]) or 0) + 1)
-      call('XADD', base .. 'log', seq .. '-0', 'm', ARGV[a + 5])
+      call('XADD', prefix .. ':{c:' .. c .. '}:log', seq .. '-0', 'm', ARGV[a + 5])
       -- One HSET: the sequence, the idempotency record and the sender's read mark (the new
       -- message is the newest, so the mark moves to it, never backwards).
       if mark ~= '' then

@@ -260,15 +260,34 @@ impl Keys {
 /// into `out` (cleared first). The window leads, so a sweep finds a record's age without a
 /// lookup, and no other meta field (`seq`, `f`, `ib`, `r:<user>`) starts with a digit.
 fn idempotency_field(out: &mut String, window: u64, sender: UserId, key: &str) {
-    use std::fmt::Write;
     out.clear();
-    let mut uuid = ::uuid::Uuid::encode_buffer();
-    // Writing into a String cannot fail.
-    let _ = write!(
-        out,
-        "{window}:{}:{key}",
-        sender.0.hyphenated().encode_lower(&mut uuid)
+    push_decimal(out, window);
+    out.push(':');
+    out.push_str(
+        sender
+            .0
+            .hyphenated()
+            .encode_lower(&mut ::uuid::Uuid::encode_buffer()),
     );
+    out.push(':');
+    out.push_str(key);
+}
+
+/// Appends `n` in decimal, without the formatting machinery (four numbers per message).
+fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
 }
 
 /// Layout 3's stream entry: one field `m` whose value is the message id and the sender (36
@@ -284,13 +303,17 @@ fn pack_entry(
     key: &str,
     body: &str,
 ) {
-    use std::fmt::Write;
     out.clear();
     let mut uuid = ::uuid::Uuid::encode_buffer();
     out.push_str(id.0.hyphenated().encode_lower(&mut uuid));
     out.push_str(sender.0.hyphenated().encode_lower(&mut uuid));
-    // Writing into a String cannot fail.
-    let _ = write!(out, "{sent_at}:{}:", key.len());
+    if sent_at < 0 {
+        out.push('-');
+    }
+    push_decimal(out, sent_at.unsigned_abs());
+    out.push(':');
+    push_decimal(out, key.len() as u64);
+    out.push(':');
     out.push_str(key);
     out.push_str(body);
 }

@@ -220,6 +220,34 @@ async fn damaged_log_is_corrupt() {
     );
 }
 
+#[test]
+fn packed_entries_and_fields_spell_numbers_exactly() {
+    let mut out = String::new();
+    for n in [0, 7, 10, 19_675, u64::MAX] {
+        out.clear();
+        push_decimal(&mut out, n);
+        assert_eq!(out, n.to_string());
+    }
+    let conv = ConversationId::direct(UserId::new_random(), UserId::new_random());
+    let (id, sender) = (MessageId::new_v7(), UserId::new_random());
+    for sent_at in [i64::MIN, -1, 0, 1_700_000_000_000, i64::MAX] {
+        pack_entry(&mut out, id, sender, sent_at, "key:1", "a:b");
+        let m = unpack_entry(&conv, 3, &out).unwrap();
+        assert_eq!(
+            (
+                m.id,
+                m.sender,
+                m.sent_at,
+                m.idempotency_key.as_str(),
+                m.body.as_str()
+            ),
+            (id, sender, Timestamp(sent_at), "key:1", "a:b")
+        );
+    }
+    idempotency_field(&mut out, 12, sender, "k");
+    assert_eq!(out, format!("12:{sender}:k"));
+}
+
 /// The meta-hash field of an idempotency record sent at `t` (default window).
 fn idem_field(t: Timestamp, sender: UserId, key: &str) -> String {
     let mut f = String::new();

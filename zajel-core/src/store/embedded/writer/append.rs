@@ -6,11 +6,11 @@
 use super::{OpError, OpResult, Tx, fatal};
 use crate::ids::{MessageId, UserId};
 use crate::model::{Appended, Message, NewMessage};
-use crate::store::embedded::tables::{
-    be, bucket_of, conv_state, encode, member_side, message, uid,
+use crate::store::embedded::conv_rows::{
+    ConvKey, conv_state, idempotent_seq, message_at, seq_bytes,
 };
+use crate::store::embedded::tables::{bucket_of, encode, member_side, uid};
 use crate::store::{StoreError, StoreResult};
-use redb::ReadableTable;
 
 /// What the JSON of a message prepared with `seq` 0 has where the seq goes. Only the id and
 /// the conversation id come before it, and neither can contain it (a UUID and
@@ -23,6 +23,8 @@ pub(in crate::store::embedded) struct PreparedMessage {
     message: Message,
     /// The lower and higher member.
     members: (UserId, UserId),
+    /// The conversation's key prefix (its members).
+    key: ConvKey,
     /// The sender's side (whose read mark the send moves); `None` for the system.
     side: Option<usize>,
     /// The idempotency bucket of `sent_at` (the conversation's current one may be later).
@@ -65,6 +67,7 @@ impl PreparedMessage {
             bucket: bucket_of(message.sent_at, window_ms),
             message,
             members,
+            key: ConvKey::new(members),
             side,
             json,
             seq_at,
@@ -105,18 +108,20 @@ impl Tx<'_> {
             .collect()
     }
 
-    /// One message: reads the pair's edge, the conversation's row and at most two
-    /// idempotency entries, writes the message, its idempotency entry and the row (plus the
-    /// two members' list entries for a conversation's first message).
+    /// One message: reads the pair's edge, the conversation's meta row and at most two
+    /// idempotency records, writes the message, its idempotency record and the meta row, all in
+    /// the conversation's one key range (plus the bucket's entry in `idempotency_windows` when
+    /// the conversation's bucket moves on, and the two members' list entries for a
+    /// conversation's first message).
     fn append_one(&mut self, m: PreparedMessage, window_ms: u64) -> OpResult<Appended> {
         let (lo, hi) = m.members;
         if m.side.is_some() {
             self.require_friends(lo, hi)?;
         }
-        let conv = m.message.conversation.as_str();
+        let conv = &m.key;
         let key = m.message.idempotency_key.as_str();
         let sender = uid(m.message.sender);
-        let mut state = conv_state(self.conversations()?, conv)?;
+        let mut state = conv_state(self.rows()?, conv)?;
         // The bucket never moves backwards (see `ConvState::idem_bucket`); a key is looked up
         // in it and the one before. Sees earlier messages of this same transaction, so
         // in-batch duplicates are caught.
@@ -124,18 +129,17 @@ impl Tx<'_> {
         let previous = bucket.checked_sub(window_ms.max(1));
         let mut first = None;
         for b in std::iter::once(bucket).chain(previous) {
-            first = self
-                .idempotency()?
-                .get((b, conv, sender, key))
-                .map_err(be)?
-                .map(|v| v.value());
+            first = idempotent_seq(self.rows()?, conv, b, sender, key)?;
             if first.is_some() {
                 break;
             }
         }
         if let Some(seq) = first {
-            let message = message(self.messages()?, conv, seq)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("idempotency key points at missing {conv}#{seq}"))
+            let message = message_at(self.rows()?, conv, seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "idempotency key points at missing {}#{seq}",
+                    m.message.conversation
+                ))
             })?;
             return Ok(Appended {
                 message,
@@ -151,21 +155,31 @@ impl Tx<'_> {
             state.marks[side] = seq;
         }
         state.activity = self.next_activity()?;
+        // Pruning finds records through `idempotency_windows`: list this bucket once.
+        let list_bucket = bucket != state.idem_bucket || !state.idem_indexed;
         state.idem_bucket = bucket;
+        state.idem_indexed = true;
 
-        self.messages()?
-            .insert((conv, seq), row.as_slice())
+        let rows = self.rows()?;
+        rows.insert(&conv.message(seq)[..], row.as_slice())
             .map_err(fatal)?;
-        self.idempotency()?
-            .insert((bucket, conv, sender, key), seq)
+        rows.insert(
+            conv.idempotency(bucket, sender, key).as_slice(),
+            &seq_bytes(seq)[..],
+        )
+        .map_err(fatal)?;
+        rows.insert(&conv.meta()[..], &state.encode()[..])
             .map_err(fatal)?;
-        self.conversations()?
-            .insert(conv, state.row())
-            .map_err(fatal)?;
+        if list_bucket {
+            self.idem_windows()?
+                .insert((bucket, uid(lo), uid(hi)), ())
+                .map_err(fatal)?;
+        }
         if is_new {
+            let name = m.message.conversation.as_str();
             for member in [lo, hi] {
                 self.member_convs()?
-                    .insert((uid(member), conv), ())
+                    .insert((uid(member), name), ())
                     .map_err(fatal)?;
             }
         }
