@@ -19,6 +19,7 @@ mod breaker;
 mod coalesce;
 mod conn;
 mod eviction;
+mod relations;
 
 pub use conn::RedisConnection;
 /// The store's connection (short name inside this module).
@@ -218,6 +219,10 @@ impl Keys {
     }
     fn relation_versions(&self, u: UserId) -> String {
         format!("{}:{{u:{u}}}:relv", self.prefix)
+    }
+    /// Relation changes begun but not yet written to this user's list (`relations.rs`).
+    fn relations_pending(&self, u: UserId) -> String {
+        format!("{}:{{u:{u}}}:pend", self.prefix)
     }
     fn conversations(&self, u: UserId) -> String {
         format!("{}:{{u:{u}}}:convs", self.prefix)
@@ -1337,82 +1342,24 @@ impl FriendStore for RedisStore {
     }
 
     async fn swap_edge(&self, pair: UserPair, expected: Edge, new: Edge) -> StoreResult<bool> {
-        // Entries are derived from the edge here, with `Edge::relation`, so every backend
-        // computes relations the same way; the script only writes them.
-        let entry = |peer: UserId, me_is_lo: bool| -> StoreResult<String> {
-            match new.relation(me_is_lo) {
-                Relation::None => Ok(String::new()),
-                relation => to_json(&RelationEntry {
-                    peer,
-                    relation,
-                    since: new.since_for(me_is_lo),
-                }),
-            }
-        };
-        // The edge (one slot) is authoritative and swapped atomically; each user's relation
-        // list (another slot each) is derived from it afterwards, stamped with the edge's
-        // version so a late or repeated write never moves a list backwards.
-        let call = Call::new(&SCRIPTS.swap_edge)
-            .key(self.keys.pair(pair))
-            .key(self.keys.meta(&ConversationId::direct(pair.lo, pair.hi)))
-            .arg(to_json(&expected)?)
-            .arg(to_json(&Edge::default())?)
-            .arg(to_json(&new)?)
-            .arg(friends_flag(&new));
-        let mut reply = array(self.eval(call, Retry::Never).await?)?.into_iter();
-        let swapped = reply
-            .next()
-            .map(|v| int::<u8>(v, "swap_edge reply"))
-            .transpose()?;
-        let version: u64 = match swapped {
-            Some(1) => int(reply.next().unwrap_or_default(), "edge version")?,
-            Some(0) => {
-                // Not swapped: make sure what is there is a readable edge, not garbage.
-                let current = string(reply.next().unwrap_or_default())?;
-                json::<Edge>(&current, "edge")?;
-                return Ok(false);
-            }
-            other => {
-                return Err(corrupt(format_args!(
-                    "unexpected swap_edge reply {other:?}"
-                )));
-            }
-        };
-        let sides = [(pair.lo, pair.hi, true), (pair.hi, pair.lo, false)];
-        let mut calls = Vec::with_capacity(2);
-        for (me, peer, me_is_lo) in sides {
-            calls.push(
-                Call::new(&SCRIPTS.set_relation)
-                    .key(self.keys.relations(me))
-                    .key(self.keys.relation_versions(me))
-                    .arg(peer)
-                    .arg(entry(peer, me_is_lo)?)
-                    .arg(version),
-            );
-        }
-        for r in self.eval_many(&calls, &[], Retry::Once).await? {
-            r.map_err(redis_err)?;
-        }
-        Ok(true)
+        self.swap_edge_tracked(pair, expected, new).await
     }
 
     async fn friend_ids(&self, user: UserId) -> StoreResult<Vec<UserId>> {
-        let reply = self
-            .query(::redis::cmd("HGETALL").arg(self.keys.relations(user)))
-            .await?;
-        friends_from_relations(reply)
+        let mut list = ::redis::cmd("HGETALL");
+        list.arg(self.keys.relations(user));
+        let mut replies = self
+            .send_all(vec![list, self.pending_cmd(user)], 2, Retry::Once)
+            .await?
+            .into_iter();
+        let (Some(list), Some(pending)) = (replies.next(), replies.next()) else {
+            return Err(corrupt("expected 2 replies to a friends read"));
+        };
+        self.friends_repaired(user, list, pending).await
     }
 
     async fn relations(&self, user: UserId) -> StoreResult<Vec<RelationEntry>> {
-        let reply = self
-            .query(::redis::cmd("HGETALL").arg(self.keys.relations(user)))
-            .await?;
-        let mut list = fields(reply)?
-            .into_values()
-            .map(|v| json::<RelationEntry>(&string(v)?, "relation entry"))
-            .collect::<StoreResult<Vec<_>>>()?;
-        list.sort_by_key(|e| e.peer);
-        Ok(list)
+        self.relations_repaired(user).await
     }
 }
 
@@ -1829,7 +1776,12 @@ impl Store for RedisStore {
         let Some((session, found)) = self.session_and_user(user, session, row, now).await? else {
             return Ok(None);
         };
-        let friends = friends_from_relations(relations.map_err(redis_err)?)?;
+        let Some(pending) = replies.next() else {
+            return Err(StoreError::Backend(
+                "expected 4 replies to a session read".into(),
+            ));
+        };
+        let friends = self.friends_repaired(user, relations, pending).await?;
         Ok(Some((session, found, friends)))
     }
 }
@@ -1850,6 +1802,7 @@ impl RedisStore {
             let mut relations = ::redis::cmd("HGETALL");
             relations.arg(self.keys.relations(user));
             cmds.push(relations);
+            cmds.push(self.pending_cmd(user));
         }
         let n = cmds.len();
         self.send_all(cmds, n, Retry::Once).await

@@ -1186,3 +1186,174 @@ fn the_write_probe_wants_room_below_maxmemory() {
         None
     );
 }
+
+/// What a process that died right after swapping the pair's edge leaves behind: the pair hash
+/// changed (edge, version + 1, friends flag), both pending tokens (`began` ms), the lists not.
+async fn crash_after_swap(store: &RedisStore, pair: UserPair, new: &Edge, began: i64) {
+    let op = ::uuid::Uuid::new_v4().simple().to_string();
+    for (me, peer) in [(pair.lo, pair.hi), (pair.hi, pair.lo)] {
+        raw(
+            store,
+            ::redis::cmd("HSET")
+                .arg(store.keys.relations_pending(me))
+                .arg(format!("{peer}:{op}"))
+                .arg(began),
+        )
+        .await;
+    }
+    raw(
+        store,
+        ::redis::cmd("HSET")
+            .arg(store.keys.pair(pair))
+            .arg("edge")
+            .arg(serde_json::to_string(new).unwrap())
+            .arg("friends")
+            .arg(friends_flag(new)),
+    )
+    .await;
+    raw(
+        store,
+        ::redis::cmd("HSET")
+            .arg(store.keys.meta(&ConversationId::direct(pair.lo, pair.hi)))
+            .arg("f")
+            .arg(friends_flag(new)),
+    )
+    .await;
+    raw(
+        store,
+        ::redis::cmd("HINCRBY")
+            .arg(store.keys.pair(pair))
+            .arg("ver")
+            .arg(1),
+    )
+    .await;
+}
+
+async fn pending_count(store: &RedisStore, user: UserId) -> i64 {
+    let v = store
+        .query(::redis::cmd("HLEN").arg(store.keys.relations_pending(user)))
+        .await
+        .unwrap();
+    int(v, "HLEN").unwrap()
+}
+
+/// The lists as `Edge::relation` derives them from the pair's edge.
+async fn assert_lists_follow_the_edge(store: &RedisStore, pair: UserPair) {
+    let edge = store.edge(pair).await.unwrap();
+    for (me, peer, me_is_lo) in [(pair.lo, pair.hi, true), (pair.hi, pair.lo, false)] {
+        let list = store.relations(me).await.unwrap();
+        let found = list.iter().find(|e| e.peer == peer).map(|e| e.relation);
+        let expected = match edge.relation(me_is_lo) {
+            Relation::None => None,
+            r => Some(r),
+        };
+        assert_eq!(found, expected, "{me}'s list vs the edge {edge:?}");
+    }
+}
+
+async fn crash_is_repaired_by_a_read(store: &RedisStore) {
+    let (a, b) = (UserId::new_random(), UserId::new_random());
+    let pair = UserPair::new(a, b).unwrap();
+    crate::testing::befriend(store, a, b).await;
+    assert_eq!(
+        pending_count(store, a).await,
+        0,
+        "a completed change leaves no token"
+    );
+    let friends = store.edge(pair).await.unwrap();
+    let blocked = Edge {
+        lo_blocks: true,
+        ..friends
+    };
+    // A fresh token: maybe an operation still in flight; the list is left as it is.
+    crash_after_swap(store, pair, &blocked, now_ms()).await;
+    assert_eq!(
+        store.relations(pair.lo).await.unwrap()[0].relation,
+        Relation::Friends
+    );
+    assert_eq!(pending_count(store, pair.lo).await, 1);
+    // Past the grace period: the operation is dead; a read re-derives both sides' entries.
+    let blocked_twice = Edge {
+        hi_blocks: true,
+        ..blocked
+    };
+    crash_after_swap(store, pair, &blocked_twice, now_ms() - 2 * PENDING_GRACE_MS).await;
+    // The online announcements' read (friend ids) repairs too: hi no longer counts lo as a
+    // friend (it would have told a blocked user that hi came online).
+    assert_eq!(store.friend_ids(pair.hi).await.unwrap(), Vec::<UserId>::new());
+    assert_eq!(
+        store.relations(pair.hi).await.unwrap()[0].relation,
+        Relation::Blocked
+    );
+    assert_eq!(
+        store.relations(pair.lo).await.unwrap()[0].relation,
+        Relation::Blocked
+    );
+    // The stale tokens are gone; the fresh one stays until it is stale.
+    assert_eq!(pending_count(store, pair.lo).await, 1);
+    assert_eq!(pending_count(store, pair.hi).await, 1);
+    assert_lists_follow_the_edge(store, pair).await;
+    // And the next real change clears nothing it should not and keeps the lists right.
+    assert!(
+        store
+            .swap_edge(pair, blocked_twice, Edge::default())
+            .await
+            .unwrap()
+    );
+    assert_lists_follow_the_edge(store, pair).await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+use super::relations::PENDING_GRACE_MS;
+
+#[tokio::test]
+async fn a_crash_between_the_swap_and_the_lists_is_repaired_by_a_read() {
+    let (store, _server) = setup().await;
+    crash_is_repaired_by_a_read(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_swap_and_the_lists_is_repaired_on_a_cluster() {
+    let cluster = crate::testing::RedisCluster::start(3, 0).expect("cluster");
+    let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    crash_is_repaired_by_a_read(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_from_two_stores_keep_the_lists_right() {
+    let (one, server) = setup().await;
+    let two = RedisStore::connect(&server.url()).await.unwrap();
+    let pair = UserPair::new(UserId::new_random(), UserId::new_random()).unwrap();
+    let run = |store: RedisStore, seed: u64| async move {
+        let links = [Link::RequestedByLo, Link::RequestedByHi, Link::Friends];
+        for i in 0..40u64 {
+            let current = store.edge(pair).await.unwrap();
+            let k = (i * 7 + seed) as usize;
+            let new = Edge {
+                link: links[k % 3],
+                lo_blocks: k.is_multiple_of(5),
+                hi_blocks: k % 4 == 1,
+                since: Timestamp(T0.0 + i as i64),
+                ..current
+            };
+            store.swap_edge(pair, current, new).await.unwrap();
+        }
+    };
+    let (x, y) = tokio::join!(
+        tokio::spawn(run(one.clone(), 1)),
+        tokio::spawn(run(two.clone(), 2))
+    );
+    x.unwrap();
+    y.unwrap();
+    assert_lists_follow_the_edge(&one, pair).await;
+    assert_eq!(pending_count(&one, pair.lo).await, 0);
+    assert_eq!(pending_count(&one, pair.hi).await, 0);
+}
