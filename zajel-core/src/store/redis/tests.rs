@@ -1280,7 +1280,10 @@ async fn crash_is_repaired_by_a_read(store: &RedisStore) {
     crash_after_swap(store, pair, &blocked_twice, now_ms() - 2 * PENDING_GRACE_MS).await;
     // The online announcements' read (friend ids) repairs too: hi no longer counts lo as a
     // friend (it would have told a blocked user that hi came online).
-    assert_eq!(store.friend_ids(pair.hi).await.unwrap(), Vec::<UserId>::new());
+    assert_eq!(
+        store.friend_ids(pair.hi).await.unwrap(),
+        Vec::<UserId>::new()
+    );
     assert_eq!(
         store.relations(pair.hi).await.unwrap()[0].relation,
         Relation::Blocked
