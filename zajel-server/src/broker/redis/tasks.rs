@@ -2,6 +2,7 @@
 //! (this node's channel, with gap detection), the heartbeat and the dead-node sweep.
 
 use super::envelope::{decode, decode_close, encode};
+use super::presence::Dirty;
 use super::{BATCH, Outgoing, Shared};
 use crate::hub::{CLOSE_LAGGED, ConnId};
 use futures_util::StreamExt;
@@ -465,7 +466,7 @@ pub(super) async fn repair(shared: Arc<Shared>) {
             () = shared.dirty_wake.notified() => {}
         }
         loop {
-            let batch: Vec<(UserId, Option<bool>)> = shared
+            let batch: Vec<(UserId, Dirty)> = shared
                 .dirty
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -476,13 +477,13 @@ pub(super) async fn repair(shared: Arc<Shared>) {
                 break;
             }
             let mut failed = None;
-            for (user, announced) in batch {
+            for (user, dirty) in batch {
                 if failed.is_some() {
-                    shared.requeue_dirty(user, announced);
+                    shared.requeue_dirty(user, dirty);
                     continue;
                 }
-                if let Err(e) = shared.repair_user(user, announced).await {
-                    shared.requeue_dirty(user, announced);
+                if let Err(e) = shared.repair_user(user, dirty).await {
+                    shared.requeue_dirty(user, dirty);
                     failed = Some(e);
                 }
             }
