@@ -365,3 +365,72 @@ async fn a_redis_that_evicts_is_refused_unless_allowed() {
         assert_eq!(result.is_ok(), ok, "{policy} without CONFIG: {result:?}");
     }
 }
+
+/// A Cluster where one of three primaries is full (`OOM`) while the others take writes: the
+/// store is unavailable, naming that primary, for as long as it refuses (writes to the other
+/// primaries succeeding do not end it), and healthy again by itself once it has room. The
+/// full primary is not the one holding the single-Redis probe key (`zajel:probe`): probing
+/// that key alone reported the Cluster healthy within one cooldown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_one_full_primary_is_unavailable_until_it_takes_writes() {
+    use zajel_core::testing::RedisCluster;
+    let mut cluster = RedisCluster::start(3, 0).expect("cluster");
+    let store = RedisStore::connect_cluster(&cluster.urls(), options())
+        .await
+        .unwrap();
+    let lone_probe = cluster.master_of("zajel:probe").unwrap();
+    let full = (0..3).find(|&i| i != lone_probe).unwrap();
+    // Users until one lives on the primary that will be full, and one elsewhere.
+    let (mut on_full, mut elsewhere) = (None, None);
+    for n in 0..64 {
+        let u = store
+            .create_user(&Username::parse(&format!("user{n}")).unwrap(), None, T0)
+            .await
+            .unwrap();
+        let slot_of = cluster
+            .master_of(&format!("zajel:{{u:{}}}:user", u.id))
+            .unwrap();
+        if slot_of == full {
+            on_full.get_or_insert(u.id);
+        } else {
+            elsewhere.get_or_insert(u.id);
+        }
+        if on_full.is_some() && elsewhere.is_some() {
+            break;
+        }
+    }
+    let (on_full, elsewhere) = (on_full.unwrap(), elsewhere.unwrap());
+    let port = cluster.node(full).port();
+    let mut con = raw(cluster.node(full)).await;
+    cmd(&mut con, &["CONFIG", "SET", "maxmemory", "1"])
+        .await
+        .unwrap();
+
+    unavailable(
+        "set_last_seen on the full primary",
+        store.set_last_seen(on_full, Timestamp(T0.0 + 1)).await,
+        "OOM",
+    );
+    assert_unhealthy(&store, "OOM");
+    // The other primaries keep taking writes, and health holds over many probe rounds, the
+    // reason naming the full primary once the probe has run.
+    for i in 0..10 {
+        store
+            .set_last_seen(elsewhere, Timestamp(T0.0 + i))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_unhealthy(&store, "OOM");
+    }
+    assert_unhealthy(&store, &format!("127.0.0.1:{port}"));
+    assert_eq!(store.last_seen(on_full).await.unwrap(), None);
+
+    cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+    wait_healthy(&store).await;
+    store
+        .set_last_seen(on_full, Timestamp(T0.0 + 1))
+        .await
+        .unwrap();
+}
