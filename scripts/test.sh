@@ -40,10 +40,12 @@ rm -f "$hack_log"
 
 step "embedder tree: zajel-server with default-features = false, features = [\"embedded\", \"memory\"]"
 embed_tree="$(cargo tree -p example-embed-axum -e normal --prefix none)"
-if grep -E '^(redis|clap|toml|tracing-subscriber) v' <<<"$embed_tree"; then
+# rcgen and proptest: test-only crates (a certificate maker, a test-case generator) must stay
+# dev-dependencies; one shipped in [dependencies] once (rcgen, session 8).
+if grep -E '^(redis|clap|toml|tracing-subscriber|rcgen|proptest) v' <<<"$embed_tree"; then
   echo "examples/embed-axum (an embedder's features) pulls the crates above"; exit 1
 fi
-echo "$(sort -u <<<"$embed_tree" | wc -l) crates, none of redis, clap, toml, tracing-subscriber"
+echo "$(sort -u <<<"$embed_tree" | wc -l) crates, none of redis, clap, toml, tracing-subscriber, rcgen, proptest"
 # A client without the `tls` feature (plain http/ws only) has no TLS stack.
 if cargo tree -p zajel-client --no-default-features -e normal --prefix none | grep -E '^(rustls|tokio-rustls|webpki-roots|ring) v'; then
   echo "zajel-client without default features pulls the TLS crates above"; exit 1

@@ -9,9 +9,8 @@ use zajel_core::friends::{Edge, UserPair};
 use zajel_core::store::redis::RedisOptions;
 use zajel_core::testing::RedisServer;
 use zajel_core::{
-    Body, ConversationId, FriendStore, HistoryQuery, IdempotencyKey, MessageStore, NewMessage,
-    RedisStore, Store, StoreError, StoreHealth, StoreResult, Timestamp, UserId, UserStore,
-    Username,
+    ConversationId, FriendStore, HistoryQuery, MessageStore, NewMessage, RedisStore, Store,
+    StoreError, StoreHealth, StoreResult, Timestamp, UserId, UserStore, Username,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -25,14 +24,9 @@ fn options() -> RedisOptions {
     }
 }
 
+/// A "hi" from `sender` with idempotency key `key`.
 fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse("hi").unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        sent_at: T0,
-    }
+    zajel_core::testing::message(conv, sender, "hi", key)
 }
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::friends::Link;
-use crate::limits::{Body, IdempotencyKey};
 use crate::testing::RedisServer;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -18,14 +17,9 @@ async fn raw(store: &RedisStore, cmd: &Cmd) {
     store.query(cmd).await.expect("raw command");
 }
 
+/// A "hi" from `sender` with idempotency key `key`.
 fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse("hi").unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        sent_at: T0,
-    }
+    crate::testing::message(conv, sender, "hi", key)
 }
 
 fn is_corrupt<T: std::fmt::Debug>(r: StoreResult<T>) -> bool {
