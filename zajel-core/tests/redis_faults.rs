@@ -9,9 +9,8 @@ use zajel_core::friends::{Edge, UserPair};
 use zajel_core::store::redis::RedisOptions;
 use zajel_core::testing::RedisServer;
 use zajel_core::{
-    Body, ConversationId, FriendStore, HistoryQuery, IdempotencyKey, MessageStore, NewMessage,
-    RedisStore, Store, StoreError, StoreHealth, StoreResult, Timestamp, UserId, UserStore,
-    Username,
+    ConversationId, FriendStore, HistoryQuery, MessageStore, NewMessage, RedisStore, Store,
+    StoreError, StoreHealth, StoreResult, Timestamp, UserId, UserStore, Username,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -25,14 +24,9 @@ fn options() -> RedisOptions {
     }
 }
 
+/// A "hi" from `sender` with idempotency key `key`.
 fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse("hi").unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        sent_at: T0,
-    }
+    zajel_core::testing::message(conv, sender, "hi", key)
 }
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -100,14 +94,20 @@ async fn users(store: &RedisStore) -> (UserId, UserId, ConversationId) {
     (a.id, b.id, ConversationId::direct(a.id, b.id))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_redis_refuses_writes_typed_and_health_holds_until_writes_work() {
+/// A redis-server with 4 MB of memory that refuses writes past it, and a store on it.
+async fn small_redis() -> (RedisServer, RedisStore) {
     let server =
         RedisServer::start_with_args(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
             .unwrap();
     let store = RedisStore::connect_with(&server.url(), options())
         .await
         .unwrap();
+    (server, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_redis_refuses_writes_typed_and_health_holds_until_writes_work() {
+    let (server, store) = small_redis().await;
     let (a, b, conv) = users(&store).await;
     let first = store
         .append(vec![msg(&conv, a, "k1")])
@@ -439,4 +439,103 @@ async fn a_cluster_with_one_full_primary_is_unavailable_until_it_takes_writes() 
         .set_last_seen(on_full, Timestamp(T0.0 + 1))
         .await
         .unwrap();
+}
+
+/// `EVALSHA` calls Redis has run so far.
+async fn evalsha_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info = match cmd(con, &["INFO", "commandstats"]).await.unwrap() {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO answered {other:?}"),
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Issue 13 (session 8): one script call carries messages of several conversations. Under
+/// `OOM` Redis refuses a script's first write and lets every later one through (it cannot
+/// undo them), so the whole call is refused before anything is written: every message gets
+/// a typed `Unavailable`, whatever its place in the call (here a refused stranger and a
+/// repeat come first, so the first write is a list update or a new message's `XADD`); nothing
+/// moves: sequences, records, lists. Once Redis takes writes, the same batch gets its
+/// per-message results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_a_multi_message_call_before_any_write() {
+    let (server, store) = small_redis().await;
+    let (a, b, ab) = users(&store).await;
+    let d = store
+        .create_user(&Username::parse("dave").unwrap(), None, T0)
+        .await
+        .unwrap()
+        .id;
+    zajel_core::testing::befriend(&store, a, d).await;
+    let (ac, ad) = (
+        ConversationId::direct(a, UserId::new_random()),
+        ConversationId::direct(a, d),
+    );
+    store
+        .append(vec![msg(&ab, a, "k1")])
+        .await
+        .remove(0)
+        .unwrap();
+    let lists = (
+        store.conversations(a, 10).await.unwrap(),
+        store.conversations(b, 10).await.unwrap(),
+    );
+    let batch = || {
+        vec![
+            msg(&ac, a, "k1"),
+            msg(&ab, a, "k1"),
+            msg(&ab, b, "k2"),
+            msg(&ad, d, "k3"),
+            msg(&ab, a, "k2"),
+        ]
+    };
+    let mut con = raw(&server).await;
+    let _full = zajel_core::testing::fill_until_oom(&server.url()).await;
+    let before = evalsha_calls(&mut con).await;
+    let results = store.append(batch()).await;
+    assert!(
+        evalsha_calls(&mut con).await > before,
+        "the call reached Redis"
+    );
+    for r in results {
+        unavailable("a message of the batch", r, "OOM");
+    }
+    assert_eq!(store.last_seq(&ab).await.unwrap(), 1);
+    assert_eq!(store.last_seq(&ad).await.unwrap(), 0);
+    assert_eq!(store.last_seq(&ac).await.unwrap(), 0);
+    assert_eq!(
+        (
+            store.conversations(a, 10).await.unwrap(),
+            store.conversations(b, 10).await.unwrap(),
+        ),
+        lists,
+        "no list moved"
+    );
+    assert!(store.conversations(d, 10).await.unwrap().is_empty());
+
+    cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+    wait_healthy(&store).await;
+    let results: Vec<_> = store
+        .append(batch())
+        .await
+        .into_iter()
+        .map(|r| r.map(|x| (x.message.seq, x.duplicate)))
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            Err(StoreError::NotFriends),
+            Ok((1, true)),
+            Ok((2, false)),
+            Ok((1, false)),
+            Ok((3, false)),
+        ],
+        "the refused keys were never recorded"
+    );
 }
