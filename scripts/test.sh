@@ -40,10 +40,12 @@ rm -f "$hack_log"
 
 step "embedder tree: zajel-server with default-features = false, features = [\"embedded\", \"memory\"]"
 embed_tree="$(cargo tree -p example-embed-axum -e normal --prefix none)"
-if grep -E '^(redis|clap|toml|tracing-subscriber) v' <<<"$embed_tree"; then
+# rcgen and proptest: test-only crates (a certificate maker, a test-case generator) must stay
+# dev-dependencies; one shipped in [dependencies] once (rcgen, session 8).
+if grep -E '^(redis|clap|toml|tracing-subscriber|rcgen|proptest) v' <<<"$embed_tree"; then
   echo "examples/embed-axum (an embedder's features) pulls the crates above"; exit 1
 fi
-echo "$(sort -u <<<"$embed_tree" | wc -l) crates, none of redis, clap, toml, tracing-subscriber"
+echo "$(sort -u <<<"$embed_tree" | wc -l) crates, none of redis, clap, toml, tracing-subscriber, rcgen, proptest"
 # A client without the `tls` feature (plain http/ws only) has no TLS stack.
 if cargo tree -p zajel-client --no-default-features -e normal --prefix none | grep -E '^(rustls|tokio-rustls|webpki-roots|ring) v'; then
   echo "zajel-client without default features pulls the TLS crates above"; exit 1
@@ -103,33 +105,10 @@ uniffi_start=$SECONDS
 ZAJEL_REUSE_TEST_BUILD=1 bash scripts/test-uniffi.sh
 echo "uniffi step: $((SECONDS - uniffi_start)) s"
 
-step "publish dry-run: zajel-core, zajel-server, zajel-client packaged and each built from its .crate"
-# What `cargo publish --dry-run` checks, in dependency order (the unpublished zajel-core
-# resolved from a temporary local registry): version requirements on every dependency,
-# metadata, the file list, and a build of each package from its .crate alone with its own
-# feature resolution (a file left out of the package, or a feature that only compiles next to
-# another, fails here). Left alone, that build gets a fresh target dir under target/package
-# and the default dev profile, so every dependency compiles again (23 min under load). Here it
-# shares the workspace's target dir and dev profile and runs after the tests: only the
-# dependencies whose feature set differs from the workspace's, and the three crates, compile.
-# Last, because it links its own build of the zajel-server binary into target/debug (the same
-# code and features; nothing after it starts that binary).
+step "publish dry-run: zajel-core, zajel-server, zajel-client packaged, then each checked from its .crate alone"
+# scripts/publish-dry-run.sh says why it packages with --no-verify and checks instead (docs/ci.md).
 package_start=$SECONDS
-target_dir="$(realpath "${CARGO_TARGET_DIR:-target}")"
-# Cargo treats a registry crate as immutable (name and version are its identity), and the
-# temporary registry's crates are always the same 0.1.0: a copy unpacked by an earlier run
-# (under $CARGO_HOME/registry/src/) or compiled by one (its fingerprint in the target dir)
-# would be reused with that run's code. Drop both, so what is verified is this checkout.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/zajel-{core,server,client}-[0-9]*
-for dep_info in "$target_dir"/debug/deps/zajel_{core,server,client}-*.d; do
-  if grep -qs /registry/src/ "$dep_info"; then
-    hash="${dep_info##*-}"; rm -rf "$target_dir"/debug/.fingerprint/zajel-*-"${hash%.d}"
-  fi
-done
-# The same as [profile.dev] in Cargo.toml (a packaged crate carries no profile of its own).
-dev_profile=(--config 'profile.dev.debug="line-tables-only"'
-    --config 'profile.dev.package."*".opt-level=1' --config 'profile.dev.package."*".debug=false')
-CARGO_TARGET_DIR="$target_dir" cargo package -p zajel-core -p zajel-server -p zajel-client "${dev_profile[@]}"
+bash scripts/publish-dry-run.sh
 echo "publish dry-run: $((SECONDS - package_start)) s"
 
 echo

@@ -437,6 +437,34 @@ impl RedisCluster {
     }
 }
 
+/// The send time of [`message`]: a fixed instant, so results do not depend on the clock.
+pub const T0: crate::Timestamp = crate::Timestamp(1_700_000_000_000);
+
+/// A message of `body` from `sender` in `conv` with idempotency key `key`, sent at [`T0`]: the
+/// input most store tests append. Panics on an invalid body or key (test input).
+///
+/// ```
+/// use zajel_core::{ConversationId, UserId};
+/// let (a, b) = (UserId::new_random(), UserId::new_random());
+/// let conv = ConversationId::direct(a, b);
+/// let m = zajel_core::testing::message(&conv, a, "hi", "k1");
+/// assert_eq!(m.sender, a);
+/// ```
+pub fn message(
+    conv: &crate::ConversationId,
+    sender: crate::UserId,
+    body: &str,
+    key: &str,
+) -> crate::NewMessage {
+    crate::NewMessage {
+        conversation: conv.clone(),
+        sender,
+        body: crate::Body::parse(body).expect("valid body"),
+        idempotency_key: crate::IdempotencyKey::parse(key).expect("valid key"),
+        sent_at: T0,
+    }
+}
+
 /// Makes `a` and `b` friends directly in the store (one `swap_edge` from "never met"), for
 /// tests that append messages: stores refuse messages between non-friends.
 /// Panics if the pair already has an edge or the store fails (test code).

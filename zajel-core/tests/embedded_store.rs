@@ -4,9 +4,9 @@ use std::sync::Arc;
 use zajel_core::friends::UserPair;
 use zajel_core::store::IdentityStore;
 use zajel_core::{
-    Body, ConversationId, EmbeddedStore, ExternalIdentity, FriendGraph, FriendOp, FriendStore,
-    HistoryQuery, IdempotencyKey, MessageStore, NewMessage, Relation, Session, SessionStore,
-    StoreError, Timestamp, UserId, UserStore, Username,
+    ConversationId, EmbeddedStore, ExternalIdentity, FriendGraph, FriendOp, FriendStore,
+    HistoryQuery, MessageStore, NewMessage, Relation, Session, SessionStore, StoreError, Timestamp,
+    UserId, UserStore, Username,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -15,15 +15,7 @@ fn name(s: &str) -> Username {
     Username::parse(s).unwrap()
 }
 
-fn msg(conv: &ConversationId, sender: UserId, body: &str, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse(body).unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        sent_at: T0,
-    }
-}
+use zajel_core::testing::message as msg;
 
 fn all(limit: u32) -> HistoryQuery {
     HistoryQuery {

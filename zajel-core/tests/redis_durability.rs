@@ -6,22 +6,13 @@ use zajel_core::friends::{Edge, FriendGraph, FriendOp, UserPair};
 use zajel_core::store::IdentityStore;
 use zajel_core::testing::RedisServer;
 use zajel_core::{
-    Body, ConversationId, ExternalIdentity, FriendStore, HistoryQuery, IdempotencyKey,
-    MessageStore, NewMessage, RedisStore, Relation, Session, SessionStore, Timestamp, UserId,
-    UserStore, Username,
+    ConversationId, ExternalIdentity, FriendStore, HistoryQuery, MessageStore, RedisStore,
+    Relation, Session, SessionStore, Timestamp, UserStore, Username,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
-fn msg(conv: &ConversationId, sender: UserId, body: &str, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse(body).unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        sent_at: T0,
-    }
-}
+use zajel_core::testing::message as msg;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_redis_kill() {

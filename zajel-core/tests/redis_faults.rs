@@ -9,9 +9,8 @@ use zajel_core::friends::{Edge, UserPair};
 use zajel_core::store::redis::RedisOptions;
 use zajel_core::testing::RedisServer;
 use zajel_core::{
-    Body, ConversationId, FriendStore, HistoryQuery, IdempotencyKey, MessageStore, NewMessage,
-    RedisStore, Store, StoreError, StoreHealth, StoreResult, Timestamp, UserId, UserStore,
-    Username,
+    ConversationId, FriendStore, HistoryQuery, MessageStore, NewMessage, RedisStore, Store,
+    StoreError, StoreHealth, StoreResult, Timestamp, UserId, UserStore, Username,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -25,14 +24,9 @@ fn options() -> RedisOptions {
     }
 }
 
+/// A "hi" from `sender` with idempotency key `key`.
 fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse("hi").unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        sent_at: T0,
-    }
+    zajel_core::testing::message(conv, sender, "hi", key)
 }
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -100,14 +94,20 @@ async fn users(store: &RedisStore) -> (UserId, UserId, ConversationId) {
     (a.id, b.id, ConversationId::direct(a.id, b.id))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_redis_refuses_writes_typed_and_health_holds_until_writes_work() {
+/// A redis-server with 4 MB of memory that refuses writes past it, and a store on it.
+async fn small_redis() -> (RedisServer, RedisStore) {
     let server =
         RedisServer::start_with_args(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
             .unwrap();
     let store = RedisStore::connect_with(&server.url(), options())
         .await
         .unwrap();
+    (server, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_redis_refuses_writes_typed_and_health_holds_until_writes_work() {
+    let (server, store) = small_redis().await;
     let (a, b, conv) = users(&store).await;
     let first = store
         .append(vec![msg(&conv, a, "k1")])
@@ -370,4 +370,172 @@ async fn a_redis_that_evicts_is_refused_unless_allowed() {
         let result = RedisStore::connect_with(&server.url(), options()).await;
         assert_eq!(result.is_ok(), ok, "{policy} without CONFIG: {result:?}");
     }
+}
+
+/// A Cluster where one of three primaries is full (`OOM`) while the others take writes: the
+/// store is unavailable, naming that primary, for as long as it refuses (writes to the other
+/// primaries succeeding do not end it), and healthy again by itself once it has room. The
+/// full primary is not the one holding the single-Redis probe key (`zajel:probe`): probing
+/// that key alone reported the Cluster healthy within one cooldown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_one_full_primary_is_unavailable_until_it_takes_writes() {
+    use zajel_core::testing::RedisCluster;
+    let mut cluster = RedisCluster::start(3, 0).expect("cluster");
+    let store = RedisStore::connect_cluster(&cluster.urls(), options())
+        .await
+        .unwrap();
+    let lone_probe = cluster.master_of("zajel:probe").unwrap();
+    let full = (0..3).find(|&i| i != lone_probe).unwrap();
+    // Users until one lives on the primary that will be full, and one elsewhere.
+    let (mut on_full, mut elsewhere) = (None, None);
+    for n in 0..64 {
+        let u = store
+            .create_user(&Username::parse(&format!("user{n}")).unwrap(), None, T0)
+            .await
+            .unwrap();
+        let slot_of = cluster
+            .master_of(&format!("zajel:{{u:{}}}:user", u.id))
+            .unwrap();
+        if slot_of == full {
+            on_full.get_or_insert(u.id);
+        } else {
+            elsewhere.get_or_insert(u.id);
+        }
+        if on_full.is_some() && elsewhere.is_some() {
+            break;
+        }
+    }
+    let (on_full, elsewhere) = (on_full.unwrap(), elsewhere.unwrap());
+    let port = cluster.node(full).port();
+    let mut con = raw(cluster.node(full)).await;
+    cmd(&mut con, &["CONFIG", "SET", "maxmemory", "1"])
+        .await
+        .unwrap();
+
+    unavailable(
+        "set_last_seen on the full primary",
+        store.set_last_seen(on_full, Timestamp(T0.0 + 1)).await,
+        "OOM",
+    );
+    assert_unhealthy(&store, "OOM");
+    // The other primaries keep taking writes, and health holds over many probe rounds, the
+    // reason naming the full primary once the probe has run.
+    for i in 0..10 {
+        store
+            .set_last_seen(elsewhere, Timestamp(T0.0 + i))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_unhealthy(&store, "OOM");
+    }
+    assert_unhealthy(&store, &format!("127.0.0.1:{port}"));
+    assert_eq!(store.last_seen(on_full).await.unwrap(), None);
+
+    cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+    wait_healthy(&store).await;
+    store
+        .set_last_seen(on_full, Timestamp(T0.0 + 1))
+        .await
+        .unwrap();
+}
+
+/// `EVALSHA` calls Redis has run so far.
+async fn evalsha_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info = match cmd(con, &["INFO", "commandstats"]).await.unwrap() {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO answered {other:?}"),
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Issue 13 (session 8): one script call carries messages of several conversations. Under
+/// `OOM` Redis refuses a script's first write and lets every later one through (it cannot
+/// undo them), so the whole call is refused before anything is written: every message gets
+/// a typed `Unavailable`, whatever its place in the call (here a refused stranger and a
+/// repeat come first, so the first write is a list update or a new message's `XADD`); nothing
+/// moves: sequences, records, lists. Once Redis takes writes, the same batch gets its
+/// per-message results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_a_multi_message_call_before_any_write() {
+    let (server, store) = small_redis().await;
+    let (a, b, ab) = users(&store).await;
+    let d = store
+        .create_user(&Username::parse("dave").unwrap(), None, T0)
+        .await
+        .unwrap()
+        .id;
+    zajel_core::testing::befriend(&store, a, d).await;
+    let (ac, ad) = (
+        ConversationId::direct(a, UserId::new_random()),
+        ConversationId::direct(a, d),
+    );
+    store
+        .append(vec![msg(&ab, a, "k1")])
+        .await
+        .remove(0)
+        .unwrap();
+    let lists = (
+        store.conversations(a, 10).await.unwrap(),
+        store.conversations(b, 10).await.unwrap(),
+    );
+    let batch = || {
+        vec![
+            msg(&ac, a, "k1"),
+            msg(&ab, a, "k1"),
+            msg(&ab, b, "k2"),
+            msg(&ad, d, "k3"),
+            msg(&ab, a, "k2"),
+        ]
+    };
+    let mut con = raw(&server).await;
+    let _full = zajel_core::testing::fill_until_oom(&server.url()).await;
+    let before = evalsha_calls(&mut con).await;
+    let results = store.append(batch()).await;
+    assert!(
+        evalsha_calls(&mut con).await > before,
+        "the call reached Redis"
+    );
+    for r in results {
+        unavailable("a message of the batch", r, "OOM");
+    }
+    assert_eq!(store.last_seq(&ab).await.unwrap(), 1);
+    assert_eq!(store.last_seq(&ad).await.unwrap(), 0);
+    assert_eq!(store.last_seq(&ac).await.unwrap(), 0);
+    assert_eq!(
+        (
+            store.conversations(a, 10).await.unwrap(),
+            store.conversations(b, 10).await.unwrap(),
+        ),
+        lists,
+        "no list moved"
+    );
+    assert!(store.conversations(d, 10).await.unwrap().is_empty());
+
+    cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+    wait_healthy(&store).await;
+    let results: Vec<_> = store
+        .append(batch())
+        .await
+        .into_iter()
+        .map(|r| r.map(|x| (x.message.seq, x.duplicate)))
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            Err(StoreError::NotFriends),
+            Ok((1, true)),
+            Ok((2, false)),
+            Ok((1, false)),
+            Ok((3, false)),
+        ],
+        "the refused keys were never recorded"
+    );
 }

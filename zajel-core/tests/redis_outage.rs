@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use zajel_core::store::redis::RedisOptions;
 use zajel_core::testing::RedisServer;
 use zajel_core::{
-    Body, ConversationId, HistoryQuery, IdempotencyKey, MessageStore, NewMessage, RedisStore,
-    Session, SessionStore, Store, StoreError, StoreResult, Timestamp, UserId, UserStore, Username,
+    ConversationId, HistoryQuery, MessageStore, NewMessage, RedisStore, Session, SessionStore,
+    Store, StoreError, StoreResult, Timestamp, UserId, UserStore, Username,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -25,14 +25,9 @@ fn options() -> RedisOptions {
     }
 }
 
+/// A "hi" from `sender` with idempotency key `key`.
 fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse("hi").unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        sent_at: T0,
-    }
+    zajel_core::testing::message(conv, sender, "hi", key)
 }
 
 /// Runs `call`, asserting it fails with `Unavailable` within [`FAST`].

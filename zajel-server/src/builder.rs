@@ -101,14 +101,20 @@ impl EngineBuilder {
         }
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<zajel_core::UserId>();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(zajel_core::UserId, bool)>();
             redis.start(hub, tx);
-            // Users whose node died: record last seen and tell their friends.
+            // Presence changes the broker finds in the background (users whose node died, a
+            // repaired update): tell their friends (and record last seen when offline).
             let weak = Arc::downgrade(&engine.inner);
             tokio::spawn(async move {
-                while let Some(user) = rx.recv().await {
+                while let Some((user, online)) = rx.recv().await {
                     let Some(inner) = weak.upgrade() else { return };
-                    Engine { inner }.chat().went_offline(user).await;
+                    let chat = Engine { inner }.chat();
+                    if online {
+                        chat.announce(user, true, None).await;
+                    } else {
+                        chat.went_offline(user).await;
+                    }
                 }
             });
         }

@@ -652,3 +652,192 @@ async fn came_online_reaches_a_friend_accepted_during_authentication() {
 async fn came_online_reaches_a_friend_accepted_during_authentication_with_cluster_presence() {
     friendship_accepted_during_authentication(true).await;
 }
+
+/// One command on a raw connection.
+async fn redis_cmd(
+    con: &mut redis::aio::MultiplexedConnection,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query_async(con).await
+}
+
+/// Node ids → connection counts in `user`'s presence hash.
+async fn registry(
+    con: &mut redis::aio::MultiplexedConnection,
+    user: &Account,
+) -> std::collections::HashMap<String, i64> {
+    let key = format!("zajel:{{u:{}}}:presence", user.id);
+    redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(con)
+        .await
+        .expect("HGETALL")
+}
+
+/// Polls `registry` until it equals `want` (5 s at most).
+async fn wait_registry(
+    con: &mut redis::aio::MultiplexedConnection,
+    user: &Account,
+    want: &[(&str, i64)],
+) {
+    let want: std::collections::HashMap<String, i64> =
+        want.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = registry(con, user).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence of {} never became {want:?}: {got:?}",
+            user.username
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Makes Redis refuse writes with `MISCONF` (a snapshot fails while
+/// `stop-writes-on-bgsave-error` is on: `dir` = `/proc`), or takes them again (`dir` = the
+/// real data dir).
+async fn misconf(con: &mut redis::aio::MultiplexedConnection, dir: &str) {
+    redis_cmd(con, &["CONFIG", "SET", "dir", dir])
+        .await
+        .expect("CONFIG SET dir");
+    let status = if dir == "/proc" { "err" } else { "ok" };
+    redis_cmd(con, &["BGSAVE"]).await.expect("BGSAVE");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String =
+            redis::from_redis_value(redis_cmd(con, &["INFO", "persistence"]).await.unwrap())
+                .unwrap();
+        if info.contains("rdb_bgsave_in_progress:0")
+            && info.contains(&format!("rdb_last_bgsave_status:{status}"))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "bgsave never {status}: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Presence updates Redis refuses (session 8's defect: they were only logged). (a) bob
+/// connects to node B while Redis is full (`OOM`): once Redis takes writes again, node B
+/// registers him by itself and a message from alice on node A reaches him live, on the same
+/// connection. (b) bob's last connection closes while Redis refuses writes (`MISCONF`): once
+/// it takes them, node B's entry is gone, alice sees him offline and his last seen is
+/// recorded. (c) Under `OOM` his last connection's close is taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_presence_updates_are_repaired() {
+    let redis =
+        RedisServer::start_with_args(&["--save", "3600 1", "--enable-protected-configs", "yes"])
+            .expect("redis-server");
+    let url = redis.url();
+    let na = node(&url, "node-a").await;
+    let nb = node(&url, "node-b").await;
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let alice = register(na.addr, "alice").await;
+    let bob = register(nb.addr, "bob").await;
+    let (mut a, b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
+    let conv = dm(&alice, &bob);
+    b.close().await;
+    let before = expect_presence(&mut a, &bob, false).await["last_seen"]
+        .as_i64()
+        .expect("last_seen");
+    wait_registry(&mut con, &bob, &[]).await;
+
+    // (a) Redis is full: bob's registration on node B is refused.
+    redis_cmd(&mut con, &["CONFIG", "SET", "maxmemory", "1"])
+        .await
+        .unwrap();
+    let refused = redis_cmd(&mut con, &["SET", "probe", "x"]).await;
+    assert_eq!(refused.unwrap_err().code(), Some("OOM"));
+    let mut b = Client::connect(nb.addr, "bob").await;
+    let ok = b.auth(&bob.token, None).await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    expect_presence(&mut a, &bob, true).await;
+    assert_eq!(
+        registry(&mut con, &bob).await.len(),
+        0,
+        "Redis took a write"
+    );
+    // Memory freed: the registry catches up without bob reconnecting ...
+    redis_cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+    wait_registry(&mut con, &bob, &[("node-b", 1)]).await;
+    // ... so node A publishes to node B again: live, on the connection opened while full.
+    let sent = a.send_message(&conv, "live again", "k-live").await;
+    assert_eq!(sent["type"], "sent", "{sent}");
+    let m = b.expect("message").await;
+    assert_eq!(m["message"]["body"], "live again", "{m}");
+    // Online was announced once, when bob connected; the repair does not repeat it.
+    a.expect_silence(300).await;
+
+    // (b) Redis refuses writes (a failing snapshot) while bob's last connection closes.
+    let dir: Vec<String> = redis::from_redis_value(
+        redis_cmd(&mut con, &["CONFIG", "GET", "dir"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    misconf(&mut con, "/proc").await;
+    let refused = redis_cmd(&mut con, &["SET", "probe", "x"]).await;
+    assert_eq!(refused.unwrap_err().code(), Some("MISCONF"));
+    b.close().await;
+    // Node B tells alice from its own view at once ...
+    expect_presence(&mut a, &bob, false).await;
+    assert_eq!(
+        registry(&mut con, &bob).await.len(),
+        1,
+        "Redis took a write"
+    );
+    // ... and once snapshots work again its entry leaves the registry, without any
+    // connection of bob's coming or going.
+    misconf(&mut con, &dir[1]).await;
+    wait_registry(&mut con, &bob, &[]).await;
+    let users: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("zajel:node:{node-b}:users")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(users.is_empty(), "{users:?}");
+    let f = a.call(json!({"type": "friends_list"})).await;
+    assert!(!online_of(&f["friends"], &bob), "{f}");
+    // The last seen refused with the update lands once Redis takes writes (retried).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let f = a.call(json!({"type": "friends_list"})).await;
+        let seen = f["friends"][0]["last_seen"].as_i64().unwrap_or(0);
+        if seen > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "last seen never recorded: {f}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Under `OOM` a count going to 0 is an `HDEL`, which a full Redis takes: no repair needed.
+    let (b, _) = Client::login(nb.addr, &bob).await;
+    expect_presence(&mut a, &bob, true).await;
+    wait_registry(&mut con, &bob, &[("node-b", 1)]).await;
+    redis_cmd(&mut con, &["CONFIG", "SET", "maxmemory", "1"])
+        .await
+        .unwrap();
+    b.close().await;
+    expect_presence(&mut a, &bob, false).await;
+    wait_registry(&mut con, &bob, &[]).await;
+    redis_cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
+    a.close().await;
+    na.stop().await;
+    nb.stop().await;
+}

@@ -19,7 +19,7 @@
 
 use crate::friends::{Edge, FriendGraph, FriendOp, Link, UserPair};
 use crate::ids::{ConversationId, Timestamp, UserId};
-use crate::limits::{Body, IdempotencyKey, Username};
+use crate::limits::Username;
 use crate::messaging::{SendError, prepare_send, prepare_system, send_one};
 use crate::model::{HistoryQuery, MessageKind, NewMessage, Relation, Session, User};
 use crate::store::{Store, StoreError};
@@ -103,15 +103,7 @@ async fn friends(store: &DynStore, a: &User, b: &User) {
         .expect("accept");
 }
 
-fn msg(conv: &ConversationId, sender: UserId, body: &str, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse(body).expect("valid body"),
-        idempotency_key: IdempotencyKey::parse(key).expect("valid key"),
-        sent_at: T0,
-    }
-}
+use crate::testing::message as msg;
 
 async fn append1(store: &DynStore, m: NewMessage) -> Result<crate::Appended, StoreError> {
     store

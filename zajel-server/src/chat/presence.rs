@@ -35,9 +35,33 @@ impl ChatService {
     pub(crate) async fn went_offline(&self, user: UserId) {
         let now = Timestamp::now();
         if let Err(e) = self.engine.store().set_last_seen(user, now).await {
-            tracing::warn!(user = %user, error = %e, "could not record last seen");
+            tracing::warn!(user = %user, error = %e, "could not record last seen; retrying");
+            self.retry_last_seen(user, now);
         }
         self.announce(user, false, Some(now)).await;
+    }
+
+    /// Records `user`'s last seen `at` in the background until the store takes it (1 s
+    /// doubling to 30 s; stops when the engine is dropped or the user is gone). Safe to land
+    /// late: the store keeps the later of two times, so it never hides a newer one.
+    fn retry_last_seen(&self, user: UserId, at: Timestamp) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = std::sync::Arc::downgrade(&self.engine.inner);
+        runtime.spawn(async move {
+            let mut wait = std::time::Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let store = inner.store.clone();
+                drop(inner);
+                match store.set_last_seen(user, at).await {
+                    Ok(()) | Err(zajel_core::StoreError::UserNotFound) => return,
+                    Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(30)),
+                }
+            }
+        });
     }
 
     /// Tells `user`'s friends that `user` came online or went offline.

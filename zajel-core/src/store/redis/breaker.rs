@@ -11,8 +11,8 @@
 //! keep going to Redis (a refused write costs Redis one error reply), but health stays
 //! `Unavailable` until a write succeeds. Only a write may end it: a read succeeding says
 //! nothing about writes (the embedded store's full-disk health flapped to `Ok` that way). The
-//! store's probe task (`RedisStore::probe_writes`) tries a tiny write every `cooldown` and
-//! calls [`Breaker::writes_ok`] when one is taken.
+//! store's probe task (`probe.rs`) tries a tiny write every `cooldown` (on a Cluster one per
+//! primary) and calls [`Breaker::writes_ok`] when it is taken (every one of them).
 
 use crate::store::{StoreError, StoreHealth};
 use std::sync::Mutex;

@@ -19,6 +19,7 @@ mod breaker;
 mod coalesce;
 mod conn;
 mod eviction;
+mod probe;
 mod relations;
 
 pub use conn::RedisConnection;
@@ -742,64 +743,6 @@ impl RedisStore {
                 self.refused(kind, e);
             }
         }
-    }
-
-    /// While Redis refuses writes, tries one tiny write every breaker cooldown (a key of its
-    /// own that expires by itself) and ends the refusal when one is taken, so health recovers
-    /// even when no traffic comes (a load balancer stops sending it to an unhealthy node).
-    /// `SET` is a command Redis refuses under `OOM`, `MISCONF` and `READONLY` alike. Ends
-    /// when the store is dropped.
-    fn probe_writes(&self) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let breaker = Arc::downgrade(&self.breaker);
-        let mut con = self.con.clone();
-        let key = format!("{}:probe", self.keys.prefix);
-        let timeout = self.options.command_timeout;
-        runtime.spawn(async move {
-            loop {
-                let Some(cooldown) = breaker.upgrade().map(|b| b.cooldown()) else {
-                    return;
-                };
-                tokio::time::sleep(cooldown).await;
-                let Some(breaker) = breaker.upgrade() else {
-                    return;
-                };
-                if !breaker.writes_refused() {
-                    return;
-                }
-                let mut set = ::redis::cmd("SET");
-                set.arg(&key).arg("1").arg("PX").arg(60_000);
-                match tokio::time::timeout(timeout, set.query_async::<Value>(&mut con)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) if refusal(&e) == Some(Refusal::Writes) => {
-                        breaker.refuse_writes(refusal_reason(&e));
-                        continue;
-                    }
-                    // Unreachable or busy: the calls' own breaker handles that; keep probing.
-                    _ => continue,
-                }
-                // The write was taken; is there room for more than a tiny one? (On a Cluster
-                // INFO answers per node, not as one text: only the write counts there.)
-                let mut info = ::redis::cmd("INFO");
-                info.arg("memory");
-                let full = match tokio::time::timeout(timeout, info.query_async(&mut con)).await {
-                    Ok(Ok(Value::BulkString(b))) => memory_too_full(&String::from_utf8_lossy(&b)),
-                    Ok(Ok(Value::VerbatimString { text, .. })) => memory_too_full(&text),
-                    _ => None,
-                };
-                match full {
-                    Some(reason) => {
-                        breaker.refuse_writes(reason);
-                    }
-                    None => {
-                        breaker.writes_ok();
-                        return;
-                    }
-                }
-            }
-        });
     }
 
     /// The key prefix in use.

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::friends::Link;
-use crate::limits::{Body, IdempotencyKey};
 use crate::testing::RedisServer;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -18,14 +17,9 @@ async fn raw(store: &RedisStore, cmd: &Cmd) {
     store.query(cmd).await.expect("raw command");
 }
 
+/// A "hi" from `sender` with idempotency key `key`.
 fn msg(conv: &ConversationId, sender: UserId, key: &str) -> NewMessage {
-    NewMessage {
-        conversation: conv.clone(),
-        sender,
-        body: Body::parse("hi").unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        sent_at: T0,
-    }
+    crate::testing::message(conv, sender, "hi", key)
 }
 
 fn is_corrupt<T: std::fmt::Debug>(r: StoreResult<T>) -> bool {
@@ -1359,4 +1353,151 @@ async fn concurrent_changes_from_two_stores_keep_the_lists_right() {
     assert_lists_follow_the_edge(&one, pair).await;
     assert_eq!(pending_count(&one, pair.lo).await, 0);
     assert_eq!(pending_count(&one, pair.hi).await, 0);
+}
+
+/// Who sent what in a batch test: results reduced to (seq, duplicate), errors kept.
+fn seqs(results: Vec<StoreResult<Appended>>) -> Vec<StoreResult<(u64, bool)>> {
+    results
+        .into_iter()
+        .map(|r| r.map(|a| (a.message.seq, a.duplicate)))
+        .collect()
+}
+
+/// The conversations listed for `user`, newest first.
+async fn listed(store: &RedisStore, user: UserId) -> Vec<ConversationId> {
+    let list = store.conversations(user, 100).await.unwrap();
+    list.into_iter().map(|s| s.conversation).collect()
+}
+
+/// Issue 13 (session 8): on one node a batch is one script call carrying messages of several
+/// conversations, and each message is its own step: a message whose friend check fails gets
+/// `NotFriends` and writes nothing (no sequence, no record, no list entry, no read mark)
+/// while the others commit; the same idempotency key twice in the call stores once and the
+/// second answers with the first's sequence; a conversation's messages keep their order.
+#[tokio::test]
+async fn one_script_call_carries_several_conversations_and_refuses_per_message() {
+    let (store, _server) = setup().await;
+    let (a, b, c, d) = (
+        UserId::new_random(),
+        UserId::new_random(),
+        UserId::new_random(),
+        UserId::new_random(),
+    );
+    crate::testing::befriend(&store, a, b).await;
+    crate::testing::befriend(&store, a, d).await;
+    let (ab, ac, ad) = (
+        ConversationId::direct(a, b),
+        ConversationId::direct(a, c),
+        ConversationId::direct(a, d),
+    );
+    let before = evalsha_calls(&store).await;
+    let results = store
+        .append(vec![
+            msg(&ab, a, "k1"),
+            msg(&ac, a, "k1"),
+            msg(&ad, d, "k1"),
+            msg(&ab, a, "k1"),
+            msg(&ab, b, "k1"),
+            msg(&ac, c, "k2"),
+            msg(&ad, a, "k2"),
+        ])
+        .await;
+    assert_eq!(
+        evalsha_calls(&store).await - before,
+        1,
+        "one script call for the batch"
+    );
+    assert_eq!(
+        seqs(results),
+        vec![
+            Ok((1, false)),
+            Err(StoreError::NotFriends),
+            Ok((1, false)),
+            Ok((1, true)),
+            Ok((2, false)),
+            Err(StoreError::NotFriends),
+            Ok((2, false)),
+        ]
+    );
+    let senders: Vec<_> = history_of(&store, &ab)
+        .await
+        .iter()
+        .map(|m| m.sender)
+        .collect();
+    assert_eq!(senders, vec![a, b], "in the batch's order, stored once");
+    assert_eq!(store.last_seq(&ad).await.unwrap(), 2);
+    // The refused conversation: nothing at all under its keys, in nobody's list.
+    assert_eq!(store.last_seq(&ac).await.unwrap(), 0);
+    assert!(hash(&store, store.keys.meta(&ac)).await.is_empty());
+    assert!(!listed(&store, a).await.contains(&ac));
+    assert!(listed(&store, c).await.is_empty());
+    // The stored ones moved both members' lists, newest first.
+    assert_eq!(listed(&store, a).await, vec![ad.clone(), ab.clone()]);
+    assert_eq!(listed(&store, b).await, vec![ab.clone()]);
+    // Once friends, the refused keys are fresh: they were never recorded.
+    crate::testing::befriend(&store, a, c).await;
+    let again = store
+        .append(vec![msg(&ac, a, "k1"), msg(&ac, c, "k2")])
+        .await;
+    assert_eq!(seqs(again), vec![Ok((1, false)), Ok((2, false))]);
+}
+
+/// Issue 13 (session 8): on a Cluster a batch spanning every primary is one script call per
+/// conversation (a script touches one slot), all sent together; each message still gets its
+/// own result in the batch's order, a refused one writes nothing, a repeat inside the batch is
+/// a duplicate, and the lists (other slots) move for the accepted messages only.
+#[tokio::test]
+async fn a_batch_across_slots_keeps_every_result_on_a_cluster() {
+    let cluster = crate::testing::RedisCluster::start(3, 0).expect("cluster");
+    let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    // Conversations until each third of the slot space (one primary each) has two.
+    let mut convs = Vec::new();
+    let mut per_third = [0; 3];
+    while per_third.iter().any(|n| *n < 2) {
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        let c = ConversationId::direct(a, b);
+        let slot = match store
+            .query(
+                ::redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(store.keys.meta(&c)),
+            )
+            .await
+        {
+            Ok(Value::Int(slot)) => slot,
+            other => panic!("CLUSTER KEYSLOT answered {other:?}"),
+        };
+        let third = (slot as usize * 3 / 16384).min(2);
+        if per_third[third] < 2 {
+            per_third[third] += 1;
+            // One pair per third stays strangers.
+            let friends = per_third[third] == 1;
+            if friends {
+                crate::testing::befriend(&store, a, b).await;
+            }
+            convs.push((c, a, b, friends));
+        }
+    }
+    let mut batch = Vec::new();
+    for (c, a, b, _) in &convs {
+        batch.extend([msg(c, *a, "k1"), msg(c, *b, "k2"), msg(c, *a, "k1")]);
+    }
+    let results = seqs(store.append(batch).await);
+    assert_eq!(results.len(), 3 * convs.len());
+    for ((c, a, b, friends), got) in convs.iter().zip(results.chunks(3)) {
+        if *friends {
+            assert_eq!(got, [Ok((1, false)), Ok((2, false)), Ok((1, true))], "{c}");
+            assert_eq!(store.last_seq(c).await.unwrap(), 2);
+            assert_eq!(listed(&store, *a).await, vec![c.clone()]);
+            assert_eq!(listed(&store, *b).await, vec![c.clone()]);
+        } else {
+            assert!(got.iter().all(|r| r == &Err(StoreError::NotFriends)), "{c}");
+            assert_eq!(store.last_seq(c).await.unwrap(), 0);
+            assert!(hash(&store, store.keys.meta(c)).await.is_empty());
+            assert!(listed(&store, *a).await.is_empty());
+            assert!(listed(&store, *b).await.is_empty());
+        }
+    }
 }

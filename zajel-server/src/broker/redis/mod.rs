@@ -14,9 +14,11 @@
 //! de-duplication) and the recipient ids; the receiving node hands it to its hub without
 //! parsing the JSON.
 //!
-//! **Presence.** Every connection adds 1 to its node's count in the user's presence hash (a
-//! Lua script, atomic, returning the whole hash): a user is online iff some live node has a
-//! count above 0. Each node refreshes a heartbeat key `P:node:{N}` (`PX node_ttl_ms`) every
+//! **Presence.** Every connection opening or closing writes its node's count (the hub's) into
+//! the user's presence hash (a Lua script, atomic, returning the previous count and the
+//! hash): a user is online iff some live node has a count above 0. A write Redis does not
+//! take marks the user dirty; a repair task writes the count again until it is taken
+//! (`presence.rs`). Each node refreshes a heartbeat key `P:node:{N}` (`PX node_ttl_ms`) every
 //! `heartbeat_ms` and is a member of the set `P:nodes`; the users it holds are in
 //! `P:node:{N}:users`. Every `sweep_ms` each node checks the other members' heartbeats; the
 //! first node to remove a dead member from `P:nodes` (`SREM` returns 1 to one node only)
@@ -46,11 +48,11 @@ use crate::hub::{Broker, CLOSE_LAGGED, ConnId, Event, Hub};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, IntoConnectionInfo};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
-use tasks::{heartbeat, publisher, subscriber};
+use tasks::{heartbeat, publisher, repair, subscriber};
 use tokio::sync::{mpsc, watch};
 use zajel_core::UserId;
 use zajel_core::store::redis::RedisConnection;
@@ -195,6 +197,15 @@ struct Shared {
     /// failed): the heartbeat marks them missed on the nodes holding them, which close their
     /// connections with 4008 so they resume.
     lost_users: Mutex<HashSet<UserId>>,
+    /// Users whose entry for this node in their presence hash may be wrong (an update Redis
+    /// did not take); the repair task rewrites them (see `presence.rs`).
+    dirty: Mutex<HashMap<UserId, presence::Dirty>>,
+    dirty_wake: tokio::sync::Notify,
+    /// Dead nodes this node claimed (won the `SREM`) and has not finished reaping.
+    reaping: Mutex<HashSet<String>>,
+    /// Where presence changes found in the background go (user, online): the engine tells
+    /// the user's friends (and records last seen when offline).
+    announcements: OnceLock<mpsc::UnboundedSender<(UserId, bool)>>,
 }
 
 /// Cross-node delivery and cluster-wide presence over one Redis (see the module docs).
@@ -315,6 +326,10 @@ impl RedisBroker {
                 received: AtomicU64::new(0),
                 lost: AtomicU64::new(0),
                 lost_users: Mutex::new(HashSet::new()),
+                dirty: Mutex::new(HashMap::new()),
+                dirty_wake: tokio::sync::Notify::new(),
+                reaping: Mutex::new(HashSet::new()),
+                announcements: OnceLock::new(),
             }),
         })
     }
@@ -339,14 +354,20 @@ impl RedisBroker {
         self.shared.lost.load(Ordering::Relaxed)
     }
 
-    /// Starts the background tasks (subscriber, publisher, heartbeat and sweep) delivering
-    /// into `hub`; users found offline after a node died are sent on `offline`. Must run in a
-    /// Tokio runtime. Only the first call has an effect.
-    pub(crate) fn start(&self, hub: Arc<Hub>, offline: mpsc::UnboundedSender<UserId>) {
+    /// Starts the background tasks (subscriber, publisher, heartbeat and sweep, presence
+    /// repair) delivering into `hub`; presence changes found in the background (users offline
+    /// after their node died, a repaired update) are sent on `announcements` as (user,
+    /// online). Must run in a Tokio runtime. Only the first call has an effect.
+    pub(crate) fn start(
+        &self,
+        hub: Arc<Hub>,
+        announcements: mpsc::UnboundedSender<(UserId, bool)>,
+    ) {
         if self.shared.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let _ = self.shared.hub.set(hub);
+        let _ = self.shared.announcements.set(announcements);
         let rx = self
             .shared
             .out_rx
@@ -357,7 +378,8 @@ impl RedisBroker {
             tokio::spawn(publisher(self.shared.clone(), rx));
         }
         tokio::spawn(subscriber(self.shared.clone()));
-        tokio::spawn(heartbeat(self.shared.clone(), offline));
+        tokio::spawn(heartbeat(self.shared.clone()));
+        tokio::spawn(repair(self.shared.clone()));
     }
 
     /// Leaves the cluster after a graceful shutdown: stops the background tasks and deletes
@@ -376,11 +398,6 @@ impl RedisBroker {
     fn hub(&self) -> Option<&Arc<Hub>> {
         self.shared.hub.get()
     }
-
-    fn user_lock(&self, user: UserId) -> &tokio::sync::Mutex<()> {
-        let i = (user.0.as_u128() % self.shared.user_locks.len() as u128) as usize;
-        &self.shared.user_locks[i]
-    }
 }
 
 impl Shared {
@@ -395,6 +412,10 @@ impl Shared {
         let mut cmd = redis::cmd(name);
         cmd.arg(self.keys.channel(node)).arg(payload);
         cmd
+    }
+
+    fn lock_reaping(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.reaping.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Remembers recipients whose cross-node delivery was lost (see `lost_users`).

@@ -1,9 +1,15 @@
--- Adds ARGV[2] (+1 or -1) to this node's connection count of one user and returns the whole
--- hash (node id -> count) after the change. A count that drops to 0 (or below, after a data
--- loss) removes the field.
--- KEYS[1] = P:{u:<uid>}:presence   ARGV[1] = node id   ARGV[2] = delta
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-if n <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
+-- Sets this node's connection count of one user to ARGV[2], the count its hub holds: an
+-- absolute write, so retrying or repeating it (the repair of a failed update) cannot count a
+-- connection twice. 0 removes the field (HDEL, which Redis takes even when full).
+-- Returns {previous count, the hash (node id -> count) after the change}.
+-- KEYS[1] = P:{u:<uid>}:presence   ARGV[1] = node id   ARGV[2] = count (>= 0)
+local prev = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local n = tonumber(ARGV[2])
+if n ~= prev then
+  if n > 0 then
+    redis.call('HSET', KEYS[1], ARGV[1], n)
+  else
+    redis.call('HDEL', KEYS[1], ARGV[1])
+  end
 end
-return redis.call('HGETALL', KEYS[1])
+return {prev, redis.call('HGETALL', KEYS[1])}

@@ -2,6 +2,7 @@
 //! (this node's channel, with gap detection), the heartbeat and the dead-node sweep.
 
 use super::envelope::{decode, decode_close, encode};
+use super::presence::Dirty;
 use super::{BATCH, Outgoing, Shared};
 use crate::hub::{CLOSE_LAGGED, ConnId};
 use futures_util::StreamExt;
@@ -147,11 +148,13 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
                 // A node that holds recipients but was not subscribed (its subscription is
                 // reconnecting) missed the event: tell it which users to resync.
                 let mut missed = Vec::new();
+                let mut missed_users: Vec<UserId> = Vec::new();
                 for ((t, on), replies) in targets.iter().zip(recipients).zip(receivers) {
                     let mut ids: Vec<String> = Vec::new();
                     for (users, n) in on.iter().zip(replies) {
                         if matches!(n, Value::Int(0)) {
                             ids.extend(users.iter().map(UserId::to_string));
+                            missed_users.extend(users);
                         }
                     }
                     if !ids.is_empty() {
@@ -161,7 +164,9 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
                 if !missed.is_empty()
                     && let Err(e) = shared.con.query_groups(missed).await
                 {
-                    tracing::warn!(error = %e, "could not record missed cross-node deliveries");
+                    // Not only logged: the heartbeat marks them again until Redis takes it.
+                    shared.lose(&missed_users);
+                    tracing::warn!(error = %e, "could not record missed cross-node deliveries; retrying");
                 }
             }
             Err(e) => {
@@ -247,7 +252,7 @@ pub(super) async fn subscriber(shared: Arc<Shared>) {
     }
 }
 
-pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSender<UserId>) {
+pub(super) async fn heartbeat(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let mut beat = tokio::time::interval(Duration::from_millis(shared.config.heartbeat_ms.max(1)));
     let mut sweep = tokio::time::interval(Duration::from_millis(shared.config.sweep_ms.max(1)));
@@ -309,7 +314,7 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, offline: mpsc::UnboundedSende
                 }
             }
             _ = sweep.tick() => {
-                if let Err(e) = sweep_dead(&shared, &mut con, &offline).await {
+                if let Err(e) = sweep_dead(&shared, &mut con).await {
                     tracing::warn!(error = %e, "dead-node sweep failed");
                 }
             }
@@ -356,11 +361,7 @@ async fn mark_lost(shared: &Shared) -> redis::RedisResult<()> {
 
 /// Finds nodes whose heartbeat expired, claims each (one node wins the `SREM`), removes its
 /// presence entries and reports users now offline everywhere.
-async fn sweep_dead(
-    shared: &Shared,
-    con: &mut RedisConnection,
-    offline: &mpsc::UnboundedSender<UserId>,
-) -> redis::RedisResult<()> {
+async fn sweep_dead(shared: &Shared, con: &mut RedisConnection) -> redis::RedisResult<()> {
     let members: Vec<String> = con.smembers(shared.keys.nodes()).await?;
     let others: Vec<String> = members.into_iter().filter(|n| *n != shared.node).collect();
     if others.is_empty() {
@@ -394,43 +395,108 @@ async fn sweep_dead(
     *shared.dead.write().unwrap_or_else(|e| e.into_inner()) = dead.iter().cloned().collect();
     for node in dead {
         let claimed: i64 = con.srem(shared.keys.nodes(), &node).await?;
-        if claimed != 1 {
-            continue;
+        if claimed == 1 {
+            tracing::info!(node = %node, "node is dead (heartbeat expired); reaping its presence");
+            shared.lock_reaping().insert(node);
         }
-        tracing::info!(node = %node, "node is dead (heartbeat expired); reaping its presence");
-        let users: Vec<String> = con.smembers(shared.keys.node_users(&node)).await?;
-        for chunk in users.chunks(BATCH) {
-            let ids: Vec<UserId> = chunk.iter().filter_map(|u| u.parse().ok()).collect();
-            let groups = ids
-                .iter()
-                .map(|&u| {
-                    // EVAL (not EVALSHA): runs once per dead node, no NOSCRIPT handling needed.
-                    let mut c = redis::cmd("EVAL");
-                    c.arg(REAP_LUA)
-                        .arg(1)
-                        .arg(shared.keys.presence(u))
-                        .arg(&node);
-                    vec![c]
-                })
-                .collect();
-            let hashes = con
-                .query_groups(groups)
-                .await?
-                .into_iter()
-                .map(|mut g| match g.pop() {
-                    Some(v) => Ok(redis::from_redis_value::<Vec<(String, i64)>>(v)?),
-                    None => Ok(Vec::new()),
-                })
-                .collect::<redis::RedisResult<Vec<_>>>()?;
-            for (u, h) in ids.into_iter().zip(hashes) {
-                let (mine, others) = shared.split_counts(&h);
-                if mine <= 0 && !others {
-                    let _ = offline.send(u);
-                }
-            }
+    }
+    // Claimed nodes stay here until reaped: no other node will claim them again, so a reap
+    // that fails halfway is retried at the next sweep (it is idempotent) rather than leaving
+    // the dead node's users online forever.
+    let pending: Vec<String> = shared.lock_reaping().iter().cloned().collect();
+    for node in pending {
+        let alive: bool = con.exists(shared.keys.heartbeat(&node)).await?;
+        if !alive {
+            reap(shared, con, &node).await?;
         }
-        con.del::<_, ()>(&[shared.keys.node_users(&node), shared.keys.missed(&node)])
-            .await?;
+        shared.lock_reaping().remove(&node);
     }
     Ok(())
+}
+
+/// Removes dead node `node`'s entries from its users' presence hashes, announces the users
+/// now offline everywhere, then drops the node's users and missed sets.
+async fn reap(shared: &Shared, con: &mut RedisConnection, node: &str) -> redis::RedisResult<()> {
+    let users: Vec<String> = con.smembers(shared.keys.node_users(node)).await?;
+    for chunk in users.chunks(BATCH) {
+        let ids: Vec<UserId> = chunk.iter().filter_map(|u| u.parse().ok()).collect();
+        let groups = ids
+            .iter()
+            .map(|&u| {
+                // EVAL (not EVALSHA): runs once per dead node, no NOSCRIPT handling needed.
+                let mut c = redis::cmd("EVAL");
+                c.arg(REAP_LUA)
+                    .arg(1)
+                    .arg(shared.keys.presence(u))
+                    .arg(node);
+                vec![c]
+            })
+            .collect();
+        let hashes = con
+            .query_groups(groups)
+            .await?
+            .into_iter()
+            .map(|mut g| match g.pop() {
+                Some(v) => Ok(redis::from_redis_value::<Vec<(String, i64)>>(v)?),
+                None => Ok(Vec::new()),
+            })
+            .collect::<redis::RedisResult<Vec<_>>>()?;
+        for (u, h) in ids.into_iter().zip(hashes) {
+            let (mine, others) = shared.split_counts(&h);
+            if mine <= 0 && !others {
+                shared.announce(u, false);
+            }
+        }
+    }
+    con.del::<_, ()>(&[shared.keys.node_users(node), shared.keys.missed(node)])
+        .await?;
+    Ok(())
+}
+
+/// Rewrites the presence entries of the users whose update Redis did not take (see
+/// `presence.rs`), as soon as they are marked and then with backoff (0.1 s doubling to 2 s)
+/// until Redis takes every one.
+pub(super) async fn repair(shared: Arc<Shared>) {
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut stop = shared.stop.subscribe();
+    let mut backoff = FIRST;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = shared.dirty_wake.notified() => {}
+        }
+        loop {
+            let batch: Vec<(UserId, Dirty)> = shared
+                .dirty
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain()
+                .collect();
+            if batch.is_empty() {
+                backoff = FIRST;
+                break;
+            }
+            let mut failed = None;
+            for (user, dirty) in batch {
+                if failed.is_some() {
+                    shared.requeue_dirty(user, dirty);
+                    continue;
+                }
+                if let Err(e) = shared.repair_user(user, dirty).await {
+                    shared.requeue_dirty(user, dirty);
+                    failed = Some(e);
+                }
+            }
+            let Some(e) = failed else {
+                backoff = FIRST;
+                continue;
+            };
+            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "presence repair: Redis still does not take the update");
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
 }
