@@ -370,7 +370,7 @@ async fn sweep_dead(shared: &Shared, con: &mut RedisConnection) -> redis::RedisR
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        return Ok(());
+        return reap_claimed(shared, con).await;
     }
     let groups = others
         .iter()
@@ -400,9 +400,13 @@ async fn sweep_dead(shared: &Shared, con: &mut RedisConnection) -> redis::RedisR
             shared.lock_reaping().insert(node);
         }
     }
-    // Claimed nodes stay here until reaped: no other node will claim them again, so a reap
-    // that fails halfway is retried at the next sweep (it is idempotent) rather than leaving
-    // the dead node's users online forever.
+    reap_claimed(shared, con).await
+}
+
+/// Reaps the dead nodes this node claimed. They stay claimed until reaped: no other node will
+/// claim them again (they left `P:nodes`), so a reap that fails halfway is retried at the next
+/// sweep (it is idempotent) rather than leaving the dead node's users online forever.
+async fn reap_claimed(shared: &Shared, con: &mut RedisConnection) -> redis::RedisResult<()> {
     let pending: Vec<String> = shared.lock_reaping().iter().cloned().collect();
     for node in pending {
         let alive: bool = con.exists(shared.keys.heartbeat(&node)).await?;
