@@ -421,7 +421,13 @@ pub async fn open_backend(
         Backend::Memory => (Arc::new(zajel_core::MemoryStore::new()), Box::new(())),
         Backend::Embedded => {
             let dir = tempfile::tempdir()?;
-            let store = zajel_core::EmbeddedStore::open(dir.path().join("load.redb"))?;
+            // The server's own variable, so a run can compare commit pacing settings.
+            let mut options = zajel_core::store::embedded::EmbeddedOptions::default();
+            if let Ok(us) = std::env::var("ZAJEL_EMBEDDED_COMMIT_INTERVAL_US") {
+                options.commit_interval = std::time::Duration::from_micros(us.parse()?);
+            }
+            let store =
+                zajel_core::EmbeddedStore::open_with(dir.path().join("load.redb"), options)?;
             (Arc::new(store), Box::new(dir))
         }
         Backend::Redis | Backend::RedisAof | Backend::RedisCrossNode => {

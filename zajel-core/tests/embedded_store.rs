@@ -492,3 +492,77 @@ async fn thousand_concurrent_senders_share_fsyncs() {
     let conv = ConversationId::direct(users[0], users[1]);
     assert_eq!(store.last_seq(&conv).await.unwrap(), 2 * EACH as u64);
 }
+
+/// Commit pacing (`EmbeddedOptions::commit_interval`): senders that trickle in while others
+/// are in flight share commits, and a lone sender never waits for the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_commits_group_trickling_senders_and_never_delay_a_lone_one() {
+    use std::time::Duration;
+    use zajel_core::store::embedded::EmbeddedOptions;
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that one commit plus a sender's stagger always fits inside it.
+    let interval = Duration::from_millis(400);
+    let options = EmbeddedOptions {
+        commit_interval: interval,
+        ..EmbeddedOptions::default()
+    };
+    let store = Arc::new(EmbeddedStore::open_with(dir.path(), options).unwrap());
+    let a = store.create_user(&name("alice"), None, T0).await.unwrap();
+    let b = store.create_user(&name("bob"), None, T0).await.unwrap();
+    zajel_core::testing::befriend(&*store, a.id, b.id).await;
+    let conv = ConversationId::direct(a.id, b.id);
+
+    // A lone sender: each append commits alone, so pacing never holds one back. Twenty in a
+    // row would take 8 s if it did; the timeout is far below that.
+    let lone = async {
+        for i in 0..20 {
+            let m = msg(&conv, a.id, "lone", &format!("lone{i}"));
+            store.append(vec![m]).await.pop().unwrap().unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(4), lone)
+        .await
+        .expect("a lone sender was held back by commit pacing");
+
+    // Ten appends at once (the writer commits the first and then a batch of the rest: a
+    // commit of several operations means concurrent senders), then twenty more trickling in
+    // 5 ms apart, each without waiting for the previous. Unpaced, each trickling append finds
+    // the writer idle and commits alone (~22 commits); paced, they wait for the next commit,
+    // which starts at most every 400 ms.
+    let before = store.commit_count();
+    let barrier = Arc::new(tokio::sync::Barrier::new(30));
+    let tasks: Vec<_> = (0..30u64)
+        .map(|i| {
+            let (store, conv, barrier) = (store.clone(), conv.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                tokio::time::sleep(Duration::from_millis(5 * i.saturating_sub(9))).await;
+                let m = msg(&conv, b.id, "burst", &format!("t{i}"));
+                store
+                    .append(vec![m])
+                    .await
+                    .pop()
+                    .unwrap()
+                    .unwrap()
+                    .message
+                    .seq
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    let commits = store.commit_count() - before;
+    assert!(
+        commits <= 5,
+        "10 appends at once and 20 trickling in over 100 ms took {commits} commits"
+    );
+    // Nothing lost, nothing doubled: every acknowledged append is in the history, in order.
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (21..=50).collect::<Vec<_>>());
+    let page = store.history(&conv, all(100)).await.unwrap();
+    let listed: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(listed, (1..=50).collect::<Vec<_>>());
+}

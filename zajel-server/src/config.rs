@@ -254,6 +254,10 @@ mod standalone {
         /// Embedded store: writes that may wait for the writer thread [default: 4096].
         #[arg(long, env = "ZAJEL_EMBEDDED_QUEUE_CAPACITY")]
         pub embedded_queue_capacity: Option<usize>,
+        /// Embedded store: shortest time between two commits' starts while senders are
+        /// concurrent, in µs; 0 commits as soon as anything is queued [default: 1000].
+        #[arg(long, env = "ZAJEL_EMBEDDED_COMMIT_INTERVAL_US")]
+        pub embedded_commit_interval_us: Option<u64>,
         /// How long a retried send is recognised as a duplicate, in ms (either store)
         /// [default: 86400000 = 24 h].
         #[arg(long, env = "ZAJEL_DEDUPE_WINDOW_MS")]
@@ -318,6 +322,7 @@ mod standalone {
                 redis_command_timeout_ms: None,
                 redis_connect_timeout_ms: None,
                 embedded_queue_capacity: None,
+                embedded_commit_interval_us: None,
                 dedupe_window_ms: None,
                 node_id: None,
                 node_heartbeat_ms: None,
@@ -533,6 +538,9 @@ mod standalone {
             if let Some(n) = self.embedded_queue_capacity {
                 o.queue_capacity = n.max(1);
             }
+            if let Some(us) = self.embedded_commit_interval_us {
+                o.commit_interval = std::time::Duration::from_micros(us);
+            }
             if let Some(ms) = self.dedupe_window_ms {
                 o.dedupe_window_ms = ms;
             }
@@ -697,7 +705,7 @@ mod standalone {
         #[test]
         #[cfg(all(feature = "redis", feature = "embedded"))]
         fn redis_cluster_seeds_and_store_options() {
-            let file = "redis_cluster = [\"redis://f1:7000\"]\nredis_command_timeout_ms = 500\nembedded_queue_capacity = 64\n";
+            let file = "redis_cluster = [\"redis://f1:7000\"]\nredis_command_timeout_ms = 500\nembedded_queue_capacity = 64\nembedded_commit_interval_us = 500\n";
             let s = resolve(file, &[]);
             assert_eq!(s.redis_cluster, ["redis://f1:7000"]);
             assert_eq!(
@@ -705,6 +713,10 @@ mod standalone {
                 std::time::Duration::from_millis(500)
             );
             assert_eq!(s.embedded_options().queue_capacity, 64);
+            assert_eq!(
+                s.embedded_options().commit_interval,
+                std::time::Duration::from_micros(500)
+            );
             let s = resolve(
                 file,
                 &[

@@ -18,7 +18,9 @@ pub trait Presence: Send + Sync + 'static {
     /// the user's first connection on this node. Returns true when the user just came online
     /// (no other connection anywhere), i.e. when friends must be told `online`.
     ///
-    /// Returns only once later publications to `user` will reach this node.
+    /// Returns only once later publications to `user` will reach this node (for the Redis
+    /// broker: once Redis took the registration; if it did not, the broker's repair task
+    /// registers the connection as soon as Redis takes writes again).
     async fn connected(&self, user: UserId, first_local: bool) -> bool;
 
     /// A connection of `user` on this node ended; `last_local` says whether it was the user's

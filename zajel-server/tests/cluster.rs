@@ -302,3 +302,82 @@ async fn primary_failover_clients_resume_nothing_replicated_is_lost() {
     na.stop().await;
     nb.stop().await;
 }
+
+/// A presence registration refused by one full primary of a Cluster (the one holding bob's
+/// keys). Once it has room, node B repairs bob's registration and, since on a Cluster a
+/// refusal by one primary does not prove that no other primary stored a message for bob
+/// meanwhile, closes his connection with 4008 so he resumes; then messages reach him live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_a_full_primary_refused_is_repaired_and_resumed() {
+    let mut cluster = RedisCluster::start(3, 0).expect("redis cluster");
+    let na = node(&cluster, "node-a").await;
+    let nb = node(&cluster, "node-b").await;
+    let presence = |u: &Account| format!("zajel:{{u:{}}}:presence", u.id);
+    let alice = register(na.addr, "alice").await;
+    let bob = register(nb.addr, "bob").await;
+    let conv = dm(&alice, &bob);
+    let (mut a, b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
+    b.close().await;
+    let full = cluster.master_of(&presence(&bob)).unwrap();
+    let mut con = redis::Client::open(cluster.node(full).url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let registry = async |con: &mut redis::aio::MultiplexedConnection| -> Vec<(String, i64)> {
+        redis::cmd("HGETALL")
+            .arg(presence(&bob))
+            .query_async(con)
+            .await
+            .unwrap()
+    };
+    let config = async |con: &mut redis::aio::MultiplexedConnection, max: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(max)
+            .query_async::<()>(con)
+            .await
+            .unwrap();
+    };
+    config(&mut con, "1").await;
+
+    let mut b = Client::connect(nb.addr, "bob").await;
+    let ok = b.auth(&bob.token, None).await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    assert!(
+        registry(&mut con).await.is_empty(),
+        "the full primary took a write"
+    );
+    // A send to bob fails too (his conversation list is on the full primary): nothing is
+    // acknowledged, alice's client will retry.
+    let sent = a
+        .call(
+            json!({"type": "send", "conversation": conv, "body": "while unregistered",
+            "idempotency_key": "k-away"}),
+        )
+        .await;
+    assert_eq!(sent["code"], "unavailable", "{sent}");
+
+    config(&mut con, "0").await;
+    let (code, frames) = b.expect_close().await;
+    assert_eq!(code, 4008, "{frames:?}");
+    assert!(frames.iter().all(|f| f["type"] != "message"), "{frames:?}");
+    assert_eq!(registry(&mut con).await, vec![("node-b".to_owned(), 1)]);
+    // bob resumes; alice's retry (same key) and her next message arrive live.
+    let mut b = Client::connect(nb.addr, "bob").await;
+    let ok = b
+        .auth(&bob.token, Some(json!({"cursors": {conv.clone(): 0}})))
+        .await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    b.expect("synced").await;
+    for (body, key) in [("while unregistered", "k-away"), ("live", "k-live")] {
+        let sent = send_retrying(&mut a, &conv, body, key).await;
+        assert_eq!(sent["message"]["body"], body, "{sent}");
+        assert_eq!(b.expect("message").await["message"]["body"], body);
+    }
+    a.close().await;
+    b.close().await;
+    na.stop().await;
+    nb.stop().await;
+}

@@ -730,7 +730,7 @@ async fn misconf(con: &mut redis::aio::MultiplexedConnection, dir: &str) {
 /// registers him by itself and a message from alice on node A reaches him live, on the same
 /// connection. (b) bob's last connection closes while Redis refuses writes (`MISCONF`): once
 /// it takes them, node B's entry is gone, alice sees him offline and his last seen is
-/// recorded.
+/// recorded. (c) Under `OOM` his last connection's close is taken at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_presence_updates_are_repaired() {
     let redis =
@@ -823,6 +823,20 @@ async fn refused_presence_updates_are_repaired() {
         assert!(Instant::now() < deadline, "last seen never recorded: {f}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Under `OOM` a count going to 0 is an `HDEL`, which a full Redis takes: no repair needed.
+    let (b, _) = Client::login(nb.addr, &bob).await;
+    expect_presence(&mut a, &bob, true).await;
+    wait_registry(&mut con, &bob, &[("node-b", 1)]).await;
+    redis_cmd(&mut con, &["CONFIG", "SET", "maxmemory", "1"])
+        .await
+        .unwrap();
+    b.close().await;
+    expect_presence(&mut a, &bob, false).await;
+    wait_registry(&mut con, &bob, &[]).await;
+    redis_cmd(&mut con, &["CONFIG", "SET", "maxmemory", "0"])
+        .await
+        .unwrap();
     a.close().await;
     na.stop().await;
     nb.stop().await;

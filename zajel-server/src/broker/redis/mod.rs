@@ -198,9 +198,8 @@ struct Shared {
     /// connections with 4008 so they resume.
     lost_users: Mutex<HashSet<UserId>>,
     /// Users whose entry for this node in their presence hash may be wrong (an update Redis
-    /// did not take), with what this node announced for them meanwhile; the repair task
-    /// rewrites them (see `presence.rs`).
-    dirty: Mutex<HashMap<UserId, Option<bool>>>,
+    /// did not take); the repair task rewrites them (see `presence.rs`).
+    dirty: Mutex<HashMap<UserId, presence::Dirty>>,
     dirty_wake: tokio::sync::Notify,
     /// Dead nodes this node claimed (won the `SREM`) and has not finished reaping.
     reaping: Mutex<HashSet<String>>,

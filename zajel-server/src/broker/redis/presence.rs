@@ -8,6 +8,7 @@
 //! (see `docs/server.md`, "Presence updates Redis does not take").
 
 use super::{RedisBroker, Shared};
+use crate::hub::CLOSE_LAGGED;
 use crate::presence::Presence;
 use redis::{AsyncCommands, Script};
 use std::sync::LazyLock;
@@ -44,6 +45,29 @@ impl Written {
     /// Whether the user is online anywhere after the write.
     fn online(self) -> bool {
         self.mine > 0 || self.others
+    }
+}
+
+/// A user whose entry for this node may be wrong in Redis (an update it did not take).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Dirty {
+    /// What this node announced for the user from its own view meanwhile.
+    announced: Option<bool>,
+    /// The failure does not prove that nothing was stored meanwhile (a timeout, a lost
+    /// connection, a Cluster): other nodes may have stored events for the user and, not
+    /// finding this node in the registry, not published them here. If the repair finds the
+    /// node was missing, it closes the user's connections here with 4008 so they resume.
+    resume: bool,
+}
+
+impl Dirty {
+    /// Folds a later failure into this one; `announced` is the latest thing said, unless
+    /// the later one said nothing.
+    fn merge(&mut self, later: Dirty) {
+        if later.announced.is_some() {
+            self.announced = later.announced;
+        }
+        self.resume |= later.resume;
     }
 }
 
@@ -95,7 +119,7 @@ impl Shared {
             // The reaper reads that set if this node dies: a user missing from it would stay
             // online forever.
             tracing::warn!(user = %user, error = %e, "presence: could not update the node's users; will retry");
-            self.mark_dirty(user, None);
+            self.mark_dirty(user, None, None);
         }
         Ok(Written {
             prev,
@@ -104,39 +128,62 @@ impl Shared {
         })
     }
 
-    /// Remembers that `user`'s entry for this node may be wrong in Redis; `announced` is what
-    /// this node told their friends from its own view meanwhile (kept until a repair).
-    pub(super) fn mark_dirty(&self, user: UserId, announced: Option<bool>) {
-        {
-            let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-            let e = dirty.entry(user).or_insert(None);
-            if announced.is_some() {
-                *e = announced;
-            }
-        }
-        self.dirty_wake.notify_one();
-    }
-
-    /// Puts back a user whose repair failed, without losing a newer announcement.
-    pub(super) fn requeue_dirty(&self, user: UserId, announced: Option<bool>) {
-        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-        let e = dirty.entry(user).or_insert(None);
-        if e.is_none() {
-            *e = announced;
-        }
-    }
-
-    /// Rewrites `user`'s entry for this node and announces what the failed updates owed.
-    pub(super) async fn repair_user(
+    /// Remembers that `user`'s entry for this node may be wrong in Redis after `error`;
+    /// `announced` is what this node told their friends from its own view meanwhile (kept
+    /// until a repair).
+    pub(super) fn mark_dirty(
         &self,
         user: UserId,
         announced: Option<bool>,
-    ) -> redis::RedisResult<()> {
+        error: Option<&redis::RedisError>,
+    ) {
+        let later = Dirty {
+            announced,
+            resume: error.is_some_and(|e| !self.nothing_stored_during(e)),
+        };
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(user)
+            .or_default()
+            .merge(later);
+        self.dirty_wake.notify_one();
+    }
+
+    /// Whether `error` shows that the store could not take writes either: one Redis (the
+    /// store's) refusing every write. Then no event was stored, so none was missed.
+    fn nothing_stored_during(&self, error: &redis::RedisError) -> bool {
+        !self.con.is_cluster()
+            && matches!(
+                error.code(),
+                Some("OOM" | "MISCONF" | "READONLY" | "NOREPLICAS")
+            )
+    }
+
+    /// Puts back a user whose repair failed, under anything marked since.
+    pub(super) fn requeue_dirty(&self, user: UserId, earlier: Dirty) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let e = dirty.entry(user).or_default();
+        let later = *e;
+        *e = earlier;
+        e.merge(later);
+    }
+
+    /// Rewrites `user`'s entry for this node and announces what the failed updates owed.
+    pub(super) async fn repair_user(&self, user: UserId, dirty: Dirty) -> redis::RedisResult<()> {
         let _g = self.user_lock(user).lock().await;
         let w = self.write_presence(user, true).await?;
-        if let Some(online) = repair_announcement(w, announced) {
+        if let Some(online) = repair_announcement(w, dirty.announced) {
             tracing::info!(user = %user, online, "presence repaired in Redis; announcing");
             self.announce(user, online);
+        }
+        if dirty.resume
+            && w.prev <= 0
+            && w.mine > 0
+            && let Some(hub) = self.hub.get()
+        {
+            tracing::info!(user = %user, "presence repaired after events may have been missed: closing (4008) to resume");
+            hub.close_user_older(user, hub.next_conn_id(), CLOSE_LAGGED, 1);
         }
         Ok(())
     }
@@ -172,7 +219,7 @@ impl Presence for RedisBroker {
             },
             Err(e) => {
                 tracing::warn!(user = %user, error = %e, "presence: Redis did not take the update; will repair");
-                shared.mark_dirty(user, first_local.then_some(true));
+                shared.mark_dirty(user, first_local.then_some(true), Some(&e));
                 first_local
             }
         }
@@ -192,7 +239,7 @@ impl Presence for RedisBroker {
             },
             Err(e) => {
                 tracing::warn!(user = %user, error = %e, "presence: Redis did not take the update; will repair");
-                shared.mark_dirty(user, last_local.then_some(false));
+                shared.mark_dirty(user, last_local.then_some(false), Some(&e));
                 last_local
             }
         }
@@ -255,6 +302,31 @@ mod tests {
         assert_eq!(w(0, 0, false).transition(), None);
         assert_eq!(w(0, 1, true).transition(), None);
         assert_eq!(w(1, 0, true).transition(), None);
+    }
+
+    #[test]
+    fn later_failures_keep_the_latest_announcement_and_any_resume() {
+        let mut d = Dirty {
+            announced: Some(true),
+            resume: true,
+        };
+        d.merge(Dirty {
+            announced: None,
+            resume: false,
+        });
+        assert_eq!(
+            d,
+            Dirty {
+                announced: Some(true),
+                resume: true
+            }
+        );
+        d.merge(Dirty {
+            announced: Some(false),
+            resume: false,
+        });
+        assert_eq!(d.announced, Some(false));
+        assert!(d.resume);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (this node's channel, with gap detection), the heartbeat and the dead-node sweep.
 
 use super::envelope::{decode, decode_close, encode};
+use super::presence::Dirty;
 use super::{BATCH, Outgoing, Shared};
 use crate::hub::{CLOSE_LAGGED, ConnId};
 use futures_util::StreamExt;
@@ -369,7 +370,7 @@ async fn sweep_dead(shared: &Shared, con: &mut RedisConnection) -> redis::RedisR
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        return Ok(());
+        return reap_claimed(shared, con).await;
     }
     let groups = others
         .iter()
@@ -399,9 +400,13 @@ async fn sweep_dead(shared: &Shared, con: &mut RedisConnection) -> redis::RedisR
             shared.lock_reaping().insert(node);
         }
     }
-    // Claimed nodes stay here until reaped: no other node will claim them again, so a reap
-    // that fails halfway is retried at the next sweep (it is idempotent) rather than leaving
-    // the dead node's users online forever.
+    reap_claimed(shared, con).await
+}
+
+/// Reaps the dead nodes this node claimed. They stay claimed until reaped: no other node will
+/// claim them again (they left `P:nodes`), so a reap that fails halfway is retried at the next
+/// sweep (it is idempotent) rather than leaving the dead node's users online forever.
+async fn reap_claimed(shared: &Shared, con: &mut RedisConnection) -> redis::RedisResult<()> {
     let pending: Vec<String> = shared.lock_reaping().iter().cloned().collect();
     for node in pending {
         let alive: bool = con.exists(shared.keys.heartbeat(&node)).await?;
@@ -465,7 +470,7 @@ pub(super) async fn repair(shared: Arc<Shared>) {
             () = shared.dirty_wake.notified() => {}
         }
         loop {
-            let batch: Vec<(UserId, Option<bool>)> = shared
+            let batch: Vec<(UserId, Dirty)> = shared
                 .dirty
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -476,13 +481,13 @@ pub(super) async fn repair(shared: Arc<Shared>) {
                 break;
             }
             let mut failed = None;
-            for (user, announced) in batch {
+            for (user, dirty) in batch {
                 if failed.is_some() {
-                    shared.requeue_dirty(user, announced);
+                    shared.requeue_dirty(user, dirty);
                     continue;
                 }
-                if let Err(e) = shared.repair_user(user, announced).await {
-                    shared.requeue_dirty(user, announced);
+                if let Err(e) = shared.repair_user(user, dirty).await {
+                    shared.requeue_dirty(user, dirty);
                     failed = Some(e);
                 }
             }
