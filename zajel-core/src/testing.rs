@@ -117,14 +117,15 @@ impl RedisServer {
                 .arg(dir.join("nodes.conf"));
         }
         cmd.args(&self.extra);
-        let child = cmd
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        self.child = Some(child);
         self.port = port;
-        wait_ready(port, &log)
+        let ready = wait_ready(&mut child, port, &log);
+        self.child = Some(child);
+        ready
     }
 
     /// The port it listens on.
@@ -206,10 +207,20 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_ready(port: u16, log: &Path) -> Result<(), RedisServerError> {
+/// Waits until the server answers `PING`. Fails at once if the process has exited (e.g. the
+/// port was taken by another process between a [`RedisServer::restart`]'s kill and start:
+/// the log then says why) rather than polling a dead server until the deadline.
+fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), RedisServerError> {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(RedisServerError::NotReady(
+                port,
+                format!("redis-server exited ({status}): {text}"),
+            ));
+        }
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
             if s.write_all(b"PING\r\n").is_ok() {

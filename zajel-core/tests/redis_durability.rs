@@ -159,3 +159,17 @@ async fn acknowledged_writes_survive_a_redis_kill() {
         "the post-restart friend changes survived"
     );
 }
+
+/// The harness: a restart whose port was taken meanwhile fails at once with redis-server's
+/// own reason (not after polling a dead process for 10 s), so a CI failure there says why.
+#[test]
+fn a_restart_onto_a_taken_port_fails_at_once_naming_the_cause() {
+    let mut server = RedisServer::start_persistent().expect("redis-server");
+    server.kill();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", server.port())).expect("bind");
+    let started = std::time::Instant::now();
+    let e = server.restart().expect_err("the port is taken").to_string();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{e}");
+    assert!(e.contains("exited"), "{e}");
+    assert!(e.to_lowercase().contains("address already in use"), "{e}");
+}
