@@ -19,8 +19,11 @@
 -- (written by swap_edge.lua with the pair hash), 'r:<user>' = read marks, '<window>:<sender>:
 -- <key>' = seq of an idempotency record, 'ib' = the window of the newest sweep of old records
 -- (below).
--- Returns, per message, {0, seq} for a new message, {1, seq, fields of the stored entry}
--- for a repeat, {2} when the members are not friends (nothing written).
+-- Returns one flat array, per message: seq (> 0) for a new message, 0 when the members are not
+-- friends (nothing written), or -seq followed by the fields of the stored entry (false if
+-- missing) for a repeat. Flat because each nested reply table costs Redis a table, a
+-- type probe of seven special fields ('err', 'ok', 'map'...) and a deferred length per
+-- message, and the client an array (issue 13, session 8).
 local prefix, lists = ARGV[1], ARGV[2] == '1'
 local sub, find, call = string.sub, string.find, redis.call
 
@@ -51,7 +54,7 @@ local function sweep(meta, window, cursor)
   call('HSET', meta, 'ib', r[1] == '0' and window or window .. ':' .. r[1])
 end
 
-local out = {}
+local out, n = {}, 0
 for a = 3, #ARGV, 7 do
   local c, window, mark = ARGV[a], ARGV[a + 1], ARGV[a + 4]
   local meta = prefix .. ':{c:' .. c .. '}:meta'
@@ -59,12 +62,14 @@ for a = 3, #ARGV, 7 do
   -- The friends-only rule, in the same atomic step as the write: a block or removal that
   -- swapped the edge before this script ran is seen; one after it orders after the message.
   if mark ~= '' and m[2] ~= '1' then
-    out[#out + 1] = {2}
+    n = n + 1
+    out[n] = 0
   else
     local dup = m[4] or m[5]
     if dup then
       local e = call('XRANGE', prefix .. ':{c:' .. c .. '}:log', dup .. '-0', dup .. '-0')
-      out[#out + 1] = {1, tonumber(dup), e[1] and e[1][2] or false}
+      out[n + 1], out[n + 2] = -tonumber(dup), e[1] and e[1][2] or false
+      n = n + 2
     else
       local seq = string.format('%d', (tonumber(m[1]) or 0) + 1)
       call('XADD', prefix .. ':{c:' .. c .. '}:log', seq .. '-0', 'm', ARGV[a + 5])
@@ -84,7 +89,8 @@ for a = 3, #ARGV, 7 do
           sweep(meta, window, '0')
         end
       end
-      out[#out + 1] = {0, tonumber(seq)}
+      n = n + 1
+      out[n] = tonumber(seq)
     end
     -- A repeat re-issues the list update too: that repairs a list a crash left behind.
     if lists then

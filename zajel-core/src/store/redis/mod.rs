@@ -1556,16 +1556,7 @@ impl RedisStore {
             } else {
                 lists.extend([None, None]);
             }
-            let message = Message {
-                id,
-                seq: 0,
-                sender: m.sender,
-                body: m.body.as_str().to_owned(),
-                sent_at: m.sent_at,
-                idempotency_key: m.idempotency_key.as_str().to_owned(),
-                conversation: m.conversation,
-            };
-            members_of_group.push((i, message));
+            members_of_group.push((i, unsequenced(id, m)));
         }
         if groups.is_empty() {
             return results
@@ -1589,20 +1580,10 @@ impl RedisStore {
                 },
                 Err(e) => Err(e.clone()),
             };
-            match reply {
-                Ok(values) if values.len() == group.len() => {
-                    for ((i, message), v) in group.into_iter().zip(values) {
-                        results[i] = Some(decode_append(message, v));
-                    }
-                }
-                Ok(values) => {
-                    let e = corrupt(format_args!(
-                        "append script answered {} of {} messages",
-                        values.len(),
-                        group.len()
-                    ));
-                    for (i, _) in group {
-                        results[i] = Some(Err(e.clone()));
+            match reply.and_then(|values| decode_appends(&group, values)) {
+                Ok(answers) => {
+                    for ((i, message), answer) in group.into_iter().zip(answers) {
+                        results[i] = Some(answer.decode(message));
                     }
                 }
                 Err(e) => {
@@ -1665,34 +1646,79 @@ fn friends_flag(edge: &Edge) -> &'static str {
     }
 }
 
-/// Turns an append script reply into the result: `{0, seq}` new, `{1, seq, fields}` repeat,
-/// `{2}` not friends.
-fn decode_append(mut message: Message, reply: Value) -> StoreResult<Appended> {
-    let mut parts = array(reply)?.into_iter();
-    let dup: u8 = int(parts.next().unwrap_or_default(), "append reply")?;
-    if dup == 2 {
-        return Err(StoreError::NotFriends);
+/// `m` as the message its append answers, before the script gives it its sequence.
+fn unsequenced(id: MessageId, m: NewMessage) -> Message {
+    Message {
+        id,
+        seq: 0,
+        sender: m.sender,
+        body: m.body.as_str().to_owned(),
+        sent_at: m.sent_at,
+        idempotency_key: m.idempotency_key.as_str().to_owned(),
+        conversation: m.conversation,
     }
-    let seq: u64 = int(parts.next().unwrap_or_default(), "append reply")?;
-    match dup {
-        0 => {
-            message.seq = seq;
-            Ok(Appended {
-                message,
-                duplicate: false,
-            })
-        }
-        1 => match parts.next() {
-            Some(Value::Nil) | None => Err(corrupt(format_args!(
+}
+
+/// One message's answer in the append script's flat reply (append.lua): `seq` new, `0` not
+/// friends, `-seq` then the stored entry's fields for a repeat.
+#[derive(Debug)]
+enum AppendAnswer {
+    New(u64),
+    NotFriends,
+    Repeat(u64, Value),
+}
+
+/// Splits a script call's flat reply into one answer per message of `group`; a reply that
+/// does not spell exactly one answer per message is `Corrupt` for the whole call.
+fn decode_appends(
+    group: &[(usize, Message)],
+    values: Vec<Value>,
+) -> StoreResult<Vec<AppendAnswer>> {
+    let mut values = values.into_iter();
+    let mut answers = Vec::with_capacity(group.len());
+    for _ in group {
+        let Some(v) = values.next() else { break };
+        let seq: i64 = int(v, "append reply")?;
+        answers.push(match seq {
+            0 => AppendAnswer::NotFriends,
+            s if s > 0 => AppendAnswer::New(s.unsigned_abs()),
+            s => match values.next() {
+                Some(entry) => AppendAnswer::Repeat(s.unsigned_abs(), entry),
+                None => break,
+            },
+        });
+    }
+    if answers.len() != group.len() || values.next().is_some() {
+        return Err(corrupt(format_args!(
+            "append script answered {} of {} messages, or more",
+            answers.len(),
+            group.len()
+        )));
+    }
+    Ok(answers)
+}
+
+impl AppendAnswer {
+    /// The result for `message` (the message as sent; a repeat answers the stored one).
+    fn decode(self, mut message: Message) -> StoreResult<Appended> {
+        match self {
+            Self::NotFriends => Err(StoreError::NotFriends),
+            Self::New(seq) => {
+                message.seq = seq;
+                Ok(Appended {
+                    message,
+                    duplicate: false,
+                })
+            }
+            Self::Repeat(seq, Value::Nil) => Err(corrupt(format_args!(
                 "idempotency record points to missing message {seq} in {}",
                 message.conversation
             ))),
-            Some(f) => Ok(Appended {
-                message: message_from_fields(&message.conversation, seq, f)?,
+            Self::Repeat(seq, fields) => Ok(Appended {
+                message: message_from_fields(&message.conversation, seq, fields)?,
                 duplicate: true,
             }),
-        },
-        other => Err(corrupt(format_args!("unexpected append reply {other}"))),
+        }
     }
 }
 

@@ -1501,3 +1501,41 @@ async fn a_batch_across_slots_keeps_every_result_on_a_cluster() {
         }
     }
 }
+
+/// The append script's flat reply (one integer per message, a repeat's entry after its
+/// `-seq`): a reply that does not spell exactly one answer per message, or spells one with
+/// a non-integer, is `Corrupt` for the whole call, never a panic or a shifted answer.
+#[test]
+fn a_malformed_append_reply_is_corrupt() {
+    let c = ConversationId::direct(UserId::new_random(), UserId::new_random());
+    let message = |k: usize| {
+        (
+            k,
+            unsequenced(MessageId::new_v7(), msg(&c, UserId::new_random(), "k")),
+        )
+    };
+    let group = vec![message(0), message(1)];
+    let ok = decode_appends(&group, vec![Value::Int(3), Value::Int(0)]).unwrap();
+    assert!(matches!(
+        ok[..],
+        [AppendAnswer::New(3), AppendAnswer::NotFriends]
+    ));
+    for bad in [
+        vec![Value::Int(3)],
+        vec![Value::Int(3), Value::Int(4), Value::Int(5)],
+        vec![Value::Int(3), Value::Int(-2)],
+        vec![Value::Int(-2), Value::Nil, Value::Int(1), Value::Int(1)],
+        vec![Value::Int(3), Value::SimpleString("x".into())],
+    ] {
+        assert!(
+            is_corrupt(decode_appends(&group, bad.clone())),
+            "{bad:?} was accepted"
+        );
+    }
+    let repeat = decode_appends(&group, vec![Value::Int(-2), Value::Nil, Value::Int(1)]).unwrap();
+    let [first, _] = <[AppendAnswer; 2]>::try_from(repeat).ok().unwrap();
+    assert!(
+        is_corrupt(first.decode(group[0].1.clone())),
+        "a repeat of a missing entry"
+    );
+}
