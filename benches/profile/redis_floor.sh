@@ -6,7 +6,7 @@
 # machine an indication, compare within one run.
 #   benches/profile/redis_floor.sh          (N=200000 C=50 F=100)
 # Redis CPU per operation: plain commands vs the same commands inside a script vs a trivial script.
-N=${N:-200000}; C=${C:-50}
+N=${N:-200000}; C=${C:-50}; F=${F:-100}
 PORT=$((30000 + RANDOM % 10000))
 D=$(mktemp -d)
 redis-server --port $PORT --save '' --appendonly no --dir $D > $D/log 2>&1 &

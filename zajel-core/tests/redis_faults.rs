@@ -321,7 +321,18 @@ async fn a_long_script_makes_the_store_unavailable_until_it_ends() {
             .arg(0)
             .query::<i64>(&mut busy)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until Redis answers BUSY (the script is running, past the threshold): a fixed
+    // sleep raced the thread's connect and EVAL on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cmd(&mut con, &["PING"]).await {
+            Err(e) if e.to_string().contains("BUSY") => break,
+            other => {
+                assert!(Instant::now() < deadline, "the script never ran: {other:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
     let id = UserId::new_random();
     unavailable("read", store.user(id).await, "BUSY");
     assert_unhealthy(&store, "BUSY");

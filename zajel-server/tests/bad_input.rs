@@ -320,9 +320,10 @@ async fn auth_and_idle_timeouts() {
     assert_eq!(anon.expect_close().await.0, 1008);
     let (mut c, ok) = Client::login(server.addr, &alice).await;
     assert_eq!(ok["limits"]["idle_timeout_ms"], 400);
-    // Pings keep it open past the idle timeout...
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Pings keep it open past the idle timeout (a ping every quarter of it: a sleep on a
+    // loaded machine overshoots, and half the timeout left too little margin)...
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         c.assert_alive().await;
     }
     // ...silence closes it.

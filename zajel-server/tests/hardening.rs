@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::sync::Arc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use zajel_core::{Timestamp, UserStore, Username};
 
 /// Item 1: an account without a password hash (created by a server-side API or OpenID
@@ -308,11 +309,30 @@ async fn connection_caps() {
     let (code, _) = c3.expect_close().await;
     assert_eq!(code, 1008);
     drop(c3);
-    // Its address slot is released when the server's connection task ends.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Its address slot is released when the server's connection task ends: until then a
+    // third socket is refused too, so wait for that (bounded) instead of a fixed sleep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let _idle = loop {
+        let mut req = format!("ws://{}/ws", server.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "zajel.v1".parse().expect("header"),
+        );
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the refused connection's slot was never released: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
     // Three open sockets from this address (two authenticated, one idle): a fourth upgrade
     // is refused with 429 before any WebSocket exists.
-    let _idle = Client::connect(server.addr, "idle").await;
     let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await;
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
