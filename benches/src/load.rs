@@ -413,6 +413,16 @@ pub fn spawn_config() -> zajel_server::ServerConfig {
     }
 }
 
+/// The embedded store's options, with the server's own `ZAJEL_EMBEDDED_COMMIT_INTERVAL_US`
+/// honoured, so a run can compare commit pacing settings.
+pub fn embedded_options_from_env() -> Result<zajel_core::store::embedded::EmbeddedOptions> {
+    let mut options = zajel_core::store::embedded::EmbeddedOptions::default();
+    if let Ok(us) = std::env::var("ZAJEL_EMBEDDED_COMMIT_INTERVAL_US") {
+        options.commit_interval = std::time::Duration::from_micros(us.parse()?);
+    }
+    Ok(options)
+}
+
 /// Opens the store a spawned server uses, and what keeps it alive (temp dir, redis-server).
 pub async fn open_backend(
     backend: Backend,
@@ -421,13 +431,10 @@ pub async fn open_backend(
         Backend::Memory => (Arc::new(zajel_core::MemoryStore::new()), Box::new(())),
         Backend::Embedded => {
             let dir = tempfile::tempdir()?;
-            // The server's own variable, so a run can compare commit pacing settings.
-            let mut options = zajel_core::store::embedded::EmbeddedOptions::default();
-            if let Ok(us) = std::env::var("ZAJEL_EMBEDDED_COMMIT_INTERVAL_US") {
-                options.commit_interval = std::time::Duration::from_micros(us.parse()?);
-            }
-            let store =
-                zajel_core::EmbeddedStore::open_with(dir.path().join("load.redb"), options)?;
+            let store = zajel_core::EmbeddedStore::open_with(
+                dir.path().join("load.redb"),
+                embedded_options_from_env()?,
+            )?;
             (Arc::new(store), Box::new(dir))
         }
         Backend::Redis | Backend::RedisAof | Backend::RedisCrossNode => {

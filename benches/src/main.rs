@@ -71,7 +71,10 @@ async fn open_store(backend: &str) -> Result<(Arc<dyn Store>, Guard)> {
         "memory" => (Arc::new(zajel_core::MemoryStore::new()), Box::new(())),
         "embedded" => {
             let dir = tempfile::tempdir()?;
-            let store = zajel_core::EmbeddedStore::open(dir.path().join("bench.redb"))?;
+            let store = zajel_core::EmbeddedStore::open_with(
+                dir.path().join("bench.redb"),
+                zajel_benches::load::embedded_options_from_env()?,
+            )?;
             (Arc::new(store), Box::new(dir))
         }
         "redis" => {
