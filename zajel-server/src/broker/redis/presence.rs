@@ -180,12 +180,24 @@ impl Shared {
         if dirty.resume
             && w.prev <= 0
             && w.mine > 0
+            && self.other_nodes_registered().await?
             && let Some(hub) = self.hub.get()
         {
             tracing::info!(user = %user, "presence repaired after events may have been missed: closing (4008) to resume");
             hub.close_user_older(user, hub.next_conn_id(), CLOSE_LAGGED, 1);
         }
         Ok(())
+    }
+
+    /// Whether `P:nodes` holds a node besides this one. Only other nodes' events can have
+    /// missed a connection whose registration failed (this node delivers its own events
+    /// through its hub, registry or not), so with none there is nothing to resume for and the
+    /// repair spares the connection its 4008 (the common case: one node whose Redis
+    /// restarted).
+    async fn other_nodes_registered(&self) -> redis::RedisResult<bool> {
+        let mut con = self.con.clone();
+        let nodes: Vec<String> = con.smembers(self.keys.nodes()).await?;
+        Ok(nodes.iter().any(|n| *n != self.node))
     }
 
     /// Asks the engine to tell `user`'s friends that they came online or went offline
