@@ -494,6 +494,26 @@ pub async fn befriend<S: crate::FriendStore + ?Sized>(
     assert_eq!(swapped, Ok(true), "befriend {a} and {b}");
 }
 
+/// Sends one raw command (`args[0]` and its arguments) on `con`: for tests that set Redis up
+/// or read what a store or broker wrote, outside the code under test.
+#[cfg(feature = "redis")]
+pub async fn redis_cmd(
+    con: &mut redis::aio::MultiplexedConnection,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "redis_cmd: no command",
+        )));
+    };
+    let mut c = redis::cmd(name);
+    for a in rest {
+        c.arg(*a);
+    }
+    c.query_async(con).await
+}
+
 /// Fills the Redis at `url` with filler keys (`filler:<n>`, not a store's) until even a tiny
 /// write answers `OOM`: big values first, then smaller ones (a refused big value frees its
 /// query buffer, which leaves room for small writes). For a server started with a small

@@ -37,16 +37,7 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-async fn cmd(
-    con: &mut redis::aio::MultiplexedConnection,
-    args: &[&str],
-) -> redis::RedisResult<redis::Value> {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query_async(con).await
-}
+use zajel_core::testing::redis_cmd as cmd;
 
 /// Asserts `r` is `Unavailable` and its reason names `code` (Redis's own words).
 fn unavailable<T: std::fmt::Debug>(what: &str, r: StoreResult<T>, code: &str) {

@@ -653,17 +653,7 @@ async fn came_online_reaches_a_friend_accepted_during_authentication_with_cluste
     friendship_accepted_during_authentication(true).await;
 }
 
-/// One command on a raw connection.
-async fn redis_cmd(
-    con: &mut redis::aio::MultiplexedConnection,
-    args: &[&str],
-) -> redis::RedisResult<redis::Value> {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query_async(con).await
-}
+use zajel_core::testing::redis_cmd;
 
 /// Node ids → connection counts in `user`'s presence hash.
 async fn registry(
