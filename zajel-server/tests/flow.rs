@@ -216,7 +216,7 @@ async fn embedded_commits_are_a_metric() {
         after > before,
         "a stored message is committed: {before} -> {after}"
     );
-    server.stop().await;
+    server.stop_with([p.a, p.b]).await;
 
     let server = TestServer::memory().await;
     let text = http(server.addr, "GET", "/metrics", None, &[]).await.body;
@@ -265,7 +265,7 @@ async fn typing_reaches_the_friend_only() {
         .await;
     assert_eq!(r["code"], "not_friends");
     a1.expect_silence(100).await;
-    server.stop().await;
+    server.stop_with([a1, a2, b1, c1]).await;
 }
 
 /// A fresh device resumes "from now" (`unlisted: skip`): nothing old is replayed, `synced`
@@ -331,7 +331,7 @@ async fn fresh_device_resumes_from_now() {
         (Some(4), Some("new"))
     );
     a2.expect_silence(150).await;
-    server.stop().await;
+    server.stop_with([a1, b1, c1, a2]).await;
 }
 
 /// A presence announcement whose friend list the store cannot read is retried until it can:
@@ -357,5 +357,5 @@ async fn an_announcement_waits_for_a_friend_list_the_store_refused() {
     assert_eq!(presence["user"], p.alice.id.as_str(), "{presence}");
     assert_eq!(presence["online"], false, "{presence}");
     assert!(presence["last_seen"].is_u64(), "{presence}");
-    server.stop().await;
+    server.stop_with([p.b]).await;
 }

@@ -149,7 +149,7 @@ async fn app_notice_reaches_both_members_history_and_resume() {
         3,
     );
     b.expect_silence(200).await;
-    server.stop().await;
+    server.stop_with([a, a2, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +216,8 @@ async fn clients_cannot_forge_or_reach_the_system() {
         .auth(&format!("zs1.{SYSTEM}.{}", "A".repeat(43)), None)
         .await;
     assert_eq!(unauth["code"], "unauthenticated", "{unauth}");
-    server.stop().await;
+    assert_eq!(intruder.expect_close().await.0, 4001);
+    server.stop_with([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +333,7 @@ async fn the_app_decides_the_relation_and_bad_calls_change_nothing() {
     assert_eq!(seqs(&history), vec![1, 2]);
     a.expect_silence(200).await;
     c.expect_silence(0).await;
-    server.stop().await;
+    server.stop_with([a, c]).await;
 }
 
 /// A server posting `template` as its friends notice, with alice and bob signed in.
@@ -387,7 +388,7 @@ async fn friends_notice_marks_each_new_friendship() {
         assert_system(&m["message"], "bob and alice are now friends", 2);
     }
     a.expect_silence(200).await;
-    server.stop().await;
+    server.stop_with([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +399,7 @@ async fn a_notice_that_cannot_be_posted_leaves_the_friendship_made() {
     assert!(seqs(&a.history(&dm(&alice, &bob), json!({})).await).is_empty());
     a.send_message(&dm(&alice, &bob), "still friends", "k")
         .await;
-    server.stop().await;
+    server.stop_with([a, b]).await;
 }
 
 /// A server with a friends notice on a real Redis, and alice and bob signed in and made
@@ -453,7 +454,7 @@ async fn a_notice_the_store_refused_is_posted_once_it_recovers_before_any_messag
     assert_eq!(sent["message"]["seq"], 2, "{sent}");
     assert_eq!(b.expect("message").await["message"]["seq"], 2);
     assert_eq!(seqs(&a.history(&conv, json!({})).await), vec![1, 2]);
-    server.stop().await;
+    server.stop_with([a, b]).await;
 }
 
 /// The same refusal, and the pair's next operation is the send that finds the store back:
@@ -470,5 +471,5 @@ async fn a_send_posts_the_waiting_notice_first() {
     assert_system(&m["message"], "alice and bob are now friends", 1);
     assert_eq!(b.expect("message").await["message"]["seq"], 2);
     assert_eq!(seqs(&b.history(&conv, json!({})).await), vec![1, 2]);
-    server.stop().await;
+    server.stop_with([a, b]).await;
 }

@@ -102,6 +102,17 @@ impl TestServer {
         Self::start(Arc::new(zajel_core::MemoryStore::new()), config).await
     }
 
+    /// [`TestServer::stop`] with `clients` still connected, as a real client is at a shutdown:
+    /// each reads its `going_away` and the close (1001) and answers it. A client nobody reads
+    /// never answers, and the server's teardown waits out its close linger (1 s) for it.
+    pub async fn stop_with(self, clients: impl IntoIterator<Item = Client>) {
+        let closes = futures_util::future::join_all(clients.into_iter().map(|mut c| async move {
+            let (code, frames) = c.expect_close().await;
+            assert_eq!(code, 1001, "{}: {frames:?}", c.name);
+        }));
+        tokio::join!(self.stop(), closes);
+    }
+
     /// Triggers graceful shutdown and waits for `serve` to return.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
