@@ -71,6 +71,10 @@ pub(crate) struct Inner {
     pub(crate) replays: crate::ws::ReplayGate,
     /// Engine events for the embedding app (see `events.rs`).
     pub(crate) events: crate::events::EventBus,
+    /// Presence announcements retried until their friend list can be read.
+    pub(crate) announcements: crate::chat::PendingAnnouncements,
+    /// Friends notices retried until the store takes them.
+    pub(crate) notices: crate::chat::PendingNotices,
 }
 
 const CONV_LOCKS: usize = 256;
@@ -126,6 +130,8 @@ impl Engine {
                 )),
                 dummy_hash: tokio::sync::OnceCell::new(),
                 events: crate::events::EventBus::new(),
+                announcements: Default::default(),
+                notices: Default::default(),
             }),
         }
     }

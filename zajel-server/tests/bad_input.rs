@@ -48,7 +48,7 @@ async fn malformed_json() {
     p.a.assert_alive().await;
     assert_eq!(state(&mut p.a).await, before);
     p.b.expect_silence(50).await;
-    server.stop().await;
+    server.stop_with([p.a, p.b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +59,7 @@ async fn unknown_type() {
         .await;
     assert_error(&p.a.answer("tp").await, "unknown_type", Some("tp"));
     p.a.assert_alive().await;
-    server.stop().await;
+    server.stop_with([p.a, p.b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +83,7 @@ async fn wrong_field_type() {
     p.a.assert_alive().await;
     assert_eq!(state(&mut p.a).await, before);
     p.b.expect_silence(50).await;
-    server.stop().await;
+    server.stop_with([p.a, p.b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +108,7 @@ async fn oversized_frame_closes_1009() {
     // Nothing stored.
     assert_eq!(state(&mut p.b).await[0]["last_seq"], 1);
     p.b.expect_silence(50).await;
-    server.stop().await;
+    server.stop_with([p.b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +129,7 @@ async fn request_before_auth() {
     let again = c.auth(&alice.token, None).await;
     assert_error(&again, "already_authenticated", Some("r5"));
     c.assert_alive().await;
-    server.stop().await;
+    server.stop_with([c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +177,7 @@ async fn bad_token() {
         (res.status, res.json()["user"]["id"].as_str()),
         (200, Some(alice.id.as_str()))
     );
-    server.stop().await;
+    server.stop_with([c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +207,7 @@ async fn body_too_long_and_empty() {
     // Exactly at the limit is fine.
     let ack = p.a.send_message(&p.conv, &"y".repeat(4096), "k4").await;
     assert_eq!(ack["message"]["seq"], 2);
-    server.stop().await;
+    server.stop_with([p.a, p.b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +226,7 @@ async fn invalid_cursor() {
     p.b.assert_alive().await;
     assert_eq!(state(&mut p.b).await, before);
     p.a.expect_silence(50).await;
-    server.stop().await;
+    server.stop_with([p.a, p.b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +267,7 @@ async fn non_friend_and_foreign_conversation() {
         .call(json!({"type": "friend_accept", "user_id": p.bob.id}))
         .await;
     assert_eq!(r["code"], "no_pending_request", "{r}");
-    server.stop().await;
+    server.stop_with([p.a, p.b, c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,5 +504,6 @@ async fn cookie_auth_needs_an_allowed_origin() {
     .await;
     let r = evil.call(json!({"type": "auth", "protocol": 1})).await;
     assert_eq!(r["code"], "unauthenticated", "{r}");
-    server.stop().await;
+    assert_eq!(evil.expect_close().await.0, 4001);
+    server.stop_with([ok]).await;
 }

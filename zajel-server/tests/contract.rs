@@ -78,7 +78,7 @@ async fn new_friends_conversations_are_listed(store: Arc<dyn zajel_core::Store>)
     assert_eq!(r["type"], "friend_ok", "{r}");
     let list = a.call(json!({"type": "conversations"})).await;
     assert_eq!(convs(&list), vec![dm(&alice, &dave), dm(&alice, &bob)]);
-    server.stop().await;
+    server.stop_with([a, b, c, d, a2]).await;
 }
 
 #[tokio::test]
@@ -119,5 +119,5 @@ async fn other_spellings_of_ids_are_refused() {
     let list = a.call(json!({"type": "friends_list"})).await;
     assert_eq!(list["friends"][0]["relation"], "request_received", "{list}");
     b.expect_silence(100).await;
-    server.stop().await;
+    server.stop_with([a, b]).await;
 }

@@ -164,7 +164,7 @@ async fn every_path_reports_to_subscribers() {
             other => panic!("expected message_stored, got {other:?}"),
         }
     }
-    server.stop().await;
+    server.stop_with([a, b, c]).await;
 }
 
 /// A subscriber that does not read falls behind by more than the buffer: it learns how many

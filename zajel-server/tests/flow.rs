@@ -216,7 +216,7 @@ async fn embedded_commits_are_a_metric() {
         after > before,
         "a stored message is committed: {before} -> {after}"
     );
-    server.stop().await;
+    server.stop_with([p.a, p.b]).await;
 
     let server = TestServer::memory().await;
     let text = http(server.addr, "GET", "/metrics", None, &[]).await.body;
@@ -265,7 +265,7 @@ async fn typing_reaches_the_friend_only() {
         .await;
     assert_eq!(r["code"], "not_friends");
     a1.expect_silence(100).await;
-    server.stop().await;
+    server.stop_with([a1, a2, b1, c1]).await;
 }
 
 /// A fresh device resumes "from now" (`unlisted: skip`): nothing old is replayed, `synced`
@@ -331,5 +331,31 @@ async fn fresh_device_resumes_from_now() {
         (Some(4), Some("new"))
     );
     a2.expect_silence(150).await;
-    server.stop().await;
+    server.stop_with([a1, b1, c1, a2]).await;
+}
+
+/// A presence announcement whose friend list the store cannot read is retried until it can:
+/// Redis refuses `HGETALL` (the friend list's read) when alice goes offline; once it answers
+/// again, bob learns she went offline, with no one asking. Before, the failure was only
+/// logged and bob saw alice online until his next `friends_list` or reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_waits_for_a_friend_list_the_store_refused() {
+    let redis = zajel_core::testing::RedisServer::start().expect("redis-server");
+    let store = zajel_core::RedisStore::connect(&redis.url())
+        .await
+        .expect("connect redis");
+    let server = TestServer::start(Arc::new(store), test_config()).await;
+    let mut p = alice_and_bob(server.addr).await;
+    // The friendship's presence events, then quiet.
+    p.b.expect_silence(200).await;
+
+    redis_acl(redis.port(), "-hgetall");
+    p.a.close().await;
+    wait_for_acl_refusal(redis.port(), "hgetall").await;
+    redis_acl(redis.port(), "+hgetall");
+    let presence = p.b.expect("presence").await;
+    assert_eq!(presence["user"], p.alice.id.as_str(), "{presence}");
+    assert_eq!(presence["online"], false, "{presence}");
+    assert!(presence["last_seen"].is_u64(), "{presence}");
+    server.stop_with([p.b]).await;
 }

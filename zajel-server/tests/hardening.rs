@@ -287,7 +287,7 @@ async fn zero_rates_do_not_panic() {
     let (mut c, _) = Client::login(server.addr, &acc).await;
     let r = c.call(json!({"type": "ping"})).await;
     assert!(r["type"] == "pong" || r["code"] == "rate_limited", "{r}");
-    server.stop().await;
+    server.stop_with([c]).await;
 }
 
 /// Item 6: connection caps per address and per user.
@@ -342,7 +342,7 @@ async fn connection_caps() {
         }
         other => panic!("expected a 429 refusal, got {:?}", other.map(|_| ())),
     }
-    server.stop().await;
+    server.stop_with([_c1, _c2]).await;
 }
 
 /// Item 7: after a block, `mark_read` and `typing` are refused like `send`, and nothing moves.
@@ -370,7 +370,7 @@ async fn a_block_stops_read_marks_and_typing() {
     a.expect_silence(200).await;
     let list = b.call(json!({"type": "conversations"})).await;
     assert_eq!(list["conversations"][0]["read_seq"], 0, "{list}");
-    server.stop().await;
+    server.stop_with([a, b]).await;
 }
 
 /// Item 7: a friend request to someone who blocked you answers exactly like a request to
@@ -432,7 +432,7 @@ async fn a_request_to_a_blocker_looks_like_any_request() {
         .await;
     assert_eq!(r["relation"], "friends", "{r}");
     assert_eq!(b.expect("friend").await["reason"], "accepted");
-    server.stop().await;
+    server.stop_with([a, b, c]).await;
 }
 
 /// Item 13: a device resuming with a cursor ahead of the store gets `synced.ahead` and the
@@ -456,7 +456,7 @@ async fn resume_with_a_cursor_ahead_still_gets_new_messages() {
         let m = b.expect("message").await;
         assert_eq!(m["message"]["seq"], i as u64 + 2, "{m}");
     }
-    server.stop().await;
+    server.stop_with([p.a, b]).await;
 }
 
 /// Item 2: the session ends when it expires, even on a connection that keeps pinging.

@@ -110,7 +110,7 @@ async fn resumes_queue_behind_the_replay_cap() {
         "the others queued: {waited}"
     );
     assert_eq!(metric(&m.body, "zajel_replays_active"), 0);
-    server.stop().await;
+    server.stop_with([a]).await;
 }
 
 /// A user who opens many resumes and reads none of them holds at most a quarter of the replay

@@ -117,7 +117,7 @@ async fn a_user_renames_themselves_and_friends_see_it() {
         b.expect("message").await["message"]["body"],
         "still friends"
     );
-    server.stop().await;
+    server.stop_with([a, b]).await;
 }
 
 /// Each rename is a durable write (and an event to every subscriber), so it draws from the

@@ -80,5 +80,5 @@ async fn lagging_client_is_closed_4008_and_resumes_without_loss() {
     }
     b2.expect_silence(100).await;
     a.assert_alive().await;
-    server.stop().await;
+    server.stop_with([a, a2, b2]).await;
 }

@@ -149,7 +149,7 @@ async fn app_notice_reaches_both_members_history_and_resume() {
         3,
     );
     b.expect_silence(200).await;
-    server.stop().await;
+    server.stop_with([a, a2, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +216,8 @@ async fn clients_cannot_forge_or_reach_the_system() {
         .auth(&format!("zs1.{SYSTEM}.{}", "A".repeat(43)), None)
         .await;
     assert_eq!(unauth["code"], "unauthenticated", "{unauth}");
-    server.stop().await;
+    assert_eq!(intruder.expect_close().await.0, 4001);
+    server.stop_with([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +333,7 @@ async fn the_app_decides_the_relation_and_bad_calls_change_nothing() {
     assert_eq!(seqs(&history), vec![1, 2]);
     a.expect_silence(200).await;
     c.expect_silence(0).await;
-    server.stop().await;
+    server.stop_with([a, c]).await;
 }
 
 /// A server posting `template` as its friends notice, with alice and bob signed in.
@@ -387,7 +388,7 @@ async fn friends_notice_marks_each_new_friendship() {
         assert_system(&m["message"], "bob and alice are now friends", 2);
     }
     a.expect_silence(200).await;
-    server.stop().await;
+    server.stop_with([a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,5 +399,77 @@ async fn a_notice_that_cannot_be_posted_leaves_the_friendship_made() {
     assert!(seqs(&a.history(&dm(&alice, &bob), json!({})).await).is_empty());
     a.send_message(&dm(&alice, &bob), "still friends", "k")
         .await;
-    server.stop().await;
+    server.stop_with([a, b]).await;
+}
+
+/// A server with a friends notice on a real Redis, and alice and bob signed in and made
+/// friends while Redis refuses `XADD` (the history's append; the friendship's own writes go
+/// through). Redis still refuses it on return.
+async fn friends_while_history_refuses_writes() -> (
+    zajel_core::testing::RedisServer,
+    TestServer,
+    Client,
+    Client,
+    String,
+) {
+    let redis = zajel_core::testing::RedisServer::start().expect("redis-server");
+    let store = zajel_core::RedisStore::connect(&redis.url())
+        .await
+        .expect("connect redis");
+    let config = zajel_server::ServerConfig {
+        friends_notice: Some("{requester} and {accepter} are now friends".into()),
+        ..test_config()
+    };
+    let server = TestServer::start(Arc::new(store), config).await;
+    let alice = register(server.addr, "alice").await;
+    let bob = register(server.addr, "bob").await;
+    let (mut a, _) = Client::login(server.addr, &alice).await;
+    let (mut b, _) = Client::login(server.addr, &bob).await;
+    let conv = dm(&alice, &bob);
+    redis_acl(redis.port(), "-xadd");
+    befriend(&mut a, &alice, &mut b, &bob).await;
+    (redis, server, a, b, conv)
+}
+
+/// The store refuses the notice's write (Redis denies `XADD`, the history's append, while the
+/// friendship's own writes go through): the friendship is made and answered, the notice
+/// waits. A send of the pair meanwhile fails (the notice must come first) and stores nothing;
+/// once Redis takes writes again the notice is posted with no one asking, as seq 1, and the
+/// pair's messages follow it. Before, the failure was only logged: no notice, ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_the_store_refused_is_posted_once_it_recovers_before_any_message() {
+    let (redis, server, mut a, mut b, conv) = friends_while_history_refuses_writes().await;
+    let refused = a
+        .call(json!({"type": "send", "conversation": conv, "body": "hi", "idempotency_key": "k1"}))
+        .await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "internal", "{refused}");
+
+    redis_acl(redis.port(), "+xadd");
+    for c in [&mut a, &mut b] {
+        let m = c.expect("message").await;
+        assert_system(&m["message"], "alice and bob are now friends", 1);
+    }
+    let sent = a.send_message(&conv, "hi", "k1").await;
+    assert_eq!(sent["message"]["seq"], 2, "{sent}");
+    assert_eq!(b.expect("message").await["message"]["seq"], 2);
+    assert_eq!(seqs(&a.history(&conv, json!({})).await), vec![1, 2]);
+    server.stop_with([a, b]).await;
+}
+
+/// The same refusal, and the pair's next operation is the send that finds the store back:
+/// the send posts the waiting notice first (seq 1, published first), then its own message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_posts_the_waiting_notice_first() {
+    let (redis, server, mut a, mut b, conv) = friends_while_history_refuses_writes().await;
+    redis_acl(redis.port(), "+xadd");
+    // The background retry (first after 0.2 s) may win the race: either way the notice is
+    // seq 1 and reaches bob before the message.
+    let sent = a.send_message(&conv, "hi", "k1").await;
+    assert_eq!(sent["message"]["seq"], 2, "{sent}");
+    let m = b.expect("message").await;
+    assert_system(&m["message"], "alice and bob are now friends", 1);
+    assert_eq!(b.expect("message").await["message"]["seq"], 2);
+    assert_eq!(seqs(&b.history(&conv, json!({})).await), vec![1, 2]);
+    server.stop_with([a, b]).await;
 }

@@ -40,6 +40,10 @@ pub(crate) async fn connect(url: String) -> Result<Socket, Error> {
     }
 }
 
+/// How long closing waits for the other side: sending our echo of the server's close, or the
+/// server's echo of ours.
+const CLOSE_ECHO: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Moves frames between the socket and the driver's channels on a task of its own.
 fn pump<S>(mut ws: WebSocketStream<S>) -> Socket
 where
@@ -58,6 +62,10 @@ where
                         }
                     }
                     Some(Ok(WsMessage::Close(frame))) => {
+                        // Answer the close (tungstenite queued the echo; a flush sends it):
+                        // the server then finishes at once instead of waiting out its
+                        // linger, and both ends see a clean closing handshake.
+                        let _ = tokio::time::timeout(CLOSE_ECHO, ws.flush()).await;
                         break Some(match frame {
                             Some(f) => Incoming::Closed { code: Some(u16::from(f.code)), reason: f.reason.as_str().to_owned() },
                             None => Incoming::Closed { code: None, reason: String::new() },
@@ -79,7 +87,7 @@ where
                         // The driver let go: close politely, without waiting long for the echo.
                         let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                         let _ = tokio::time::timeout(
-                            std::time::Duration::from_secs(2),
+                            CLOSE_ECHO,
                             async { let _ = ws.close(Some(frame)).await; while let Some(Ok(_)) = ws.next().await {} },
                         ).await;
                         break None;
@@ -94,5 +102,46 @@ where
     Socket {
         tx: out_tx,
         rx: in_rx,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server closes (here 4001, as after a revoked session): the client reports the
+    /// code and answers with a close frame of its own, so a server waiting for the echo
+    /// (zajel-server lingers up to 1 s for it) is done at once. Before, the client dropped
+    /// the socket without answering: the server read an end of stream, not a close.
+    #[tokio::test]
+    async fn answers_the_servers_close() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
+            let frame = CloseFrame {
+                code: CloseCode::from(4001),
+                reason: "session revoked".into(),
+            };
+            ws.send(WsMessage::Close(Some(frame))).await.expect("close");
+            tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+                .await
+                .expect("the client answers within 5 s")
+        });
+        let mut socket = connect(format!("ws://{addr}/ws")).await.expect("connect");
+        match socket.rx.recv().await {
+            Some(Incoming::Closed { code, reason }) => {
+                assert_eq!((code, reason.as_str()), (Some(4001), "session revoked"));
+            }
+            other => panic!("expected the close, got {other:?}"),
+        }
+        let echo = server.await.expect("server task");
+        assert!(
+            matches!(echo, Some(Ok(WsMessage::Close(Some(ref f)))) if u16::from(f.code) == 4001),
+            "the server got {echo:?} instead of the echo of its close"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The friend system: requests, answers, removal, blocks and the friends list.
 
+use super::pending::Notice;
 use super::{Actor, ChatService, Outcome};
 use crate::error::EngineError;
 use crate::events::EngineEvent;
+use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 use zajel_core::protocol::{FriendEntry, Push, ServerFrame};
 use zajel_core::{
@@ -47,13 +49,14 @@ impl ChatService {
         op: FriendOp,
     ) -> Result<Outcome<FriendUpdate>, EngineError> {
         let store = self.engine.store();
-        // Friendship changes of a pair order with the pair's sends (see `send`).
+        // Friendship changes of a pair order with the pair's sends (see `send`), after a
+        // notice of theirs still waiting.
         let order = match actor.user != target {
-            true => Some(
-                self.engine
-                    .lock_conversation(&ConversationId::direct(actor.user, target))
-                    .await,
-            ),
+            true => {
+                let conversation = ConversationId::direct(actor.user, target);
+                let order = self.engine.lock_conversation(&conversation).await;
+                Some(self.post_waiting_notice(&conversation, order).await?)
+            }
             false => None,
         };
         let change = FriendGraph::new(store)
@@ -90,8 +93,13 @@ impl ChatService {
     /// Posts the configured `friends_notice` as a system message into the new friends'
     /// conversation, still under the pair's `order` lock: stored before the friend operation
     /// is answered, its event published after the friend events. Its key names the
-    /// friendship's start (see [`notice_key`]), so only a new friendship posts a new notice. A failure (the store
-    /// away, a template that makes no valid body) leaves the friendship made, without notice.
+    /// friendship's start (see [`notice_key`]), so only a new friendship posts a new notice.
+    ///
+    /// If the store does not take it (away, or refusing writes), the friendship stands and the
+    /// notice waits ([`PendingNotices`](super::PendingNotices)): it is retried in the background
+    /// with the same key, and everything else of the pair on this node (a send, a friendship
+    /// change) posts it first, so it still precedes every later message. A notice that can
+    /// never be stored (a template that makes no valid body) is logged and dropped.
     async fn friends_notice(
         &self,
         out: Outcome<FriendUpdate>,
@@ -103,12 +111,69 @@ impl ChatService {
         let key = notice_key(since);
         match self.post_system(&conversation, &body, &key, order).await {
             Ok(notice) => out.absorb(notice),
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(%conversation, code = ?e.code, error = %e.message,
+                    "friends notice not posted; retrying");
+                let notices = &self.engine.inner.notices;
+                notices.wait(conversation.clone(), Notice { body, key });
+                self.retry_notice(conversation);
+                out
+            }
             Err(e) => {
                 tracing::warn!(%conversation, code = ?e.code, error = %e.message,
-                    "friends notice not posted");
+                    "friends notice cannot be posted");
                 out
             }
         }
+    }
+
+    /// Posts the notice waiting in `conversation`, if any, ahead of what the caller does next
+    /// under the same `order` lock, which it hands back. A store failure is the caller's
+    /// failure (nothing of the pair may be stored before the notice); a notice the store
+    /// refuses for good is dropped.
+    pub(super) async fn post_waiting_notice(
+        &self,
+        conversation: &ConversationId,
+        order: OwnedMutexGuard<()>,
+    ) -> Result<OwnedMutexGuard<()>, EngineError> {
+        let notices = &self.engine.inner.notices;
+        let Some(notice) = notices.get(conversation) else {
+            return Ok(order);
+        };
+        match self
+            .post_system(conversation, &notice.body, &notice.key, order)
+            .await
+        {
+            Ok(mut posted) => {
+                notices.done(conversation, &notice.key);
+                let order = posted.order.take();
+                self.commit(posted);
+                match order {
+                    Some(order) => Ok(order),
+                    None => Ok(self.engine.lock_conversation(conversation).await),
+                }
+            }
+            Err(e) if is_transient(&e) => Err(e),
+            Err(e) => {
+                tracing::warn!(%conversation, code = ?e.code, error = %e.message,
+                    "friends notice cannot be posted");
+                notices.done(conversation, &notice.key);
+                Ok(self.engine.lock_conversation(conversation).await)
+            }
+        }
+    }
+
+    /// Retries the notice waiting in `conversation` in the background (0.2 s doubling to
+    /// 5 s) until it is posted (here or by the pair's next operation) or the engine is dropped.
+    fn retry_notice(&self, conversation: ConversationId) {
+        let (first, max) = (Duration::from_millis(200), Duration::from_secs(5));
+        self.retry_in_background(first, max, move |chat| {
+            let conversation = conversation.clone();
+            async move {
+                let order = chat.engine.lock_conversation(&conversation).await;
+                chat.post_waiting_notice(&conversation, order).await.is_ok()
+            }
+        });
     }
 
     /// The events of a friend-graph change and the actor's reply.
@@ -192,6 +257,12 @@ impl ChatService {
         }
         Ok(out)
     }
+}
+
+/// Whether a failed post may succeed later: the store was away or failed the write (not a
+/// body the template made invalid, or a member without an account).
+fn is_transient(e: &EngineError) -> bool {
+    matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal)
 }
 
 /// The idempotency key of the notice of a friendship that began at `since`: its start, made

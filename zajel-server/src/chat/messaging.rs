@@ -68,8 +68,10 @@ impl ChatService {
         // The store checks the friends-only rule in the same atomic step as the append (on
         // every backend, across nodes): a block acknowledged before is seen, one after orders
         // after the message. The conversation's lock, which this node's friendship changes of
-        // the pair also take, keeps this node's events in order with it.
+        // the pair also take, keeps this node's events in order with it; a friends notice
+        // still waiting there is posted first.
         let order = self.engine.lock_conversation(conversation).await;
+        let order = self.post_waiting_notice(conversation, order).await?;
         self.store_and_publish(actor, vec![peer, me], new, order)
             .await
     }
@@ -97,6 +99,7 @@ impl ChatService {
             }
         }
         let order = self.engine.lock_conversation(conversation).await;
+        let order = self.post_waiting_notice(conversation, order).await?;
         self.post_system(conversation, body, idempotency_key, order)
             .await
     }

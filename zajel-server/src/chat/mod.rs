@@ -10,12 +10,17 @@
 //! * `messaging.rs`: send, history, conversations, read marks, typing;
 //! * `friends.rs`: friend requests, answers, removal, blocks, the friends list;
 //! * `presence.rs`: online/offline announcements;
+//! * `pending.rs`: what is retried until the store takes it (an announcement whose friend
+//!   list could not be read, a friends notice that could not be posted).
 //! * `frames.rs`: a client frame to the matching operation and its answer frame.
 
 mod frames;
 mod friends;
 mod messaging;
+mod pending;
 mod presence;
+
+pub(crate) use pending::{PendingAnnouncements, PendingNotices};
 
 use crate::engine::Engine;
 use crate::events::EngineEvent;

@@ -1,6 +1,7 @@
 //! Presence: a user's friends learn when they come online and go offline.
 
 use super::ChatService;
+use std::time::Duration;
 use zajel_core::protocol::{Push, ServerFrame};
 use zajel_core::{Timestamp, UserId};
 
@@ -45,35 +46,69 @@ impl ChatService {
     /// doubling to 30 s; stops when the engine is dropped or the user is gone). Safe to land
     /// late: the store keeps the later of two times, so it never hides a newer one.
     fn retry_last_seen(&self, user: UserId, at: Timestamp) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let weak = std::sync::Arc::downgrade(&self.engine.inner);
-        runtime.spawn(async move {
-            let mut wait = std::time::Duration::from_secs(1);
-            loop {
-                tokio::time::sleep(wait).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let store = inner.store.clone();
-                drop(inner);
-                match store.set_last_seen(user, at).await {
-                    Ok(()) | Err(zajel_core::StoreError::UserNotFound) => return,
-                    Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(30)),
-                }
-            }
+        let (first, max) = (Duration::from_secs(1), Duration::from_secs(30));
+        self.retry_in_background(first, max, move |chat| async move {
+            matches!(
+                chat.engine.store().set_last_seen(user, at).await,
+                Ok(()) | Err(zajel_core::StoreError::UserNotFound)
+            )
         });
     }
 
-    /// Tells `user`'s friends that `user` came online or went offline.
+    /// Tells `user`'s friends that `user` came online or went offline. If their friend list
+    /// cannot be read, the announcement is retried in the background until it can (see
+    /// [`ChatService::retry_announce`]).
     pub(crate) async fn announce(&self, user: UserId, online: bool, last_seen: Option<Timestamp>) {
         match self.friend_ids(user).await {
             Ok(friends) => self.announce_to(&friends, user, online, last_seen),
-            Err(e) => tracing::warn!(error = %e, "presence: could not read friends"),
+            Err(e) => {
+                tracing::warn!(user = %user, error = %e,
+                    "presence: could not read friends; retrying");
+                let ticket = self.engine.inner.announcements.wait(user);
+                self.retry_announce(user, online, last_seen, ticket);
+            }
         }
+    }
+
+    /// Reads `user`'s friends again in the background (0.2 s doubling to 5 s) until the store
+    /// answers, then announces. Stops when a newer announcement of `user` supersedes this one
+    /// (it says the newer state) or the engine is dropped.
+    fn retry_announce(
+        &self,
+        user: UserId,
+        online: bool,
+        last_seen: Option<Timestamp>,
+        ticket: u64,
+    ) {
+        let (first, max) = (Duration::from_millis(200), Duration::from_secs(5));
+        self.retry_in_background(first, max, move |chat| async move {
+            let pending = &chat.engine.inner.announcements;
+            if !pending.is_current(user, ticket) {
+                return true;
+            }
+            let Ok(friends) = chat.friend_ids(user).await else {
+                return false;
+            };
+            pending.complete(user, ticket, || {
+                chat.publish_presence(&friends, user, online, last_seen)
+            });
+            true
+        });
     }
 
     /// Tells `friends` (read by the caller) that `user` came online or went offline.
     pub(crate) fn announce_to(
+        &self,
+        friends: &[UserId],
+        user: UserId,
+        online: bool,
+        last_seen: Option<Timestamp>,
+    ) {
+        self.engine.inner.announcements.supersede(user);
+        self.publish_presence(friends, user, online, last_seen);
+    }
+
+    fn publish_presence(
         &self,
         friends: &[UserId],
         user: UserId,

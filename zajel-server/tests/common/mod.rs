@@ -102,6 +102,17 @@ impl TestServer {
         Self::start(Arc::new(zajel_core::MemoryStore::new()), config).await
     }
 
+    /// [`TestServer::stop`] with `clients` still connected, as a real client is at a shutdown:
+    /// each reads its `going_away` and the close (1001) and answers it. A client nobody reads
+    /// never answers, and the server's teardown waits out its close linger (1 s) for it.
+    pub async fn stop_with(self, clients: impl IntoIterator<Item = Client>) {
+        let closes = futures_util::future::join_all(clients.into_iter().map(|mut c| async move {
+            let (code, frames) = c.expect_close().await;
+            assert_eq!(code, 1001, "{}: {frames:?}", c.name);
+        }));
+        tokio::join!(self.stop(), closes);
+    }
+
     /// Triggers graceful shutdown and waits for `serve` to return.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
@@ -363,7 +374,10 @@ impl Client {
                 Message::Text(t) => {
                     return Ok(serde_json::from_str(t.as_str()).expect("server sends JSON"));
                 }
-                Message::Close(c) => return Err(c.map(|c| u16::from(c.code)).unwrap_or(1005)),
+                Message::Close(c) => {
+                    self.answer_close().await;
+                    return Err(c.map(|c| u16::from(c.code)).unwrap_or(1005));
+                }
                 _ => {}
             }
         }
@@ -491,6 +505,7 @@ impl Client {
                     frames.push(serde_json::from_str(t.as_str()).expect("json"));
                 }
                 Some(Ok(Message::Close(c))) => {
+                    self.answer_close().await;
                     return (c.map(|c| u16::from(c.code)).unwrap_or(1005), frames);
                 }
                 Some(Ok(_)) => {}
@@ -498,6 +513,13 @@ impl Client {
                 None => panic!("{}: ended without close frame", self.name),
             }
         }
+    }
+
+    /// Sends the echo of the server's close, which tungstenite queued when it read the close
+    /// but only sends on the next read, write or flush: as a real client does, so the server
+    /// stops waiting for it (it lingers up to 1 s) and its teardown is done.
+    async fn answer_close(&mut self) {
+        let _ = tokio::time::timeout(WAIT, self.ws.flush()).await;
     }
 
     /// Asserts the connection is usable: a `ping` gets its `pong`.
@@ -704,5 +726,40 @@ impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Changes what the Redis at `port` lets its default user (the store's) run, e.g. `-xadd`
+/// (refuse every command of that name, inside scripts too) then `+xadd`: a real Redis that
+/// refuses one kind of write or read while everything else works.
+pub fn redis_acl(port: u16, rule: &str) {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "ACL", "SETUSER", "default", rule])
+        .output()
+        .expect("run redis-cli");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(answer.trim(), "OK", "ACL SETUSER default {rule}: {answer}");
+}
+
+/// Waits (up to [`WAIT`]) until the Redis at `port` has refused `command` to a client
+/// (`ACL LOG` lists it): the write or read under test was tried and failed.
+pub async fn wait_for_acl_refusal(port: u16, command: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "ACL", "LOG"])
+            .output()
+            .expect("run redis-cli");
+        if String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == command)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis did not refuse {command} within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
