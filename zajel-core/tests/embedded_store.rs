@@ -566,3 +566,88 @@ async fn paced_commits_group_trickling_senders_and_never_delay_a_lone_one() {
     let listed: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
     assert_eq!(listed, (1..=50).collect::<Vec<_>>());
 }
+
+/// Replies answered a commit at a time reach their own callers: many senders in many
+/// conversations, retries of earlier sends and sends to strangers all share paced commits,
+/// and each caller gets back exactly its own outcome (its message, its duplicate, its typed
+/// refusal), never a neighbour's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_replies_reach_their_own_senders() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    const PAIRS: usize = 100;
+    let users: Vec<UserId> = (0..PAIRS * 2).map(|_| UserId::new_random()).collect();
+    for pair in users.chunks(2) {
+        zajel_core::testing::befriend(&*store, pair[0], pair[1]).await;
+    }
+    // Round 1 stores one message per sender; round 2 sends, all at once, a new message, a
+    // retry of round 1's (same key, different body) and a message to a stranger.
+    let mut first = Vec::new();
+    for (i, &me) in users.iter().enumerate() {
+        let conv = ConversationId::direct(me, users[i ^ 1]);
+        let sent = store
+            .append(vec![msg(
+                &conv,
+                me,
+                &format!("first {i}"),
+                &format!("a{i}"),
+            )])
+            .await
+            .pop()
+            .unwrap()
+            .unwrap();
+        first.push(sent.message);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(users.len() * 3));
+    let mut tasks = Vec::new();
+    for (i, &me) in users.iter().enumerate() {
+        let friend = ConversationId::direct(me, users[i ^ 1]);
+        let stranger = ConversationId::direct(me, users[(i + 2) % users.len()]);
+        for (kind, conv, body, key) in [
+            (0, friend.clone(), format!("second {i}"), format!("b{i}")),
+            (1, friend, format!("retry {i}"), format!("a{i}")),
+            (2, stranger, format!("stranger {i}"), format!("c{i}")),
+        ] {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let reply = store.append(vec![msg(&conv, me, &body, &key)]).await;
+                (i, kind, conv, body, key, reply)
+            }));
+        }
+    }
+    for t in tasks {
+        let (i, kind, conv, body, key, mut reply) = t.await.unwrap();
+        assert_eq!(reply.len(), 1);
+        let reply = reply.pop().unwrap();
+        match kind {
+            0 => {
+                let a = reply.unwrap();
+                assert!(!a.duplicate);
+                assert_eq!(
+                    (&a.message.conversation, a.message.sender, &a.message.body),
+                    (&conv, users[i], &body)
+                );
+                assert_eq!(a.message.idempotency_key, key);
+            }
+            1 => {
+                let a = reply.unwrap();
+                assert!(a.duplicate, "sender {i}'s retry");
+                assert_eq!(a.message, first[i], "sender {i}'s retry");
+            }
+            _ => assert_eq!(reply, Err(StoreError::NotFriends), "sender {i}"),
+        }
+    }
+    // Each conversation holds its two first messages and its two second ones, nothing else.
+    for pair in users.chunks(2) {
+        let conv = ConversationId::direct(pair[0], pair[1]);
+        let page = store.history(&conv, all(10)).await.unwrap();
+        let bodies: Vec<&str> = page.messages.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies.len(), 4, "{bodies:?}");
+        assert!(
+            bodies
+                .iter()
+                .all(|b| b.starts_with("first ") || b.starts_with("second "))
+        );
+    }
+}

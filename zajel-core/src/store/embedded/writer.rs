@@ -1089,6 +1089,63 @@ mod tests {
         assert_eq!(tx.opened(), 13);
     }
 
+    /// The writer loop answers every waiter of a batch whose transaction failed mid-way with
+    /// the typed error (none is left hanging, none gets a success for a write that is not on
+    /// disk), recovers by itself, and the next operation commits.
+    #[test]
+    fn a_failure_mid_batch_answers_every_waiter_and_the_writer_recovers() {
+        use redb::ReadableDatabase;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let Ok(db) = open_database(&path, W) else {
+            panic!("open")
+        };
+        let shared = Arc::new(Shared::new(db, path, W));
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        // Queued before the writer starts, so its first drain takes all three into one batch.
+        let (j1, r1) = job(|tx| tx.create_user("bob", "bob", None, Timestamp(1)));
+        let (j2, r2) = job(|tx| {
+            tx.create_user("carol", "carol", None, Timestamp(1))?;
+            Err::<(), _>(OpError::Fatal(StoreError::Backend("disk on fire".into())))
+        });
+        let (j3, r3) = job(|tx| tx.create_user("dan", "dan", None, Timestamp(1)));
+        for j in [j1, j2, j3] {
+            jobs.send(j).unwrap();
+        }
+        let writer = {
+            let shared = shared.clone();
+            std::thread::spawn(move || run(shared, rx, Duration::from_millis(1)))
+        };
+        for (who, r) in [("bob", r1), ("dan", r3)] {
+            let answer = r.blocking_recv().expect("answered");
+            assert!(
+                matches!(answer, Err(StoreError::Backend(ref m)) if m.contains("disk on fire")),
+                "{who}: {answer:?}"
+            );
+        }
+        assert!(matches!(
+            r2.blocking_recv().expect("answered"),
+            Err(StoreError::Backend(_))
+        ));
+        // The failure was not an I/O error: the probe commit on the same handle succeeds and
+        // the next operation goes through.
+        let (j4, r4) = job(|tx| tx.create_user("bob", "bob", None, Timestamp(2)));
+        jobs.send(j4).unwrap();
+        let bob = r4.blocking_recv().expect("answered").expect("stored");
+        assert_eq!(bob.created_at, Timestamp(2));
+        assert_eq!(shared.health(), StoreHealth::Ok);
+        drop(jobs);
+        writer.join().unwrap();
+        // Nothing of the failed batch is stored.
+        let db = shared.db().unwrap();
+        let txn = db.begin_read().unwrap();
+        let names = txn.open_table(USERNAMES).unwrap();
+        for gone in ["carol", "dan"] {
+            assert!(names.get(gone).unwrap().is_none(), "{gone}");
+        }
+        assert!(names.get("bob").unwrap().is_some());
+    }
+
     /// Recovery closes and reopens the file; while an old handle is still in use the reopen is
     /// retried (health says `Unavailable`), and once it is released the store is healthy.
     #[test]
