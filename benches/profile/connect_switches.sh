@@ -10,6 +10,8 @@
 # server's per-thread `ctxt_switches` and `utime + stime` when the `zajel_connections` gauge
 # leaves 0 and when it reaches N, so registration (argon2) is left out. Prints the load
 # generator's `idle` numbers and the window's switches and server CPU seconds.
+# PERF=FILE also records the server over exactly that window (`perf record -e cpu-clock
+# --call-graph dwarf`, for `perf report -i FILE`; "Issue 13: connection setup (session 9)").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${1:-target/release/zajel-benches}; STORE=${2:-embedded}; N=${3:-10000}
@@ -19,9 +21,10 @@ dir=$(mktemp -d); mkfifo "$dir/in"
 server=$!
 exec 3> "$dir/in"   # the server stops when this closes
 for _ in $(seq 300); do grep -q "listening on" "$dir/log" && break; sleep 0.1; done
-python3 - "$PORT" "$server" "$N" > "$dir/window" <<'PY' &
-import glob, sys, time, urllib.request
-port, pid, n = sys.argv[1], sys.argv[2], float(sys.argv[3])
+python3 - "$PORT" "$server" "$N" "${PERF:-}" > "$dir/window" <<'PY' &
+import glob, signal, subprocess, sys, time, urllib.request
+port, pid, n, perf_out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+perf = None
 def connections():
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     return next((float(l.split()[1]) for l in text.splitlines() if l.startswith("zajel_connections ")), 0)
@@ -40,10 +43,17 @@ while True:
     c = connections()
     if start is None and c > 0:
         start = prev
+        if perf_out:
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "4000",
+                                     "--call-graph", "dwarf,16384", "-p", pid, "-o", perf_out],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if start is None:
         prev = snapshot()
     elif c >= n:
         end = snapshot()
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
         print(f"switches {end[0] - start[0]} server_cpu_s {(end[1] - start[1]) / 100:.2f}")
         break
     time.sleep(0.01)

@@ -91,12 +91,15 @@ async fn configuration_precedence_flags_env_file_defaults() {
         username: "alice".into(),
         token: v["token"].as_str().expect("token").to_owned(),
     };
-    let (_c, ok) = Client::login(addr, &alice).await;
+    let (c, ok) = Client::login(addr, &alice).await;
     let limits = &ok["limits"];
     assert_eq!(limits["idle_timeout_ms"], 33333, "flag beats env and file");
     assert_eq!(limits["max_body_bytes"], 200, "env beats file");
     assert_eq!(limits["requests_per_second"], 7, "file beats default");
     assert_eq!(limits["max_frame_bytes"], 5000, "file");
+    // Closed first: `terminate` blocks this thread, so nobody would answer the shutdown's
+    // close and the server would wait out its 1 s linger.
+    c.close().await;
     assert_eq!(bin.terminate(), Some(0));
 }
 

@@ -300,8 +300,8 @@ async fn connection_caps() {
     })
     .await;
     let acc = register(server.addr, "erin").await;
-    let (_c1, _) = Client::login(server.addr, &acc).await;
-    let (_c2, _) = Client::login(server.addr, &acc).await;
+    let (c1, _) = Client::login(server.addr, &acc).await;
+    let (c2, _) = Client::login(server.addr, &acc).await;
     // The user's third connection is refused at auth with rate_limited and 1008.
     let mut c3 = Client::connect(server.addr, "erin-3").await;
     let r = c3.auth(&acc.token, None).await;
@@ -312,7 +312,7 @@ async fn connection_caps() {
     // Its address slot is released when the server's connection task ends: until then a
     // third socket is refused too, so wait for that (bounded) instead of a fixed sleep.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let _idle = loop {
+    let idle = loop {
         let mut req = format!("ws://{}/ws", server.addr)
             .into_client_request()
             .expect("request");
@@ -342,7 +342,8 @@ async fn connection_caps() {
         }
         other => panic!("expected a 429 refusal, got {:?}", other.map(|_| ())),
     }
-    server.stop_with([_c1, _c2]).await;
+    drop(idle);
+    server.stop_with([c1, c2]).await;
 }
 
 /// Item 7: after a block, `mark_read` and `typing` are refused like `send`, and nothing moves.
@@ -549,9 +550,7 @@ mod redis {
     async fn ping_does_not_wait_behind_a_stuck_store() {
         let redis = RedisServer::start().expect("redis-server");
         let na = node(&redis.url(), "a").await;
-        let Pair {
-            mut a, b: _b, conv, ..
-        } = alice_and_bob(na.addr).await;
+        let Pair { mut a, b, conv, .. } = alice_and_bob(na.addr).await;
         redis.signal("STOP").expect("SIGSTOP redis");
         a.send_raw(
             &json!({"type": "send", "id": "s1", "conversation": conv, "body": "x",
@@ -577,7 +576,7 @@ mod redis {
             send_took < Duration::from_secs(5),
             "send took {send_took:?}"
         );
-        na.stop().await;
+        na.stop_with([a, b]).await;
     }
 
     /// A full Redis (`maxmemory` reached under `noeviction`: every write answers `OOM`): a
@@ -635,6 +634,6 @@ mod redis {
         assert_eq!(stored["message"]["seq"], 1, "{stored}");
         assert_eq!(stored["duplicate"], false, "{stored}");
         assert_eq!(b.expect("message").await["message"]["seq"], 1);
-        na.stop().await;
+        na.stop_with([a, b]).await;
     }
 }

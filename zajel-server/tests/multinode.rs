@@ -26,8 +26,14 @@ fn broker_config(node: &str) -> RedisBrokerConfig {
 
 /// An in-process node: its own `RedisStore` connection and `RedisBroker` on `url`.
 async fn node(url: &str, id: &str) -> TestServer {
-    let store = RedisStore::connect(url).await.expect("redis store");
-    let broker = RedisBroker::connect(url, broker_config(id))
+    node_with_broker_at(url, url, id).await
+}
+
+/// A node whose store and broker connect to `store_url` and `broker_url` (e.g. the broker as
+/// an ACL user with fewer rights).
+async fn node_with_broker_at(store_url: &str, broker_url: &str, id: &str) -> TestServer {
+    let store = RedisStore::connect(store_url).await.expect("redis store");
+    let broker = RedisBroker::connect(broker_url, broker_config(id))
         .await
         .expect("redis broker");
     let engine = Engine::builder(Arc::new(store), test_config())
@@ -828,6 +834,78 @@ async fn refused_presence_updates_are_repaired() {
         .await
         .unwrap();
     a.close().await;
+    na.stop().await;
+    nb.stop().await;
+}
+
+/// On one Redis a connection's count and the node's user set are written by one script call
+/// (one round trip, set first), so Redis never holds a count the reaper cannot find: before,
+/// the count was taken and a refused `SADD` after it left the user online for good if the node
+/// then died. Here node B's broker may not write its user set (an ACL): its registration of
+/// bob must leave no count behind, and once the set is writable the repair writes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_is_never_taken_without_the_node_user_set() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Node B's broker: every key but its own user set, which it may only read.
+    redis_cmd(
+        &mut con,
+        &[
+            "ACL",
+            "SETUSER",
+            "nodeb",
+            "on",
+            ">pw",
+            "+@all",
+            "&*",
+            "resetkeys",
+            "~zajel:{*",
+            "~zajel:nodes",
+            "~zajel:node:{node-a}*",
+            "~zajel:node:{node-b}",
+            "~zajel:node:{node-b}:[^u]*",
+            "%R~zajel:node:{node-b}:users",
+        ],
+    )
+    .await
+    .unwrap();
+    let na = node(&url, "node-a").await;
+    let restricted = url.replacen("redis://", "redis://nodeb:pw@", 1);
+    let nb = node_with_broker_at(&url, &restricted, "node-b").await;
+    let users_of_b = async |con: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
+        redis::cmd("SMEMBERS")
+            .arg("zajel:node:{node-b}:users")
+            .query_async(con)
+            .await
+            .unwrap()
+    };
+    let bob = register(nb.addr, "bob").await;
+
+    let mut b = Client::connect(nb.addr, "bob").await;
+    let ok = b.auth(&bob.token, None).await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    // The registration was refused as a whole (and is retried): no count without the set.
+    for _ in 0..5 {
+        let counts = registry(&mut con, &bob).await;
+        assert!(
+            counts.is_empty() && users_of_b(&mut con).await.is_empty(),
+            "a count without the node's user set: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The set becomes writable: the repair writes both.
+    redis_cmd(&mut con, &["ACL", "SETUSER", "nodeb", "allkeys"])
+        .await
+        .unwrap();
+    wait_registry(&mut con, &bob, &[("node-b", 1)]).await;
+    assert_eq!(users_of_b(&mut con).await, vec![bob.id.clone()]);
+    drop(b);
     na.stop().await;
     nb.stop().await;
 }

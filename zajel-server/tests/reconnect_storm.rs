@@ -165,7 +165,7 @@ async fn one_user_cannot_hold_every_replay_slot() {
     );
     drop(hogs);
     c.close().await;
-    server.stop().await;
+    server.stop_with([a]).await;
 }
 
 /// `n` messages of 16 KiB from `a` into `conv` (keys k1..=kn).

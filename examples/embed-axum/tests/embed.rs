@@ -102,6 +102,13 @@ async fn app_routes_and_zajel_work_side_by_side() {
     // Graceful shutdown reaches the WebSocket through the app's own server loop.
     stop.send(()).expect("stop");
     assert_eq!(next_json(&mut ws).await["type"], "going_away");
+    // Then the close (1001), answered as a client does: the server's teardown does not wait
+    // out its linger for the echo.
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    ws.flush().await.expect("close echo");
     tokio::time::timeout(Duration::from_secs(20), server)
         .await
         .expect("server stops")

@@ -1,11 +1,17 @@
 //! Coalescing of concurrent appends (issue 13): the server appends one message per `send`, so
 //! 1,000 senders made 1,000 `EVALSHA`s, and the script call itself (argument conversion, the
-//! Lua call, the reply) cost Redis more than the commands inside it. At most [`IN_FLIGHT`]
-//! append calls are outstanding: while a slot is free a caller sends its own messages at once
-//! (a lone message waits for nothing and pays no queue); when both are taken callers queue,
-//! and a background task sends everything queued as one script call as soon as a slot frees.
-//! So the busier Redis is, the more messages share a call. One node only: on a Cluster a batch
-//! is one script call per conversation anyway.
+//! Lua call, the reply) cost Redis more than the commands inside it. At most one append call is
+//! outstanding: while none is, a caller sends its own messages at once (a lone message waits
+//! for nothing and pays no queue); while one is, callers queue, and a background task sends
+//! everything queued as one script call as soon as the reply is in. So the busier Redis is, the
+//! more messages share a call. One node only: on a Cluster a batch is one script call per
+//! conversation anyway.
+//!
+//! Why one and not two (session 9): with a second call allowed in flight, half the sends at
+//! 5,000 msgs/s found it free and went out alone, so a call carried 1.5-1.7 messages and each
+//! message paid most of a call's fixed cost (~26,500 Redis instructions, a socket write and
+//! read on both sides, a wakeup). With one, a send that arrives during a call waits for that
+//! call's reply (one round trip, ~0.1-0.2 ms at that load) and shares the next call.
 //!
 //! Each message stays its own atomic step in the script, so merging callers changes no
 //! result: every caller gets exactly the results for its own messages, in its order.
@@ -14,10 +20,6 @@ use super::{RedisStore, StoreError, StoreResult};
 use crate::model::{Appended, NewMessage};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-
-/// Script calls outstanding at once. Two keep Redis busy while the store encodes the next
-/// call and decodes the last reply; more would only split the queue into smaller calls.
-const IN_FLIGHT: usize = 2;
 
 /// Most messages in one script call: Redis runs a script without interleaving other clients'
 /// commands, so this bounds how long one call holds it (~10 µs per message).
@@ -33,9 +35,9 @@ struct Pending {
 /// and ends the task once the queue is empty.
 pub(super) struct Coalescer {
     queue: mpsc::UnboundedSender<Pending>,
-    /// Append calls outstanding, shared with the task. Tokio's semaphore hands a released
-    /// permit to its waiters first, so the queue's task is served before a new caller.
-    slots: Arc<Semaphore>,
+    /// The one append call allowed outstanding, shared with the task. Tokio's semaphore hands a
+    /// released permit to its waiters first, so the queue's task is served before a new caller.
+    slot: Arc<Semaphore>,
 }
 
 impl Coalescer {
@@ -45,19 +47,19 @@ impl Coalescer {
     pub(super) fn start(store: RedisStore) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (queue, rx) = mpsc::unbounded_channel();
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-        runtime.spawn(drain(store, rx, slots.clone()));
-        Some(Self { queue, slots })
+        let slot = Arc::new(Semaphore::new(1));
+        runtime.spawn(drain(store, rx, slot.clone()));
+        Some(Self { queue, slot })
     }
 
-    /// Appends `batch` at once if a slot is free, else queues it and waits for its results.
+    /// Appends `batch` at once if no call is in flight, else queues it and waits for its results.
     /// If the task is gone (its runtime shut down), `batch` is appended directly.
     pub(super) async fn append(
         &self,
         store: &RedisStore,
         batch: Vec<NewMessage>,
     ) -> Vec<StoreResult<Appended>> {
-        if let Ok(_slot) = self.slots.try_acquire() {
+        if let Ok(_slot) = self.slot.try_acquire() {
             return store.append_now(batch).await;
         }
         let n = batch.len();
@@ -75,40 +77,32 @@ impl Coalescer {
     }
 }
 
-/// Takes the queue's head, waits for a free slot (meanwhile more callers queue up), then sends
-/// everything queued (up to [`MAX_MESSAGES`]) as one append.
-async fn drain(store: RedisStore, mut rx: mpsc::UnboundedReceiver<Pending>, slots: Arc<Semaphore>) {
+/// Takes the queue's head, waits until no call is in flight (meanwhile more callers queue up),
+/// then sends everything queued (up to [`MAX_MESSAGES`]) as one append and hands each caller
+/// its results. The call runs on this task: only one can be in flight, so there is nothing to
+/// do meanwhile but let the queue grow.
+async fn drain(store: RedisStore, mut rx: mpsc::UnboundedReceiver<Pending>, slot: Arc<Semaphore>) {
     while let Some(first) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(_slot) = slot.acquire().await else {
             return;
         };
-        let mut messages = first.batch.len();
-        let mut callers = vec![first];
-        while messages < MAX_MESSAGES {
+        let mut sizes = vec![first.batch.len()];
+        let mut replies = vec![first.reply];
+        let mut all = first.batch;
+        while all.len() < MAX_MESSAGES {
             match rx.try_recv() {
                 Ok(p) => {
-                    messages += p.batch.len();
-                    callers.push(p);
+                    sizes.push(p.batch.len());
+                    all.extend(p.batch);
+                    replies.push(p.reply);
                 }
                 Err(_) => break,
             }
         }
-        let store = store.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut sizes = Vec::with_capacity(callers.len());
-            let mut all = Vec::with_capacity(messages);
-            let mut replies = Vec::with_capacity(callers.len());
-            for p in callers {
-                sizes.push(p.batch.len());
-                all.extend(p.batch);
-                replies.push(p.reply);
-            }
-            let mut results = store.append_now(all).await.into_iter();
-            for (reply, n) in replies.into_iter().zip(sizes) {
-                // A caller that stopped waiting no longer needs its results.
-                let _ = reply.send(results.by_ref().take(n).collect());
-            }
-        });
+        let mut results = store.append_now(all).await.into_iter();
+        for (reply, n) in replies.into_iter().zip(sizes) {
+            // A caller that stopped waiting no longer needs its results.
+            let _ = reply.send(results.by_ref().take(n).collect());
+        }
     }
 }

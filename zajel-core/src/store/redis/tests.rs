@@ -591,6 +591,70 @@ async fn concurrent_appends_share_script_calls_and_keep_their_results() {
     );
 }
 
+/// Session 9: at most one append call is in flight. While Redis holds the first caller's call
+/// (paused for writes), 30 more callers arrive: the first call is not joined by a second one
+/// beside it (with two in flight the next caller went out alone, 3 calls here), and all 30
+/// share the next call (2 in all), each still getting its own results.
+#[tokio::test]
+async fn sends_during_a_call_in_flight_share_the_next_call() {
+    let (store, server) = setup().await;
+    let mut pairs = Vec::new();
+    for _ in 0..31 {
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        crate::testing::befriend(&store, a, b).await;
+        pairs.push((ConversationId::direct(a, b), a, b));
+    }
+    // Loads the script, so the calls below are one `EVALSHA` each.
+    let (c0, a0, b0) = pairs[0].clone();
+    let warm = store.append(vec![msg(&c0, a0, "warm")]).await.remove(0);
+    assert_eq!(warm.map(|r| r.message.seq), Ok(1));
+    let before = evalsha_calls(&store).await;
+    let mut admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Bounded: Redis lifts the pause by itself after 5 s should the test stop early.
+    let paused = crate::testing::redis_cmd(&mut admin, &["CLIENT", "PAUSE", "5000", "WRITE"]);
+    assert_eq!(paused.await, Ok(Value::Okay));
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(vec![msg(&c0, b0, "first")]).await })
+    };
+    // The test runtime has one thread: each yield lets every spawned task run until it waits.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let mut tasks = Vec::new();
+    for (c, a, b) in pairs.iter().skip(1).cloned() {
+        let store = store.clone();
+        let batch = vec![msg(&c, a, "k1"), msg(&c, b, "k2")];
+        tasks.push(tokio::spawn(async move { store.append(batch).await }));
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!first.is_finished(), "Redis answered during its pause");
+    let unpaused = crate::testing::redis_cmd(&mut admin, &["CLIENT", "UNPAUSE"]).await;
+    assert_eq!(unpaused, Ok(Value::Okay));
+    let first = first.await.unwrap().remove(0).map(|r| r.message.seq);
+    assert_eq!(first, Ok(2));
+    for ((c, a, b), task) in pairs.iter().skip(1).zip(tasks) {
+        let got: Vec<_> = task
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map(|r| (r.message.sender, r.message.seq, r.duplicate)))
+            .collect();
+        assert_eq!(got, vec![Ok((*a, 1, false)), Ok((*b, 2, false))], "{c}");
+    }
+    let calls = evalsha_calls(&store).await - before;
+    assert_eq!(
+        calls, 2,
+        "the paused call, then one for the 30 callers that queued"
+    );
+}
+
 /// Issue 7 item 7 on Redis, two nodes: node 1 runs the old send path's friendship check (a
 /// read of the edge: friends), node 2 then blocks and is acknowledged, and node 1's append
 /// comes after. The check inside the append script refuses it and writes nothing (on the

@@ -90,9 +90,11 @@ impl Shared {
         })
     }
 
-    /// Writes this node's count of `user` (its hub's) into the user's presence hash, then
+    /// Writes this node's count of `user` (its hub's) into the user's presence hash, and
     /// keeps `P:node:{N}:users` in step (always when `repair`, else only when the count
-    /// crossed 0). Call under the user's lock. A failed set update marks the user dirty.
+    /// crossed 0). On one Redis both are one script call (one round trip); on a Cluster the
+    /// set is in another slot, so it is a second command after the script. Call under the
+    /// user's lock. A failed set update after the count was taken marks the user dirty.
     pub(super) async fn write_presence(
         &self,
         user: UserId,
@@ -100,18 +102,27 @@ impl Shared {
     ) -> redis::RedisResult<Written> {
         let n = self.local_count(user);
         let mut con = self.con.clone();
-        let (prev, hash): (i64, Vec<(String, i64)>) = PRESENCE_SCRIPT
-            .key(self.keys.presence(user))
+        let cluster = con.is_cluster();
+        let node_users = self.keys.node_users(&self.node);
+        let member = user.to_string();
+        let mut call = PRESENCE_SCRIPT.key(self.keys.presence(user));
+        if !cluster {
+            call.key(&node_users);
+        }
+        let (prev, hash): (i64, Vec<(String, i64)>) = call
             .arg(&self.node)
             .arg(n)
+            .arg(if repair { "1" } else { "0" })
+            .arg(&member)
             .invoke_async(&mut con)
             .await?;
         let (_, others) = self.split_counts(&hash);
-        let key = self.keys.node_users(&self.node);
-        let set = if n > 0 && (repair || prev <= 0) {
-            con.sadd::<_, _, ()>(key, user.to_string()).await
+        let set = if !cluster {
+            Ok(())
+        } else if n > 0 && (repair || prev <= 0) {
+            con.sadd::<_, _, ()>(node_users, member).await
         } else if n <= 0 && (repair || prev > 0) {
-            con.srem::<_, _, ()>(key, user.to_string()).await
+            con.srem::<_, _, ()>(node_users, member).await
         } else {
             Ok(())
         };
@@ -214,47 +225,42 @@ impl Shared {
     }
 }
 
-#[async_trait::async_trait]
-impl Presence for RedisBroker {
-    async fn connected(&self, user: UserId, first_local: bool) -> bool {
+impl RedisBroker {
+    /// Writes `user`'s count after one of their connections here opened (`online`) or closed
+    /// (`!online`); `edge` says whether it was their first (last) on this node. Returns true
+    /// when the user just went `online` (offline) cluster-wide. A write that settles the
+    /// opposite transition (another connection's failed update) announces that one itself.
+    /// If Redis does not take the write, the user is marked for repair and the node's own view
+    /// (`edge`) answers.
+    async fn update_presence(&self, user: UserId, online: bool, edge: bool) -> bool {
         let shared = &self.shared;
         let _g = shared.user_lock(user).lock().await;
         match shared.write_presence(user, false).await {
             Ok(w) => match w.transition() {
-                Some(true) => true,
-                // Another connection's failed update is settled by this write.
-                Some(false) => {
-                    shared.announce(user, false);
+                Some(t) if t == online => true,
+                Some(t) => {
+                    shared.announce(user, t);
                     false
                 }
                 None => false,
             },
             Err(e) => {
                 tracing::warn!(user = %user, error = %e, "presence: Redis did not take the update; will repair");
-                shared.mark_dirty(user, first_local.then_some(true), Some(&e));
-                first_local
+                shared.mark_dirty(user, edge.then_some(online), Some(&e));
+                edge
             }
         }
     }
+}
+
+#[async_trait::async_trait]
+impl Presence for RedisBroker {
+    async fn connected(&self, user: UserId, first_local: bool) -> bool {
+        self.update_presence(user, true, first_local).await
+    }
 
     async fn disconnected(&self, user: UserId, last_local: bool) -> bool {
-        let shared = &self.shared;
-        let _g = shared.user_lock(user).lock().await;
-        match shared.write_presence(user, false).await {
-            Ok(w) => match w.transition() {
-                Some(false) => true,
-                Some(true) => {
-                    shared.announce(user, true);
-                    false
-                }
-                None => false,
-            },
-            Err(e) => {
-                tracing::warn!(user = %user, error = %e, "presence: Redis did not take the update; will repair");
-                shared.mark_dirty(user, last_local.then_some(false), Some(&e));
-                last_local
-            }
-        }
+        self.update_presence(user, false, last_local).await
     }
 
     async fn online(&self, users: &[UserId]) -> Vec<bool> {
