@@ -443,7 +443,12 @@ async fn a_notice_the_store_refused_is_posted_once_it_recovers_before_any_messag
         .call(json!({"type": "send", "conversation": conv, "body": "hi", "idempotency_key": "k1"}))
         .await;
     assert_eq!(refused["type"], "error", "{refused}");
-    assert_eq!(refused["code"], "internal", "{refused}");
+    // The store's error as it is: a refused command, or the breaker opened by repeated ones.
+    let code = refused["code"].as_str();
+    assert!(
+        matches!(code, Some("internal" | "unavailable")),
+        "{refused}"
+    );
 
     redis_acl(redis.port(), "+xadd");
     for c in [&mut a, &mut b] {
