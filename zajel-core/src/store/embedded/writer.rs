@@ -49,8 +49,26 @@ fn fatal(e: redb::StorageError) -> OpError {
 
 pub(super) type OpResult<T> = Result<T, OpError>;
 
+/// Activity stamps reserved per write of the counter.
+const ACTIVITY_BLOCK: u64 = 4096;
+
+/// Activity stamps handed out from a reserved block, so a commit writes the counter (a leaf
+/// of `counters` and that table's root: a page, its checksum and ~25,000 instructions per
+/// commit) once per [`ACTIVITY_BLOCK`] stamps instead of every time. The stored counter is a
+/// ceiling: no stamp handed out is above it once its transaction has committed. Opening a
+/// file starts after the stored value, skipping what the last process left unused of its
+/// block, which keeps stamps monotonic (they only order conversations; gaps mean nothing). A
+/// file of an older version stored the last stamp, which is a ceiling too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ActivityLease {
+    /// The last stamp handed out.
+    last: u64,
+    /// The reserved ceiling: stored in the file once the transaction that raised it commits.
+    ceiling: u64,
+}
+
 /// Declares [`Tx`]'s tables: each is opened the first time an operation of the transaction
-/// uses it (a batch of appends opens 3 of the 13), because opening a table costs a lookup in
+/// uses it (a steady-state batch of appends opens 2 of the 13), because opening a table costs a lookup in
 /// redb's table tree now and another when the commit checks it for changes (~8,000
 /// instructions per table and commit, measured with callgrind).
 macro_rules! lazy_tables {
@@ -59,18 +77,28 @@ macro_rules! lazy_tables {
         pub(super) struct Tx<'t> {
             txn: &'t WriteTransaction,
             $($name: Option<Table<'t, $k, $v>>,)*
-            /// The activity counter, read at the first send of the transaction and written
-            /// back once by [`Tx::flush`]: one read and one write per batch, not per message.
-            activity: Option<u64>,
+            /// Where activity stamps come from: the writer's lease, carried from one
+            /// transaction to the next (`None`: read the counter at the first send).
+            activity: Option<ActivityLease>,
+            /// The lease's ceiling moved on in this transaction: [`Tx::flush`] stores it.
             activity_dirty: bool,
         }
 
         impl<'t> Tx<'t> {
             pub(super) fn new(txn: &'t WriteTransaction) -> Self {
+                Self::with_activity(txn, None)
+            }
+
+            /// A transaction that hands out activity stamps from `lease` (the previous
+            /// transaction's [`Tx::activity_lease`]) instead of reading the counter.
+            pub(super) fn with_activity(
+                txn: &'t WriteTransaction,
+                lease: Option<ActivityLease>,
+            ) -> Self {
                 Self {
                     txn,
                     $($name: None,)*
-                    activity: None,
+                    activity: lease,
                     activity_dirty: false,
                 }
             }
@@ -130,29 +158,47 @@ impl OpError {
 }
 
 impl Tx<'_> {
-    /// Writes what the transaction's operations deferred (the activity counter). Called once,
-    /// after the last operation and before the commit.
+    /// Writes what the transaction's operations deferred (a new activity ceiling). Called
+    /// once, after the last operation and before the commit.
     pub(super) fn flush(&mut self) -> OpResult<()> {
-        if let (Some(n), true) = (self.activity, self.activity_dirty) {
-            self.counters()?.insert(ACTIVITY_COUNTER, n).map_err(be)?;
+        if let (Some(lease), true) = (self.activity, self.activity_dirty) {
+            self.counters()?
+                .insert(ACTIVITY_COUNTER, lease.ceiling)
+                .map_err(be)?;
             self.activity_dirty = false;
         }
         Ok(())
     }
 
+    /// The lease after this transaction's stamps: for the next transaction, once this one
+    /// has committed.
+    pub(super) fn activity_lease(&self) -> Option<ActivityLease> {
+        self.activity
+    }
+
     /// The next activity stamp (monotonic across the file).
     fn next_activity(&mut self) -> OpResult<u64> {
-        let current = match self.activity {
-            Some(n) => n,
-            None => self
-                .counters()?
-                .get(ACTIVITY_COUNTER)
-                .map_err(be)?
-                .map_or(0, |v| v.value()),
+        let mut lease = match self.activity {
+            Some(lease) => lease,
+            None => {
+                let stored = self
+                    .counters()?
+                    .get(ACTIVITY_COUNTER)
+                    .map_err(be)?
+                    .map_or(0, |v| v.value());
+                ActivityLease {
+                    last: stored,
+                    ceiling: stored,
+                }
+            }
         };
-        self.activity = Some(current + 1);
-        self.activity_dirty = true;
-        Ok(current + 1)
+        lease.last += 1;
+        if lease.last > lease.ceiling {
+            lease.ceiling = lease.last + ACTIVITY_BLOCK - 1;
+            self.activity_dirty = true;
+        }
+        self.activity = Some(lease);
+        Ok(lease.last)
     }
 
     /// Proves the file takes writes again (see the writer's recovery).
@@ -683,6 +729,8 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Job>, interval: Duration) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH_OPS);
     let mut state = State::Healthy;
     let mut pacing = Pacing::new(interval);
+    // Only a committed lease is carried on; after any failure the counter is read again.
+    let mut activity = None;
     loop {
         let first = match &state {
             State::Broken { next, .. } => {
@@ -713,7 +761,7 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Job>, interval: Duration) {
         }
         let outcome = match &state {
             State::Healthy => match shared.db() {
-                Ok(db) => commit_batch(&db, &mut batch),
+                Ok(db) => commit_batch(&db, &mut batch, &mut activity),
                 Err(e) => Err(e),
             },
             State::Broken { .. } => Err(shared.unavailable()),
@@ -931,22 +979,34 @@ fn probe(db: &Database) -> StoreResult<()> {
     txn.commit().map_err(be)
 }
 
-fn commit_batch(db: &Database, batch: &mut [Job]) -> StoreResult<()> {
+/// Applies `batch` in one transaction and commits it. `activity` is the lease the previous
+/// commit left: replaced by this transaction's when it commits, cleared when it fails (a
+/// failed commit may still have reached the file, so the counter is read again).
+fn commit_batch(
+    db: &Database,
+    batch: &mut [Job],
+    activity: &mut Option<ActivityLease>,
+) -> StoreResult<()> {
+    let lease = activity.take();
     let mut txn = db.begin_write().map_err(be)?;
     // Acknowledged means fsynced: the reply is sent only after this commit returns.
     txn.set_durability(Durability::Immediate).map_err(be)?;
     // The tables (opened on first use) are closed when `tx` drops, before the commit.
     let applied = {
-        let mut tx = Tx::new(&txn);
+        let mut tx = Tx::with_activity(&txn, lease);
         batch
             .iter_mut()
             .try_for_each(|job| job.apply(&mut tx))
             .and_then(|()| tx.flush().map_err(OpError::into_store))
+            .map(|()| tx.activity_lease())
     };
     match applied {
-        Ok(()) => txn
-            .commit()
-            .map_err(|e| StoreError::Backend(format!("commit failed: {e}"))),
+        Ok(lease) => {
+            txn.commit()
+                .map_err(|e| StoreError::Backend(format!("commit failed: {e}")))?;
+            *activity = lease;
+            Ok(())
+        }
         Err(e) => {
             // Dropping would abort too; aborting explicitly surfaces nothing new but is clear.
             let _ = txn.abort();
@@ -1022,7 +1082,7 @@ mod tests {
         let (j4, r4) = job(move |tx| tx.mark_read(&conv1, b, 5));
         let (j5, r5) = job(move |tx| tx.append(vec![msg(&conv, a, "k"), msg(&conv, b, "k")], W));
         let mut batch = vec![j0, j1, j2, j3, j4, j5];
-        let outcome = commit_batch(&db, &mut batch);
+        let outcome = commit_batch(&db, &mut batch, &mut None);
         assert_eq!(outcome, Ok(()));
         for j in batch {
             j.finish(&outcome);
@@ -1046,9 +1106,10 @@ mod tests {
     }
 
     /// A transaction opens only the tables its operations use: appends between friends read
-    /// the edge and the conversation's rows, write into those rows and bump the activity
-    /// counter (a conversation's first message also lists its bucket in
-    /// `idempotency_windows` and adds it to both members' lists).
+    /// the edge and the conversation's rows and write into those rows; the first send of a
+    /// process also reserves a block of activity stamps in `counters` (a conversation's first
+    /// message also lists its bucket in `idempotency_windows` and adds it to both members'
+    /// lists).
     #[test]
     fn appends_open_only_their_tables() {
         let dir = tempfile::tempdir().unwrap();
@@ -1072,14 +1133,16 @@ mod tests {
             assert_eq!(tx.opened(), 2, "edges and relations");
         }
         txn.commit().unwrap();
-        for (first, tables) in [(true, 5), (false, 3)] {
+        let mut lease = None;
+        for (first, tables) in [(true, 5), (false, 2)] {
             let txn = db.begin_write().unwrap();
             {
-                let mut tx = Tx::new(&txn);
+                let mut tx = Tx::with_activity(&txn, lease);
                 let sent = tx.append(vec![msg(&conv, a, &format!("k{first}"))], W);
                 assert!(matches!(sent.as_deref(), Ok([Ok(_)])));
                 assert!(tx.flush().is_ok());
                 assert_eq!(tx.opened(), tables, "first message: {first}");
+                lease = tx.activity_lease();
             }
             txn.commit().unwrap();
         }
@@ -1087,6 +1150,93 @@ mod tests {
         let mut tx = Tx::new(&txn);
         assert!(tx.open_all().is_ok());
         assert_eq!(tx.opened(), 13);
+    }
+
+    /// Draws `n` activity stamps in one batch (failing it after them if `fail`).
+    fn stamps(
+        db: &Database,
+        n: u64,
+        fail: bool,
+        lease: &mut Option<ActivityLease>,
+    ) -> (StoreResult<()>, StoreResult<u64>) {
+        let (j, r) = job(move |tx| {
+            let mut last = 0;
+            for _ in 0..n {
+                last = tx.next_activity()?;
+            }
+            match fail {
+                true => Err(OpError::Fatal(StoreError::Backend("disk on fire".into()))),
+                false => Ok(last),
+            }
+        });
+        let mut batch = vec![j];
+        let outcome = commit_batch(db, &mut batch, lease);
+        for j in batch {
+            j.finish(&outcome);
+        }
+        (outcome, r.blocking_recv().unwrap())
+    }
+
+    /// Activity stamps come from a reserved block: they keep rising across commits, across a
+    /// failed commit (the lease is dropped and the counter read again), across blocks and
+    /// across reopening the file; the stored counter is never below a committed stamp; a file
+    /// whose counter holds the last stamp (older versions) continues after it.
+    #[test]
+    fn activity_stamps_rise_across_commits_failures_blocks_and_reopens() {
+        use redb::ReadableDatabase;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let open = || match open_database(&path, W) {
+            Ok(db) => db,
+            Err(_) => panic!("open"),
+        };
+        let stored = |db: &Database| {
+            let txn = db.begin_read().unwrap();
+            let t = txn.open_table(COUNTERS).unwrap();
+            t.get(ACTIVITY_COUNTER).unwrap().map(|v| v.value())
+        };
+        let db = open();
+        // An older file: the counter is the last stamp handed out.
+        let txn = db.begin_write().unwrap();
+        txn.open_table(COUNTERS)
+            .unwrap()
+            .insert(ACTIVITY_COUNTER, 7)
+            .unwrap();
+        txn.commit().unwrap();
+        let mut lease = None;
+        assert_eq!(stamps(&db, 3, false, &mut lease), (Ok(()), Ok(10)));
+        assert_eq!(stored(&db), Some(7 + ACTIVITY_BLOCK));
+        assert_eq!(stamps(&db, 2, false, &mut lease), (Ok(()), Ok(12)));
+        // Within the block nothing is written: the transaction never opened `counters`.
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tx = Tx::with_activity(&txn, lease);
+            assert!(matches!(tx.next_activity(), Ok(13)));
+            assert!(tx.flush().is_ok());
+            assert_eq!(tx.opened(), 0);
+        }
+        drop(txn);
+        // A failed commit drops the lease: the next stamp starts after the stored ceiling.
+        let (outcome, _) = stamps(&db, 1, true, &mut lease);
+        assert!(outcome.is_err());
+        assert_eq!(lease, None);
+        let after_failure = 7 + ACTIVITY_BLOCK + 1;
+        assert_eq!(
+            stamps(&db, 1, false, &mut lease),
+            (Ok(()), Ok(after_failure))
+        );
+        // Past the end of a block in one transaction: a new ceiling is stored with it.
+        let crossed = after_failure + ACTIVITY_BLOCK;
+        assert_eq!(
+            stamps(&db, ACTIVITY_BLOCK, false, &mut lease),
+            (Ok(()), Ok(crossed))
+        );
+        assert!(stored(&db).is_some_and(|c| c >= crossed));
+        // Reopened: the rest of the last block is skipped, stamps still rise.
+        let ceiling = stored(&db).unwrap();
+        drop(db);
+        let db = open();
+        assert_eq!(stamps(&db, 1, false, &mut None), (Ok(()), Ok(ceiling + 1)));
     }
 
     /// The writer loop answers every waiter of a batch whose transaction failed mid-way with
@@ -1190,7 +1340,7 @@ mod tests {
             Err::<(), _>(OpError::Fatal(StoreError::Backend("disk on fire".into())))
         });
         let mut batch = vec![j1, j2];
-        let outcome = commit_batch(&db, &mut batch);
+        let outcome = commit_batch(&db, &mut batch, &mut None);
         assert!(matches!(outcome, Err(StoreError::Backend(_))));
         for j in batch {
             j.finish(&outcome);
