@@ -909,3 +909,91 @@ async fn a_count_is_never_taken_without_the_node_user_set() {
     na.stop().await;
     nb.stop().await;
 }
+
+/// A dead node's reap that fails halfway is retried: the surviving node claimed the dead one
+/// (removed it from `P:nodes`, so no other node will claim it again) but Redis refused the
+/// presence cleanup (node A's broker may not `EVAL`, an ACL). Bob, who was on the dead node,
+/// must stay claimed and go offline once Redis takes the reap, not stay online forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reap_redis_refused_is_retried_until_the_dead_nodes_users_go_offline() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Node A's broker: everything but `EVAL` (the reap's cleanup script; its own presence
+    // script goes through `EVALSHA`).
+    redis_cmd(
+        &mut con,
+        &[
+            "ACL", "SETUSER", "nodea", "on", ">pw", "+@all", "-eval", "~*", "&*",
+        ],
+    )
+    .await
+    .unwrap();
+    let restricted = url.replacen("redis://", "redis://nodea:pw@", 1);
+    let na = node_with_broker_at(&url, &restricted, "node-a").await;
+    let mut nb = Binary::start(&[
+        "--redis-url",
+        &url,
+        "--node-id",
+        "node-b",
+        "--node-heartbeat-ms",
+        "200",
+        "--node-ttl-ms",
+        "1000",
+        "--node-sweep-ms",
+        "200",
+    ]);
+    let alice = register(na.addr, "alice").await;
+    let bob = register(nb.addr, "bob").await;
+    let (mut a, b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
+    wait_registry(&mut con, &bob, &[("node-b", 1)]).await;
+
+    // Node B dies; node A claims it after its TTL and its reap is refused.
+    nb.child.kill().expect("SIGKILL node B");
+    let _ = nb.child.wait();
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log: Vec<redis::Value> = redis::cmd("ACL")
+            .arg("LOG")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if format!("{log:?}").contains("eval") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node A never tried to reap node B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("zajel:nodes")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(nodes, vec!["node-a".to_owned()], "node B not claimed");
+    // Refused: bob is still registered on the dead node (what node A's reads make of a
+    // claimed node's counts meanwhile is timing, not asserted here).
+    assert_eq!(
+        registry(&mut con, &bob).await,
+        [("node-b".to_owned(), 1)].into_iter().collect()
+    );
+
+    // Redis takes the reap: a later sweep finishes it.
+    redis_cmd(&mut con, &["ACL", "SETUSER", "nodea", "+eval"])
+        .await
+        .unwrap();
+    let p = expect_presence(&mut a, &bob, false).await;
+    assert!(p["last_seen"].is_number(), "{p}");
+    wait_registry(&mut con, &bob, &[]).await;
+    let f = a.call(json!({"type": "friends_list"})).await;
+    assert!(!online_of(&f["friends"], &bob), "{f}");
+    a.close().await;
+    na.stop().await;
+}
