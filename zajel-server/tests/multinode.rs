@@ -42,6 +42,23 @@ async fn node_with_broker_at(store_url: &str, broker_url: &str, id: &str) -> Tes
     TestServer::serve(engine).await
 }
 
+/// Node B as a real `zajel-server` process (`--redis-url`, so the broker is wired
+/// automatically) with the same short heartbeats as `broker_config`.
+fn binary_node_b(url: &str) -> Binary {
+    Binary::start(&[
+        "--redis-url",
+        url,
+        "--node-id",
+        "node-b",
+        "--node-heartbeat-ms",
+        "200",
+        "--node-ttl-ms",
+        "1000",
+        "--node-sweep-ms",
+        "200",
+    ])
+}
+
 /// Waits for a `presence` event about `user` with `online`, skipping other presence events.
 async fn expect_presence(c: &mut Client, user: &Account, online: bool) -> Value {
     loop {
@@ -165,18 +182,7 @@ async fn dead_node_users_go_offline_and_resume_elsewhere() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
     let na = node(&url, "node-a").await;
-    let mut nb = Binary::start(&[
-        "--redis-url",
-        &url,
-        "--node-id",
-        "node-b",
-        "--node-heartbeat-ms",
-        "200",
-        "--node-ttl-ms",
-        "1000",
-        "--node-sweep-ms",
-        "200",
-    ]);
+    let mut nb = binary_node_b(&url);
 
     let alice = register(na.addr, "alice").await;
     let bob = register(nb.addr, "bob").await;
@@ -935,18 +941,7 @@ async fn a_reap_redis_refused_is_retried_until_the_dead_nodes_users_go_offline()
     .unwrap();
     let restricted = url.replacen("redis://", "redis://nodea:pw@", 1);
     let na = node_with_broker_at(&url, &restricted, "node-a").await;
-    let mut nb = Binary::start(&[
-        "--redis-url",
-        &url,
-        "--node-id",
-        "node-b",
-        "--node-heartbeat-ms",
-        "200",
-        "--node-ttl-ms",
-        "1000",
-        "--node-sweep-ms",
-        "200",
-    ]);
+    let mut nb = binary_node_b(&url);
     let alice = register(na.addr, "alice").await;
     let bob = register(nb.addr, "bob").await;
     let (mut a, b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
