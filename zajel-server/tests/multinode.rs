@@ -59,6 +59,15 @@ fn binary_node_b(url: &str) -> Binary {
     ])
 }
 
+/// A plain Redis connection of the test's own, for raw commands (ACLs, the registry).
+async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection")
+}
+
 /// Waits for a `presence` event about `user` with `online`, skipping other presence events.
 async fn expect_presence(c: &mut Client, user: &Account, online: bool) -> Value {
     loop {
@@ -247,11 +256,7 @@ async fn pubsub_gap_closes_with_4008_and_resume_fills_it() {
     a.send_message(&conv, "one", "k1").await;
     assert_eq!(b.expect("message").await["message"]["seq"], 1);
 
-    let client = redis::Client::open(url.as_str()).expect("client");
-    let mut con = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
+    let mut con = raw_connection(&url).await;
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
@@ -741,11 +746,7 @@ async fn refused_presence_updates_are_repaired() {
     let url = redis.url();
     let na = node(&url, "node-a").await;
     let nb = node(&url, "node-b").await;
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = raw_connection(&url).await;
     let alice = register(na.addr, "alice").await;
     let bob = register(nb.addr, "bob").await;
     let (mut a, b) = friends_at(na.addr, &alice, nb.addr, &bob).await;
@@ -853,11 +854,7 @@ async fn refused_presence_updates_are_repaired() {
 async fn a_count_is_never_taken_without_the_node_user_set() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = raw_connection(&url).await;
     // Node B's broker: every key but its own user set, which it may only read.
     redis_cmd(
         &mut con,
@@ -924,11 +921,7 @@ async fn a_count_is_never_taken_without_the_node_user_set() {
 async fn a_reap_redis_refused_is_retried_until_the_dead_nodes_users_go_offline() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut con = raw_connection(&url).await;
     // Node A's broker: everything but `EVAL` (the reap's cleanup script; its own presence
     // script goes through `EVALSHA`).
     redis_cmd(
